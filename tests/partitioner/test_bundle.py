@@ -1,0 +1,199 @@
+"""Bundle format v1: manifest round trip, validation errors that name the field, tamper detection."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from partitioner import bundle as bundle_io
+from partitioner.errors import (
+    BundleExists,
+    BundleFileMissing,
+    BundleHashMismatch,
+    ManifestError,
+    UnknownCut,
+    UnsupportedSchemaVersion,
+)
+from protos import bundle_pb2
+
+
+def _tensor(name: str, datatype: str, shape: list[int], codec: str = "fp32") -> bundle_pb2.TensorSpec:
+    return bundle_pb2.TensorSpec(name=name, datatype=datatype, shape=shape, encoding=bundle_pb2.WireEncoding(codec=codec))
+
+
+def write_sample_bundle(out: pathlib.Path) -> bundle_io.Bundle:
+    with bundle_io.BundleWriter(out) as writer:
+        m = bundle_pb2.Manifest(model_name="tiny_net", model_version="1.0", created_by="tests")
+        m.input.tensor.CopyFrom(_tensor("input", "FP32", [-1, 3, 8, 8]))
+        m.input.width_px, m.input.height_px = 8, 8
+        m.input.layout, m.input.color_order = "NCHW", "RGB"
+        m.input.resize_shorter_px = 10
+        m.input.pixel_scale = 1 / 255
+        m.input.mean.extend([0.485, 0.456, 0.406])
+        m.input.std.extend([0.229, 0.224, 0.225])
+        m.input.jpeg_quality = 90
+        m.output.tensors.append(_tensor("logits", "FP32", [-1, 4]))
+        m.output.classification.top_k = 2
+        m.output.classification.softmax = True
+        m.output.classification.output_tensor = "logits"
+        m.output.classification.labels.CopyFrom(writer.add_bytes("edge/labels.json", b'["a","b","c","d"]'))
+        m.full_model.CopyFrom(writer.add_bytes("edge/full_model.onnx", b"full-model-bytes"))
+        inp = m.cuts.add(id="input", display_name="input", order=0, wire_bytes=2048)
+        inp.tensors.append(_tensor("jpeg", "BYTES", [-1], codec="jpeg"))
+        inp.tail.CopyFrom(writer.add_bytes("cloud/tails/input.onnx", b"tail-input"))
+        mid = m.cuts.add(id="conv1", display_name="conv1/Relu_output_0", order=1, wire_bytes=256)
+        mid.tensors.append(_tensor("conv1/Relu_output_0", "UINT8", [-1, 4, 8, 8], codec="int8"))
+        mid.tensors[0].encoding.scale = 0.05
+        mid.head.CopyFrom(writer.add_bytes("edge/heads/conv1.onnx", b"head-conv1"))
+        mid.tail.CopyFrom(writer.add_bytes("cloud/tails/conv1.onnx", b"tail-conv1"))
+        mid.verification.CopyFrom(bundle_pb2.Verification(frames=8, max_abs_error=1e-6, top1_agreement=1.0, cosine=1.0, passed=True))
+        mid.wire_bytes_by_codec["fp32"] = 1024
+        mid.wire_bytes_by_codec["int8"] = 256
+        mid.edge_profiles.add(device="test", threads=1, runs=5, head_ms=1.5)
+        out_cut = m.cuts.add(id="output", display_name="output", order=2)
+        out_cut.tensors.append(_tensor("logits", "FP32", [-1, 4]))
+        return writer.commit(m)
+
+
+@pytest.fixture
+def sample(tmp_path: pathlib.Path) -> pathlib.Path:
+    write_sample_bundle(tmp_path / "bundle")
+    return tmp_path / "bundle"
+
+
+def _rewrite(root: pathlib.Path, edit) -> None:
+    path = root / "manifest.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_round_trip(sample: pathlib.Path) -> None:
+    b = bundle_io.read_bundle(sample)
+    assert b.name == "tiny_net"
+    assert b.cut_ids == ["input", "conv1", "output"]
+    assert b.cut("conv1").wire_bytes_by_codec["int8"] == 256
+    assert b.path(b.cut("conv1").head).read_bytes() == b"head-conv1"
+    assert len(b.content_hash) == 64
+    again = bundle_io.parse_manifest(bundle_io.manifest_to_json(b.manifest))
+    assert again == b.manifest
+    assert not list(sample.parent.glob(".bundle.tmp-*")), "staging directory left behind"
+
+
+def test_unknown_cut_lists_the_valid_ones(sample: pathlib.Path) -> None:
+    with pytest.raises(UnknownCut, match="'conv9'.*input, conv1, output"):
+        bundle_io.read_bundle(sample).cut("conv9")
+
+
+def test_each_side_reads_with_only_its_own_files(tmp_path: pathlib.Path, sample: pathlib.Path) -> None:
+    import shutil
+
+    edge_copy = tmp_path / "edge_copy"
+    edge_copy.mkdir()
+    shutil.copy(sample / "manifest.json", edge_copy)
+    shutil.copytree(sample / "edge", edge_copy / "edge")
+    assert bundle_io.read_bundle(edge_copy, bundle_io.Side.EDGE).content_hash == bundle_io.read_bundle(sample).content_hash
+    with pytest.raises(BundleFileMissing, match="cloud/tails/input.onnx"):
+        bundle_io.read_bundle(edge_copy, bundle_io.Side.CLOUD)
+
+
+def test_tampered_file_names_file_and_both_hashes(sample: pathlib.Path) -> None:
+    expected = bundle_io.read_bundle(sample).cut("conv1").tail.sha256
+    (sample / "cloud" / "tails" / "conv1.onnx").write_bytes(b"evil")
+    with pytest.raises(BundleHashMismatch) as info:
+        bundle_io.read_bundle(sample, bundle_io.Side.CLOUD)
+    assert "conv1.onnx" in str(info.value) and expected in str(info.value) and info.value.actual in str(info.value)
+    # The edge side does not hold that file and still reads.
+    bundle_io.read_bundle(sample, bundle_io.Side.EDGE)
+
+
+def test_missing_file_is_named(sample: pathlib.Path) -> None:
+    (sample / "edge" / "full_model.onnx").unlink()
+    with pytest.raises(BundleFileMissing, match=r"full_model\.onnx.*full_model"):
+        bundle_io.read_bundle(sample)
+
+
+def test_manifest_hash_edit_is_caught(sample: pathlib.Path) -> None:
+    _rewrite(sample, lambda d: d["cuts"][1]["head"].__setitem__("sha256", "0" * 64))
+    with pytest.raises(BundleHashMismatch, match="content_hash"):
+        bundle_io.read_bundle(sample)
+
+
+@pytest.mark.parametrize(
+    ("edit", "exc", "field"),
+    [
+        (lambda d: d.__setitem__("schema_version", 2), UnsupportedSchemaVersion, "schema_version"),
+        (lambda d: d.pop("schema_version"), ManifestError, "schema_version"),
+        (lambda d: d.__setitem__("surprise", 1), ManifestError, "surprise"),
+        (lambda d: d["cuts"][1].__setitem__("bogus_field", 1), ManifestError, "bogus_field"),
+        (lambda d: d["input"].__setitem__("layout", "CHWN"), ManifestError, "input.layout"),
+        (lambda d: d["input"].__setitem__("std", [0.2, 0.0, 0.2]), ManifestError, "input.std"),
+        (lambda d: d["input"]["tensor"].__setitem__("datatype", "FLOAT"), ManifestError, "input.tensor.datatype"),
+        (lambda d: d["cuts"][1].__setitem__("id", "Conv 1"), ManifestError, "cuts[1].id"),
+        (lambda d: d["cuts"][1]["verification"].__setitem__("passed", False), ManifestError, "cuts[1].verification.passed"),
+        (lambda d: d["cuts"][1]["tensors"][0]["encoding"].__setitem__("codec", "bf8"), ManifestError, "cuts[1].tensors[0].encoding.codec"),
+        (lambda d: d["cuts"][1]["tail"].__setitem__("path", "../../etc/passwd"), ManifestError, "cuts[1].tail.path"),
+        (lambda d: d["cuts"][1]["tail"].__setitem__("path", "edge/heads/conv1.onnx"), ManifestError, "cuts[1].tail.path"),
+        (lambda d: d["cuts"].pop(2), ManifestError, "cuts"),
+        (lambda d: d["output"]["classification"].__setitem__("output_tensor", "probs"), ManifestError, "output.classification.output_tensor"),
+        (lambda d: d.__setitem__("model_name", "../x"), ManifestError, "model_name"),
+        (lambda d: d["cuts"][1].__setitem__("wire_bytes", "many"), ManifestError, "wire_bytes"),
+    ],
+)
+def test_bad_manifest_names_the_field(sample: pathlib.Path, edit, exc, field: str) -> None:
+    _rewrite(sample, edit)
+    with pytest.raises(exc) as info:
+        bundle_io.read_bundle(sample)
+    assert field in str(info.value)
+    assert "manifest.json" in str(info.value)
+
+
+def test_not_json_is_rejected(sample: pathlib.Path) -> None:
+    (sample / "manifest.json").write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        bundle_io.read_bundle(sample)
+
+
+def test_writer_never_leaves_a_half_written_bundle(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "b"
+    with pytest.raises(RuntimeError):
+        with bundle_io.BundleWriter(out) as writer:
+            writer.add_bytes("edge/full_model.onnx", b"x")
+            raise RuntimeError("stage failed")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_refuses_existing_dir_unless_overwrite(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "b"
+    write_sample_bundle(out)
+    with pytest.raises(BundleExists, match=str(out.name)):
+        bundle_io.BundleWriter(out)
+    write_sample_bundle_overwrite = bundle_io.BundleWriter(out, overwrite=True)
+    write_sample_bundle_overwrite.abort()
+    assert bundle_io.read_bundle(out).name == "tiny_net"
+
+
+def test_update_manifest_keeps_content_hash(sample: pathlib.Path) -> None:
+    before = bundle_io.read_bundle(sample).content_hash
+
+    def add_profile(m: bundle_pb2.Manifest) -> None:
+        m.cuts[1].edge_profiles.add(device="raspberry-pi-4", threads=4, runs=20, head_ms=7.5)
+
+    bundle_io.update_manifest(sample, add_profile)
+    after = bundle_io.read_bundle(sample)
+    assert after.content_hash == before
+    assert [p.device for p in after.cut("conv1").edge_profiles] == ["test", "raspberry-pi-4"]
+
+
+def test_reader_needs_no_torch_or_onnx() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import partitioner.bundle, partitioner.preprocess; "
+        "bad = [m for m in ('torch', 'onnx') if m in sys.modules]; "
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

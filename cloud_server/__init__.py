@@ -1,0 +1,1 @@
+"""Cloud server: serves bundle tails over the Open Inference Protocol (KServe v2 / Triton gRPC)."""

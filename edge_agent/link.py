@@ -31,15 +31,22 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from edge_agent.errors import ConfigError, OffloadUnavailable
 from edge_agent.types import OffloadRequest, OffloadResponse, Transport
+
+if TYPE_CHECKING:
+    from edge_agent.config import LinkConfig
+
+log = logging.getLogger(__name__)
 
 TRACE_HEADER = ("time_s", "uplink_kbps", "delay_ms", "up")
 _TRUE = {"1", "true", "up", "yes"}
@@ -198,26 +205,53 @@ class LinkPlan:
 
 
 class LinkEmulator:
-    """Trace + bucket: decides each request's waits from its size and time. Thread-safe, no clock."""
+    """Trace + bucket (+ outage windows and delay jitter): decides each request's waits
+    from its size and time. Thread-safe; no clock of its own.
 
-    def __init__(self, trace: LinkTrace, *, burst_bytes: int = 16_384) -> None:
+    ``outages`` are ``(start_s, duration_s)`` windows on the emulation's own time axis
+    (not folded by a looping trace); ``jitter_ms`` adds a uniform ``[0, jitter_ms]`` to the
+    one-way delay of each request, drawn from ``rng`` (seed it for repeatable runs).
+    """
+
+    def __init__(
+        self,
+        trace: LinkTrace,
+        *,
+        burst_bytes: int = 16_384,
+        outages: Sequence[tuple[float, float]] = (),
+        jitter_ms: float = 0.0,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        for start_s, duration_s in outages:
+            if start_s < 0 or duration_s <= 0:
+                raise ConfigError(f"outage ({start_s}, {duration_s}) needs start_s >= 0 and duration_s > 0")
+        if jitter_ms < 0:
+            raise ConfigError(f"jitter_ms {jitter_ms} must be >= 0")
         self.trace = trace
+        self.outages = tuple((float(a), float(b)) for a, b in outages)
+        self.jitter_ms = float(jitter_ms)
+        self._rng = rng or random.Random(0)
         self._bucket = TokenBucket(burst_bytes)
         self._lock = threading.Lock()
 
+    def state_at(self, t_s: float) -> LinkState:
+        """The trace's state at ``t_s``, marked down inside an outage window."""
+        state = self.trace.state_at(t_s)
+        if state.up and any(start <= t_s < start + duration for start, duration in self.outages):
+            return replace(state, up=False)
+        return state
+
     def plan(self, nbytes: int, t_s: float) -> LinkPlan:
         """The plan for ``nbytes`` sent ``t_s`` seconds after the emulation started."""
-        state = self.trace.state_at(t_s)
+        state = self.state_at(t_s)
         if not state.up:
             return LinkPlan(up=False, shaping_s=0.0, delay_s=0.0, state=state)
         shaping_s = 0.0
-        if state.uplink_kbps is not None:
-            with self._lock:
+        with self._lock:
+            if state.uplink_kbps is not None:
                 shaping_s = self._bucket.reserve(nbytes, t_s, state.uplink_kbps * 1000.0 / 8.0)
-        return LinkPlan(up=True, shaping_s=shaping_s, delay_s=state.delay_ms / 1000.0, state=state)
-
-    def state_at(self, t_s: float) -> LinkState:
-        return self.trace.state_at(t_s)
+            jitter_ms = self._rng.uniform(0.0, self.jitter_ms) if self.jitter_ms else 0.0
+        return LinkPlan(up=True, shaping_s=shaping_s, delay_s=(state.delay_ms + jitter_ms) / 1000.0, state=state)
 
 
 class EmulatedTransport:
@@ -284,9 +318,44 @@ def emulate(
     trace: Optional[LinkTrace] = None,
     uplink_kbps: Optional[float] = None,
     delay_ms: float = 0.0,
+    jitter_ms: float = 0.0,
+    outages: Sequence[tuple[float, float]] = (),
     burst_bytes: int = 16_384,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> EmulatedTransport:
     """Wrap ``inner`` in an emulated link following ``trace`` or the fixed values given."""
     if trace is None:
         trace = LinkTrace.fixed(uplink_kbps=uplink_kbps, delay_ms=delay_ms)
-    return EmulatedTransport(inner, LinkEmulator(trace, burst_bytes=burst_bytes))
+    emulator = LinkEmulator(trace, burst_bytes=burst_bytes, outages=outages, jitter_ms=jitter_ms)
+    return EmulatedTransport(inner, emulator, clock=clock, sleep=sleep)
+
+
+def wrap_transport_from_config(inner: Transport, link: "LinkConfig") -> Transport:
+    """``inner`` unchanged unless ``link.enabled``; else wrapped as the ``[link]`` section says
+    (``trace_file`` wins over the fixed ``uplink_kbps``/``delay_ms``; ``outages`` and
+    ``jitter_ms`` apply either way). Time 0 is the moment of wrapping."""
+    if not link.enabled:
+        return inner
+    trace = load_trace_csv(link.trace_file) if link.trace_file is not None else None
+    wrapped = emulate(
+        inner,
+        trace=trace,
+        uplink_kbps=link.uplink_kbps,
+        delay_ms=link.delay_ms,
+        jitter_ms=link.jitter_ms,
+        outages=link.outages,
+        burst_bytes=link.burst_bytes,
+    )
+    log.warning("link emulation is ON: %s", describe_emulation(wrapped))
+    return wrapped
+
+
+def describe_emulation(transport: EmulatedTransport) -> str:
+    em = transport.emulator
+    parts = [f"trace of {len(em.trace.states)} rows" if len(em.trace.states) > 1 else em.trace.states[0].describe()]
+    if em.outages:
+        parts.append("outages " + ", ".join(f"{a:g}s+{b:g}s" for a, b in em.outages))
+    if em.jitter_ms:
+        parts.append(f"jitter {em.jitter_ms:g} ms")
+    return "; ".join(parts)

@@ -216,3 +216,37 @@ def test_link_state_validation():
         LinkState(delay_ms=-1)
     assert LinkState(uplink_kbps=500, delay_ms=10).describe() == "500 kbps, +10 ms one-way"
     assert LinkState(up=False).describe() == "down"
+
+
+def test_outage_windows_and_jitter_on_top_of_a_trace():
+    import random
+
+    emulator = LinkEmulator(
+        LinkTrace.fixed(uplink_kbps=None, delay_ms=10.0), outages=[(5.0, 2.0)], jitter_ms=4.0, rng=random.Random(1)
+    )
+    assert emulator.plan(100, 4.9).up and not emulator.plan(100, 5.0).up and not emulator.plan(100, 6.99).up
+    plans = [emulator.plan(100, 7.0 + i) for i in range(20)]
+    assert all(p.up for p in plans)
+    delays = [p.delay_s for p in plans]
+    assert all(0.010 <= d <= 0.014 for d in delays) and len(set(delays)) > 1
+
+
+@pytest.mark.parametrize("outage", [(-1.0, 1.0), (1.0, 0.0)])
+def test_bad_outage_windows_are_rejected(outage):
+    with pytest.raises(ConfigError, match="outage"):
+        LinkEmulator(LinkTrace.fixed(), outages=[outage])
+
+
+def test_wrap_transport_from_config_is_off_by_default(tmp_path):
+    from edge_agent.config import LinkConfig
+    from edge_agent.link import wrap_transport_from_config
+
+    inner = EchoTransport(FakeClock())
+    assert wrap_transport_from_config(inner, LinkConfig()) is inner
+    path = tmp_path / "t.csv"
+    path.write_text(TRACE)
+    wrapped = wrap_transport_from_config(inner, LinkConfig(enabled=True, trace_file=path, outages=((1.0, 1.0),)))
+    assert isinstance(wrapped, EmulatedTransport)
+    assert wrapped.emulator.state_at(0.0).uplink_kbps == 8000.0
+    assert wrapped.emulator.state_at(1.5).up is False
+    assert wrapped.emulator.state_at(21.0).up is False

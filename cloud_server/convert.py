@@ -1,0 +1,162 @@
+"""Protobuf <-> domain types for the inference service (the server side's only converter).
+
+Conversion is faithful and does not validate: a request with mismatched raw entries or contents is
+turned into domain values as sent, and the data plane judges it (so validation is transport-agnostic).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from cloud_server.dataplane import InferInput, InferRequest, InferResponse, ModelStats, StatDuration
+from cloud_server.registry import TailModel, TensorSignature
+from protos import inference_pb2 as pb
+
+__all__ = [
+    "request_from_proto",
+    "response_to_proto",
+    "parameters_from_proto",
+    "model_metadata_to_proto",
+    "model_config_to_proto",
+    "statistics_to_proto",
+    "index_to_proto",
+]
+
+_CONTENT_FIELDS = (
+    "bool_contents", "int_contents", "int64_contents", "uint_contents",
+    "uint64_contents", "fp32_contents", "fp64_contents", "bytes_contents",
+)
+
+_DATATYPE_TO_TYPE = {
+    "BOOL": pb.TYPE_BOOL, "UINT8": pb.TYPE_UINT8, "UINT16": pb.TYPE_UINT16, "UINT32": pb.TYPE_UINT32,
+    "UINT64": pb.TYPE_UINT64, "INT8": pb.TYPE_INT8, "INT16": pb.TYPE_INT16, "INT32": pb.TYPE_INT32,
+    "INT64": pb.TYPE_INT64, "FP16": pb.TYPE_FP16, "FP32": pb.TYPE_FP32, "FP64": pb.TYPE_FP64,
+    "BYTES": pb.TYPE_STRING, "BF16": pb.TYPE_BF16,
+}
+
+
+def parameters_from_proto(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
+    """InferParameter map -> plain Python values (bool, int, str, float); unset ones are skipped."""
+    out: dict[str, Any] = {}
+    for key, param in params.items():
+        which = param.WhichOneof("parameter_choice")
+        if which is not None:
+            out[key] = getattr(param, which)
+    return out
+
+
+def _set_parameter(param: pb.InferParameter, value: Any) -> None:
+    if isinstance(value, bool):
+        param.bool_param = value
+    elif isinstance(value, int):
+        param.int64_param = value
+    elif isinstance(value, float):
+        param.double_param = value
+    else:
+        param.string_param = str(value)
+
+
+def _contents_from_proto(contents: pb.InferTensorContents) -> dict[str, list[Any]]:
+    return {name: list(getattr(contents, name)) for name in _CONTENT_FIELDS if len(getattr(contents, name))}
+
+
+def request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
+    return InferRequest(
+        model_name=request.model_name,
+        model_version=request.model_version,
+        id=request.id,
+        parameters=parameters_from_proto(request.parameters),
+        inputs=tuple(
+            InferInput(
+                name=inp.name,
+                datatype=inp.datatype,
+                shape=tuple(int(d) for d in inp.shape),
+                parameters=parameters_from_proto(inp.parameters),
+                contents=_contents_from_proto(inp.contents) if inp.HasField("contents") else {},
+            )
+            for inp in request.inputs
+        ),
+        requested_outputs=tuple(out.name for out in request.outputs),
+        raw_input_contents=tuple(request.raw_input_contents),
+    )
+
+
+def response_to_proto(response: InferResponse) -> pb.ModelInferResponse:
+    msg = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version, id=response.id)
+    for key, value in response.parameters.items():
+        _set_parameter(msg.parameters[key], value)
+    for out in response.outputs:
+        msg.outputs.add(name=out.name, datatype=out.datatype, shape=list(out.shape))
+        msg.raw_output_contents.append(out.raw)
+    return msg
+
+
+def _tensor_metadata(sig: TensorSignature) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(name=sig.name, datatype=sig.datatype, shape=list(sig.shape))
+
+
+def model_metadata_to_proto(model: TailModel, versions: list[str]) -> pb.ModelMetadataResponse:
+    return pb.ModelMetadataResponse(
+        name=model.name,
+        versions=versions,
+        platform=model.platform,
+        inputs=[_tensor_metadata(s) for s in model.inputs],
+        outputs=[_tensor_metadata(s) for s in model.outputs],
+    )
+
+
+def model_config_to_proto(model: TailModel, *, max_batch_size: int, max_queue_delay_us: int) -> pb.ModelConfig:
+    """Triton's ModelConfig: dims exclude the batch dimension when the model is batched."""
+    skip = 1 if model.batched else 0
+    config = pb.ModelConfig(
+        name=model.name,
+        platform=model.platform,
+        backend="onnxruntime",
+        max_batch_size=max_batch_size if model.batched else 0,
+        default_model_filename="model.onnx",
+    )
+    for sig in model.inputs:
+        config.input.add(name=sig.name, data_type=_DATATYPE_TO_TYPE[sig.datatype], dims=list(sig.shape[skip:]))
+    for sig in model.outputs:
+        config.output.add(name=sig.name, data_type=_DATATYPE_TO_TYPE[sig.datatype], dims=list(sig.shape[skip:]))
+    config.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_CPU)
+    if model.batched and max_batch_size > 1:
+        config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
+    if model.cut_id:
+        config.parameters["splitinfer_cut"].string_value = model.cut_id
+    return config
+
+
+def _duration(d: StatDuration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+
+def statistics_to_proto(stats: list[ModelStats]) -> pb.ModelStatisticsResponse:
+    msg = pb.ModelStatisticsResponse()
+    for s in stats:
+        entry = msg.model_stats.add(
+            name=s.name,
+            version=s.version,
+            last_inference=s.last_inference_ms,
+            inference_count=s.inference_count,
+            execution_count=s.execution_count,
+        )
+        inf = entry.inference_stats
+        for field in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+            getattr(inf, field).CopyFrom(_duration(getattr(s, field)))
+        for size in sorted(s.batch_stats):
+            b = s.batch_stats[size]
+            entry.batch_stats.add(
+                batch_size=size,
+                compute_input=_duration(b.compute_input),
+                compute_infer=_duration(b.compute_infer),
+                compute_output=_duration(b.compute_output),
+            )
+    return msg
+
+
+def index_to_proto(rows: list[tuple[str, str, str, str]]) -> pb.RepositoryIndexResponse:
+    msg = pb.RepositoryIndexResponse()
+    for name, version, state, reason in rows:
+        msg.models.add(name=name, version=version, state=state, reason=reason)
+    return msg

@@ -1,0 +1,123 @@
+"""Errors of the cloud server, each carrying the status a client sees.
+
+The tree::
+
+    ServerError                    base; ``status`` says what the client sees
+    ├── ModelNotFound              NOT_FOUND: unknown model or version (lists the available ones)
+    ├── InvalidInput               INVALID_ARGUMENT: a request that does not match the model's signature
+    ├── QueueFull                  RESOURCE_EXHAUSTED: the model's bounded queue is full
+    ├── DeadlineExceeded           DEADLINE_EXCEEDED: the client's deadline passed before the answer
+    ├── ModelUnavailable           UNAVAILABLE: the model is unloaded, or the server is draining
+    ├── ModelLoadFailed            INTERNAL: a model file exists but ONNX Runtime cannot load it
+    └── InferenceFailed            INTERNAL: ONNX Runtime failed on a validated request
+
+`Status` is the transport-agnostic vocabulary; :data:`GRPC_STATUS_CODES` is the one table that maps it
+to `grpc.StatusCode` (the servicer and the interceptors use :func:`grpc_status_code`). Every message
+quotes the bad value and what was expected.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import grpc
+
+__all__ = [
+    "Status",
+    "ServerError",
+    "ModelNotFound",
+    "InvalidInput",
+    "QueueFull",
+    "DeadlineExceeded",
+    "ModelUnavailable",
+    "ModelLoadFailed",
+    "InferenceFailed",
+    "GRPC_STATUS_CODES",
+    "grpc_status_code",
+]
+
+
+class Status(enum.Enum):
+    """What kind of failure a client sees, independent of the transport."""
+
+    NOT_FOUND = "not_found"
+    INVALID_ARGUMENT = "invalid_argument"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    UNAVAILABLE = "unavailable"
+    UNAUTHENTICATED = "unauthenticated"
+    INTERNAL = "internal"
+
+
+#: The one table from domain status to gRPC status code.
+GRPC_STATUS_CODES: dict[Status, grpc.StatusCode] = {
+    Status.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Status.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    Status.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Status.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Status.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Status.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Status.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+class ServerError(Exception):
+    """Base of every error the cloud server raises on purpose."""
+
+    status: Status = Status.INTERNAL
+    #: True when the client caused it (logged as one line, never with a stack trace).
+    client_error: bool = False
+
+
+class ModelNotFound(ServerError):
+    """An unknown model name or version; the message lists what is available."""
+
+    status = Status.NOT_FOUND
+    client_error = True
+
+
+class InvalidInput(ServerError):
+    """A request that does not match the model's signature."""
+
+    status = Status.INVALID_ARGUMENT
+    client_error = True
+
+
+class QueueFull(ServerError):
+    """The model's bounded request queue is full."""
+
+    status = Status.RESOURCE_EXHAUSTED
+    client_error = True
+
+
+class DeadlineExceeded(ServerError):
+    """The client's deadline passed before the result was ready."""
+
+    status = Status.DEADLINE_EXCEEDED
+    client_error = True
+
+
+class ModelUnavailable(ServerError):
+    """The model is known but not serving (unloaded, or the server is draining)."""
+
+    status = Status.UNAVAILABLE
+    client_error = True
+
+
+class ModelLoadFailed(ServerError):
+    """ONNX Runtime could not load a model file that the registry lists."""
+
+    status = Status.INTERNAL
+
+
+class InferenceFailed(ServerError):
+    """ONNX Runtime failed while running a validated request."""
+
+    status = Status.INTERNAL
+
+
+def grpc_status_code(error: BaseException) -> grpc.StatusCode:
+    """The gRPC status for any exception: a ServerError's own, INTERNAL for anything else."""
+    if isinstance(error, ServerError):
+        return GRPC_STATUS_CODES[error.status]
+    return grpc.StatusCode.INTERNAL

@@ -1,0 +1,336 @@
+"""The models the server knows: bundle tails and a Triton-layout repository, looked up by name.
+
+One `TailModel` per (bundle, cut with a tail), named `partitioner.bundle.tail_model_name` (e.g.
+`mobilenet_v2.features_6`) with version `tail_model_version` (12 hex digits of the content hash).
+A Triton-layout repository (`<repo>/<name>/config.pbtxt`, `<repo>/<name>/<version>/model.onnx`) adds one
+model per directory and numeric version, its signature read from `config.pbtxt` (text-format
+`ModelConfig`, parsed strictly so typos are caught; inputs and outputs must be listed).
+
+Model names that clients send are never used as file paths: every path is found while scanning at load
+time and kept in a dict keyed by (name, version). Unknown names or versions raise `ModelNotFound`
+listing what is available. When a name has several versions and the request names none, the default
+is the highest numeric version (repository) or the bundle listed last (bundles).
+
+Load/unload (RepositoryModelLoad/Unload) toggle whether a name is served; load of a repository model
+rescans the repository directory so models copied in after start-up can be loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from google.protobuf import text_format
+
+from cloud_server.errors import ModelNotFound, ModelUnavailable
+from partitioner.bundle import INPUT_CUT, Side, read_bundle, tail_model_name, tail_model_version
+from partitioner.errors import BundleError
+from protos import bundle_pb2, inference_pb2
+
+__all__ = ["TensorSignature", "TailModel", "ModelRegistry", "load_registry", "RegistryError", "ModelState"]
+
+logger = logging.getLogger(__name__)
+
+PLATFORM = "onnxruntime_onnx"
+
+_TYPE_TO_DATATYPE = {
+    "TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_UINT16": "UINT16", "TYPE_UINT32": "UINT32",
+    "TYPE_UINT64": "UINT64", "TYPE_INT8": "INT8", "TYPE_INT16": "INT16", "TYPE_INT32": "INT32",
+    "TYPE_INT64": "INT64", "TYPE_FP16": "FP16", "TYPE_FP32": "FP32", "TYPE_FP64": "FP64",
+    "TYPE_STRING": "BYTES", "TYPE_BF16": "BF16",
+}
+
+
+class RegistryError(ValueError):
+    """A bundle or repository cannot be served (start-up configuration error)."""
+
+
+class ModelState:
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class TensorSignature:
+    """One tensor of a model's wire signature; -1 marks a variable dimension."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TailModel:
+    """A servable model.
+
+    inputs: what a request must carry (the cut's tensors, with the batch dimension first when
+        `batched`); outputs: what the response carries.
+    feed_names: the ONNX graph input each wire input feeds (same order as inputs); for the 'input'
+        cut the wire input is BYTES JPEGs and the feed is `input_spec.tensor.name`.
+    input_spec: set only for the 'input' cut: how to decode and preprocess the frames.
+    batched: the first dimension is a batch the scheduler may merge along.
+    """
+
+    name: str
+    version: str
+    model_path: Path
+    inputs: tuple[TensorSignature, ...]
+    outputs: tuple[TensorSignature, ...]
+    feed_names: tuple[str, ...]
+    batched: bool = True
+    input_spec: bundle_pb2.InputSpec | None = None
+    source: str = ""
+    cut_id: str = ""
+    platform: str = PLATFORM
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, self.version)
+
+    @property
+    def size_bytes(self) -> int:
+        try:
+            return self.model_path.stat().st_size
+        except OSError:
+            return 0
+
+
+def _signature(spec: bundle_pb2.TensorSpec) -> TensorSignature:
+    return TensorSignature(name=spec.name, datatype=spec.datatype, shape=tuple(int(d) for d in spec.shape))
+
+
+def models_from_bundle(root: Path) -> list[TailModel]:
+    """One TailModel per cut that has a tail, reading only the cloud side of the bundle."""
+    try:
+        bundle = read_bundle(root, Side.CLOUD)
+    except BundleError as exc:
+        raise RegistryError(f"bundle {str(root)!r} cannot be served: {exc}") from exc
+    manifest = bundle.manifest
+    outputs = tuple(_signature(t) for t in manifest.output.tensors)
+    version = tail_model_version(manifest)
+    models = []
+    for cut in manifest.cuts:
+        if not cut.HasField("tail"):
+            continue
+        inputs = tuple(_signature(t) for t in cut.tensors)
+        if cut.id == INPUT_CUT:
+            if len(inputs) != 1 or inputs[0].datatype != "BYTES":
+                raise RegistryError(
+                    f"bundle {str(root)!r}: the 'input' cut carries {inputs}; expected one BYTES tensor of JPEGs"
+                )
+            feeds = (manifest.input.tensor.name,)
+            input_spec = manifest.input
+        else:
+            feeds = tuple(t.name for t in inputs)
+            input_spec = None
+        models.append(
+            TailModel(
+                name=tail_model_name(manifest, cut.id),
+                version=version,
+                model_path=bundle.path(cut.tail),
+                inputs=inputs,
+                outputs=outputs,
+                feed_names=feeds,
+                batched=all(s.shape and s.shape[0] == -1 for s in inputs),
+                input_spec=input_spec,
+                source=f"bundle:{root}",
+                cut_id=cut.id,
+            )
+        )
+    return models
+
+
+def _config_tensor(t: object, batched: bool) -> TensorSignature:
+    dims = tuple(int(d) for d in t.dims)  # type: ignore[attr-defined]
+    datatype = _TYPE_TO_DATATYPE.get(inference_pb2.DataType.Name(t.data_type))  # type: ignore[attr-defined]
+    if datatype is None:
+        raise RegistryError(f"tensor {t.name!r} has data_type {t.data_type}; expected a TYPE_* value")  # type: ignore[attr-defined]
+    return TensorSignature(name=t.name, datatype=datatype, shape=((-1,) + dims) if batched else dims)  # type: ignore[attr-defined]
+
+
+def models_from_repository(repo: Path) -> list[TailModel]:
+    """Every `<name>/<numeric version>/model.onnx` with a valid `<name>/config.pbtxt`."""
+    if not repo.is_dir():
+        raise RegistryError(f"triton repository {str(repo)!r} is not a directory")
+    models = []
+    for entry in sorted(os.scandir(repo), key=lambda e: e.name):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        model_dir = Path(entry.path)
+        config_path = model_dir / "config.pbtxt"
+        if not config_path.is_file():
+            logger.warning("repository entry %s has no config.pbtxt; skipped", model_dir)
+            continue
+        config = inference_pb2.ModelConfig()
+        try:
+            text_format.Parse(config_path.read_text(encoding="utf-8"), config)
+        except text_format.ParseError as exc:
+            raise RegistryError(f"{config_path}: not a valid ModelConfig: {exc}") from exc
+        name = config.name or entry.name
+        if name != entry.name:
+            raise RegistryError(f"{config_path}: name {config.name!r}; expected the directory name {entry.name!r}")
+        if config.platform not in ("", PLATFORM) or config.backend not in ("", "onnxruntime"):
+            raise RegistryError(
+                f"{config_path}: platform {config.platform!r} / backend {config.backend!r}; "
+                f"expected {PLATFORM!r} (ONNX models only)"
+            )
+        if not config.input or not config.output:
+            raise RegistryError(f"{config_path}: lists {len(config.input)} inputs and {len(config.output)} outputs; "
+                                "expected both to be listed")
+        batched = config.max_batch_size > 0
+        inputs = tuple(_config_tensor(t, batched) for t in config.input)
+        outputs = tuple(_config_tensor(t, batched) for t in config.output)
+        filename = config.default_model_filename or "model.onnx"
+        for version_entry in sorted(os.scandir(model_dir), key=lambda e: e.name):
+            if not (version_entry.is_dir() and version_entry.name.isdigit()):
+                continue
+            model_path = Path(version_entry.path) / filename
+            if not model_path.is_file():
+                logger.warning("%s is missing; version skipped", model_path)
+                continue
+            models.append(
+                TailModel(
+                    name=name,
+                    version=version_entry.name,
+                    model_path=model_path,
+                    inputs=inputs,
+                    outputs=outputs,
+                    feed_names=tuple(t.name for t in inputs),
+                    batched=batched,
+                    source=f"repository:{repo}",
+                )
+            )
+    return models
+
+
+class ModelRegistry:
+    """Thread-safe index of servable models, keyed by (name, version)."""
+
+    def __init__(self, models: Iterable[TailModel] = (), *, repository: Path | None = None,
+                 bundles: tuple[Path, ...] = ()) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[tuple[str, str], TailModel] = {}
+        self._order: dict[str, list[str]] = {}  # name -> versions, default (preferred) last
+        self._unloaded: set[str] = set()
+        self.repository = repository
+        self.bundles = bundles
+        for model in models:
+            self._add(model)
+
+    def _add(self, model: TailModel) -> None:
+        if model.key in self._models:
+            raise RegistryError(f"model {model.name!r} version {model.version!r} is served twice "
+                                f"({self._models[model.key].source} and {model.source})")
+        self._models[model.key] = model
+        versions = self._order.setdefault(model.name, [])
+        versions.append(model.version)
+        if all(v.isdigit() for v in versions):
+            versions.sort(key=int)
+
+    # ------------------------------------------------------------------ lookup
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._order)
+
+    def models(self) -> list[TailModel]:
+        with self._lock:
+            return [self._models[(n, v)] for n in sorted(self._order) for v in self._order[n]]
+
+    def versions(self, name: str) -> list[str]:
+        """Versions of `name`, the default last; ModelNotFound if unknown."""
+        with self._lock:
+            if name not in self._order:
+                raise self._not_found(name)
+            return list(self._order[name])
+
+    def _not_found(self, name: str) -> ModelNotFound:
+        shown = sorted(self._order)
+        listed = ", ".join(shown[:50]) + (f", ... ({len(shown)} in all)" if len(shown) > 50 else "")
+        return ModelNotFound(f"model {name!r} is not served; available models: {listed or '(none)'}")
+
+    def find(self, name: str, version: str = "") -> TailModel:
+        """The model, ready or not; ModelNotFound naming the available models or versions."""
+        with self._lock:
+            versions = self._order.get(name)
+            if versions is None:
+                raise self._not_found(name)
+            if not version:
+                return self._models[(name, versions[-1])]
+            model = self._models.get((name, version))
+            if model is None:
+                raise ModelNotFound(
+                    f"model {name!r} has no version {version!r}; available versions: {', '.join(versions)}"
+                )
+            return model
+
+    def get(self, name: str, version: str = "") -> TailModel:
+        """A model that is ready to serve; ModelNotFound or ModelUnavailable (unloaded) otherwise."""
+        model = self.find(name, version)
+        if not self.is_ready(name):
+            raise ModelUnavailable(f"model {name!r} is unloaded; expected RepositoryModelLoad before inference")
+        return model
+
+    def is_ready(self, name: str) -> bool:
+        with self._lock:
+            return name in self._order and name not in self._unloaded
+
+    def index(self, *, ready_only: bool = False) -> list[tuple[str, str, str, str]]:
+        """(name, version, state, reason) for every model version, sorted by name."""
+        rows = []
+        with self._lock:
+            for name in sorted(self._order):
+                state = ModelState.UNAVAILABLE if name in self._unloaded else ModelState.READY
+                if ready_only and state != ModelState.READY:
+                    continue
+                reason = "unloaded" if state == ModelState.UNAVAILABLE else ""
+                rows.extend((name, v, state, reason) for v in self._order[name])
+        return rows
+
+    # ------------------------------------------------------------------ load / unload
+
+    def load(self, name: str) -> list[TailModel]:
+        """Mark `name` ready; rescans the repository first so new models can appear."""
+        if self.repository is not None:
+            self._rescan_repository()
+        with self._lock:
+            if name not in self._order:
+                raise self._not_found(name)
+            self._unloaded.discard(name)
+            return [self._models[(name, v)] for v in self._order[name]]
+
+    def unload(self, name: str) -> list[TailModel]:
+        """Stop serving `name` (all versions); returns them so the caller can free sessions."""
+        with self._lock:
+            if name not in self._order:
+                raise self._not_found(name)
+            self._unloaded.add(name)
+            return [self._models[(name, v)] for v in self._order[name]]
+
+    def _rescan_repository(self) -> None:
+        assert self.repository is not None
+        found = models_from_repository(self.repository)
+        with self._lock:
+            for model in found:
+                if model.key not in self._models:
+                    self._add(model)
+                    logger.info("repository: found new model %s version %s", model.name, model.version)
+
+
+def load_registry(bundles: tuple[Path, ...] = (), triton_repository: Path | None = None) -> ModelRegistry:
+    """Scan the bundles' cloud sides and the repository; RegistryError if nothing can be served."""
+    models: list[TailModel] = []
+    for root in bundles:
+        models.extend(models_from_bundle(root))
+    if triton_repository is not None:
+        models.extend(models_from_repository(triton_repository))
+    registry = ModelRegistry(models, repository=triton_repository, bundles=bundles)
+    if not models:
+        logger.warning("no models to serve (bundles=%s, repository=%s)", list(map(str, bundles)), triton_repository)
+    for model in registry.models():
+        logger.info("serving %s version %s (%s)", model.name, model.version, model.source)
+    return registry

@@ -1,0 +1,220 @@
+"""A small dynamic batcher per model: a bounded queue, a batching window and one worker thread.
+
+`submit()` enqueues one request (a mapping of input arrays with a batch dimension) and returns a
+`concurrent.futures.Future` that resolves to a `BatchResult`. The worker waits for the first request,
+then up to `max_queue_delay_us` (measured with `time.monotonic()`) for companions, until
+`max_batch_size` rows are queued; it merges what `batching.select_batch` picks, runs the model once,
+splits the outputs and resolves the futures. A full queue raises `QueueFull` at once (memory stays
+bounded); a request whose deadline passed while queued fails with `DeadlineExceeded` without running;
+a cancelled future is skipped.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+from cloud_server.batching import batch_key, batch_rows, merge_inputs, select_batch, split_outputs
+from cloud_server.errors import DeadlineExceeded, InferenceFailed, QueueFull, ServerError
+from cloud_server.observe import NullObserver, Observer
+
+__all__ = ["BatchResult", "BatchScheduler"]
+
+logger = logging.getLogger(__name__)
+
+RunBatch = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One request's outputs and what it cost.
+
+    queue_ns: from submit to the start of its batch; compute_input_ns / compute_infer_ns /
+    compute_output_ns: merge, model run and split of the whole batch it ran in; batch_size: rows in
+    that batch.
+    """
+
+    outputs: dict[str, np.ndarray]
+    queue_ns: int
+    compute_input_ns: int
+    compute_infer_ns: int
+    compute_output_ns: int
+    batch_size: int
+
+
+@dataclass
+class _Pending:
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    key: object
+    enqueued_s: float
+    deadline_s: float | None
+    future: Future
+
+
+class BatchScheduler:
+    """Queue + window + worker for one model. `run_batch` runs merged inputs and returns outputs."""
+
+    def __init__(
+        self,
+        model: str,
+        run_batch: RunBatch,
+        *,
+        max_batch_size: int,
+        max_queue_delay_us: int,
+        max_queue_size: int,
+        observer: Observer | None = None,
+        batched: bool = True,
+        on_batch_done: Callable[[int, int, int, int], None] | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_us < 0:
+            raise ValueError(
+                f"bad scheduler limits: max_batch_size={max_batch_size}, max_queue_size={max_queue_size}, "
+                f"max_queue_delay_us={max_queue_delay_us}; expected >= 1, >= 1, >= 0"
+            )
+        self.model = model
+        self.batched = batched
+        self._run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_us / 1e6
+        self.max_queue_size = max_queue_size
+        self._observer = observer or NullObserver()
+        self._on_batch_done = on_batch_done
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name=f"batcher-{model}", daemon=True)
+        self._thread.start()
+
+    @property
+    def queue_depth(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def submit(self, inputs: Mapping[str, np.ndarray], *, deadline_s: float | None = None) -> Future:
+        """Enqueue one request; `deadline_s` is a `time.monotonic()` instant or None."""
+        pending = _Pending(
+            inputs=inputs,
+            rows=batch_rows(inputs) if self.batched else 1,
+            key=batch_key(inputs) if self.batched else object(),  # unbatched requests never merge
+            enqueued_s=time.monotonic(),
+            deadline_s=deadline_s,
+            future=Future(),
+        )
+        with self._cond:
+            if self._closed:
+                raise InferenceFailed(f"model {self.model!r} scheduler is closed; expected an open one")
+            if len(self._queue) >= self.max_queue_size:
+                raise QueueFull(
+                    f"model {self.model!r} queue is full ({len(self._queue)} requests waiting); "
+                    f"expected fewer than max_queue_size={self.max_queue_size}, retry later"
+                )
+            self._queue.append(pending)
+            depth = len(self._queue)
+            self._cond.notify()
+        self._observer.on_queue_depth(self.model, depth)
+        return pending.future
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop accepting work, finish what is queued, stop the worker."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+
+    # ------------------------------------------------------------------ worker
+
+    def _queued_rows(self) -> int:
+        return sum(p.rows for p in self._queue)
+
+    def _take_batch(self) -> list[_Pending] | None:
+        """Block until a batch is due; None when closed and empty."""
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            window_end = self._queue[0].enqueued_s + self.max_queue_delay_s
+            while not self._closed and self._queued_rows() < self.max_batch_size:
+                remaining = window_end - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            count = select_batch([p.rows for p in self._queue], [p.key for p in self._queue], self.max_batch_size)
+            batch = [self._queue.popleft() for _ in range(count)]
+            depth = len(self._queue)
+        self._observer.on_queue_depth(self.model, depth)
+        return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            try:
+                self._run(batch)
+            except Exception:  # never let the worker die; _run already failed the futures
+                logger.exception("model %r: batch worker failed", self.model)
+
+    def _run(self, batch: list[_Pending]) -> None:
+        start_s = time.monotonic()
+        live: list[_Pending] = []
+        for p in batch:
+            if not p.future.set_running_or_notify_cancel():
+                continue  # the caller gave up
+            if p.deadline_s is not None and start_s >= p.deadline_s:
+                waited_ms = (start_s - p.enqueued_s) * 1e3
+                p.future.set_exception(
+                    DeadlineExceeded(
+                        f"model {self.model!r}: the deadline passed after {waited_ms:.1f} ms in the queue; "
+                        "expected a longer deadline or a less loaded server"
+                    )
+                )
+                continue
+            live.append(p)
+        if not live:
+            return
+        try:
+            t0 = time.monotonic_ns()
+            if self.batched:
+                merged, sizes = merge_inputs([p.inputs for p in live])
+            else:
+                merged, sizes = dict(live[0].inputs), [1]
+            t1 = time.monotonic_ns()
+            outputs = self._run_batch(merged)
+            t2 = time.monotonic_ns()
+            parts = split_outputs(outputs, sizes) if len(live) > 1 else [dict(outputs)]
+            t3 = time.monotonic_ns()
+        except ServerError as exc:
+            for p in live:
+                p.future.set_exception(exc)
+            return
+        except Exception as exc:
+            logger.exception("model %r: running a batch of %d requests failed", self.model, len(live))
+            error = InferenceFailed(f"model {self.model!r} failed to run: {exc}")
+            for p in live:
+                p.future.set_exception(error)
+            return
+        rows = sum(sizes)
+        self._observer.on_batch(self.model, rows)
+        if self._on_batch_done is not None:
+            self._on_batch_done(rows, t1 - t0, t2 - t1, t3 - t2)
+        start_ns = int(start_s * 1e9)
+        for p, out in zip(live, parts):
+            p.future.set_result(
+                BatchResult(
+                    outputs=out,
+                    queue_ns=max(0, start_ns - int(p.enqueued_s * 1e9)),
+                    compute_input_ns=t1 - t0,
+                    compute_infer_ns=t2 - t1,
+                    compute_output_ns=t3 - t2,
+                    batch_size=rows,
+                )
+            )

@@ -1,0 +1,154 @@
+"""Wiring: settings -> registry, sessions, data plane, servicer, health, reflection -> a started gRPC server.
+
+`create_server(settings, interceptors=..., server_credentials=..., observer=...)` returns a
+`RunningServer` that is already listening. Security (credentials, token interceptor), metrics (an
+`Observer`), discovery and signal handling are supplied by the caller (`cloud_server.cli`); this module
+only binds `settings.host:settings.port` (port 0 = an ephemeral port, see `RunningServer.port`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cloud_server.dataplane import DataPlane
+from cloud_server.health import HealthState
+from cloud_server.observe import Observer
+from cloud_server.registry import ModelRegistry, TailModel, load_registry
+from cloud_server.servicer import InferenceServicer
+from cloud_server.sessions import SessionPool
+from cloud_server.settings import ServerSettings
+from protos import inference_pb2_grpc
+from protos._pool import POOL
+
+__all__ = ["create_server", "RunningServer", "ServerStartError", "INFERENCE_SERVICE", "HEALTH_SERVICE"]
+
+logger = logging.getLogger(__name__)
+
+INFERENCE_SERVICE = "inference.GRPCInferenceService"
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+class ServerStartError(RuntimeError):
+    """The server could not bind its address."""
+
+
+@dataclass
+class RunningServer:
+    """A started server. `port` is the bound port (useful with settings.port == 0)."""
+
+    settings: ServerSettings
+    port: int
+    grpc_server: grpc.Server
+    registry: ModelRegistry
+    dataplane: DataPlane
+    health: HealthState
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def address(self) -> str:
+        """host:port clients connect to (IPv6 hosts in brackets)."""
+        host = self.settings.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        return self.settings.tls_enabled
+
+    def models(self) -> list[TailModel]:
+        """Every model version the server knows (ready or unloaded)."""
+        return self.registry.models()
+
+    def set_draining(self) -> None:
+        """Health NOT_SERVING (overall and per model), ServerReady/ModelReady false; still serving."""
+        logger.info("draining: health set to NOT_SERVING")
+        self.health.set_draining()
+        self.dataplane.set_draining()
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop accepting calls, let in-flight ones finish for up to `grace_s`, then stop the batchers.
+        Idempotent."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.grpc_server.stop(grace_s).wait()
+        self.dataplane.close()
+        logger.info("server on %s stopped", self.address)
+
+    def wait_for_termination(self, timeout_s: float | None = None) -> bool:
+        """Block until the server stops; True if it stopped within `timeout_s`."""
+        return not self.grpc_server.wait_for_termination(timeout_s)
+
+
+def _bind_address(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def create_server(
+    settings: ServerSettings,
+    *,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+    server_credentials: grpc.ServerCredentials | None = None,
+    observer: Observer | None = None,
+) -> RunningServer:
+    """Load the models' index, start a sync gRPC server with a thread pool, and return it running.
+
+    Sessions load on first use. Raises `registry.RegistryError` for unusable bundles/repositories and
+    `ServerStartError` when the address cannot be bound.
+    """
+    registry = load_registry(settings.bundles, settings.triton_repository)
+    sessions = SessionPool(
+        memory_budget_mb=settings.memory_budget_mb,
+        intra_op_threads=settings.intra_op_threads,
+        inter_op_threads=settings.inter_op_threads,
+        execution_providers=settings.execution_providers,
+    )
+    dataplane = DataPlane(settings, registry, sessions, observer=observer)
+    health = HealthState(registry.names())
+    from splitinfer import __version__
+
+    servicer = InferenceServicer(dataplane, health, server_version=__version__)
+    limit = settings.max_message_bytes
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="grpc"),
+        interceptors=list(interceptors),
+        options=[
+            ("grpc.max_send_message_length", limit),
+            ("grpc.max_receive_message_length", limit),
+        ],
+    )
+    inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    reflection.enable_server_reflection(
+        (INFERENCE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=POOL
+    )
+    address = _bind_address(settings.host, settings.port)
+    try:
+        if server_credentials is not None:
+            port = server.add_secure_port(address, server_credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise ServerStartError(f"cannot listen on {address}: {exc}") from exc
+    if not port:
+        raise ServerStartError(f"cannot listen on {address}; expected a free port on a local interface")
+    server.start()
+    running = RunningServer(
+        settings=settings, port=port, grpc_server=server, registry=registry, dataplane=dataplane, health=health
+    )
+    logger.info(
+        "serving %d models on %s (%s)", len(registry.names()), running.address,
+        "TLS" if server_credentials is not None else "plaintext",
+    )
+    return running

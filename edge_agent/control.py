@@ -32,7 +32,7 @@ import stat
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import grpc
@@ -110,14 +110,24 @@ def objective_from_pb(value: int) -> Objective:
         ) from None
 
 
-@dataclass(frozen=True)
-class MonotonicToUnix:
-    """Turns the agent's monotonic ``at_ms`` into wall time for display."""
+class UptimeClock:
+    """Turns the target's ``at_ms`` (milliseconds on the agent's own clock, which starts at
+    0 when the agent starts, as :attr:`AgentSnapshot.uptime_s` does) into wall time for
+    display. Re-anchored at every snapshot: ``unix_ms = now_unix_ms - uptime_ms + at_ms``."""
 
-    offset_ms: float = field(default_factory=lambda: time.time() * 1000.0 - time.monotonic() * 1000.0)
+    def __init__(self, wall_ms: Callable[[], float] = lambda: time.time() * 1000.0) -> None:
+        self._wall_ms = wall_ms
+        self._start_unix_ms: Optional[float] = None
+        self._lock = threading.Lock()
+
+    def sync(self, snapshot: AgentSnapshot) -> None:
+        with self._lock:
+            self._start_unix_ms = self._wall_ms() - snapshot.uptime_s * 1000.0
 
     def __call__(self, at_ms: int) -> int:
-        return int(at_ms + self.offset_ms)
+        with self._lock:
+            start = self._start_unix_ms if self._start_unix_ms is not None else self._wall_ms() - at_ms
+        return int(start + at_ms)
 
 
 def _or0(value: Optional[float]) -> float:
@@ -227,14 +237,21 @@ class AgentControlServicer(control_pb2_grpc.AgentControlServicer):
     ) -> None:
         self.target = target
         self.profiles = tuple(profiles)
-        self.to_unix = to_unix or MonotonicToUnix()
+        self.to_unix = to_unix or UptimeClock()
         self._stopping = threading.Event()
 
+    def _snapshot(self) -> AgentSnapshot:
+        snapshot = self.target.snapshot()
+        sync = getattr(self.to_unix, "sync", None)
+        if sync is not None:
+            sync(snapshot)
+        return snapshot
+
     def GetStatus(self, request, context):  # noqa: N802 - RPC name
-        return snapshot_to_pb(self.target.snapshot(), self.to_unix)
+        return snapshot_to_pb(self._snapshot(), self.to_unix)
 
     def ListCuts(self, request, context):  # noqa: N802
-        current = self.target.snapshot().decision.cut_id
+        current = self._snapshot().decision.cut_id
         return estimates_to_pb(self.target.cut_estimates(), current, self.profiles)
 
     def SetSplit(self, request, context):  # noqa: N802
@@ -291,7 +308,7 @@ class AgentControlServicer(control_pb2_grpc.AgentControlServicer):
 
         threading.Thread(target=pump, name="control-watch", daemon=True).start()
         try:
-            yield control_pb2.AgentEvent(status=snapshot_to_pb(self.target.snapshot(), self.to_unix))
+            yield control_pb2.AgentEvent(status=snapshot_to_pb(self._snapshot(), self.to_unix))
             last_telemetry = last_status = time.monotonic()
             while context.is_active() and not self._stopping.is_set():
                 try:
@@ -308,7 +325,7 @@ class AgentControlServicer(control_pb2_grpc.AgentControlServicer):
                     yield control_pb2.AgentEvent(telemetry=telemetry_to_pb(event, self.to_unix))
                 if now - last_status >= interval_s:
                     last_status = now
-                    yield control_pb2.AgentEvent(status=snapshot_to_pb(self.target.snapshot(), self.to_unix))
+                    yield control_pb2.AgentEvent(status=snapshot_to_pb(self._snapshot(), self.to_unix))
         finally:
             close()
 
@@ -409,18 +426,21 @@ def start_control_server(
     token: Optional[str] = None,
     socket_mode: int = SOCKET_MODE,
     profiles: Sequence[CutProfile] = (),
+    to_unix: Optional[Callable[[int], int]] = None,
     max_workers: int = 8,
 ) -> ControlServer:
     """Serve the control API over ``target`` on a Unix socket and/or TCP.
 
     With neither address given, listens on :func:`default_socket_path`. ``tcp_address``
-    (``host:port``, port 0 picks one) requires a non-empty ``token``.
+    (``host:port``, port 0 picks one) requires a non-empty ``token``. ``profiles`` adds
+    wire bytes and tensor names to ``ListCuts`` (pass ``agent.profiles``); ``to_unix`` maps
+    the target's ``at_ms`` to wall time (default :class:`UptimeClock`).
     """
     if tcp_address and not token:
         raise ConfigError(f"control TCP address {tcp_address!r} needs a bearer token; set control.token")
     if socket_path is None and not tcp_address:
         socket_path = default_socket_path()
-    servicer = AgentControlServicer(target, profiles=profiles)
+    servicer = AgentControlServicer(target, profiles=profiles, to_unix=to_unix)
     servers: list[grpc.Server] = []
     addresses: list[str] = []
     tcp_port: Optional[int] = None

@@ -175,6 +175,14 @@ def test_watch_starts_with_status_then_streams_decisions_and_ends_on_cancel(serv
     assert not target.streams  # cancelling closed the agent-side subscription
 
 
+def test_uptime_clock_anchors_agent_time_to_wall_time(target):
+    from edge_agent.control import UptimeClock
+
+    clock = UptimeClock(wall_ms=lambda: 1_700_000_100_000.0)
+    clock.sync(target.snapshot())  # uptime 12.5 s -> the agent started at ...087_500
+    assert clock(0) == 1_700_000_087_500 and clock(1_000) == 1_700_000_088_500
+
+
 def test_objective_and_snapshot_conversion_units(target):
     assert objective_from_pb(control_pb2.OBJECTIVE_ENERGY) is Objective.ENERGY
     pb = snapshot_to_pb(target.snapshot(), lambda at_ms: at_ms + 1_700_000_000_000)

@@ -1,0 +1,259 @@
+"""Frame sources (OpenCV): V4L2 camera index, RTSP/HTTP stream, video file, image folder.
+
+A source yields :class:`Frame` values from :meth:`FrameSource.read` until it returns
+``None`` (end of file/folder, or ``close()``). Live sources (camera, stream) reconnect
+with exponential backoff when the device or stream drops; the capture loop in the agent
+drops their oldest unprocessed frame when the pipeline is behind. Video files and
+folders are never dropped and end cleanly. ``fps_cap`` paces reads with the clock and
+sleep the caller passes in (tests pass fakes).
+"""
+from __future__ import annotations
+
+import logging
+import pathlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol
+
+import numpy as np
+
+from edge_agent.config import SourceConfig, resolved_source_kind
+from edge_agent.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Frame:
+    frame_id: int
+    image_bgr: np.ndarray  # HxWx3 uint8
+    capture_unix_ms: int
+    capture_mono_s: float  # time.monotonic() at capture, for latency
+    source: str
+
+
+class FrameSource(Protocol):
+    live: bool
+    name: str
+
+    def read(self) -> Optional[Frame]: ...
+
+    def close(self) -> None: ...
+
+
+class Backoff:
+    """Exponential backoff delays: initial, x2, ... capped at ``max_s``; ``reset`` after success."""
+
+    def __init__(self, initial_s: float, max_s: float, multiplier: float = 2.0) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.multiplier = multiplier
+        self._next = initial_s
+
+    def next_delay_s(self) -> float:
+        delay = self._next
+        self._next = min(self._next * self.multiplier, self.max_s)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.initial_s
+
+
+class _Pacer:
+    """Keeps reads at or below ``fps_cap``."""
+
+    def __init__(self, fps_cap: Optional[float], clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        self.period_s = 1.0 / fps_cap if fps_cap else 0.0
+        self.clock = clock
+        self.sleep = sleep
+        self._next_s: Optional[float] = None
+
+    def wait(self) -> None:
+        if not self.period_s:
+            return
+        now = self.clock()
+        if self._next_s is not None and now < self._next_s:
+            self.sleep(self._next_s - now)
+            now = self._next_s
+        self._next_s = max(now, self._next_s or now) + self.period_s
+
+
+def _resize(img: np.ndarray, cfg: SourceConfig) -> np.ndarray:
+    if cfg.width_px is None or cfg.height_px is None:
+        return img
+    if img.shape[1] == cfg.width_px and img.shape[0] == cfg.height_px:
+        return img
+    import cv2
+
+    return cv2.resize(img, (cfg.width_px, cfg.height_px), interpolation=cv2.INTER_AREA)
+
+
+class CaptureSource:
+    """A ``cv2.VideoCapture``: camera index, stream URL or video file.
+
+    ``open_capture(target)`` returns an opened capture (``cv2.VideoCapture`` by default;
+    tests inject one that fails). For live sources a failed open or read reconnects with
+    backoff until ``close()``; for a video file the first failure ends the source.
+    """
+
+    def __init__(
+        self,
+        cfg: SourceConfig,
+        *,
+        kind: Optional[str] = None,
+        open_capture: Optional[Callable[[Any], Any]] = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Optional[Callable[[float], None]] = None,
+    ) -> None:
+        self.cfg = cfg
+        self.kind = kind or resolved_source_kind(cfg)
+        self.live = self.kind in ("camera", "stream")
+        self.name = cfg.uri if self.kind != "video" else pathlib.Path(cfg.uri).name
+        self._target: Any = int(cfg.uri) if self.kind == "camera" else cfg.uri
+        self._open_capture = open_capture or self._default_open
+        self._clock = clock
+        self._stop = threading.Event()
+        self._sleep = sleep or (lambda s: self._stop.wait(s))
+        self._pacer = _Pacer(cfg.fps_cap, clock, self._sleep)
+        self._backoff = Backoff(cfg.reconnect_initial_s, cfg.reconnect_max_s)
+        self._cap: Any = None
+        self._next_id = 0
+        self.reconnects = 0
+        self.reconnect_delays_s: list[float] = []
+        if not self.live:
+            self._cap = self._open_once()
+            if self._cap is None:
+                raise SourceError(f"cannot open video file {cfg.uri!r}; expected a file OpenCV can decode")
+
+    def _default_open(self, target: Any) -> Any:
+        import cv2
+
+        cap = cv2.VideoCapture(target, cv2.CAP_V4L2) if isinstance(target, int) else cv2.VideoCapture(target)
+        if isinstance(target, int) and self.cfg.width_px and self.cfg.height_px:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width_px)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height_px)
+        return cap
+
+    def _open_once(self) -> Any:
+        try:
+            cap = self._open_capture(self._target)
+        except Exception as exc:  # noqa: BLE001 - any backend failure is "not open"
+            log.debug("opening %r failed: %s", self._target, exc)
+            return None
+        if cap is None or not cap.isOpened():
+            if cap is not None:
+                cap.release()
+            return None
+        return cap
+
+    def _reconnect(self) -> bool:
+        """Reopen a live source with backoff; False once closed."""
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+        while not self._stop.is_set():
+            delay = self._backoff.next_delay_s()
+            self.reconnect_delays_s.append(delay)
+            if self.reconnects == 0:
+                log.warning("source %s unavailable; reconnecting with backoff (first retry in %.1f s)", self.name, delay)
+            else:
+                log.debug("source %s still unavailable; retry in %.1f s", self.name, delay)
+            self.reconnects += 1
+            self._sleep(delay)
+            if self._stop.is_set():
+                return False
+            self._cap = self._open_once()
+            if self._cap is not None:
+                log.info("source %s reconnected after %d attempts", self.name, self.reconnects)
+                return True
+        return False
+
+    def read(self) -> Optional[Frame]:
+        while not self._stop.is_set():
+            if self._cap is None:
+                if not self.live or not self._reconnect():
+                    return None
+            self._pacer.wait()
+            ok, img = self._cap.read()
+            if ok and img is not None:
+                self._backoff.reset()
+                if img.ndim == 2:
+                    img = np.repeat(img[:, :, None], 3, axis=2)
+                frame = Frame(self._next_id, _resize(img, self.cfg), int(time.time() * 1000), self._clock(), self.name)
+                self._next_id += 1
+                return frame
+            if not self.live:
+                if self.cfg.loop and self._next_id > 0:
+                    self._cap.release()
+                    self._cap = self._open_once()
+                    continue
+                return None
+            self._cap.release()
+            self._cap = None
+        return None
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class FolderSource:
+    """Every image in a folder (sorted by name), once (or forever with ``loop``)."""
+
+    live = False
+
+    def __init__(self, cfg: SourceConfig, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.cfg = cfg
+        folder = pathlib.Path(cfg.uri)
+        if not folder.is_dir():
+            raise SourceError(f"image folder {cfg.uri!r} does not exist")
+        self.paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.paths:
+            raise SourceError(f"image folder {cfg.uri!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        self.name = folder.name
+        self._clock = clock
+        self._pacer = _Pacer(cfg.fps_cap, clock, sleep)
+        self._pos = 0
+        self._next_id = 0
+        self._closed = False
+        self.unreadable: list[str] = []
+
+    def read(self) -> Optional[Frame]:
+        import cv2
+
+        while not self._closed:
+            if self._pos >= len(self.paths):
+                if not self.cfg.loop:
+                    return None
+                self._pos = 0
+            path = self.paths[self._pos]
+            self._pos += 1
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if img is None:
+                log.warning("skipping %s: not a readable image", path)
+                self.unreadable.append(str(path))
+                if len(self.unreadable) >= len(self.paths):
+                    raise SourceError(f"no image in {self.cfg.uri!r} is readable")
+                continue
+            self._pacer.wait()
+            frame = Frame(self._next_id, _resize(img, self.cfg), int(time.time() * 1000), self._clock(), path.name)
+            self._next_id += 1
+            return frame
+        return None
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def open_source(cfg: SourceConfig, **kwargs: Any) -> FrameSource:
+    """The source ``cfg`` describes; :class:`SourceError` when a file/folder cannot be opened."""
+    kind = resolved_source_kind(cfg)
+    if kind == "folder":
+        return FolderSource(cfg)
+    return CaptureSource(cfg, kind=kind, **kwargs)

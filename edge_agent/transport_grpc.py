@@ -1,0 +1,365 @@
+"""Open Inference Protocol (KServe v2 / Triton) gRPC client: the agent's network seam.
+
+:class:`GrpcTransport` sends :class:`~edge_agent.types.OffloadRequest` values over one
+long-lived ``ModelStreamInfer`` bidirectional stream and waits for the response with
+the request's id, at most ``timeout_s`` (the per-frame deadline). A late response is
+dropped. When the server does not implement streaming (``UNIMPLEMENTED``) the client
+switches to unary ``ModelInfer`` for good. A broken stream fails every pending request
+and is reopened by the next call.
+
+Works against our server and stock Triton: requests use ``raw_input_contents``,
+responses may carry ``raw_output_contents`` or typed ``contents``; the advisory
+response parameters ``server_queue_us`` / ``server_compute_us`` are read when present.
+
+Every failure leaves as :class:`~edge_agent.errors.OffloadUnavailable` (``code`` is the
+gRPC status name, or ``STREAM_ERROR`` / ``BAD_RESPONSE``), chained ``from`` the cause.
+This module and ``cloud_server`` are the only users of the generated stubs here.
+"""
+from __future__ import annotations
+
+import logging
+import pathlib
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Optional
+
+import grpc
+import numpy as np
+
+from edge_agent.errors import OffloadUnavailable
+from edge_agent.types import OffloadRequest, OffloadResponse
+from protos import datatypes, inference_pb2, inference_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+# Status codes after which retrying the same request cannot help.
+_PERMANENT = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class GrpcOptions:
+    """Connection settings; TLS when ``tls`` (``ca_file`` None = system roots), mutual TLS
+    with ``cert_file`` + ``key_file``, a bearer ``token`` in the ``authorization`` metadata."""
+
+    tls: bool = False
+    ca_file: Optional[pathlib.Path] = None
+    cert_file: Optional[pathlib.Path] = None
+    key_file: Optional[pathlib.Path] = None
+    server_name: Optional[str] = None
+    token: Optional[str] = field(default=None, repr=False)
+    max_message_bytes: int = 64 * 1024 * 1024
+    streaming: bool = True
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _to_param(value: object) -> inference_pb2.InferParameter:
+    if isinstance(value, bool):
+        return inference_pb2.InferParameter(bool_param=value)
+    if isinstance(value, int):
+        return inference_pb2.InferParameter(int64_param=value)
+    if isinstance(value, float):
+        return inference_pb2.InferParameter(double_param=value)
+    return inference_pb2.InferParameter(string_param=str(value))
+
+
+def _from_param(param: inference_pb2.InferParameter) -> object:
+    kind = param.WhichOneof("parameter_choice")
+    return getattr(param, kind) if kind else None
+
+
+def request_to_proto(request: OffloadRequest) -> inference_pb2.ModelInferRequest:
+    msg = inference_pb2.ModelInferRequest(model_name=request.model_name, model_version=request.model_version,
+                                          id=request.request_id)
+    for key, value in request.parameters.items():
+        msg.parameters[key].CopyFrom(_to_param(value))
+    for tensor in request.inputs:
+        inp = msg.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
+        for key, value in tensor.parameters.items():
+            inp.parameters[key].CopyFrom(_to_param(value))
+        msg.raw_input_contents.append(tensor.raw)
+    for name in request.output_names:
+        msg.outputs.add(name=name)
+    return msg
+
+
+_CONTENT_FIELDS = {
+    "BOOL": "bool_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
+}
+
+
+def response_to_outputs(msg: inference_pb2.ModelInferResponse) -> dict[str, np.ndarray]:
+    """Output tensors as numpy arrays; ValueError when the response is malformed."""
+    outputs: dict[str, np.ndarray] = {}
+    raw = list(msg.raw_output_contents)
+    if raw and len(raw) != len(msg.outputs):
+        raise ValueError(f"response has {len(msg.outputs)} outputs but {len(raw)} raw_output_contents")
+    for i, out in enumerate(msg.outputs):
+        shape = tuple(int(d) for d in out.shape)
+        if out.datatype == "BYTES":
+            items = datatypes.deserialize_bytes_tensor(raw[i]) if raw else list(out.contents.bytes_contents)
+            outputs[out.name] = np.array(items, dtype=object).reshape(shape)
+            continue
+        dtype = datatypes.to_numpy_dtype(out.datatype)
+        if raw:
+            arr = np.frombuffer(raw[i], dtype=dtype)
+        else:
+            arr = np.asarray(getattr(out.contents, _CONTENT_FIELDS[out.datatype]), dtype=dtype)
+        if arr.size != int(np.prod(shape)):
+            raise ValueError(f"output {out.name!r} holds {arr.size} elements, shape {list(shape)} needs {int(np.prod(shape))}")
+        outputs[out.name] = arr.reshape(shape)
+    return outputs
+
+
+def _advisory_ms(msg: inference_pb2.ModelInferResponse, key: str) -> Optional[float]:
+    if key not in msg.parameters:
+        return None
+    value = _from_param(msg.parameters[key])
+    return float(value) / 1000.0 if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def map_rpc_error(exc: grpc.RpcError, what: str) -> OffloadUnavailable:
+    """A gRPC error -> OffloadUnavailable with the status name as ``code`` (most specific first)."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return OffloadUnavailable(f"{what}: deadline exceeded", code="DEADLINE_EXCEEDED")
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return OffloadUnavailable(f"{what}: server unavailable ({details})", code="UNAVAILABLE")
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return OffloadUnavailable(f"{what}: not authorized ({details}); check server.token / client certificate",
+                                  code=code.name, retryable=False)
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return OffloadUnavailable(f"{what}: server overloaded or message too large ({details})", code=code.name)
+    if code is not None:
+        return OffloadUnavailable(f"{what}: {code.name}: {details}", code=code.name, retryable=code not in _PERMANENT)
+    return OffloadUnavailable(f"{what}: {details}", code="UNKNOWN")
+
+
+# --------------------------------------------------------------------------- the stream
+
+
+class _Stream:
+    """One ModelStreamInfer call: a request queue feeding the call and a reader thread
+    resolving futures by request id."""
+
+    _END = object()
+
+    def __init__(self, stub: inference_pb2_grpc.GRPCInferenceServiceStub, metadata: list[tuple[str, str]]) -> None:
+        self._requests: queue.Queue = queue.Queue()
+        self._pending: dict[str, Future] = {}
+        self._lock = threading.Lock()
+        self.broken: Optional[OffloadUnavailable] = None
+        self.unimplemented = False
+        self._call = stub.ModelStreamInfer(self._iter_requests(), metadata=metadata)
+        self._reader = threading.Thread(target=self._read, name="oip-stream-reader", daemon=True)
+        self._reader.start()
+
+    def _iter_requests(self) -> Iterator[inference_pb2.ModelInferRequest]:
+        while True:
+            item = self._requests.get()
+            if item is self._END:
+                return
+            yield item
+
+    def submit(self, msg: inference_pb2.ModelInferRequest) -> Future:
+        fut: Future = Future()
+        with self._lock:
+            if self.broken is not None:
+                raise self.broken
+            if msg.id in self._pending:
+                raise OffloadUnavailable(f"request id {msg.id!r} is already in flight", code="DUPLICATE_ID",
+                                         retryable=False)
+            self._pending[msg.id] = fut
+        self._requests.put(msg)
+        return fut
+
+    def forget(self, request_id: str) -> None:
+        with self._lock:
+            self._pending.pop(request_id, None)
+
+    def _read(self) -> None:
+        try:
+            for msg in self._call:
+                self._dispatch(msg)
+            error = OffloadUnavailable("stream closed by the server", code="STREAM_CLOSED")
+        except grpc.RpcError as exc:
+            if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                self.unimplemented = True
+            error = map_rpc_error(exc, "ModelStreamInfer")
+            error.__cause__ = exc
+        except Exception as exc:  # noqa: BLE001 - anything else breaks the stream too
+            error = OffloadUnavailable(f"stream failed: {exc}", code="STREAM_ERROR")
+            error.__cause__ = exc
+        with self._lock:
+            self.broken = error
+            pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+
+    def _dispatch(self, msg: inference_pb2.ModelStreamInferResponse) -> None:
+        rid = msg.infer_response.id
+        with self._lock:
+            fut = self._pending.pop(rid, None)
+            if fut is None and msg.error_message and len(self._pending) == 1:
+                # an error without an id (some servers): it can only belong to the one pending request
+                rid, fut = self._pending.popitem()
+        if fut is None:
+            log.debug("dropping a late or unknown stream response id=%r", rid)
+            return
+        if msg.error_message:
+            fut.set_exception(OffloadUnavailable(f"server error: {msg.error_message}", code="SERVER_ERROR"))
+        else:
+            fut.set_result(msg.infer_response)
+
+    def close(self) -> None:
+        self._requests.put(self._END)
+        self._call.cancel()
+
+
+class GrpcTransport:
+    """Thread-safe Transport over one channel. ``infer`` may be called from several threads."""
+
+    def __init__(self, address: str, options: GrpcOptions = GrpcOptions()) -> None:
+        self.address = address
+        self.options = options
+        self._metadata = [("authorization", f"Bearer {options.token}")] if options.token else []
+        channel_options = [
+            ("grpc.max_send_message_length", options.max_message_bytes),
+            ("grpc.max_receive_message_length", options.max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 5_000),
+        ]
+        if options.tls:
+            if options.server_name:
+                channel_options.append(("grpc.ssl_target_name_override", options.server_name))
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=options.ca_file.read_bytes() if options.ca_file else None,
+                private_key=options.key_file.read_bytes() if options.key_file else None,
+                certificate_chain=options.cert_file.read_bytes() if options.cert_file else None,
+            )
+            self._channel = grpc.secure_channel(address, creds, options=channel_options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=channel_options)
+        self._stub = inference_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        self._streaming = options.streaming
+        self._stream: Optional[_Stream] = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def streaming(self) -> bool:
+        return self._streaming
+
+    def _get_stream(self) -> _Stream:
+        with self._lock:
+            if self._closed:
+                raise OffloadUnavailable("transport is closed", code="CLOSED", retryable=False)
+            if self._stream is None or self._stream.broken is not None:
+                if self._stream is not None:
+                    self._stream.close()
+                self._stream = _Stream(self._stub, self._metadata)
+            return self._stream
+
+    def infer(self, request: OffloadRequest, timeout_s: float) -> OffloadResponse:
+        msg = request_to_proto(request)
+        start = time.monotonic()
+        if self._streaming:
+            try:
+                response = self._infer_stream(msg, timeout_s)
+            except OffloadUnavailable as exc:
+                stream = self._stream
+                if stream is not None and stream.unimplemented:
+                    log.info("server at %s does not implement ModelStreamInfer; using unary ModelInfer", self.address)
+                    self._streaming = False
+                    remaining = timeout_s - (time.monotonic() - start)
+                    if remaining <= 0:
+                        raise
+                    response = self._infer_unary(msg, remaining)
+                else:
+                    raise exc
+        else:
+            response = self._infer_unary(msg, timeout_s)
+        round_trip_ms = (time.monotonic() - start) * 1000.0
+        try:
+            outputs = response_to_outputs(response)
+        except (ValueError, datatypes.DatatypeError, KeyError) as exc:
+            raise OffloadUnavailable(f"malformed response for {request.model_name}: {exc}", code="BAD_RESPONSE") from exc
+        return OffloadResponse(
+            request_id=request.request_id,
+            outputs=outputs,
+            server_queue_ms=_advisory_ms(response, "server_queue_us"),
+            server_compute_ms=_advisory_ms(response, "server_compute_us"),
+            round_trip_ms=round_trip_ms,
+        )
+
+    def _infer_stream(self, msg: inference_pb2.ModelInferRequest, timeout_s: float) -> inference_pb2.ModelInferResponse:
+        stream = self._get_stream()
+        fut = stream.submit(msg)
+        try:
+            return fut.result(timeout=timeout_s)
+        except FutureTimeout as exc:
+            stream.forget(msg.id)
+            raise OffloadUnavailable(f"{msg.model_name}: deadline of {timeout_s * 1000:.0f} ms exceeded",
+                                     code="DEADLINE_EXCEEDED") from exc
+
+    def _infer_unary(self, msg: inference_pb2.ModelInferRequest, timeout_s: float) -> inference_pb2.ModelInferResponse:
+        try:
+            return self._stub.ModelInfer(msg, timeout=timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise map_rpc_error(exc, f"ModelInfer {msg.model_name}") from exc
+
+    def healthy(self, timeout_s: float) -> bool:
+        """ServerReady within ``timeout_s``; False on any error."""
+        try:
+            reply = self._stub.ServerReady(inference_pb2.ServerReadyRequest(), timeout=timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            log.debug("health probe of %s failed: %s", self.address, exc.code() if hasattr(exc, "code") else exc)
+            return False
+        return bool(reply.ready)
+
+    def model_ready(self, name: str, version: str, timeout_s: float) -> bool:
+        try:
+            reply = self._stub.ModelReady(inference_pb2.ModelReadyRequest(name=name, version=version),
+                                          timeout=timeout_s, metadata=self._metadata)
+        except grpc.RpcError:
+            return False
+        return bool(reply.ready)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
+        self._channel.close()
+
+
+def options_from_config(server: "object") -> GrpcOptions:
+    """GrpcOptions from an :class:`edge_agent.config.ServerConfig`."""
+    return GrpcOptions(
+        tls=server.tls, ca_file=server.ca_file, cert_file=server.cert_file, key_file=server.key_file,  # type: ignore[attr-defined]
+        server_name=server.server_name, token=server.token,  # type: ignore[attr-defined]
+        max_message_bytes=server.max_message_mb * 1024 * 1024, streaming=server.streaming,  # type: ignore[attr-defined]
+    )
+
+
+def parse_parameters(params: Mapping[str, inference_pb2.InferParameter]) -> dict[str, object]:
+    return {key: _from_param(value) for key, value in params.items()}

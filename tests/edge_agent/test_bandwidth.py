@@ -1,0 +1,133 @@
+"""BandwidthEstimator and ProbeScheduler: pure, time passed in."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from edge_agent.policy import PolicyConfig, SplitPolicy
+from edge_agent.telemetry import BandwidthEstimator, ProbeScheduler, TelemetryError
+from edge_agent.telemetry.hub import combine_telemetry
+from edge_agent.types import CutProfile
+
+
+def test_no_samples_means_unknown() -> None:
+    e = BandwidthEstimator().estimate(0)
+    assert (e.uplink_kbps, e.rtt_ms, e.uplink_samples, e.rtt_samples, e.stale, e.last_sample_ms) == \
+        (None, None, 0, 0, True, None)
+
+
+def test_small_transfers_are_rtt_samples_and_large_ones_bandwidth() -> None:
+    b = BandwidthEstimator(alpha=1.0, rtt_alpha=1.0, min_sample_bytes=4_096)
+    b.observe_transfer(200, 25.0, 0, server_ms=5.0)  # tiny: rtt = 25 - 5
+    assert b.estimate(0).rtt_ms == 20.0 and b.estimate(0).uplink_kbps is None
+    b.observe_transfer(100_000, 825.0, 10, server_ms=5.0)  # 800 ms on the air after rtt and server
+    assert b.estimate(10).uplink_kbps == pytest.approx(100_000 * 8 / 800.0)  # 1000 kbps
+
+
+def test_ewma_smooths_and_follows_a_collapse() -> None:
+    b = BandwidthEstimator(alpha=0.5)
+    b.observe_rtt(10.0, 0)
+    for i in range(5):
+        b.observe_transfer(50_000, 10.0 + 40.0, i)  # 50 kB in 40 ms = 10000 kbps
+    assert b.estimate(5).uplink_kbps == pytest.approx(10_000.0)
+    b.observe_transfer(50_000, 10.0 + 400.0, 6)  # collapse to 1000 kbps
+    assert b.estimate(6).uplink_kbps == pytest.approx(5_500.0)
+    for i in range(6):
+        b.observe_transfer(50_000, 410.0, 7 + i)
+    assert b.estimate(20).uplink_kbps < 1_200.0
+
+
+def test_transfer_faster_than_the_rtt_estimate_is_floored_not_infinite() -> None:
+    b = BandwidthEstimator(alpha=1.0, max_kbps=1e9)
+    b.observe_rtt(50.0, 0)
+    b.observe_transfer(10_000, 20.0, 1)  # shorter than the RTT: use 10% of the net time
+    assert b.estimate(1).uplink_kbps == pytest.approx(10_000 * 8 / 2.0)
+    b.observe_transfer(10_000, 3.0, 2, server_ms=5.0)  # server time > round trip: ignored
+    assert b.estimate(2).uplink_kbps == pytest.approx(40_000.0) and b.estimate(2).uplink_samples == 1
+    capped = BandwidthEstimator(alpha=1.0, max_kbps=1_000.0)
+    capped.observe_transfer(1_000_000, 1.0, 0)
+    assert capped.estimate(0).uplink_kbps == 1_000.0
+
+
+def test_staleness_then_forgetting() -> None:
+    b = BandwidthEstimator(stale_after_ms=15_000, forget_after_ms=60_000)
+    b.observe_rtt(10.0, 1_000)
+    b.observe_transfer(100_000, 110.0, 1_000)
+    fresh, stale, gone = b.estimate(16_000), b.estimate(16_001), b.estimate(61_001)
+    assert (fresh.stale, fresh.uplink_age_ms) == (False, 15_000)
+    assert stale.stale and stale.uplink_kbps == fresh.uplink_kbps  # kept, flagged
+    assert gone.stale and (gone.uplink_kbps, gone.rtt_ms) == (None, None)  # forgotten: the policy's prior
+    # out-of-order completions (pipelined requests) never move the sample time backwards
+    b.observe_rtt(10.0, 500)
+    assert b.last_sample_ms == 1_000
+
+
+@pytest.mark.parametrize("args, message", [((-1, 10.0, 0), "sent_bytes = -1"), ((10, math.nan, 0), "duration_ms = nan"),
+                                           ((10, 1.0, 0, -2.0), "server_ms = -2.0")])
+def test_illegal_samples_raise(args: tuple, message: str) -> None:
+    b = BandwidthEstimator()
+    with pytest.raises(TelemetryError, match=message):
+        b.observe_transfer(*args)
+    assert b.estimate(0).uplink_samples == 0
+    with pytest.raises(TelemetryError, match="alpha = 0"):
+        BandwidthEstimator(alpha=0)
+
+
+def test_probe_scheduler_interval_and_duty_cycle() -> None:
+    p = ProbeScheduler(interval_ms=10_000, max_duty_pct=2.0, probe_bytes=16_384)
+    assert p.due(0, None)  # nothing known yet: probe now
+    p.note_started(0)
+    assert not p.due(50_000, None)  # one in flight
+    p.note_finished(400)  # a 400 ms probe at 2% -> next no sooner than 20 s after its start
+    assert p.next_due_ms(None) == 20_000
+    assert not p.due(19_999, None) and p.due(20_000, None)
+    p.note_started(20_000)
+    p.note_finished(20_050)  # a quick probe: the interval rules
+    assert p.next_due_ms(None) == 30_000
+    # real traffic keeps the estimate fresh: no probe within interval_ms of the last real sample
+    assert not p.due(30_000, last_sample_ms=25_000) and p.due(35_000, last_sample_ms=25_000)
+    assert p.probes == 2
+
+
+def test_probe_duty_cycle_over_a_long_local_run() -> None:
+    """Simulate 10 minutes fully local on a slow link (each probe takes 300 ms): time probing stays <= 2%."""
+    p = ProbeScheduler(interval_ms=5_000, max_duty_pct=2.0)
+    busy = 0
+    for now in range(0, 600_000, 100):
+        if p.due(now, None):
+            p.note_started(now)
+            p.note_finished(now + 300)
+            busy += 300
+    assert busy / 600_000 <= 0.02 + 300 / 600_000
+    assert p.probes >= 35
+
+
+def test_probe_scheduler_misuse_raises() -> None:
+    p = ProbeScheduler()
+    with pytest.raises(TelemetryError, match="no probe in flight"):
+        p.note_finished(0)
+    p.note_started(0)
+    with pytest.raises(TelemetryError, match="already in flight"):
+        p.note_started(1)
+    with pytest.raises(TelemetryError, match="max_duty_pct = 0"):
+        ProbeScheduler(max_duty_pct=0)
+
+
+def test_collapse_measured_by_the_estimator_moves_the_policy_local() -> None:
+    """End to end through the pure parts: transfers slow down -> estimate drops -> policy leaves the network."""
+    cuts = [CutProfile("input", 0, 12_000, 0.0, 10.0), CutProfile("features_13", 2, 3_000, 40.0, 3.0),
+            CutProfile("output", 3, 0, 90.0, 0.0)]
+    policy = SplitPolicy(cuts, PolicyConfig(min_dwell_ms=1_000))
+    bw = BandwidthEstimator(alpha=0.5)
+    now = 0
+    bw.observe_rtt(10.0, now)
+    cuts_seen = []
+    for air_ms in [5.0] * 5 + [100.0] * 5 + [1_000.0] * 8:  # 12 kB in 5 ms, 100 ms, 1 s
+        now += 1_000
+        bw.observe_transfer(12_000, 10.0 + air_ms + 10.0, now, server_ms=10.0)
+        policy.observe(combine_telemetry(now, bandwidth=bw.estimate(now)), now)
+        cuts_seen.append(policy.decide(now).cut_id)
+    assert cuts_seen[4] == "input"
+    assert "features_13" in cuts_seen[5:10]
+    assert cuts_seen[-1] == "output"

@@ -244,6 +244,7 @@ def _drain(
         signals.name, inflight.count, settings.drain_timeout_s,
         extra={"signal": signals.name, "inflight": inflight.count},
     )
+    inflight.start_draining()
     running.set_draining()
     if advertiser is not None:
         try:

@@ -98,12 +98,18 @@ class PrometheusObserver:
 # --------------------------------------------------------------------------- in-flight RPCs
 
 
+_INFERENCE_METHODS = ("/inference.GRPCInferenceService/ModelInfer", "/inference.GRPCInferenceService/ModelStreamInfer")
+
+
 class InflightInterceptor(grpc.ServerInterceptor):
-    """Counts RPCs from the moment a handler starts until it returns (or its stream ends).
+    """Counts RPCs from the moment a handler starts until it returns (or its stream ends), and closes
+    the door to new inference calls once :meth:`start_draining` was called.
 
     Methods for which ``track(method)`` is False (by default the health and reflection services) are
     not counted, so a load balancer's probes never delay a drain. ``on_change(count)`` is called with the
-    new count after every change (e.g. a Prometheus gauge's ``set``).
+    new count after every change (e.g. a Prometheus gauge's ``set``). After :meth:`start_draining`, new
+    ``ModelInfer`` / ``ModelStreamInfer`` calls are answered UNAVAILABLE (a client retries elsewhere or
+    runs locally) so that the in-flight count can only fall; calls already running are not touched.
     """
 
     def __init__(
@@ -116,6 +122,11 @@ class InflightInterceptor(grpc.ServerInterceptor):
         self._on_change = on_change
         self._count = 0
         self._cond = threading.Condition()
+        self._draining = False
+
+    def start_draining(self) -> None:
+        """Refuse new inference calls with UNAVAILABLE from now on."""
+        self._draining = True
 
     @property
     def count(self) -> int:
@@ -168,8 +179,11 @@ class InflightInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
-        if handler is None or not self._track(handler_call_details.method or ""):
+        method = handler_call_details.method or ""
+        if handler is None or not self._track(method):
             return handler
+        if self._draining and method in _INFERENCE_METHODS:
+            return _refusal(handler)
         des, ser = handler.request_deserializer, handler.response_serializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(self._wrap_unary(handler.unary_unary), des, ser)
@@ -180,6 +194,23 @@ class InflightInterceptor(grpc.ServerInterceptor):
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(self._wrap_stream(handler.stream_stream), des, ser)
         return handler
+
+
+def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as ``handler`` that answers UNAVAILABLE (the server is draining)."""
+    message = "server is draining (shutting down); retry on another server"
+
+    def refuse_unary(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNAVAILABLE, message)
+
+    def refuse_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        context.abort(grpc.StatusCode.UNAVAILABLE, message)
+        yield  # pragma: no cover - abort raises
+
+    des, ser = handler.request_deserializer, handler.response_serializer
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(refuse_stream, des, ser)
+    return grpc.unary_unary_rpc_method_handler(refuse_unary, des, ser)
 
 
 def _is_application_method(method: str) -> bool:

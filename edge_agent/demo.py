@@ -1,0 +1,513 @@
+"""``splitinfer demo`` — partition, serve and stream a video through an emulated link, in one command.
+
+What it does, in order:
+
+1. **Bundle**: uses ``--bundle DIR`` or the cached default MobileNetV2 bundle
+   (``--bundle-cache``, default ``$SPLITINFER_BUNDLE_CACHE`` or
+   ``~/.cache/splitinfer/bundles``), building it with
+   :func:`partitioner.pipeline.build_default_bundle` the first time (progress shown).
+2. **Server**: starts the cloud server in this process on ``127.0.0.1:<free port>``.
+3. **Agent**: starts the edge agent on the shipped street video (``bikes.mp4``, or
+   ``--video`` / ``--camera``), paced at ``--fps``, with a control socket that
+   ``splitctl watch --socket PATH`` can attach to from another terminal.
+4. **Link**: the agent's transport goes through an *emulated* link
+   (:mod:`edge_agent.link`, user space, no root): fast, then slow, then an outage, then
+   fast again, stretched over the expected run time — or ``--trace CSV``.
+5. **Live table**: frame, top-1 label, cut, where it ran, latency breakdown, the agent's
+   bandwidth estimate, the emulated link right now, and the decision reason
+   (redrawn in place; ``--headless`` prints plain lines instead).
+6. **Summary**: frames vs results, top-1 agreement with the full FP32 model (run
+   locally on the same frames in a background thread), cuts chosen over time, mean
+   latency per path, and a per-link-phase breakdown; ``--summary-json`` writes it too.
+
+The numbers are real (real ONNX Runtime sessions, real gRPC on loopback); only the
+link is emulated, and the summary says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import pathlib
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, TextIO
+
+import numpy as np
+
+from edge_agent.errors import EdgeAgentError
+from edge_agent.link import EmulatedTransport, LinkEmulator, LinkState, LinkTrace, load_trace_csv
+from edge_agent.results import FrameResult
+from edge_agent.sources import Frame, FrameSource
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "mobilenet_v2"
+CACHE_ENV = "SPLITINFER_BUNDLE_CACHE"
+
+# The default link story, as fractions of the expected run time.
+FAST = dict(uplink_kbps=20_000.0, delay_ms=5.0)
+SLOW = dict(uplink_kbps=400.0, delay_ms=40.0)
+STORY = ((0.0, "fast", FAST, True), (0.30, "slow", SLOW, True), (0.55, "outage", FAST, False), (0.75, "fast again", FAST, True))
+
+
+def default_cache_dir() -> pathlib.Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return pathlib.Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "splitinfer" / "bundles"
+
+
+def story_trace(duration_s: float) -> tuple[LinkTrace, list[str]]:
+    """The fast / slow / outage / fast-again trace stretched over ``duration_s``, and its phase names."""
+    states = [LinkState(round(frac * duration_s, 3), up=up, **values) for frac, _, values, up in STORY]
+    return LinkTrace(states), [name for _, name, _, _ in STORY]
+
+
+# --------------------------------------------------------------------------- bundle
+
+
+def ensure_bundle(bundle: Optional[str], cache_dir: pathlib.Path, out: TextIO) -> pathlib.Path:
+    """The bundle to use: ``bundle`` as given, else the cached default (built if missing)."""
+    from partitioner.bundle import Side, read_bundle
+
+    if bundle:
+        path = pathlib.Path(bundle).expanduser()
+        read_bundle(path, Side.ALL, check_hashes=False)
+        return path
+    path = cache_dir / DEFAULT_MODEL
+    if (path / "manifest.json").is_file():
+        try:
+            read_bundle(path, Side.ALL)
+            out.write(f"using the cached bundle {path}\n")
+            return path
+        except Exception as exc:  # noqa: BLE001 - a broken cache is rebuilt
+            out.write(f"cached bundle {path} is unusable ({exc}); rebuilding it\n")
+    from partitioner.pipeline import build_default_bundle
+
+    out.write(f"building the default {DEFAULT_MODEL} bundle into {path} (first run only; takes a few minutes)\n")
+    out.flush()
+    started = time.monotonic()
+
+    def progress(*parts: Any, **named: Any) -> None:
+        text = " ".join(str(p) for p in parts) + "".join(f" {k}={v}" for k, v in named.items())
+        out.write(f"  [{time.monotonic() - started:6.1f} s] {text.strip()}\n")
+        out.flush()
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    build_default_bundle(path, progress)
+    out.write(f"bundle ready in {time.monotonic() - started:.0f} s\n")
+    return path
+
+
+# --------------------------------------------------------------------------- reference (full FP32 model)
+
+
+class ReferenceWorker:
+    """Runs the bundle's full FP32 model on each captured frame in a background thread
+    and keeps its top-1 index by frame id (the agreement baseline)."""
+
+    def __init__(self, bundle_root: pathlib.Path, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        from partitioner.bundle import Side, read_bundle
+
+        bundle = read_bundle(bundle_root, Side.EDGE, check_hashes=False)
+        self.spec = bundle.manifest.input
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(bundle.path(bundle.manifest.full_model)), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        cls = bundle.manifest.output.classification
+        names = [o.name for o in self.session.get_outputs()]
+        self.output_name = cls.output_tensor if cls.output_tensor in names else names[0]
+        self.top1: dict[int, int] = {}
+        self._queue: queue.Queue[Optional[Frame]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="demo-reference", daemon=True)
+        self._thread.start()
+
+    def submit(self, frame: Frame) -> None:
+        self._queue.put(frame)
+
+    def _run(self) -> None:
+        from partitioner.preprocess import preprocess_bgr
+
+        while True:
+            frame = self._queue.get()
+            if frame is None:
+                return
+            x = preprocess_bgr(frame.image_bgr, self.spec)
+            (y,) = self.session.run([self.output_name], {self.input_name: x})
+            self.top1[frame.frame_id] = int(np.argmax(y.reshape(y.shape[0], -1)[0]))
+
+    def finish(self, timeout_s: float = 120.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+
+
+class TeeSource:
+    """A frame source that hands every frame to the reference worker too."""
+
+    def __init__(self, inner: FrameSource, reference: ReferenceWorker) -> None:
+        self.inner = inner
+        self.reference = reference
+        self.live = inner.live
+        self.name = inner.name
+
+    def read(self) -> Optional[Frame]:
+        frame = self.inner.read()
+        if frame is not None:
+            self.reference.submit(frame)
+        return frame
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+# --------------------------------------------------------------------------- live table
+
+
+@dataclass
+class Row:
+    result: FrameResult
+    uplink_kbps: Optional[float]
+    link: str
+    reason: str
+    phase: int
+    t_s: float
+
+
+def _top1(result: FrameResult) -> tuple[Optional[int], str, float]:
+    top = result.payload.get("top_k") or []
+    if not top:
+        return None, str(result.payload.get("error", "-"))[:24], 0.0
+    return int(top[0]["index"]), str(top[0]["label"]), float(top[0]["score"])
+
+
+COLUMNS = "frame  top-1                      cut            ran on    total   pre  head  wire  srv  local  uplink est  link now              reason"
+
+
+def format_row(row: Row, width: int) -> str:
+    r = row.result
+    _, label, score = _top1(r)
+    lat = r.latency_ms
+    where = {"split": "edge+cloud", "cloud": "cloud", "local": "edge", "fallback": "edge*"}.get(r.path.value, r.path.value)
+    est = f"{row.uplink_kbps:,.0f} kbps" if row.uplink_kbps else "-"
+    line = (
+        f"{r.frame_id:5d}  {label[:20]:<20} {score:4.2f}  {r.cut[:13]:<13}  {where:<8}"
+        f"{lat.get('total', 0):7.1f} {lat.get('preprocess', 0):5.1f} {lat.get('head', 0):5.1f}"
+        f" {lat.get('wire', 0):5.1f} {lat.get('server', 0):4.1f} {lat.get('tail_local', 0):6.1f}"
+        f"  {est:>10}  {row.link[:20]:<20}  {row.reason}"
+    )
+    return line[:width] if width > 0 else line
+
+
+class DemoView:
+    """The result sink: keeps every row, draws the live table (or plain lines when headless)."""
+
+    def __init__(self, out: TextIO, *, headless: bool, link: EmulatedTransport, phases: Sequence[str],
+                 control_hint: str, start_unix_ms: float) -> None:
+        self.out = out
+        self.headless = headless
+        self.link = link
+        self.phases = list(phases)
+        self.control_hint = control_hint
+        self.start_unix_ms = start_unix_ms
+        self.agent: Any = None
+        self.rows: list[Row] = []
+        self._last_draw = 0.0
+        self._closed = False
+        self._lock = threading.Lock()
+        if headless:
+            out.write(COLUMNS + "\n")
+        else:
+            out.write("\x1b[2J\x1b[?25l")
+
+    def phase_of(self, t_s: float) -> int:
+        states = self.link.emulator.trace.states
+        index = 0
+        for i, state in enumerate(states):
+            if state.time_s <= t_s:
+                index = i
+        return index
+
+    def write(self, result: FrameResult) -> None:
+        snapshot = self.agent.snapshot() if self.agent is not None else None
+        t_s = max(0.0, (result.capture_unix_ms - self.start_unix_ms) / 1000.0)
+        row = Row(
+            result=result,
+            uplink_kbps=snapshot.telemetry.uplink_kbps if snapshot else None,
+            link=self.link.emulator.state_at(t_s).describe(),
+            reason=snapshot.decision.reason if snapshot else "",
+            phase=self.phase_of(t_s),
+            t_s=t_s,
+        )
+        with self._lock:
+            self.rows.append(row)
+            if self.headless:
+                self.out.write(format_row(row, 0) + "\n")
+                self.out.flush()
+            else:
+                now = time.monotonic()
+                if now - self._last_draw >= 0.1:
+                    self._last_draw = now
+                    self._draw(snapshot)
+
+    def _draw(self, snapshot: Any) -> None:
+        size = shutil.get_terminal_size((160, 40))
+        state = self.link.current_state()
+        header = [
+            f"splitinfer demo — {len(self.rows)} results   emulated link now: {state.describe()}"
+            f"   (phase {self.phases[self.phase_of(self.link.elapsed_s())]})",
+        ]
+        if snapshot is not None:
+            d = snapshot.decision
+            header.append(f"cut {d.cut_id} ({d.mode.value}, {d.objective.value}) — {d.reason}")
+            paths = ", ".join(f"{k} {v}" for k, v in sorted(snapshot.results_by_path.items()))
+            header.append(f"captured {snapshot.frames_captured}  results {snapshot.results}  by path: {paths}")
+        header += [self.control_hint, "", COLUMNS]
+        rows = self.rows[-max(3, size.lines - len(header) - 2):]
+        lines = header + [format_row(r, size.columns) for r in rows]
+        self.out.write("\x1b[H" + "".join(line[: size.columns] + "\x1b[K\n" for line in lines) + "\x1b[J")
+        self.out.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self.headless:
+            with self._lock:
+                self._draw(self.agent.snapshot() if self.agent is not None else None)
+            self.out.write("\x1b[?25h\n")
+            self.out.flush()
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int, reference: dict[int, int],
+              phases: Sequence[str], link: EmulatedTransport, wall_s: float) -> dict:
+    """Everything the summary prints, as plain data (also written by ``--summary-json``)."""
+    ordered = sorted(rows, key=lambda r: r.result.frame_id)
+    paths = Counter(r.result.path.value for r in ordered)
+    latency: dict[str, list[float]] = defaultdict(list)
+    for r in ordered:
+        latency[r.result.path.value].append(float(r.result.latency_ms.get("total", 0.0)))
+    compared = agree = 0
+    for r in ordered:
+        index, _, _ = _top1(r.result)
+        if r.result.frame_id in reference and index is not None:
+            compared += 1
+            agree += int(reference[r.result.frame_id] == index)
+    runs: list[dict] = []
+    for r in ordered:
+        if runs and runs[-1]["cut"] == r.result.cut:
+            run = runs[-1]
+            run["last_frame"], run["end_s"] = r.result.frame_id, round(r.t_s, 2)
+            run["frames"] += 1
+            run["paths"][r.result.path.value] = run["paths"].get(r.result.path.value, 0) + 1
+        else:
+            runs.append({"cut": r.result.cut, "first_frame": r.result.frame_id, "last_frame": r.result.frame_id,
+                         "start_s": round(r.t_s, 2), "end_s": round(r.t_s, 2), "frames": 1,
+                         "paths": {r.result.path.value: 1}})
+    states = link.emulator.trace.states
+    phase_rows = []
+    for i, state in enumerate(states):
+        members = [r for r in ordered if r.phase == i]
+        end = states[i + 1].time_s if i + 1 < len(states) else None
+        phase_rows.append({
+            "phase": phases[i] if i < len(phases) else f"row {i}",
+            "link": state.describe(), "start_s": state.time_s, "end_s": end,
+            "frames": len(members),
+            "paths": dict(Counter(r.result.path.value for r in members)),
+            "cuts": dict(Counter(r.result.cut for r in members)),
+            "mean_latency_ms": round(float(np.mean([r.result.latency_ms.get("total", 0.0) for r in members])), 2)
+            if members else None,
+        })
+    return {
+        "frames": frames_captured,
+        "results": len(ordered),
+        "frames_equal_results": frames_captured == len(ordered),
+        "frames_dropped": frames_dropped,
+        "paths": dict(paths),
+        "mean_latency_ms_by_path": {k: round(float(np.mean(v)), 2) for k, v in sorted(latency.items())},
+        "agreement": {"frames": compared, "agree": agree,
+                      "top1_agreement": round(agree / compared, 4) if compared else None,
+                      "reference": "full fp32 model, run locally on the same frames"},
+        "cuts_over_time": runs,
+        "phases": phase_rows,
+        "link": "emulated in user space (edge_agent.link), not a real network",
+        "wall_s": round(wall_s, 1),
+    }
+
+
+def render_summary(s: dict) -> str:
+    lines = ["", "=== summary ==="]
+    equal = "equal" if s["frames_equal_results"] else "NOT EQUAL"
+    lines.append(f"frames {s['frames']}, results {s['results']} ({equal}), dropped {s['frames_dropped']}, "
+                 f"wall time {s['wall_s']} s")
+    a = s["agreement"]
+    if a["frames"]:
+        lines.append(f"top-1 agreement with the full FP32 model: {a['agree']}/{a['frames']} "
+                     f"({100.0 * a['top1_agreement']:.1f}%)")
+    else:
+        lines.append("top-1 agreement with the full FP32 model: n/a (no comparable frames)")
+    lines.append("results by path: " + ", ".join(f"{k} {v}" for k, v in sorted(s["paths"].items())))
+    lines.append("mean latency by path: " + ", ".join(f"{k} {v:.1f} ms" for k, v in s["mean_latency_ms_by_path"].items()))
+    lines.append("cuts chosen over time:")
+    for run in s["cuts_over_time"]:
+        paths = ", ".join(f"{k} {v}" for k, v in sorted(run["paths"].items()))
+        lines.append(f"  {run['start_s']:6.1f}-{run['end_s']:6.1f} s  frames {run['first_frame']:4d}-{run['last_frame']:<4d}"
+                     f"  {run['cut']:<14} ({paths})")
+    lines.append("by link phase (emulated):")
+    for p in s["phases"]:
+        end = f"{p['end_s']:.1f}" if p["end_s"] is not None else "end"
+        mean = f"{p['mean_latency_ms']:.1f} ms" if p["mean_latency_ms"] is not None else "-"
+        paths = ", ".join(f"{k} {v}" for k, v in sorted(p["paths"].items())) or "no frames"
+        cuts = ", ".join(f"{k} {v}" for k, v in sorted(p["cuts"].items()))
+        lines.append(f"  {p['phase']:<11} {p['start_s']:6.1f}-{end:>6} s  {p['link']:<26} frames {p['frames']:4d}"
+                     f"  mean {mean:>9}  paths: {paths}  cuts: {cuts}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="splitinfer demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=250, help="frames to process (default 250: the whole street video)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--video", default=None, help="video file (default: the shipped bikes.mp4)")
+    src.add_argument("--camera", type=int, default=None, metavar="IDX", help="camera index instead of a video")
+    p.add_argument("--fps", type=float, default=3.0, help="frames per second read from the source (default 3)")
+    p.add_argument("--bundle", default=None, help="use this bundle instead of the cached default MobileNetV2")
+    p.add_argument("--bundle-cache", default=None, help=f"where the default bundle is cached (${CACHE_ENV})")
+    p.add_argument("--trace", default=None, help="link trace CSV: time_s,uplink_kbps,delay_ms,up")
+    p.add_argument("--headless", action="store_true", help="plain lines instead of the live table (tests, logs)")
+    p.add_argument("--socket", default=None, help="control socket path for splitctl (default: a temp path)")
+    p.add_argument("--deadline-ms", type=float, default=500.0, help="per-offload deadline (default 500)")
+    p.add_argument("--summary-json", default=None, help="also write the summary as JSON here")
+    p.add_argument("--verbose", action="store_true", help="log agent decisions (INFO) to stderr")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None, *, out: Optional[TextIO] = None) -> int:
+    out = out or sys.stdout
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.frames < 1 or args.fps <= 0:
+        print(f"splitinfer demo: --frames {args.frames} and --fps {args.fps:g} must be positive", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args, out)
+    except (EdgeAgentError, OSError, ValueError) as exc:
+        print(f"splitinfer demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nsplitinfer demo: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    from cloud_server.server import create_server
+    from cloud_server.settings import ServerSettings
+    from edge_agent.agent import EdgeAgent
+    from edge_agent.config import build_config
+    from edge_agent.control import start_control_server
+    from edge_agent.sources import open_source
+    from edge_agent.transport_grpc import GrpcTransport, options_from_config
+    from splitinfer.samples import video_path
+
+    wall_start = time.monotonic()
+    cache = pathlib.Path(args.bundle_cache).expanduser() if args.bundle_cache else default_cache_dir()
+    bundle_root = ensure_bundle(args.bundle, cache, out)
+
+    if args.camera is not None:
+        uri, kind, loop = str(args.camera), "camera", False
+    else:
+        video = pathlib.Path(args.video) if args.video else video_path("bikes.mp4")
+        uri, kind, loop = str(video), "video", True  # loop: --frames may exceed the clip
+
+    expected_s = args.frames / args.fps
+    if args.trace:
+        trace, phases = load_trace_csv(args.trace), []
+        phases = [f"row {i + 1}" for i in range(len(trace.states))]
+    else:
+        trace, phases = story_trace(expected_s)
+
+    server = create_server(ServerSettings(host="127.0.0.1", port=0, bundles=(bundle_root,), metrics_port=None,
+                                          discovery=False, max_batch_size=1))
+    socket_path = args.socket or os.path.join(tempfile.gettempdir(), f"splitinfer-{os.getuid()}",
+                                              f"demo-{os.getpid()}.sock")
+    agent = control = link = None
+    finished = False
+    reference: Optional[ReferenceWorker] = None
+    try:
+        config = build_config({
+            "bundle": str(bundle_root),
+            "server.address": server.address,
+            "server.discovery": False,
+            "source.kind": kind,
+            "source.uri": uri,
+            "source.fps_cap": args.fps,
+            "source.loop": loop,
+            "runtime.max_frames": args.frames,
+            "runtime.deadline_ms": args.deadline_ms,
+            "results.sink": "none",
+            "agent.agent_id": "demo",
+        })
+        reference = ReferenceWorker(bundle_root)
+        source = TeeSource(open_source(config.source), reference)
+        inner = GrpcTransport(server.address, options_from_config(config.server))
+        link = EmulatedTransport(inner, LinkEmulator(trace, burst_bytes=16_384))
+        start_unix_ms = time.time() * 1000.0
+        hint = f"watch it live from another terminal:  splitctl watch --socket {socket_path}"
+        view = DemoView(out, headless=args.headless, link=link, phases=phases, control_hint=hint,
+                        start_unix_ms=start_unix_ms)
+        out.write(f"server {server.address} serving {', '.join(sorted(m.name for m in server.models()))}\n")
+        out.write(f"link: emulated ({len(trace.states)} phases over ~{expected_s:.0f} s: "
+                  + "; ".join(f"{n} from {s.time_s:g} s: {s.describe()}" for n, s in zip(phases, trace.states)) + ")\n")
+        out.write(hint + "\n")
+        out.flush()
+        agent = EdgeAgent(config, transport=link, sink=view, source=source)
+        view.agent = agent
+        agent.start()
+        control = start_control_server(agent, socket_path=socket_path, profiles=agent.profiles)
+        # the video is paced at --fps; allow generously for slow machines before giving up
+        finished = agent.run_until_done(timeout_s=expected_s * 3 + 120)
+        if not finished:
+            out.write("\nsplitinfer demo: the agent did not finish in time; stopping it\n")
+            agent.stop()
+        snapshot = agent.snapshot()
+        reference.finish()
+        summary = summarize(view.rows, frames_captured=snapshot.frames_captured,
+                            frames_dropped=snapshot.frames_dropped, reference=dict(reference.top1),
+                            phases=phases, link=link, wall_s=time.monotonic() - wall_start)
+        summary["bundle"] = f"{snapshot.bundle_name}@{snapshot.bundle_version}"
+        summary["agent_errors"] = list(agent.errors)
+        out.write(render_summary(summary) + "\n")
+        out.write(f"(run `splitctl watch --socket PATH` during a demo to follow decisions live; "
+                  f"the socket was {socket_path})\n")
+        if args.summary_json:
+            pathlib.Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        return 0 if summary["frames_equal_results"] and not agent.errors else 1
+    finally:
+        if control is not None:
+            control.stop()
+        if agent is not None and not finished:
+            agent.stop(timeout_s=5.0)
+        if link is not None:
+            link.close()
+        if reference is not None:
+            reference.finish(timeout_s=5.0)
+        server.stop(0.5)

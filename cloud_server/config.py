@@ -31,9 +31,13 @@ import difflib
 import math
 import os
 import pathlib
-import tomllib
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+try:  # Python >= 3.11
+    import tomllib
+except ImportError:  # pragma: no cover - Python 3.10 (tomli is a cloud-extra dependency there)
+    import tomli as tomllib  # type: ignore[no-redef]
 
 from cloud_server.settings import EXECUTION_PROVIDER_CHOICES, LOG_FORMATS, LOG_LEVELS, ServerSettings, SettingsError
 

@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from cloud_server.batching import batch_key, batch_rows, merge_inputs, select_batch, split_outputs
-from cloud_server.errors import DeadlineExceeded, InferenceFailed, QueueFull, ServerError
+from cloud_server.errors import DeadlineExceeded, InferenceFailed, ModelUnavailable, QueueFull, ServerError
 from cloud_server.observe import NullObserver, Observer
 
 __all__ = ["BatchResult", "BatchScheduler"]
@@ -110,7 +110,7 @@ class BatchScheduler:
         )
         with self._cond:
             if self._closed:
-                raise InferenceFailed(f"model {self.model!r} scheduler is closed; expected an open one")
+                raise ModelUnavailable(f"model {self.model!r} is being unloaded or the server is stopping")
             if len(self._queue) >= self.max_queue_size:
                 raise QueueFull(
                     f"model {self.model!r} queue is full ({len(self._queue)} requests waiting); "

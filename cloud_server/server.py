@@ -50,6 +50,7 @@ class RunningServer:
     registry: ModelRegistry
     dataplane: DataPlane
     health: HealthState
+    servicer: InferenceServicer
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -81,6 +82,7 @@ class RunningServer:
             return
         self._stopped.set()
         self.grpc_server.stop(grace_s).wait()
+        self.servicer.close()
         self.dataplane.close()
         logger.info("server on %s stopped", self.address)
 
@@ -118,7 +120,10 @@ def create_server(
     health = HealthState(registry.names())
     from splitinfer import __version__
 
-    servicer = InferenceServicer(dataplane, health, server_version=__version__)
+    servicer = InferenceServicer(
+        dataplane, health, server_version=__version__,
+        stream_workers=settings.grpc_workers, stream_window=settings.max_queue_size,
+    )
     limit = settings.max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="grpc"),
@@ -145,7 +150,8 @@ def create_server(
         raise ServerStartError(f"cannot listen on {address}; expected a free port on a local interface")
     server.start()
     running = RunningServer(
-        settings=settings, port=port, grpc_server=server, registry=registry, dataplane=dataplane, health=health
+        settings=settings, port=port, grpc_server=server, registry=registry, dataplane=dataplane, health=health,
+        servicer=servicer,
     )
     logger.info(
         "serving %d models on %s (%s)", len(registry.names()), running.address,

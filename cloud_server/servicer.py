@@ -3,13 +3,16 @@
 Domain errors become gRPC statuses through `errors.grpc_status_code` (one table); client mistakes are
 logged as one line, anything unexpected with its stack trace and returned as INTERNAL. Deadlines come
 from `context.time_remaining()`. In `ModelStreamInfer` a failed request is answered with
-`error_message` and the stream goes on; requests on one stream are answered in order, one at a time
-(concurrency comes from many streams and unary calls, which the scheduler batches together).
+`error_message` and the stream goes on; requests on one stream run concurrently and are answered as
+they finish (clients match responses by request id).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, TypeVar
 
 import grpc
@@ -53,8 +56,18 @@ def _describe(error: BaseException) -> tuple[grpc.StatusCode, str]:
 class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     """All RPCs of protos/inference.proto over one DataPlane."""
 
-    def __init__(self, dataplane: DataPlane, health: HealthState, *, server_version: str) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        health: HealthState,
+        *,
+        server_version: str,
+        stream_workers: int = 16,
+        stream_window: int = 64,
+    ) -> None:
         self.dataplane = dataplane
+        self.stream_window = stream_window
+        self._stream_pool = ThreadPoolExecutor(max_workers=stream_workers, thread_name_prefix="stream")
         self.registry = dataplane.registry
         self.health = health
         self.server_version = server_version
@@ -66,6 +79,10 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
             code, message = _describe(exc)
         context.abort(code, message)
         raise AssertionError("unreachable")  # context.abort raises
+
+    def close(self) -> None:
+        """Stop the stream workers (after the gRPC server stopped)."""
+        self._stream_pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ server
 
@@ -131,20 +148,53 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelStreamInfer(
         self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.ModelStreamInferResponse]:
-        for request in request_iterator:
+        """Requests on one stream run concurrently (so the scheduler can batch them) and are answered
+        as they finish, possibly out of order: clients match responses by request id, as with Triton.
+        At most `stream_window` requests per stream are in flight; reading pauses beyond that."""
+        answers: queue.Queue = queue.Queue()
+        window = threading.Semaphore(self.stream_window)
+        done = object()
+
+        def answer(request: pb.ModelInferRequest) -> None:
             try:
-                domain = convert.request_from_proto(request)
-                response = self.dataplane.infer(domain, timeout_s=_timeout_s(context))
-            except Exception as exc:  # noqa: BLE001 - reported in the stream, which goes on
-                _, message = _describe(exc)
-                yield pb.ModelStreamInferResponse(
-                    error_message=message,
-                    infer_response=pb.ModelInferResponse(
-                        model_name=request.model_name, model_version=request.model_version, id=request.id
-                    ),
-                )
-                continue
-            yield pb.ModelStreamInferResponse(infer_response=convert.response_to_proto(response))
+                answers.put(self._stream_one(request, context))
+            finally:
+                window.release()
+
+        def read() -> None:
+            pending = []
+            try:
+                for request in request_iterator:
+                    window.acquire()
+                    pending.append(self._stream_pool.submit(answer, request))
+                    pending = [f for f in pending if not f.done()]
+            except Exception as exc:  # noqa: BLE001 - the client went away or the stream broke
+                logger.debug("stream reader ended: %s", exc)
+            finally:
+                for future in pending:
+                    future.result()
+                answers.put(done)
+
+        threading.Thread(target=read, name="stream-reader", daemon=True).start()
+        while True:
+            item = answers.get()
+            if item is done:
+                return
+            yield item
+
+    def _stream_one(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelStreamInferResponse:
+        try:
+            domain = convert.request_from_proto(request)
+            response = self.dataplane.infer(domain, timeout_s=_timeout_s(context))
+        except Exception as exc:  # noqa: BLE001 - reported in the stream, which goes on
+            _, message = _describe(exc)
+            return pb.ModelStreamInferResponse(
+                error_message=message,
+                infer_response=pb.ModelInferResponse(
+                    model_name=request.model_name, model_version=request.model_version, id=request.id
+                ),
+            )
+        return pb.ModelStreamInferResponse(infer_response=convert.response_to_proto(response))
 
     # ------------------------------------------------------------------ repository
 

@@ -105,3 +105,27 @@ def test_32_concurrent_clients_complete_without_error(server: RunningServer, jpe
     assert completed == [calls_per_client] * 32
     success_after = sum(s.success.count for s in server.dataplane.statistics())
     assert success_after - success_before == 32 * calls_per_client
+
+
+def test_requests_on_one_stream_are_batched_together(batching_server: RunningServer) -> None:
+    """A stream does not serialize its requests: 6 sent back to back share one execution."""
+    import queue
+
+    results: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{batching_server.port}")
+    (before,) = batching_server.dataplane.statistics(POOL)
+    xs = [np.full((1, 8), i, np.float32) for i in range(6)]
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    try:
+        for i, x in enumerate(xs):
+            client.async_stream_infer(POOL, [_input("pooled", x)], request_id=str(i))
+        got = [results.get(timeout=10) for _ in xs]
+    finally:
+        client.stop_stream()
+        client.close()
+    assert [e for _, e in got] == [None] * len(xs)
+    by_id = {r.get_response().id: r.as_numpy("logits") for r, _ in got}
+    for i, x in enumerate(xs):
+        np.testing.assert_allclose(by_id[str(i)], x @ FC_W.T + FC_B, rtol=1e-5)
+    (after,) = batching_server.dataplane.statistics(POOL)
+    assert after.execution_count - before.execution_count < len(xs), "stream requests ran one at a time"

@@ -472,13 +472,13 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         link = EmulatedTransport(inner, LinkEmulator(trace, burst_bytes=16_384))
         start_unix_ms = time.time() * 1000.0
         hint = f"watch it live from another terminal:  splitctl watch --socket {socket_path}"
-        view = DemoView(out, headless=args.headless, link=link, phases=phases, control_hint=hint,
-                        start_unix_ms=start_unix_ms)
         out.write(f"server {server.address} serving {', '.join(sorted(m.name for m in server.models()))}\n")
         out.write(f"link: emulated ({len(trace.states)} phases over ~{expected_s:.0f} s: "
                   + "; ".join(f"{n} from {s.time_s:g} s: {s.describe()}" for n, s in zip(phases, trace.states)) + ")\n")
         out.write(hint + "\n")
         out.flush()
+        view = DemoView(out, headless=args.headless, link=link, phases=phases, control_hint=hint,
+                        start_unix_ms=start_unix_ms)
         agent = EdgeAgent(config, transport=link, sink=view, source=source)
         view.agent = agent
         agent.start()

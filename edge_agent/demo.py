@@ -97,9 +97,15 @@ def ensure_bundle(bundle: Optional[str], cache_dir: pathlib.Path, out: TextIO) -
     out.flush()
     started = time.monotonic()
 
-    def progress(*parts: Any, **named: Any) -> None:
-        text = " ".join(str(p) for p in parts) + "".join(f" {k}={v}" for k, v in named.items())
-        out.write(f"  [{time.monotonic() - started:6.1f} s] {text.strip()}\n")
+    last = {"stage": "", "at": 0.0}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        """partitioner progress(stage, done, total): one line per stage change, finish, or second."""
+        now = time.monotonic()
+        if stage == last["stage"] and done < total and now - last["at"] < 1.0:
+            return
+        last.update(stage=stage, at=now)
+        out.write(f"  [{now - started:6.1f} s] {stage:<14} {done}/{total}\n")
         out.flush()
 
     cache_dir.mkdir(parents=True, exist_ok=True)

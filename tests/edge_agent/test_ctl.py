@@ -170,31 +170,21 @@ def test_tcp_with_token(stack):
         server.stop()
 
 
-def test_discover_json_parses_and_finds_an_advertised_agent(stack):
-    advertised = None
-    try:
-        from edge_agent import discovery
+def test_discover_finds_an_advertised_server(stack):
+    """A real zeroconf advertisement (the cloud server's own advertiser) on loopback."""
+    from cloud_server.discovery import Advertisement, ServiceAdvertiser
 
-        advertise = getattr(discovery, "advertise_agent", None)
-    except ImportError:
-        advertise = None
-    if advertise is not None:
-        try:
-            advertised = advertise(stack.agent, stack.control.advertised)
-        except TypeError:
-            advertised = None
-    try:
+    ad = Advertisement(port=stack.server.port, tls=False, bundles=("tinynet@0123456789ab",), models=("tinynet.feat",))
+    with ServiceAdvertiser(ad, host="127.0.0.1"):
         code, out, err = run("discover", "--json", "--timeout-s", "1.5")
-        assert code == 0, err
-        items = json.loads(out)
-        assert isinstance(items, list)
-        if advertised is not None:
-            agents = [i for i in items if (i.get("role") or i.get("txt", {}).get("role")) == "agent"]
-            assert agents, items
-    finally:
-        close = getattr(advertised, "close", None) or getattr(advertised, "stop", None)
-        if close is not None:
-            close()
+    assert code == 0, err
+    items = json.loads(out)
+    servers = [i for i in items if i["role"] == "server" and i["port"] == stack.server.port]
+    assert servers, items
+    assert servers[0]["txt"]["bundles"] == "tinynet@0123456789ab"
+    text = ctl.render_discovered(items)
+    assert f":{stack.server.port}" in text and "tinynet@0123456789ab" in text
+    assert ctl.render_discovered([]).startswith("no splitinfer servers or agents found")
 
 
 def test_console_script_entry_point(stack):

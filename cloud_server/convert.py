@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from cloud_server.dataplane import InferInput, InferRequest, InferResponse, ModelStats, StatDuration
-from cloud_server.registry import TailModel, TensorSignature
+from google.protobuf import text_format
+
+from cloud_server.registry import RegistryError, RepositoryConfig, TailModel, TensorSignature
 from protos import inference_pb2 as pb
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "model_config_to_proto",
     "statistics_to_proto",
     "index_to_proto",
+    "repository_config_from_text",
 ]
 
 _CONTENT_FIELDS = (
@@ -160,3 +163,53 @@ def index_to_proto(rows: list[tuple[str, str, str, str]]) -> pb.RepositoryIndexR
     for name, version, state, reason in rows:
         msg.models.add(name=name, version=version, state=state, reason=reason)
     return msg
+
+
+_TYPE_TO_DATATYPE = {value: key for key, value in _DATATYPE_TO_TYPE.items()}
+
+
+def _parse_model_config(text: str, source: str) -> pb.ModelConfig:
+    """Strict against our subset of ModelConfig; a config using Triton fields outside the subset (e.g.
+    `version_policy`) is accepted when Triton's full schema (shipped with tritonclient) parses it
+    strictly, and those fields are ignored. Without tritonclient such a config is refused."""
+    config = pb.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+        return config
+    except text_format.ParseError as exc:
+        first_error = exc
+    try:
+        from tritonclient.grpc import model_config_pb2  # optional: Triton's full schema
+    except ImportError:
+        raise RegistryError(f"{source}: not a valid ModelConfig: {first_error}") from first_error
+    try:
+        text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise RegistryError(f"{source}: not a valid ModelConfig: {exc}") from exc
+    config = pb.ModelConfig()
+    text_format.Parse(text, config, allow_unknown_field=True)
+    return config
+
+
+def repository_config_from_text(text: str, *, source: str = "config.pbtxt") -> RepositoryConfig:
+    """A Triton `config.pbtxt` (text-format ModelConfig) -> RepositoryConfig; RegistryError on typos."""
+    config = _parse_model_config(text, source)
+    batched = config.max_batch_size > 0
+
+    def signature(t: pb.ModelInput | pb.ModelOutput) -> TensorSignature:
+        datatype = _TYPE_TO_DATATYPE.get(t.data_type)
+        if datatype is None:
+            raise RegistryError(f"{source}: tensor {t.name!r} has data_type {pb.DataType.Name(t.data_type)}; "
+                                "expected a TYPE_* value such as TYPE_FP32")
+        dims = tuple(int(d) for d in t.dims)
+        return TensorSignature(name=t.name, datatype=datatype, shape=((-1,) + dims) if batched else dims)
+
+    return RepositoryConfig(
+        name=config.name,
+        platform=config.platform,
+        backend=config.backend,
+        batched=batched,
+        inputs=tuple(signature(t) for t in config.input),
+        outputs=tuple(signature(t) for t in config.output),
+        default_model_filename=config.default_model_filename,
+    )

@@ -14,6 +14,7 @@ Per-model statistics use Triton's fields (see `ModelStats`). Deadlines are `time
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import threading
@@ -144,8 +145,6 @@ class ModelStats:
     batch_stats: dict[int, BatchStat] = field(default_factory=dict)
 
     def snapshot(self) -> ModelStats:
-        import copy
-
         return copy.deepcopy(self)
 
 

@@ -24,26 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from google.protobuf import text_format
-
 from cloud_server.errors import ModelNotFound, ModelUnavailable
 from partitioner.bundle import INPUT_CUT, Side, read_bundle, tail_model_name, tail_model_version
 from partitioner.errors import BundleError
-from protos import bundle_pb2, inference_pb2
+from protos import bundle_pb2
 
-__all__ = ["TensorSignature", "TailModel", "ModelRegistry", "load_registry", "RegistryError", "ModelState"]
+__all__ = ["TensorSignature", "RepositoryConfig", "TailModel", "ModelRegistry", "load_registry", "RegistryError", "ModelState"]
 
 logger = logging.getLogger(__name__)
 
 PLATFORM = "onnxruntime_onnx"
-
-_TYPE_TO_DATATYPE = {
-    "TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_UINT16": "UINT16", "TYPE_UINT32": "UINT32",
-    "TYPE_UINT64": "UINT64", "TYPE_INT8": "INT8", "TYPE_INT16": "INT16", "TYPE_INT32": "INT32",
-    "TYPE_INT64": "INT64", "TYPE_FP16": "FP16", "TYPE_FP32": "FP32", "TYPE_FP64": "FP64",
-    "TYPE_STRING": "BYTES", "TYPE_BF16": "BF16",
-}
-
 
 class RegistryError(ValueError):
     """A bundle or repository cannot be served (start-up configuration error)."""
@@ -61,6 +51,19 @@ class TensorSignature:
     name: str
     datatype: str
     shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    """What the registry needs from a Triton `config.pbtxt`; shapes include the batch dim when batched."""
+
+    name: str
+    platform: str
+    backend: str
+    batched: bool
+    inputs: tuple[TensorSignature, ...]
+    outputs: tuple[TensorSignature, ...]
+    default_model_filename: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,18 +147,12 @@ def models_from_bundle(root: Path) -> list[TailModel]:
     return models
 
 
-def _config_tensor(t: object, batched: bool) -> TensorSignature:
-    dims = tuple(int(d) for d in t.dims)  # type: ignore[attr-defined]
-    datatype = _TYPE_TO_DATATYPE.get(inference_pb2.DataType.Name(t.data_type))  # type: ignore[attr-defined]
-    if datatype is None:
-        raise RegistryError(f"tensor {t.name!r} has data_type {t.data_type}; expected a TYPE_* value")  # type: ignore[attr-defined]
-    return TensorSignature(name=t.name, datatype=datatype, shape=((-1,) + dims) if batched else dims)  # type: ignore[attr-defined]
-
-
 def models_from_repository(repo: Path) -> list[TailModel]:
     """Every `<name>/<numeric version>/model.onnx` with a valid `<name>/config.pbtxt`."""
     if not repo.is_dir():
         raise RegistryError(f"triton repository {str(repo)!r} is not a directory")
+    from cloud_server.convert import repository_config_from_text  # the one protobuf converter
+
     models = []
     for entry in sorted(os.scandir(repo), key=lambda e: e.name):
         if not entry.is_dir() or entry.name.startswith("."):
@@ -165,26 +162,21 @@ def models_from_repository(repo: Path) -> list[TailModel]:
         if not config_path.is_file():
             logger.warning("repository entry %s has no config.pbtxt; skipped", model_dir)
             continue
-        config = inference_pb2.ModelConfig()
-        try:
-            text_format.Parse(config_path.read_text(encoding="utf-8"), config)
-        except text_format.ParseError as exc:
-            raise RegistryError(f"{config_path}: not a valid ModelConfig: {exc}") from exc
-        name = config.name or entry.name
-        if name != entry.name:
+        config = repository_config_from_text(config_path.read_text(encoding="utf-8"), source=str(config_path))
+        if config.name and config.name != entry.name:
             raise RegistryError(f"{config_path}: name {config.name!r}; expected the directory name {entry.name!r}")
         if config.platform not in ("", PLATFORM) or config.backend not in ("", "onnxruntime"):
             raise RegistryError(
                 f"{config_path}: platform {config.platform!r} / backend {config.backend!r}; "
                 f"expected {PLATFORM!r} (ONNX models only)"
             )
-        if not config.input or not config.output:
-            raise RegistryError(f"{config_path}: lists {len(config.input)} inputs and {len(config.output)} outputs; "
+        if not config.inputs or not config.outputs:
+            raise RegistryError(f"{config_path}: lists {len(config.inputs)} inputs and {len(config.outputs)} outputs; "
                                 "expected both to be listed")
-        batched = config.max_batch_size > 0
-        inputs = tuple(_config_tensor(t, batched) for t in config.input)
-        outputs = tuple(_config_tensor(t, batched) for t in config.output)
+        inputs, outputs, batched, name = config.inputs, config.outputs, config.batched, entry.name
         filename = config.default_model_filename or "model.onnx"
+        if "/" in filename or "\\" in filename or filename in (".", ".."):
+            raise RegistryError(f"{config_path}: default_model_filename {filename!r}; expected a plain file name")
         for version_entry in sorted(os.scandir(model_dir), key=lambda e: e.name):
             if not (version_entry.is_dir() and version_entry.name.isdigit()):
                 continue

@@ -25,7 +25,6 @@ from cloud_server.registry import ModelRegistry, TailModel, load_registry
 from cloud_server.servicer import InferenceServicer
 from cloud_server.sessions import SessionPool
 from cloud_server.settings import ServerSettings
-from protos import inference_pb2_grpc
 from protos._pool import POOL
 
 __all__ = ["create_server", "RunningServer", "ServerStartError", "INFERENCE_SERVICE", "HEALTH_SERVICE"]
@@ -133,7 +132,7 @@ def create_server(
             ("grpc.max_receive_message_length", limit),
         ],
     )
-    inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    servicer.add_to_server(server)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     reflection.enable_server_reflection(
         (INFERENCE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=POOL

@@ -80,6 +80,10 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         context.abort(code, message)
         raise AssertionError("unreachable")  # context.abort raises
 
+    def add_to_server(self, server: grpc.Server) -> None:
+        """Register this servicer as inference.GRPCInferenceService on `server`."""
+        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self, server)
+
     def close(self) -> None:
         """Stop the stream workers (after the gRPC server stopped)."""
         self._stream_pool.shutdown(wait=False, cancel_futures=True)

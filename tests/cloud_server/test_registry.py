@@ -76,6 +76,14 @@ def test_bad_repository_config_is_named(tmp_path: pathlib.Path) -> None:
         load_registry((), repo)
 
 
+def test_full_triton_config_fields_are_accepted(tmp_path: pathlib.Path) -> None:
+    repo = write_tiny_repository(tmp_path / "repo")
+    config = repo / REPO_MODEL / "config.pbtxt"
+    config.write_text(config.read_text() + "version_policy { latest { num_versions: 1 } }\n")
+    registry = load_registry((), repo)
+    assert registry.get(REPO_MODEL).inputs[0].shape == (-1, 8)
+
+
 def test_broken_bundle_is_refused(tiny_bundle: bundle_io.Bundle, tmp_path: pathlib.Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(tiny_bundle.root, copy)

@@ -82,9 +82,12 @@ class NamespaceTestbed:
 
     def edge_command(self, argv: Sequence[str]) -> list[str]:
         """Run in si-edge, in the throttled cgroup, on the edge core."""
+        # join the cgroup before entering the namespace: `ip netns exec` remounts /sys,
+        # which hides /sys/fs/cgroup; children inherit the cgroup
         inner = " ".join(_quote(a) for a in argv)
-        script = f"echo $$ > {CGROUP}/cgroup.procs && exec taskset -c {self.settings.edge_cpu} {inner}"
-        return ["ip", "netns", "exec", EDGE_NS, "sh", "-c", script]
+        script = (f"echo $$ > {CGROUP}/cgroup.procs && "
+                  f"exec ip netns exec {EDGE_NS} taskset -c {self.settings.edge_cpu} {inner}")
+        return ["sh", "-c", script]
 
     def edge_helper_command(self, argv: Sequence[str]) -> list[str]:
         """Run in si-edge without the throttle (the link proxy), on the cloud core."""

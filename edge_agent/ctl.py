@@ -354,56 +354,13 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _discover(timeout_s: float) -> list[dict]:
-    """Services of type ``_splitinfer._tcp.local.`` seen within ``timeout_s``."""
+    """Services of type ``_splitinfer._tcp.local.`` seen within ``timeout_s`` (via :mod:`edge_agent.discovery`)."""
+    from edge_agent import discovery
+
     try:
-        from edge_agent import discovery  # H3a's module, when present
-    except ImportError:  # pragma: no cover - depends on the install
-        discovery = None  # type: ignore[assignment]
-    if discovery is not None and hasattr(discovery, "browse_all"):
-        return [dict(item) for item in discovery.browse_all(timeout_s)]  # type: ignore[attr-defined]
-    return _browse_zeroconf(timeout_s)
-
-
-SERVICE_TYPE = "_splitinfer._tcp.local."
-
-
-def _browse_zeroconf(timeout_s: float) -> list[dict]:
-    from zeroconf import ServiceBrowser, ServiceStateChange, Zeroconf
-
-    names: set[str] = set()
-
-    def on_change(zeroconf, service_type, name, state_change):  # noqa: ANN001 - zeroconf callback
-        if state_change in (ServiceStateChange.Added, ServiceStateChange.Updated):
-            names.add(name)
-
-    zc = Zeroconf()
-    try:
-        browser = ServiceBrowser(zc, SERVICE_TYPE, handlers=[on_change])
-        time.sleep(timeout_s)
-        browser.cancel()
-        found = []
-        for name in sorted(names):
-            info = zc.get_service_info(SERVICE_TYPE, name, timeout=1000)
-            if info is None:
-                continue
-            txt = {
-                (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else (v or ""))
-                for k, v in (info.properties or {}).items()
-            }
-            addresses = info.parsed_addresses()
-            found.append(
-                {
-                    "name": name.removesuffix("." + SERVICE_TYPE),
-                    "role": txt.get("role", "?"),
-                    "address": f"{addresses[0]}:{info.port}" if addresses else f"?:{info.port}",
-                    "addresses": addresses,
-                    "port": info.port,
-                    "txt": txt,
-                }
-            )
-        return found
-    finally:
-        zc.close()
+        return discovery.browse_all(timeout_s)
+    except OSError as exc:
+        raise CtlError(f"zeroconf browsing failed: {exc}", EXIT_ERROR) from None
 
 
 def render_discovered(items: Sequence[dict]) -> str:

@@ -170,20 +170,23 @@ def test_tcp_with_token(stack):
         server.stop()
 
 
-def test_discover_finds_an_advertised_server(stack):
-    """A real zeroconf advertisement (the cloud server's own advertiser) on loopback."""
+def test_discover_finds_an_advertised_server_and_agent(stack):
+    """Real zeroconf advertisements on loopback: the cloud server's own advertiser and the agent's."""
     from cloud_server.discovery import Advertisement, ServiceAdvertiser
+    from edge_agent.discovery import advertise_agent
 
     ad = Advertisement(port=stack.server.port, tls=False, bundles=("tinynet@0123456789ab",), models=("tinynet.feat",))
-    with ServiceAdvertiser(ad, host="127.0.0.1"):
+    with ServiceAdvertiser(ad, host="127.0.0.1"), advertise_agent("test-agent", stack.control.advertised):
         code, out, err = run("discover", "--json", "--timeout-s", "1.5")
     assert code == 0, err
     items = json.loads(out)
     servers = [i for i in items if i["role"] == "server" and i["port"] == stack.server.port]
-    assert servers, items
+    agents = [i for i in items if i["role"] == "agent" and i["txt"].get("control") == stack.control.advertised]
+    assert servers and agents, items
     assert servers[0]["txt"]["bundles"] == "tinynet@0123456789ab"
     text = ctl.render_discovered(items)
     assert f":{stack.server.port}" in text and "tinynet@0123456789ab" in text
+    assert f"unix:{stack.socket_path}" in text
     assert ctl.render_discovered([]).startswith("no splitinfer servers or agents found")
 
 

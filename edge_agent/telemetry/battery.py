@@ -215,9 +215,10 @@ def trace_value(rows: Sequence[TraceRow], t_s: float) -> Optional[BatteryReading
 
 
 class TraceBatteryReader:
-    """A simulated battery from a CSV trace; ``time_s`` counts from ``start_ms`` on the caller's clock."""
+    """A simulated battery from a CSV trace; ``time_s`` counts from ``start_ms`` on the caller's clock
+    (``None``: from the first ``read``)."""
 
-    def __init__(self, path: pathlib.Path, *, start_ms: int = 0) -> None:
+    def __init__(self, path: pathlib.Path, *, start_ms: Optional[int] = None) -> None:
         self._path = pathlib.Path(path)
         try:
             text = self._path.read_text(encoding="utf-8")
@@ -227,4 +228,6 @@ class TraceBatteryReader:
         self._start_ms = start_ms
 
     def read(self, now_ms: int) -> Optional[BatteryReading]:
+        if self._start_ms is None:
+            self._start_ms = now_ms
         return trace_value(self._rows, (now_ms - self._start_ms) / 1000.0)

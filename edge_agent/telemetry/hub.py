@@ -105,7 +105,7 @@ class TelemetryHub:
         self._throttle_temp_c = throttle_temp_c
 
     @classmethod
-    def for_this_machine(cls, *, battery_trace: Optional[pathlib.Path] = None, start_ms: int = 0,
+    def for_this_machine(cls, *, battery_trace: Optional[pathlib.Path] = None, start_ms: Optional[int] = None,
                          power_supply_root: pathlib.Path = pathlib.Path("/sys/class/power_supply"),
                          thermal_root: pathlib.Path = pathlib.Path("/sys/class/thermal"),
                          **kwargs: Any) -> "TelemetryHub":

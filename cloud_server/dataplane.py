@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from cloud_server.errors import DeadlineExceeded, InvalidInput, ServerError
-from cloud_server.observe import NullObserver, Observer
+from cloud_server.observe import NullObserver, Observer, SafeObserver
 from cloud_server.registry import ModelRegistry, TailModel, TensorSignature
 from cloud_server.scheduler import BatchResult, BatchScheduler
 from cloud_server.sessions import SessionPool
@@ -296,7 +296,7 @@ class DataPlane:
         self.settings = settings
         self.registry = registry
         self.sessions = sessions
-        self.observer = observer or NullObserver()
+        self.observer: Observer = SafeObserver(observer) if observer is not None else NullObserver()
         self._lock = threading.Lock()
         self._schedulers: dict[tuple[str, str], BatchScheduler] = {}
         self._stats: dict[tuple[str, str], ModelStats] = {}

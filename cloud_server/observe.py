@@ -7,9 +7,12 @@ methods; any object with them works (structural typing via `Observer`).
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Observer", "NullObserver"]
+__all__ = ["Observer", "NullObserver", "SafeObserver"]
+
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -41,3 +44,35 @@ class NullObserver:
 
     def on_queue_depth(self, model: str, depth: int) -> None:
         return None
+
+
+class SafeObserver:
+    """Wraps an observer so that a failing hook is logged (once at WARNING, then at DEBUG) and never
+    breaks a request or a batch worker."""
+
+    def __init__(self, inner: Observer) -> None:
+        self.inner = inner
+        self._warned = False
+
+    def _failed(self, hook: str, exc: Exception) -> None:
+        level = logging.DEBUG if self._warned else logging.WARNING
+        self._warned = True
+        logger.log(level, "observer %s.%s failed: %s", type(self.inner).__name__, hook, exc)
+
+    def on_request(self, model: str, ok: bool, latency_s: float) -> None:
+        try:
+            self.inner.on_request(model, ok, latency_s)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_request", exc)
+
+    def on_batch(self, model: str, size: int) -> None:
+        try:
+            self.inner.on_batch(model, size)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_batch", exc)
+
+    def on_queue_depth(self, model: str, depth: int) -> None:
+        try:
+            self.inner.on_queue_depth(model, depth)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_queue_depth", exc)

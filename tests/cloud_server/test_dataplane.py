@@ -144,3 +144,20 @@ def test_statistics_use_tritons_fields(plane) -> None:  # type: ignore[no-untype
     assert [ok for _, ok, _ in observer.requests] == [True, True, False]
     all_stats = dp.statistics()
     assert {s.name for s in all_stats} == set(dp.registry.names())
+
+
+class BrokenObserver(RecordingObserver):
+    def on_batch(self, model: str, size: int) -> None:
+        raise RuntimeError("metrics backend down")
+
+
+def test_a_failing_observer_never_breaks_requests(tiny_bundle: bundle_io.Bundle) -> None:
+    settings = make_settings(tiny_bundle, max_queue_delay_us=0)
+    observer = BrokenObserver()
+    dp = DataPlane(settings, load_registry(settings.bundles), SessionPool(memory_budget_mb=64), observer=observer)
+    try:
+        x = np.ones((1, 8), np.float32)
+        np.testing.assert_allclose(_logits(dp.infer(_pool_request(x), timeout_s=5)), x @ FC_W.T + FC_B, rtol=1e-5)
+        assert observer.requests and observer.requests[-1][1] is True
+    finally:
+        dp.close()

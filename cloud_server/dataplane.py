@@ -256,10 +256,49 @@ def _array_from_contents(model: TailModel, inp: InferInput) -> np.ndarray | list
         ) from None
 
 
+#: Largest frame the 'input' cut decodes (a JPEG header can claim 65535 x 65535 in a few bytes).
+MAX_FRAME_PIXELS = 8192 * 8192
+
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def jpeg_size_px(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame header, or None when no header is found.
+    Reads markers only; decodes nothing."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker in _SOF_MARKERS and pos + 9 <= len(data):
+            height = int.from_bytes(data[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(data[pos + 7 : pos + 9], "big")
+            return width, height
+        if marker == 0xDA or length < 2:  # start of scan before any frame header
+            return None
+        pos += 2 + length
+    return None
+
+
 def _decode_frames(model: TailModel, name: str, items: list[bytes]) -> np.ndarray:
     assert model.input_spec is not None
     frames = []
     for i, item in enumerate(items):
+        size = jpeg_size_px(item)
+        if size is not None and size[0] * size[1] > MAX_FRAME_PIXELS:
+            raise InvalidInput(
+                f"model {model.name!r} input {name!r} element {i} is a {size[0]}x{size[1]} px JPEG; "
+                f"expected at most {MAX_FRAME_PIXELS} pixels"
+            )
         try:
             frames.append(preprocess_bgr(decode_jpeg(item), model.input_spec))
         except ValueError as exc:

@@ -161,3 +161,33 @@ def test_a_failing_observer_never_breaks_requests(tiny_bundle: bundle_io.Bundle)
         assert observer.requests and observer.requests[-1][1] is True
     finally:
         dp.close()
+
+
+def test_jpeg_size_is_read_from_the_header(jpeg_frames: list[bytes]) -> None:
+    import cv2
+
+    from cloud_server.dataplane import jpeg_size_px
+
+    for frame in jpeg_frames:
+        img = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)
+        assert jpeg_size_px(frame) == (img.shape[1], img.shape[0])
+    assert jpeg_size_px(b"GIF89a") is None
+    assert jpeg_size_px(b"\xff\xd8\xff") is None
+
+
+def test_a_jpeg_claiming_a_huge_frame_is_refused_before_decoding(plane, jpeg_frames: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+    from cloud_server.dataplane import jpeg_size_px
+
+    dp, _ = plane
+    frame = bytearray(jpeg_frames[0])
+    width, height = jpeg_size_px(bytes(frame))  # type: ignore[misc]
+    # patch the start-of-frame header to claim 60000 x 60000 pixels
+    sof = bytes(frame).find(height.to_bytes(2, "big") + width.to_bytes(2, "big"))
+    frame[sof : sof + 4] = (60000).to_bytes(2, "big") * 2
+    request = InferRequest(
+        model_name=f"{MODEL_NAME}.input",
+        inputs=(InferInput("jpeg", "BYTES", (1,)),),
+        raw_input_contents=(serialize_bytes_tensor([bytes(frame)]),),
+    )
+    with pytest.raises(InvalidInput, match="60000x60000 px JPEG; expected at most 67108864 pixels"):
+        dp.infer(request)

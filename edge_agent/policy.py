@@ -411,8 +411,10 @@ class SplitPolicy:
             forced_why = "cloud available again"
         elif last is not None and last.mode is Mode.PINNED:
             forced_why = "unpinned"
-        elif last is not None and (last.objective is not objective or self._last_slo != slo):
-            forced_why = "objective changed"
+        elif last is not None and last.objective is not objective:
+            forced_why = f"objective {last.objective.value} -> {objective.value}"
+        elif last is not None and self._last_slo != slo:
+            forced_why = f"SLO {_bound(self._last_slo)} -> {_bound(slo)}"
         elif not cur.available:
             forced_why = f"{cur_id} unavailable ({cur.unavailable_reason})"
 
@@ -538,6 +540,10 @@ def _compare(best: CutEstimate, other: Optional[CutEstimate], metric: str) -> st
     if math.isfinite(b) and b > 0:
         pct = f" ({(a - b) / b * 100:+.0f}%)"
     return f"{best.cut_id} {fmt(a)} {rel} {other.cut_id} {fmt(b)}{pct}"
+
+
+def _bound(slo: Optional[float]) -> str:
+    return "none" if slo is None else f"{slo:g} ms"
 
 
 def _ms(value: float) -> str:

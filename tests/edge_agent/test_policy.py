@@ -108,11 +108,11 @@ TABLES = {
             Step(0, {"uplink_kbps": 400, "battery_pct": 50.0, "charging": False}, "output",
                  reason="objective latency"),
             Step(1_000, {"uplink_kbps": 400, "battery_pct": 15.0, "charging": False}, "features_13",
-                 reason="battery 15% discharging (< 20%): objective energy"),
+                 reason="objective latency -> energy: uplink 400 kbps: features_13 496 mJ < output 576 mJ (-14%)"),
             Step(2_000, {"uplink_kbps": 400, "battery_pct": 15.0, "charging": False}, "features_13",
-                 reason="features_13 496 mJ < output 576 mJ (-14%)"),
+                 reason="battery 15% discharging (< 20%): objective energy"),
             Step(3_000, {"uplink_kbps": 400, "battery_pct": 16.0, "charging": True}, "output",
-                 reason="objective changed"),
+                 reason="objective energy -> latency: uplink 400 kbps: output 90 ms"),
         ],
     ),
     "battery rule has its own hysteresis (resume at 25%)": (
@@ -277,9 +277,10 @@ def test_set_objective_applies_at_once() -> None:
     assert p.decide(0).cut_id == "output"
     d = p.set_objective(Objective.SLO, 120, 1_000)
     assert (d.cut_id, d.objective) == ("features_13", Objective.SLO)
-    assert d.reason.startswith("objective changed:")
+    assert d.reason.startswith("objective latency -> slo: uplink 400 kbps: features_13 496 mJ")
     d = p.set_objective(Objective.SLO, 100, 2_000)  # a new bound is a change too
     assert d.cut_id == "output"
+    assert d.reason.startswith("SLO 120 ms -> 100 ms: ")
     assert (p.objective, p.slo_ms) == (Objective.SLO, 100.0)
 
 

@@ -275,3 +275,9 @@ def test_hub_for_this_machine_picks_sysfs_battery() -> None:
     t = hub.sample(0)
     assert (t.battery_pct, t.charging, t.cpu_temp_c) == (87.0, False, 54.0)
     assert t.cpu_load_pct is not None and 0.0 <= t.cpu_load_pct <= 100.0  # the real psutil
+
+
+def test_battery_trace_starts_at_the_first_read_by_default() -> None:
+    reader = TraceBatteryReader(DATA / "battery_trace.csv")
+    assert reader.read(5_000_000) == BatteryReading(30.0, False, "trace")  # a monotonic clock far from 0
+    assert reader.read(5_060_000) == BatteryReading(18.0, False, "trace")

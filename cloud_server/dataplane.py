@@ -322,7 +322,10 @@ def _output_raw(arr: np.ndarray) -> tuple[str, bytes]:
 
 
 class DataPlane:
-    """Owns the registry, the session pool, one scheduler per model and the statistics."""
+    """Owns the registry, the session pool, one scheduler per model and the statistics.
+
+    `eager_batching` (default True): a batch window closes as soon as no other request for the model
+    is being received; False waits the whole `max_queue_delay_us` (see `scheduler`)."""
 
     def __init__(
         self,
@@ -331,8 +334,10 @@ class DataPlane:
         sessions: SessionPool,
         *,
         observer: Observer | None = None,
+        eager_batching: bool = True,
     ) -> None:
         self.settings = settings
+        self.eager_batching = eager_batching
         self.registry = registry
         self.sessions = sessions
         self.observer: Observer = SafeObserver(observer) if observer is not None else NullObserver()
@@ -430,6 +435,7 @@ class DataPlane:
                 max_queue_size=self.settings.max_queue_size,
                 observer=self.observer,
                 batched=model.batched,
+                eager=self.eager_batching,
                 on_batch_done=lambda rows, a, b, c: self._record_batch(model, rows, a, b, c),
             )
             self._schedulers[model.key] = scheduler
@@ -480,15 +486,22 @@ class DataPlane:
         self, model: TailModel, request: InferRequest, received_s: float, timeout_s: float | None
     ) -> tuple[InferResponse, BatchResult, int]:
         deadline_s = self._deadline(request, received_s, timeout_s)
-        t0 = time.monotonic_ns()
-        feeds = self.validate(model, request)
-        decode_ns = time.monotonic_ns() - t0
-        requested = self._requested_outputs(model, request)
-        if deadline_s is not None and time.monotonic() >= deadline_s:
-            raise DeadlineExceeded(
-                f"model {model.name!r}: the deadline passed while validating the request; expected a longer deadline"
-            )
-        future = self.scheduler(model).submit(feeds, deadline_s=deadline_s)
+        scheduler = self.scheduler(model)
+        scheduler.expect()
+        try:
+            t0 = time.monotonic_ns()
+            feeds = self.validate(model, request)
+            decode_ns = time.monotonic_ns() - t0
+            requested = self._requested_outputs(model, request)
+            if deadline_s is not None and time.monotonic() >= deadline_s:
+                raise DeadlineExceeded(
+                    f"model {model.name!r}: the deadline passed while validating the request; "
+                    "expected a longer deadline"
+                )
+        except BaseException:
+            scheduler.forget()
+            raise
+        future = scheduler.submit(feeds, deadline_s=deadline_s, expected=True)
         wait_s = None if deadline_s is None else max(0.0, deadline_s - time.monotonic())
         try:
             result: BatchResult = future.result(timeout=wait_s)

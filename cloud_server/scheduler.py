@@ -4,7 +4,14 @@
 `concurrent.futures.Future` that resolves to a `BatchResult`. The worker waits for the first request,
 then up to `max_queue_delay_us` (measured with `time.monotonic()`) for companions, until
 `max_batch_size` rows are queued; it merges what `batching.select_batch` picks, runs the model once,
-splits the outputs and resolves the futures. A full queue raises `QueueFull` at once (memory stays
+splits the outputs and resolves the futures.
+
+With `eager=True` (the default) the worker stops waiting as soon as no other request for the model is
+on its way: callers announce a request with `expect()` when it enters the data plane (before JPEG
+decoding and validation) and `submit(..., expected=True)` or `forget()` ends the announcement. At low
+load a lone request then runs at once instead of paying the whole window; under load requests pile up
+while a batch runs and the next batch takes them together. `eager=False` always waits the whole window
+(Triton's behaviour), which makes merging deterministic in tests. A full queue raises `QueueFull` at once (memory stays
 bounded); a request whose deadline passed while queued fails with `DeadlineExceeded` without running;
 a cancelled future is skipped.
 """
@@ -72,6 +79,7 @@ class BatchScheduler:
         max_queue_size: int,
         observer: Observer | None = None,
         batched: bool = True,
+        eager: bool = True,
         on_batch_done: Callable[[int, int, int, int], None] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_us < 0:
@@ -81,6 +89,8 @@ class BatchScheduler:
             )
         self.model = model
         self.batched = batched
+        self.eager = eager
+        self._arriving = 0
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_us / 1e6
@@ -98,8 +108,22 @@ class BatchScheduler:
         with self._cond:
             return len(self._queue)
 
-    def submit(self, inputs: Mapping[str, np.ndarray], *, deadline_s: float | None = None) -> Future:
-        """Enqueue one request; `deadline_s` is a `time.monotonic()` instant or None."""
+    def expect(self) -> None:
+        """Announce a request that will be submitted soon (keeps an eager batch window open)."""
+        with self._cond:
+            self._arriving += 1
+
+    def forget(self) -> None:
+        """Withdraw an announcement (the request failed before `submit`)."""
+        with self._cond:
+            self._arriving = max(0, self._arriving - 1)
+            self._cond.notify()
+
+    def submit(
+        self, inputs: Mapping[str, np.ndarray], *, deadline_s: float | None = None, expected: bool = False
+    ) -> Future:
+        """Enqueue one request; `deadline_s` is a `time.monotonic()` instant or None; `expected` says
+        the request was announced with `expect()`."""
         pending = _Pending(
             inputs=inputs,
             rows=batch_rows(inputs) if self.batched else 1,
@@ -109,6 +133,8 @@ class BatchScheduler:
             future=Future(),
         )
         with self._cond:
+            if expected:
+                self._arriving = max(0, self._arriving - 1)
             if self._closed:
                 raise ModelUnavailable(f"model {self.model!r} is being unloaded or the server is stopping")
             if len(self._queue) >= self.max_queue_size:
@@ -144,7 +170,7 @@ class BatchScheduler:
             window_end = self._queue[0].enqueued_s + self.max_queue_delay_s
             while not self._closed and self._queued_rows() < self.max_batch_size:
                 remaining = window_end - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or (self.eager and self._arriving == 0):
                     break
                 self._cond.wait(remaining)
             count = select_batch([p.rows for p in self._queue], [p.key for p in self._queue], self.max_batch_size)

@@ -102,10 +102,13 @@ def create_server(
     interceptors: Sequence[grpc.ServerInterceptor] = (),
     server_credentials: grpc.ServerCredentials | None = None,
     observer: Observer | None = None,
+    eager_batching: bool = True,
 ) -> RunningServer:
     """Load the models' index, start a sync gRPC server with a thread pool, and return it running.
 
-    Sessions load on first use. Raises `registry.RegistryError` for unusable bundles/repositories and
+    `eager_batching=False` makes every batch wait the whole `max_queue_delay_us` (Triton's behaviour);
+    the default closes the window early when no other request for the model is arriving. Sessions load
+    on first use. Raises `registry.RegistryError` for unusable bundles/repositories and
     `ServerStartError` when the address cannot be bound.
     """
     registry = load_registry(settings.bundles, settings.triton_repository)
@@ -115,7 +118,7 @@ def create_server(
         inter_op_threads=settings.inter_op_threads,
         execution_providers=settings.execution_providers,
     )
-    dataplane = DataPlane(settings, registry, sessions, observer=observer)
+    dataplane = DataPlane(settings, registry, sessions, observer=observer, eager_batching=eager_batching)
     health = HealthState(registry.names())
     from splitinfer import __version__
 

@@ -179,7 +179,8 @@ def server(tiny_bundle: bundle_io.Bundle, tiny_repository: pathlib.Path) -> Iter
 def slow_server(tiny_bundle: bundle_io.Bundle) -> Iterator[RunningServer]:
     """Long batching window (0.5 s) and a queue of 2: for batching, deadline and queue-full cases."""
     running = create_server(
-        make_settings(tiny_bundle, max_queue_delay_us=500_000, max_queue_size=2, max_batch_size=8)
+        make_settings(tiny_bundle, max_queue_delay_us=500_000, max_queue_size=2, max_batch_size=8),
+        eager_batching=False,
     )
     yield running
     running.stop(1.0)

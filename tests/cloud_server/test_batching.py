@@ -98,7 +98,7 @@ def _echo_scheduler(**kwargs: object) -> tuple[BatchScheduler, list[int]]:
         seen.append(feeds["x"].shape[0])
         return {"y": feeds["x"] + 1}
 
-    defaults = dict(max_batch_size=8, max_queue_delay_us=200_000, max_queue_size=16)
+    defaults = dict(max_batch_size=8, max_queue_delay_us=200_000, max_queue_size=16, eager=False)
     defaults.update(kwargs)
     return BatchScheduler("echo", run, **defaults), seen  # type: ignore[arg-type]
 
@@ -165,10 +165,33 @@ def test_scheduler_survives_a_failing_model() -> None:
             raise RuntimeError("boom")
         return {"y": feeds["x"]}
 
-    scheduler = BatchScheduler("flaky", run, max_batch_size=4, max_queue_delay_us=0, max_queue_size=4)
+    scheduler = BatchScheduler("flaky", run, max_batch_size=4, max_queue_delay_us=0, max_queue_size=4, eager=False)
     try:
         with pytest.raises(InferenceFailed, match="boom"):
             scheduler.submit(_req(1)).result(timeout=5)
         assert scheduler.submit(_req(1)).result(timeout=5).outputs["y"].shape == (1, 4)
     finally:
         scheduler.close()
+
+
+def test_eager_scheduler_runs_a_lone_request_at_once_and_waits_for_announced_ones() -> None:
+    scheduler, seen = _echo_scheduler(eager=True, max_queue_delay_us=2_000_000)
+    try:
+        start = time.monotonic()
+        scheduler.submit(_req(1)).result(timeout=5)
+        assert time.monotonic() - start < 1.0, "a lone request must not wait for the 2 s window"
+        # an announced request keeps the window open: both run together
+        scheduler.expect()
+        first = scheduler.submit(_req(1))
+        time.sleep(0.05)
+        second = scheduler.submit(_req(1), expected=True)
+        assert first.result(timeout=5).batch_size == 2 and second.result(timeout=5).batch_size == 2
+        # a withdrawn announcement closes the window
+        scheduler.expect()
+        third = scheduler.submit(_req(1))
+        time.sleep(0.05)
+        scheduler.forget()
+        assert third.result(timeout=1).batch_size == 1
+    finally:
+        scheduler.close()
+    assert seen == [1, 2, 1]

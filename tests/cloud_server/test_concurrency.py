@@ -23,7 +23,9 @@ FEAT = f"{MODEL_NAME}.feat"
 @pytest.fixture(scope="module")
 def batching_server(tiny_bundle: bundle_io.Bundle) -> Iterator[RunningServer]:
     """A 300 ms window so that concurrent requests are certainly merged."""
-    running = create_server(make_settings(tiny_bundle, max_queue_delay_us=300_000, max_batch_size=8))
+    running = create_server(
+        make_settings(tiny_bundle, max_queue_delay_us=300_000, max_batch_size=8), eager_batching=False
+    )
     yield running
     running.stop(1.0)
 

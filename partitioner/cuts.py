@@ -1,0 +1,576 @@
+"""Cut enumeration on the DAG of a prepared model (pure: ``ModelProto`` in, values out).
+
+A *cut* is a set of tensors. Its *head* is every node needed to compute those tensors
+from the graph inputs; its *tail* is every other node. A set is a valid cut when no
+tail node reads a value computed in the head other than through the cut tensors, every
+graph output is computed in the tail or is itself a cut tensor, and every cut tensor is
+needed by the tail. Values that do not depend on a graph input (initializers and
+constant subgraphs) are not activations: either side may recompute them.
+
+Enumeration uses *topological frontiers*: for a topological order and a position ``i``,
+the dynamic values produced at or before ``i`` and still needed after it (by a later
+node or as a graph output) form a valid cut. A single order only finds cuts that align
+with it, so frontiers are taken over a few orders (the file's order, a greedy order
+that finishes branches before opening new ones, and an as-late-as-possible order) and
+deduplicated; cuts with more than ``max_tensors`` tensors are dropped. The ``input``
+(full offload) and ``output`` (all local) ends are always included.
+
+Cost model (documented approximation): FLOPs count 2 per multiply-accumulate of Conv,
+ConvTranspose, Gemm and MatMul only, per frame (batch 1); element-wise ops, pooling and
+normalisation are ignored. Parameters are the elements of the initializers a side
+reads. ``activation_bytes`` is the fp32-equivalent size per frame of the cut tensors
+at their own element type (float tensors count 4 bytes per element).
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import heapq
+import logging
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from partitioner.errors import CutNotFound, UnsupportedModel
+from partitioner.graph import BATCH_DIM, constant_values, graph_inputs, tensor_shape, value_infos
+
+logger = logging.getLogger(__name__)
+
+INPUT_CUT = "input"
+OUTPUT_CUT = "output"
+MAX_ID_LENGTH = 60
+_MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+
+@dataclass(frozen=True)
+class CutCandidate:
+    """One place to split the model.
+
+    ``tensors`` are the names crossing the cut, in the order the head produces them;
+    ``shapes`` are their shapes with ``-1`` for the batch dim and ``datatypes`` their Open
+    Inference Protocol datatypes. ``order`` sorts candidates from the input (0) to the
+    output (last). FLOPs and parameters follow the module's cost model, per frame.
+    """
+
+    id: str
+    display_name: str
+    tensors: tuple[str, ...]
+    order: int
+    activation_bytes: int
+    head_flops: int
+    head_params: int
+    tail_flops: int
+    tail_params: int
+    shapes: tuple[tuple[int, ...], ...] = field(default=())
+    datatypes: tuple[str, ...] = field(default=())
+    head_nodes: int = 0
+
+    @property
+    def is_end(self) -> bool:
+        return self.id in (INPUT_CUT, OUTPUT_CUT)
+
+    @property
+    def kind(self) -> str:
+        """``input``, ``output``, ``single`` or ``multi``."""
+        if self.is_end:
+            return self.id
+        return "single" if len(self.tensors) == 1 else "multi"
+
+
+# --------------------------------------------------------------------------- graph index
+
+
+class _Index:
+    """Producer/consumer tables of a prepared graph (dynamic values only)."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        graph = model.graph
+        self.model = model
+        self.nodes = list(graph.node)
+        self.constants = constant_values(graph)
+        self.inputs = [vi.name for vi in graph_inputs(graph)]
+        self.outputs = [o.name for o in graph.output]
+        self.infos = value_infos(model)
+        dynamic = set(self.inputs)
+        self.producer: dict[str, int] = {}
+        self.dyn_inputs: list[list[str]] = []
+        is_dynamic: list[bool] = []
+        for i, node in enumerate(self.nodes):
+            ins = [x for x in node.input if x and x in dynamic]
+            self.dyn_inputs.append(list(dict.fromkeys(ins)))
+            is_dynamic.append(bool(ins))
+            for out in node.output:
+                if out:
+                    self.producer[out] = i
+                    if ins:
+                        dynamic.add(out)
+        self.dynamic = dynamic
+        self.is_dynamic = is_dynamic
+        self.consumers: dict[str, list[int]] = defaultdict(list)
+        for i, ins in enumerate(self.dyn_inputs):
+            for x in ins:
+                self.consumers[x].append(i)
+        shapes = {t.name: [int(d) for d in t.dims] for t in graph.initializer}
+        shapes.update({name: tensor_shape(vi) for name, vi in self.infos.items()})
+        self.flops = [_node_flops(n, shapes) for n in self.nodes]
+        self.param_sources = self._param_sources(graph)
+        self.sizes = {t.name: int(np.prod(t.dims, dtype=np.int64)) for t in graph.initializer}
+
+    def _param_sources(self, graph: onnx.GraphProto) -> list[frozenset[str]]:
+        """For each node, the initializers it reads, directly or through constant nodes."""
+        inits = {t.name for t in graph.initializer if t.data_type in _FLOAT_TYPES}
+        memo: dict[str, frozenset[str]] = {}
+
+        def sources(name: str) -> frozenset[str]:
+            if name in memo:
+                return memo[name]
+            if name in inits:
+                result = frozenset({name})
+            elif name in self.constants and name in self.producer:
+                node = self.nodes[self.producer[name]]
+                result = frozenset().union(*(sources(x) for x in node.input if x)) if node.input else frozenset()
+            else:
+                result = frozenset()
+            memo[name] = result
+            return result
+
+        return [
+            frozenset().union(*(sources(x) for x in n.input if x and x not in self.dynamic)) if self.is_dynamic[i]
+            else frozenset()
+            for i, n in enumerate(self.nodes)
+        ]
+
+    def head_of(self, tensors: Iterable[str]) -> set[int]:
+        """Indices of the dynamic nodes needed to compute ``tensors`` from the graph inputs."""
+        head: set[int] = set()
+        stack = [self.producer[t] for t in tensors if t in self.producer and t in self.dynamic]
+        while stack:
+            i = stack.pop()
+            if i in head:
+                continue
+            head.add(i)
+            stack.extend(self.producer[x] for x in self.dyn_inputs[i] if x in self.producer)
+        return head
+
+    def problem_with(self, tensors: Sequence[str]) -> str | None:
+        """Why ``tensors`` is not a valid cut, or None when it is."""
+        cut = set(tensors)
+        head = self.head_of(cut)
+        tail = [i for i in range(len(self.nodes)) if self.is_dynamic[i] and i not in head]
+        tail_set = set(tail)
+        needed: set[str] = set()
+        for i in tail:
+            for x in self.dyn_inputs[i]:
+                needed.add(x)
+                if x not in cut and self.producer.get(x) not in tail_set:
+                    return (
+                        f"node {self.nodes[i].name or self.nodes[i].op_type!r} after the cut reads {x!r}, "
+                        "which is computed before the cut and does not cross it"
+                    )
+        for out in self.outputs:
+            if out in self.dynamic and out not in cut and self.producer.get(out) not in tail_set:
+                return f"graph output {out!r} is computed before the cut and does not cross it"
+            needed.add(out)
+        unused = [t for t in tensors if t not in needed]
+        if unused:
+            return f"tensors {unused} are not needed after the cut"
+        return None
+
+    def tensor_bytes(self, name: str) -> int:
+        shape, elem = self.shape_of(name), self.elem_type(name)
+        count = int(np.prod([d for d in shape if d > 0], dtype=np.int64)) if shape else 1
+        return count * _element_bytes(elem)
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        """Shape with -1 for the batch dim (and for any dim still unknown)."""
+        vi = self.infos.get(name)
+        if vi is None:
+            return ()
+        return tuple(d if isinstance(d, int) and d > 0 else -1 for d in tensor_shape(vi))
+
+    def elem_type(self, name: str) -> int:
+        vi = self.infos.get(name)
+        return int(vi.type.tensor_type.elem_type) if vi is not None else onnx.TensorProto.FLOAT
+
+    def position(self, name: str) -> int:
+        return self.producer.get(name, -1) if name not in self.inputs else -1 - (len(self.inputs) - self.inputs.index(name))
+
+
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16})
+
+
+def _element_bytes(elem_type: int) -> int:
+    if elem_type in _FLOAT_TYPES:
+        return 4  # fp32-equivalent
+    try:
+        return int(helper.tensor_dtype_to_np_dtype(elem_type).itemsize)
+    except (KeyError, TypeError):
+        return 4
+
+
+def _datatype(elem_type: int) -> str:
+    from protos.datatypes import from_numpy_dtype
+
+    try:
+        return from_numpy_dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:  # noqa: BLE001 - unusual element types
+        return "FP32"
+
+
+def _per_frame(shape: Sequence[int | str]) -> int:
+    dims = [d if isinstance(d, int) and d > 0 else 1 for d in shape[1:]]
+    return int(np.prod(dims, dtype=np.int64))
+
+
+def _node_flops(node: onnx.NodeProto, shapes: dict[str, list[int | str]]) -> int:
+    """2 x multiply-accumulates for Conv/ConvTranspose/Gemm/MatMul, per frame; 0 otherwise."""
+    if node.op_type not in _MAC_OPS or node.domain not in ("", "ai.onnx"):
+        return 0
+    try:
+        out = shapes[node.output[0]]
+        if node.op_type == "Conv":
+            return 2 * _per_frame(out) * _prod(shapes[node.input[1]][1:])
+        if node.op_type == "ConvTranspose":
+            return 2 * _per_frame(shapes[node.input[0]]) * _prod(shapes[node.input[1]][1:])
+        a = shapes[node.input[0]]
+        if node.op_type == "Gemm":
+            trans_a = any(att.name == "transA" and att.i for att in node.attribute)
+            k = a[0] if trans_a else a[-1]
+            return 2 * _per_frame(out) * (k if isinstance(k, int) else 1)
+        k = a[-1]
+        return 2 * _per_frame(out) * (k if isinstance(k, int) else 1)
+    except (KeyError, IndexError):
+        return 0
+
+
+def _prod(dims: Sequence[int | str]) -> int:
+    return int(np.prod([d if isinstance(d, int) and d > 0 else 1 for d in dims], dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- orders
+
+
+def _orders(index: _Index) -> list[list[int]]:
+    """A few topological orders of the dynamic nodes (see the module docstring)."""
+    dyn = [i for i in range(len(index.nodes)) if index.is_dynamic[i]]
+    return [dyn, _greedy_order(index, dyn), _late_order(index, dyn)]
+
+
+def _greedy_order(index: _Index, dyn: list[int]) -> list[int]:
+    """Kahn's sort preferring the ready node that frees the most live values (finishes branches)."""
+    deps = {i: {index.producer[x] for x in index.dyn_inputs[i] if x in index.producer} for i in dyn}
+    users: dict[int, list[int]] = defaultdict(list)
+    for i, ds in deps.items():
+        for d in ds:
+            users[d].append(i)
+    remaining = {i: len(ds) for i, ds in deps.items()}
+    pending_uses = {x: len(c) for x, c in index.consumers.items()}
+    ready: list[tuple[int, int]] = []
+
+    def score(i: int) -> int:
+        frees = sum(1 for x in index.dyn_inputs[i] if pending_uses.get(x, 0) == 1 and x not in index.outputs)
+        return -frees
+
+    for i in dyn:
+        if remaining[i] == 0:
+            heapq.heappush(ready, (score(i), i))
+    order: list[int] = []
+    while ready:
+        # scores change as values are consumed: re-score lazily
+        s, i = heapq.heappop(ready)
+        if s != score(i):
+            heapq.heappush(ready, (score(i), i))
+            continue
+        order.append(i)
+        for x in index.dyn_inputs[i]:
+            pending_uses[x] = pending_uses.get(x, 0) - 1
+        for u in users[i]:
+            remaining[u] -= 1
+            if remaining[u] == 0:
+                heapq.heappush(ready, (score(u), u))
+    return order if len(order) == len(dyn) else dyn
+
+
+def _late_order(index: _Index, dyn: list[int]) -> list[int]:
+    """As-late-as-possible order: reverse Kahn from the outputs, newest file position first."""
+    dyn_set = set(dyn)
+    deps = {i: {index.producer[x] for x in index.dyn_inputs[i] if x in index.producer} for i in dyn}
+    users: dict[int, set[int]] = defaultdict(set)
+    for i, ds in deps.items():
+        for d in ds:
+            users[d].add(i)
+    remaining = {i: len(users[i] & dyn_set) for i in dyn}
+    ready = [-i for i in dyn if remaining[i] == 0]
+    heapq.heapify(ready)
+    reverse: list[int] = []
+    while ready:
+        i = -heapq.heappop(ready)
+        reverse.append(i)
+        for d in deps[i]:
+            remaining[d] -= 1
+            if remaining[d] == 0:
+                heapq.heappush(ready, -d)
+    return reverse[::-1] if len(reverse) == len(dyn) else dyn
+
+
+def _frontiers(index: _Index, order: list[int], max_tensors: int) -> list[tuple[str, ...]]:
+    """Cut sets (<= max_tensors) at every position of ``order``, excluding the two ends."""
+    position = {i: p for p, i in enumerate(order)}
+    n = len(order)
+    last_use: dict[str, int] = {}
+    for x, users in index.consumers.items():
+        last_use[x] = max(position[u] for u in users if u in position)
+    for out in index.outputs:
+        last_use[out] = n
+    live: dict[str, None] = {x: None for x in index.inputs if last_use.get(x, -1) > -1}
+    found: list[tuple[str, ...]] = []
+    for p, i in enumerate(order[:-1]):
+        for x in index.dyn_inputs[i]:
+            if last_use.get(x, -1) <= p:
+                live.pop(x, None)
+        for out in index.nodes[i].output:
+            if out and out in index.dynamic and last_use.get(out, -1) > p:
+                live[out] = None
+        if 0 < len(live) <= max_tensors:
+            found.append(tuple(live))
+    return found
+
+
+# --------------------------------------------------------------------------- ids
+
+
+_TORCH_OP = re.compile(r"^[A-Z][A-Za-z0-9]*(_\d+)?_output_\d+$")
+_OP_LIKE = re.compile(r"^[A-Z][A-Za-z0-9]*(_\d+)?$")
+
+
+def _name_parts(name: str) -> tuple[list[str], list[str]]:
+    """(short parts, detail parts) of a tensor name for readable ids."""
+    parts = [re.sub(r":\d+$", "", p) for p in re.split(r"[/\\]", name) if p]
+    if not parts:
+        return [name], []
+    detail: list[str] = []
+    if len(parts) > 1 and (_TORCH_OP.match(parts[-1]) or _OP_LIKE.match(parts[-1])):
+        detail = [re.sub(r"_output_\d+$", "", parts[-1])]
+        parts = parts[:-1]
+    collapsed: list[str] = []
+    for p in parts:
+        if collapsed and (p.startswith(collapsed[-1] + ".") or p.startswith(collapsed[-1] + "_")):
+            collapsed[-1] = p
+        else:
+            collapsed.append(p)
+    return collapsed, detail
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return slug or "t"
+
+
+def _clip(slug: str, full: str) -> str:
+    if not slug[0].isalnum():
+        slug = "t_" + slug
+    if len(slug) > MAX_ID_LENGTH:
+        digest = hashlib.sha1(full.encode()).hexdigest()[:6]
+        slug = slug[: MAX_ID_LENGTH - 7].rstrip("_") + "_" + digest
+    return slug
+
+
+def _cut_id(tensors: Sequence[str], detailed: bool) -> str:
+    pieces = []
+    for t in tensors:
+        short, detail = _name_parts(t)
+        pieces.append(_slug("_".join(short + (detail if detailed else []))))
+    return _clip("__".join(pieces), "+".join(tensors))
+
+
+def _assign_ids(cut_sets: list[tuple[str, ...]], taken: Iterable[str] = ()) -> list[str]:
+    """Readable unique ids: short form, the op-detailed form on collision, then _2, _3..."""
+    reserved = {INPUT_CUT, OUTPUT_CUT, *taken}
+    short = [_cut_id(c, detailed=False) for c in cut_sets]
+    counts: dict[str, int] = defaultdict(int)
+    for s in short:
+        counts[s] += 1
+    ids = [s if counts[s] == 1 and s not in reserved else _cut_id(c, detailed=True) for s, c in zip(short, cut_sets)]
+    seen = set(reserved)
+    result = []
+    for candidate in ids:
+        unique, k = candidate, 2
+        while unique in seen:
+            unique = f"{candidate}_{k}"
+            k += 1
+        seen.add(unique)
+        result.append(unique)
+    return result
+
+
+# --------------------------------------------------------------------------- public
+
+
+def enumerate_cuts(model: onnx.ModelProto, max_tensors: int = 3) -> list[CutCandidate]:
+    """Every valid cut of a prepared model with at most ``max_tensors`` tensors, plus both ends.
+
+    ``model`` should come from :func:`partitioner.graph.prepare_model` (shapes known,
+    topologically sorted). The result is sorted from the input to the output; ``order``
+    is the position in that list.
+    """
+    if max_tensors < 1:
+        raise ValueError(f"max_tensors={max_tensors} must be >= 1")
+    index = _Index(model)
+    if not index.inputs:
+        raise UnsupportedModel("the graph has no inputs (only initializers); nothing to split")
+    if not any(index.is_dynamic):
+        raise UnsupportedModel("no node depends on a graph input; there is nothing to split")
+    sets: dict[frozenset[str], tuple[str, ...]] = {}
+    for order in _orders(index):
+        for cut in _frontiers(index, order, max_tensors):
+            key = frozenset(cut)
+            if key not in sets and key != frozenset(index.inputs) and key != frozenset(index.outputs):
+                sets[key] = tuple(sorted(cut, key=index.position))
+    inner = list(sets.values())
+    for cut in inner:  # invariant of the frontier construction
+        problem = index.problem_with(cut)
+        assert problem is None, f"frontier {cut} is not a valid cut: {problem}"
+    ids = _assign_ids(inner)
+    candidates = [_candidate(index, INPUT_CUT, tuple(index.inputs), INPUT_CUT)]
+    candidates += [_candidate(index, cid, cut, "+".join(cut)) for cid, cut in zip(ids, inner)]
+    candidates.append(_candidate(index, OUTPUT_CUT, tuple(index.outputs), OUTPUT_CUT))
+    candidates.sort(key=lambda c: (c.is_end and c.id == OUTPUT_CUT, c.head_nodes, c.head_flops, c.id))
+    if candidates[0].id != INPUT_CUT:
+        candidates.sort(key=lambda c: c.id != INPUT_CUT)
+    result = [_with_order(c, k) for k, c in enumerate(candidates)]
+    logger.info(
+        "enumerated %d cuts (%d single-tensor, %d multi-tensor, plus input/output)",
+        len(result), sum(c.kind == "single" for c in result), sum(c.kind == "multi" for c in result),
+    )
+    return result
+
+
+def _with_order(cand: CutCandidate, order: int) -> CutCandidate:
+    from dataclasses import replace
+
+    return replace(cand, order=order)
+
+
+def _candidate(index: _Index, cut_id: str, tensors: tuple[str, ...], display: str) -> CutCandidate:
+    if cut_id == INPUT_CUT:
+        head: set[int] = set()
+    elif cut_id == OUTPUT_CUT:
+        head = {i for i in range(len(index.nodes)) if index.is_dynamic[i]}
+    else:
+        head = index.head_of(tensors)
+    dyn = [i for i in range(len(index.nodes)) if index.is_dynamic[i]]
+    tail = [i for i in dyn if i not in head]
+    head_params = frozenset().union(*(index.param_sources[i] for i in head)) if head else frozenset()
+    tail_params = frozenset().union(*(index.param_sources[i] for i in tail)) if tail else frozenset()
+    return CutCandidate(
+        id=cut_id,
+        display_name=display,
+        tensors=tensors,
+        order=0,
+        activation_bytes=sum(index.tensor_bytes(t) for t in tensors),
+        head_flops=sum(index.flops[i] for i in head),
+        head_params=sum(index.sizes[p] for p in head_params),
+        tail_flops=sum(index.flops[i] for i in tail),
+        tail_params=sum(index.sizes[p] for p in tail_params),
+        shapes=tuple(_batched(index.shape_of(t)) for t in tensors),
+        datatypes=tuple(_datatype(index.elem_type(t)) for t in tensors),
+        head_nodes=len(head),
+    )
+
+
+def _batched(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (-1,) + shape[1:] if shape else shape
+
+
+def rank_cuts(candidates: Sequence[CutCandidate], *, max_cuts: int | None = None) -> list[CutCandidate]:
+    """Drop dominated cuts, keep both ends; sorted by ``order``.
+
+    A cut is dominated when another has no more wire bytes and no more head FLOPs and is
+    strictly better in one of them; among exact ties the one nearest the output is kept
+    (it leaves less to the tail). ``max_cuts`` then keeps the ends plus inner cuts spread
+    evenly along the graph.
+    """
+    ends = [c for c in candidates if c.is_end]
+    ordered = sorted(candidates, key=lambda c: (c.activation_bytes, c.head_flops, -c.order))
+    kept: list[CutCandidate] = []
+    best_flops: int | None = None
+    for c in ordered:  # by bytes ascending: c survives only if its FLOPs beat every cut with fewer bytes
+        if best_flops is None or c.head_flops < best_flops:
+            if not c.is_end:
+                kept.append(c)
+            best_flops = c.head_flops
+    kept.sort(key=lambda c: c.order)
+    if max_cuts is not None and len(kept) > max(0, max_cuts - len(ends)):
+        room = max(0, max_cuts - len(ends))
+        picks = sorted({round(k * (len(kept) - 1) / max(1, room - 1)) for k in range(room)}) if room else []
+        kept = [kept[p] for p in picks]
+    return sorted(ends + kept, key=lambda c: c.order)
+
+
+def select_cuts(model: onnx.ModelProto, names: Sequence[str], *, max_tensors: int = 3) -> list[CutCandidate]:
+    """Resolve user-requested cuts: each entry is a tensor name, comma-separated tensor
+    names (a multi-tensor cut), a candidate id, ``input`` or ``output``.
+
+    Raises :class:`CutNotFound` naming the tensor that is not in the graph, or the set
+    that is not a valid cut and why, with the nearest valid candidates.
+    """
+    candidates = enumerate_cuts(model, max_tensors=max_tensors)
+    by_set = {frozenset(c.tensors): c for c in candidates if not c.is_end}
+    by_id = {c.id: c for c in candidates}
+    index = _Index(model)
+    all_names = sorted(index.dynamic)
+    chosen: list[CutCandidate] = []
+    for request in names:
+        request = request.strip()
+        if request in by_id:
+            chosen.append(by_id[request])
+            continue
+        tensors = tuple(t.strip() for t in request.split(",") if t.strip())
+        if not tensors:
+            raise CutNotFound(f"empty cut request {request!r}; expected tensor names separated by commas")
+        for t in tensors:
+            if t not in index.infos and t not in index.dynamic:
+                near = difflib.get_close_matches(t, all_names + list(by_id), n=5, cutoff=0.4)
+                raise CutNotFound(
+                    f"cut tensor {t!r} is not in the graph; nearest candidates: {', '.join(near) or '(none)'}"
+                )
+            if t not in index.dynamic:
+                raise CutNotFound(
+                    f"cut tensor {t!r} is a constant (it does not depend on the graph inputs); "
+                    f"nearest candidates: {', '.join(_nearest(request, candidates))}"
+                )
+        key = frozenset(tensors)
+        if key in by_set:
+            chosen.append(by_set[key])
+            continue
+        if key == frozenset(index.inputs):
+            chosen.append(by_id[INPUT_CUT])
+            continue
+        if key == frozenset(index.outputs):
+            chosen.append(by_id[OUTPUT_CUT])
+            continue
+        problem = index.problem_with(tensors)
+        if problem is not None:
+            raise CutNotFound(
+                f"{'+'.join(tensors)!r} is not a valid cut: {problem}; "
+                f"nearest candidates: {', '.join(_nearest(request, candidates))}"
+            )
+        ordered = tuple(sorted(tensors, key=index.position))
+        (cid,) = _assign_ids([ordered], taken=by_id)
+        cand = _candidate(index, cid, ordered, "+".join(ordered))
+        order = max((c.order for c in candidates if c.head_nodes <= cand.head_nodes and c.id != OUTPUT_CUT), default=0)
+        chosen.append(_with_order(cand, order))
+        by_id[cid] = cand
+    return chosen
+
+
+def _nearest(request: str, candidates: Sequence[CutCandidate], n: int = 5) -> list[str]:
+    keys = {c.display_name: c for c in candidates}
+    keys.update({c.id: c for c in candidates})
+    near = difflib.get_close_matches(request.replace(",", "+"), list(keys), n=n, cutoff=0.0)
+    return [f"{keys[k].display_name} (id {keys[k].id})" for k in near]

@@ -1,0 +1,51 @@
+"""Export a PyTorch module to ONNX (torch imported lazily, inside the function)."""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any, Sequence
+
+logger = logging.getLogger(__name__)
+
+MIN_OPSET = 17
+
+
+def export_onnx(
+    module: Any,
+    path: str | os.PathLike[str],
+    input_shape: Sequence[int],
+    *,
+    opset: int = MIN_OPSET,
+    input_name: str = "input",
+    output_name: str = "output",
+) -> None:
+    """Write ``module`` (eval mode) as an ONNX file with a dynamic batch dimension.
+
+    Uses the TorchScript-based exporter (``dynamo=False``), whose tensor names follow the
+    module tree (``/features/features.6/Add_output_0``), so users recognise their cuts.
+    ``input_shape`` includes the batch dimension (e.g. ``(1, 3, 224, 224)``); dim 0 is
+    exported as the symbolic ``batch``. Raises ``ValueError`` for ``opset < 17``.
+    """
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} is too old; expected >= {MIN_OPSET}")
+    if len(input_shape) < 1 or any(int(d) <= 0 for d in input_shape):
+        raise ValueError(f"input_shape {list(input_shape)} must list positive dims, batch first")
+    import torch
+
+    module = module.eval()
+    dummy = torch.zeros(*[int(d) for d in input_shape], dtype=torch.float32)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (dummy,),
+            os.fspath(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            do_constant_folding=True,
+        )
+    logger.info("exported %s to %s (opset %d)", type(module).__name__, path, opset)

@@ -122,3 +122,19 @@ def test_auto_providers_prefer_gpu_when_present() -> None:
     assert resolve_providers(("auto",), ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]) == [
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert resolve_providers(("cpu",), ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_partitioner_triton_export_is_servable(tiny_bundle: bundle_io.Bundle, tmp_path: pathlib.Path) -> None:
+    """`splitinfer export-triton` output loads as a repository: same signatures, version '1'."""
+    triton_export = pytest.importorskip("partitioner.triton_export")
+    triton_export.export_triton(tiny_bundle.root, tmp_path / "repo")
+    registry = load_registry((), tmp_path / "repo")
+    bundle_registry = load_registry((tiny_bundle.root,))
+    for cut in ("feat", "pool"):
+        exported = registry.get(f"{MODEL_NAME}.{cut}", "1")
+        served = bundle_registry.get(f"{MODEL_NAME}.{cut}")
+        assert exported.inputs == served.inputs and exported.outputs == served.outputs
+    sessions = SessionPool(memory_budget_mb=64)
+    x = np.ones((2, 8), np.float32)
+    got = sessions.get(registry.get(f"{MODEL_NAME}.pool")).run(["logits"], {"pooled": x})[0]
+    np.testing.assert_allclose(got, x @ FC_W.T + FC_B, rtol=1e-5)

@@ -348,9 +348,30 @@ _TORCH_OP = re.compile(r"^[A-Z][A-Za-z0-9]*(_\d+)?_output_\d+$")
 _OP_LIKE = re.compile(r"^[A-Z][A-Za-z0-9]*(_\d+)?$")
 
 
-def _name_parts(name: str) -> tuple[list[str], list[str]]:
+def _path(name: str) -> list[str]:
+    return [re.sub(r":\d+$", "", p) for p in re.split(r"[/\\]", name) if p]
+
+
+def common_prefix(names: Iterable[str]) -> tuple[str, ...]:
+    """Leading path components shared by every ``/``-separated name (e.g. TensorFlow's
+    ``StatefulPartitionedCall/model``), which ids leave out."""
+    paths = [_path(n)[:-1] for n in names if "/" in n.strip("/")]
+    if not paths:
+        return ()
+    prefix = paths[0]
+    for path in paths[1:]:
+        k = 0
+        while k < min(len(prefix), len(path)) and prefix[k] == path[k]:
+            k += 1
+        prefix = prefix[:k]
+    return tuple(prefix)
+
+
+def _name_parts(name: str, prefix: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """(short parts, detail parts) of a tensor name for readable ids."""
-    parts = [re.sub(r":\d+$", "", p) for p in re.split(r"[/\\]", name) if p]
+    parts = _path(name)
+    if prefix and len(parts) > len(prefix) and tuple(parts[: len(prefix)]) == prefix:
+        parts = parts[len(prefix):]
     if not parts:
         return [name], []
     detail: list[str] = []
@@ -380,22 +401,27 @@ def _clip(slug: str, full: str) -> str:
     return slug
 
 
-def _cut_id(tensors: Sequence[str], detailed: bool) -> str:
+def _cut_id(tensors: Sequence[str], detailed: bool, prefix: tuple[str, ...] = ()) -> str:
     pieces = []
     for t in tensors:
-        short, detail = _name_parts(t)
+        short, detail = _name_parts(t, prefix)
         pieces.append(_slug("_".join(short + (detail if detailed else []))))
     return _clip("__".join(pieces), "+".join(tensors))
 
 
-def _assign_ids(cut_sets: list[tuple[str, ...]], taken: Iterable[str] = ()) -> list[str]:
+def _assign_ids(
+    cut_sets: list[tuple[str, ...]], prefix: tuple[str, ...] = (), taken: Iterable[str] = ()
+) -> list[str]:
     """Readable unique ids: short form, the op-detailed form on collision, then _2, _3..."""
     reserved = {INPUT_CUT, OUTPUT_CUT, *taken}
-    short = [_cut_id(c, detailed=False) for c in cut_sets]
+    short = [_cut_id(c, detailed=False, prefix=prefix) for c in cut_sets]
     counts: dict[str, int] = defaultdict(int)
     for s in short:
         counts[s] += 1
-    ids = [s if counts[s] == 1 and s not in reserved else _cut_id(c, detailed=True) for s, c in zip(short, cut_sets)]
+    ids = [
+        s if counts[s] == 1 and s not in reserved else _cut_id(c, detailed=True, prefix=prefix)
+        for s, c in zip(short, cut_sets)
+    ]
     seen = set(reserved)
     result = []
     for candidate in ids:
@@ -435,7 +461,7 @@ def enumerate_cuts(model: onnx.ModelProto, max_tensors: int = 3) -> list[CutCand
     for cut in inner:  # invariant of the frontier construction
         problem = index.problem_with(cut)
         assert problem is None, f"frontier {cut} is not a valid cut: {problem}"
-    ids = _assign_ids(inner)
+    ids = _assign_ids(inner, prefix=common_prefix(index.producer))
     candidates = [_candidate(index, INPUT_CUT, tuple(index.inputs), INPUT_CUT)]
     candidates += [_candidate(index, cid, cut, "+".join(cut)) for cid, cut in zip(ids, inner)]
     candidates.append(_candidate(index, OUTPUT_CUT, tuple(index.outputs), OUTPUT_CUT))
@@ -561,7 +587,7 @@ def select_cuts(model: onnx.ModelProto, names: Sequence[str], *, max_tensors: in
                 f"nearest candidates: {', '.join(_nearest(request, candidates))}"
             )
         ordered = tuple(sorted(tensors, key=index.position))
-        (cid,) = _assign_ids([ordered], taken=by_id)
+        (cid,) = _assign_ids([ordered], prefix=common_prefix(index.producer), taken=by_id)
         cand = _candidate(index, cid, ordered, "+".join(ordered))
         order = max((c.order for c in candidates if c.head_nodes <= cand.head_nodes and c.id != OUTPUT_CUT), default=0)
         chosen.append(_with_order(cand, order))

@@ -110,7 +110,7 @@ def export_torch_module(
     opset: int = 17,
     *,
     input_name: str = "input",
-    output_name: str = "output",
+    output_names: Sequence[str] | None = None,
 ) -> onnx.ModelProto:
     """Export a ``torch.nn.Module`` (eval mode) to ONNX and return it in memory.
 
@@ -122,7 +122,7 @@ def export_torch_module(
     with tempfile.TemporaryDirectory(prefix="splitinfer-export-") as tmp:
         path = pathlib.Path(tmp) / "model.onnx"
         try:
-            export_onnx(module, path, input_shape, opset=opset, input_name=input_name, output_name=output_name)
+            export_onnx(module, path, input_shape, opset=opset, input_name=input_name, output_names=output_names)
         except ValueError:
             raise
         except Exception as exc:  # torch raises many unrelated types while exporting

@@ -18,14 +18,16 @@ def export_onnx(
     *,
     opset: int = MIN_OPSET,
     input_name: str = "input",
-    output_name: str = "output",
+    output_names: Sequence[str] | None = None,
 ) -> None:
     """Write ``module`` (eval mode) as an ONNX file with a dynamic batch dimension.
 
     Uses the TorchScript-based exporter (``dynamo=False``), whose tensor names follow the
     module tree (``/features/features.6/Add_output_0``), so users recognise their cuts.
-    ``input_shape`` includes the batch dimension (e.g. ``(1, 3, 224, 224)``); dim 0 is
-    exported as the symbolic ``batch``. Raises ``ValueError`` for ``opset < 17``.
+    ``input_shape`` includes the batch dimension (e.g. ``(1, 3, 224, 224)``); dim 0 of the
+    input and of every output is exported as the symbolic ``batch``. Outputs are named
+    ``output`` (one output) or ``output_0``, ``output_1``... unless ``output_names`` says
+    otherwise. Raises ``ValueError`` for ``opset < 17``.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old; expected >= {MIN_OPSET}")
@@ -35,6 +37,14 @@ def export_onnx(
 
     module = module.eval()
     dummy = torch.zeros(*[int(d) for d in input_shape], dtype=torch.float32)
+    with torch.no_grad():
+        probe = module(dummy)
+    count = len(probe) if isinstance(probe, (tuple, list)) else 1
+    if output_names is None:
+        output_names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    if len(output_names) != count:
+        raise ValueError(f"output_names {list(output_names)} name {len(output_names)} outputs; the module returns {count}")
+    dynamic_axes = {name: {0: "batch"} for name in [input_name, *output_names]}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -44,8 +54,8 @@ def export_onnx(
             dynamo=False,
             opset_version=opset,
             input_names=[input_name],
-            output_names=[output_name],
-            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            output_names=list(output_names),
+            dynamic_axes=dynamic_axes,
             do_constant_folding=True,
         )
     logger.info("exported %s to %s (opset %d)", type(module).__name__, path, opset)

@@ -10,7 +10,7 @@ Two independent layers, both optional:
   ``authorization: Bearer <token>``. The comparison uses :func:`hmac.compare_digest` on bytes, so its time
   does not depend on how many leading characters are right. A missing header, a header that is not
   ``Bearer ...``, or a wrong token aborts the call with ``UNAUTHENTICATED`` before the servicer runs.
-  A token without TLS travels in clear text; the CLI warns about that.
+  A token without TLS travels in clear text; the CLI warns when it listens beyond loopback without TLS.
 
 Policy for the auxiliary services when a token is set:
 

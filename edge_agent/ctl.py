@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, TextIO
+from typing import Any, Optional, Sequence, TextIO
 
 import grpc
 from google.protobuf import json_format
@@ -119,8 +119,9 @@ class ControlClient:
         request = control_pb2.SetPolicyRequest(objective=_OBJECTIVE_VALUES[objective], slo_ms=slo_ms or 0.0)
         return self._call(self._stub.SetPolicy, request)
 
-    def watch(self, interval_ms: int) -> "grpc.Future":
-        """The server stream (iterate it; ``.cancel()`` ends it). No deadline: it runs until cancelled."""
+    def watch(self, interval_ms: int) -> Any:
+        """The server stream of ``AgentEvent`` (iterate it; ``.cancel()`` ends it). No deadline:
+        it runs until cancelled."""
         return self._stub.Watch(control_pb2.WatchRequest(interval_ms=interval_ms), metadata=self._metadata)
 
 
@@ -439,11 +440,6 @@ def main(argv: Optional[Sequence[str]] = None, *, out: Optional[TextIO] = None, 
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-
-
-def iter_events(client: ControlClient, interval_ms: int = 1000) -> Iterator[control_pb2.AgentEvent]:
-    """Watch events as a plain iterator (for scripts)."""
-    yield from client.watch(interval_ms)
 
 
 if __name__ == "__main__":

@@ -97,3 +97,30 @@ def test_advertise_then_browse_on_loopback() -> None:
         assert zc.get_service_info(SERVICE_TYPE, advertiser.instance_name, timeout=1500) is None
     finally:
         zc.close()
+
+
+@pytest.mark.slow
+def test_splitinfer_serve_advertises_its_models_and_withdraws_on_sigterm(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    from tests.cloud_server.test_cli_lifecycle import ServeProcess
+
+    proc = ServeProcess(["--bundle", str(tiny_bundle.root), "--port", "0", "--metrics-port", "off",
+                         "--discovery", "--log-format", "json"])
+    try:
+        listening = proc.wait_for_log("listening on")
+        proc.wait_for_log("advertising", timeout_s=20)
+        deadline = time.monotonic() + 10
+        mine: dict[bytes, bytes | None] = {}
+        while time.monotonic() < deadline and not mine:
+            mine = next((props for props in _browse(timeout_s=3).values()
+                         if props.get(b"__port") == str(listening["port"]).encode()), {})
+        assert mine, "the server's advertisement was not found on loopback"
+        assert mine[b"role"] == b"server" and mine[b"proto"] == b"v2" and mine[b"tls"] == b"0"
+        version = tiny_bundle.manifest.content_hash[:12]
+        assert mine[b"bundles"] == f"tiny_net@{version}".encode()
+        assert set(mine[b"models"].split(b",")) == {b"tiny_net.input", b"tiny_net.feat", b"tiny_net.pool"}
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()

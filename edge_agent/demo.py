@@ -161,22 +161,34 @@ class ReferenceWorker:
 
 
 class TeeSource:
-    """A frame source that hands every frame to the reference worker too."""
+    """A frame source that hands every frame to the reference worker too (when given).
 
-    def __init__(self, inner: FrameSource, reference: ReferenceWorker) -> None:
+    It also serializes ``close`` with ``read``: releasing an OpenCV capture while another
+    thread is inside its ``read`` aborts the process, so ``close`` marks the source closed,
+    waits for a read in progress, then closes the inner source.
+    """
+
+    def __init__(self, inner: FrameSource, reference: Optional[ReferenceWorker] = None) -> None:
         self.inner = inner
         self.reference = reference
         self.live = inner.live
         self.name = inner.name
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
 
     def read(self) -> Optional[Frame]:
-        frame = self.inner.read()
-        if frame is not None:
+        with self._lock:
+            if self._closed.is_set():
+                return None
+            frame = self.inner.read()
+        if frame is not None and self.reference is not None:
             self.reference.submit(frame)
         return frame
 
     def close(self) -> None:
-        self.inner.close()
+        self._closed.set()
+        with self._lock:
+            self.inner.close()
 
 
 # --------------------------------------------------------------------------- live table

@@ -15,7 +15,9 @@ from cloud_server.settings import ServerSettings
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import build_config
 from edge_agent.control import ControlServer, start_control_server
+from edge_agent.demo import TeeSource
 from edge_agent.results import MemorySink
+from edge_agent.sources import open_source
 from partitioner.bundle import Bundle
 from splitinfer.samples import video_path
 from tests.edge_agent.demo_bundle import build_demo_bundle
@@ -73,7 +75,10 @@ def start_stack(
         values.update(extra or {})
         config = build_config({k: v for k, v in values.items() if v is not None})
         sink = MemorySink()
-        agent = EdgeAgent(config, sink=sink)
+        # TeeSource only serializes close() with read() (CaptureSource.close releases the
+        # OpenCV capture under a concurrent read otherwise); the frames are the real video's
+        source = TeeSource(open_source(config.source))
+        agent = EdgeAgent(config, sink=sink, source=source)
         agent.start()
         control = start_control_server(agent, socket_path=str(root / "run" / "control.sock"), profiles=agent.profiles)
     except BaseException:

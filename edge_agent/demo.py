@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "mobilenet_v2"
 CACHE_ENV = "SPLITINFER_BUNDLE_CACHE"
+DEFAULT_OBJECTIVE = "latency"
 
 # The default link story, as fractions of the expected run time.
 FAST = dict(uplink_kbps=20_000.0, delay_ms=5.0)
@@ -413,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="plain lines instead of the live table (tests, logs)")
     p.add_argument("--socket", default=None, help="control socket path for splitctl (default: a temp path)")
     p.add_argument("--deadline-ms", type=float, default=500.0, help="per-offload deadline (default 500)")
+    p.add_argument("--objective", choices=("latency", "energy", "slo"), default=DEFAULT_OBJECTIVE,
+                   help=f"what the split policy minimises (default {DEFAULT_OBJECTIVE}; "
+                        "change it live with `splitctl policy`)")
+    p.add_argument("--slo-ms", type=float, default=None, help="latency SLO for --objective slo")
     p.add_argument("--summary-json", default=None, help="also write the summary as JSON here")
     p.add_argument("--verbose", action="store_true", help="log agent decisions (INFO) to stderr")
     return p
@@ -423,6 +428,9 @@ def main(argv: Optional[Sequence[str]] = None, *, out: Optional[TextIO] = None) 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.frames < 1 or args.fps <= 0:
         print(f"splitinfer demo: --frames {args.frames} and --fps {args.fps:g} must be positive", file=sys.stderr)
+        return 2
+    if args.objective == "slo" and not (args.slo_ms and args.slo_ms > 0):
+        print("splitinfer demo: --objective slo needs --slo-ms N (> 0)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -481,6 +489,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             "source.loop": loop,
             "runtime.max_frames": args.frames,
             "runtime.deadline_ms": args.deadline_ms,
+            "policy.objective": args.objective,
+            "policy.slo_ms": args.slo_ms,
             "results.sink": "none",
             "agent.agent_id": "demo",
         })

@@ -1,0 +1,164 @@
+"""End-to-end partition of a tiny inline model on real frames, and the no-half-written-bundle rule."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from partitioner import bundle as bundle_io
+from partitioner.errors import BundleExists, CutNotFound
+from partitioner.pipeline import PartitionConfig, run_partition
+
+SIZE = 32
+
+
+def tiny_model() -> onnx.ModelProto:
+    """conv -> relu -> conv -> relu (+ skip) -> global pool -> gemm: 5 classes, dynamic batch."""
+    rng = np.random.default_rng(7)
+
+    def init(name: str, *shape: int, scale: float = 0.3) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["image", "w1", "b1"], ["stem"], name="stem_conv", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["stem"], ["stem_relu"], name="stem_relu"),
+        helper.make_node("Conv", ["stem_relu", "w2", "b2"], ["body"], name="body_conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["body"], ["body_relu"], name="body_relu"),
+        helper.make_node("Add", ["body_relu", "stem_relu"], ["merged"], name="skip_add"),
+        helper.make_node("GlobalAveragePool", ["merged"], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "wfc", "bfc"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])],
+        [init("w1", 8, 3, 3, 3), init("b1", 8, scale=0.1), init("w2", 8, 8, 3, 3, scale=0.2), init("b2", 8, scale=0.1),
+         init("wfc", 5, 8, scale=1.0), init("bfc", 5, scale=0.1)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def tiny_config(model_path: pathlib.Path, out: pathlib.Path, **overrides) -> PartitionConfig:
+    values = dict(
+        model=str(model_path), out_dir=out, model_name="tiny_net", calibration_frames=8, fidelity_frames=24,
+        verify_frames=4, threshold=0.5, profile_runs=3, profile_warmup=1, resize_shorter_px=40, max_cuts=6,
+    )
+    values.update(overrides)
+    return PartitionConfig(**values)
+
+
+def build_tiny_bundle(root: pathlib.Path, **overrides):
+    """(report, model path) for a partition of the tiny model into ``root/bundle``."""
+    root.mkdir(parents=True, exist_ok=True)
+    model_path = root / "tiny.onnx"
+    onnx.save(tiny_model(), str(model_path))
+    return run_partition(tiny_config(model_path, root / "bundle", **overrides)), model_path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    return build_tiny_bundle(tmp_path_factory.mktemp("tiny"))
+
+
+def test_bundle_is_valid_and_holds_both_ends(tiny) -> None:
+    report, _ = tiny
+    bundle = bundle_io.read_bundle(report.bundle.root)
+    ids = bundle.cut_ids
+    assert ids[0] == "input" and ids[-1] == "output" and len(ids) >= 3
+    assert bundle.manifest.output.classification.output_tensor == "logits"
+    labels = json.loads(bundle.path(bundle.manifest.output.classification.labels).read_text())
+    assert labels == ["0", "1", "2", "3", "4"]
+    for cut in bundle.manifest.cuts:
+        assert cut.verification.passed, cut.id
+        assert cut.HasField("fidelity") and cut.fidelity.frames > 0
+        assert cut.edge_profiles and cut.edge_profiles[0].head_ms > 0
+    inp = bundle.cut("input")
+    assert [(t.name, t.datatype, list(t.shape), t.encoding.codec) for t in inp.tensors] == [("image_jpeg", "BYTES", [-1], "jpeg")]
+    assert inp.wire_bytes == inp.wire_bytes_by_codec["jpeg"] > 0
+
+
+def test_inner_cut_int8_wire_is_baked_into_both_graphs(tiny) -> None:
+    report, _ = tiny
+    bundle = report.bundle
+    inner = [c for c in bundle.manifest.cuts if c.id not in ("input", "output")]
+    assert inner
+    for cut in inner:
+        head = onnx.load(str(bundle.path(cut.head)))
+        tail = onnx.load(str(bundle.path(cut.tail)))
+        spec = cut.tensors[0]
+        assert spec.datatype == "UINT8" and spec.encoding.codec == "int8" and spec.encoding.scale > 0
+        out = {o.name: o for o in head.graph.output}[spec.name]
+        assert out.type.tensor_type.elem_type == TensorProto.UINT8
+        inp = {i.name: i for i in tail.graph.input}[spec.name]
+        assert inp.type.tensor_type.elem_type == TensorProto.UINT8
+        assert head.graph.node[-1].op_type == "QuantizeLinear"
+        assert tail.graph.node[0].op_type == "DequantizeLinear"
+        inits = {t.name: numpy_helper.to_array(t) for t in tail.graph.initializer}
+        assert float(inits[tail.graph.node[0].input[1]]) == pytest.approx(spec.encoding.scale, rel=1e-6)
+        assert int(inits[tail.graph.node[0].input[2]]) == spec.encoding.zero_point
+        assert cut.wire_bytes == cut.wire_bytes_by_codec["int8"]
+        assert cut.wire_bytes_by_codec["fp32"] == 4 * cut.wire_bytes_by_codec["int8"]
+
+
+def test_shipped_pipeline_matches_full_model_on_real_frames(tiny) -> None:
+    import onnxruntime as ort
+
+    from partitioner import calibration
+    from partitioner.preprocess import preprocess_bgr
+
+    report, _ = tiny
+    bundle = report.bundle
+    frames = calibration.read_frames(calibration.default_calibration_path(), max_frames=60, stride=4).frames[-6:]
+    full = ort.InferenceSession(str(bundle.path(bundle.manifest.full_model)))
+    cut = [c for c in bundle.manifest.cuts if c.id not in ("input", "output")][-1]
+    head = ort.InferenceSession(str(bundle.path(cut.head)))
+    tail = ort.InferenceSession(str(bundle.path(cut.tail)))
+    for frame in frames:
+        x = preprocess_bgr(frame, bundle.manifest.input)
+        want = full.run(None, {"image": x})[0]
+        wire = head.run(None, {"image": x})
+        assert wire[0].dtype == np.uint8
+        got = tail.run(None, dict(zip([o.name for o in head.get_outputs()], wire)))[0]
+        cos = float(np.dot(want.ravel(), got.ravel()) / (np.linalg.norm(want) * np.linalg.norm(got)))
+        assert cos > 0.98
+
+
+def test_unknown_cut_tensor_leaves_nothing_behind(tmp_path: pathlib.Path) -> None:
+    model_path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_model(), str(model_path))
+    out = tmp_path / "bundle"
+    with pytest.raises(CutNotFound, match="body_rleu.*nearest candidates: .*body_relu"):
+        run_partition(tiny_config(model_path, out, cuts=("body_rleu",)))
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx"]
+
+
+def test_requested_cut_ships_with_both_ends(tmp_path: pathlib.Path) -> None:
+    report, _ = build_tiny_bundle(tmp_path, cuts=("body_relu,stem_relu",), wire_codec="fp16", quantize_heads=False,
+                                  fidelity_frames=8)
+    bundle = bundle_io.read_bundle(report.bundle.root)
+    assert len(bundle.cut_ids) == 3 and bundle.cut_ids[0] == "input" and bundle.cut_ids[-1] == "output"
+    multi = bundle.manifest.cuts[1]
+    assert sorted(t.name for t in multi.tensors) == ["body_relu", "stem_relu"]
+    assert {t.datatype for t in multi.tensors} == {"FP16"}
+    assert multi.head_precision == "fp32" and multi.fidelity.top1_agreement == pytest.approx(1.0)
+
+
+def test_existing_output_is_not_replaced_without_overwrite(tmp_path: pathlib.Path) -> None:
+    model_path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_model(), str(model_path))
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(BundleExists):
+        run_partition(tiny_config(model_path, out))
+    assert (out / "keep.txt").read_text() == "mine"

@@ -120,6 +120,8 @@ class RunSummary:
     paths: dict[str, int] = field(default_factory=dict)
     cuts: dict[str, int] = field(default_factory=dict)
     offload_return_s: list[Optional[float]] = field(default_factory=list)
+    # per return event: whether any frame was offloaded before it (else "never came back" is moot)
+    offloaded_before_return: list[bool] = field(default_factory=list)
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -171,6 +173,7 @@ def summarize_run(
         paths=dict(Counter(r.path for r in records)),
         cuts=dict(Counter(r.cut for r in records)),
         offload_return_s=[time_to_offload_s(records, t) for t in returns_unix_ms],
+        offloaded_before_return=[any(r.offloaded and r.capture_unix_ms < t for r in records) for t in returns_unix_ms],
         wall_s=wall_s,
     )
 

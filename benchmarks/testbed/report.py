@@ -110,11 +110,18 @@ def evaluate_goals(doc: dict) -> list[dict]:
         if not returns:
             row("back to offloading within 3 s", sc["name"], None, f"<= {RETURN_S}", None, "no return event recorded")
             continue
-        worst = None if any(r is None for r in returns) else max(returns)
+        before = ad.get("offloaded_before_return") or [True] * len(returns)
         what = "link" if sc["kind"] == "varying" else "server"
-        row("back to offloading within 3 s", sc["name"], worst, f"<= {RETURN_S}",
-            None if worst is None else worst <= RETURN_S,
-            f"after the {what} returned: " + ", ".join("never" if r is None else f"{r:.2f} s" for r in returns))
+        detail = f"after the {what} returned: " + ", ".join("never" if r is None else f"{r:.2f} s" for r in returns)
+        if any(r is None and b for r, b in zip(returns, before)):
+            row("back to offloading within 3 s", sc["name"], None, f"<= {RETURN_S}", False,
+                detail + " (it offloaded before, not after, within the run)")
+        elif all(r is None for r in returns):
+            row("back to offloading within 3 s", sc["name"], None, f"<= {RETURN_S}", None,
+                detail + " (adaptive never offloaded in this run: running locally was its best choice)")
+        else:
+            worst = max(r for r in returns if r is not None)
+            row("back to offloading within 3 s", sc["name"], worst, f"<= {RETURN_S}", worst <= RETURN_S, detail)
     return rows
 
 

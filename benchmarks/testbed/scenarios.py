@@ -126,7 +126,7 @@ def build_scenarios(
         frames=n, fps_cap=fps_cap,
         strategies=statics + (ADAPTIVE, ADAPTIVE_ENERGY),
         battery_trace=((0.0, battery_low_pct + 10, False), (drain_s, battery_low_pct - 10, False))))
-    kill_frames = max(n, int(16 * fps_cap))
+    kill_frames = max(n, int(24 * fps_cap))
     scenarios.append(Scenario(
         name="server_kill", kind="kill",
         description="30 Mbit/s uplink; the server is killed (SIGKILL) at 4 s and restarted at 9 s",

@@ -68,3 +68,11 @@ def test_best_static_ignores_adaptive() -> None:
     b = summarize_run(records, scenario="s", strategy="cut:c1", frames_expected=1, wall_s=1)
     a.mean_ms, b.mean_ms = 5.0, 9.0
     assert best_static([a, b]) is b
+
+
+def test_summary_records_offloading_before_each_return() -> None:
+    records, _ = parse_result_lines([line(0, 0, 10, path="local"), line(1, 3000, 10, path="split")])
+    s = summarize_run(records, scenario="k", strategy="adaptive", frames_expected=2, wall_s=1,
+                      returns_unix_ms=[1000, 5000])
+    assert s.offload_return_s == [pytest.approx(2.01), None]
+    assert s.offloaded_before_return == [False, True]

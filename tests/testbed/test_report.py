@@ -73,3 +73,14 @@ def test_write_docs_makes_json_markdown_and_plots(tmp_path: pathlib.Path) -> Non
     names = {p.name for p in tmp_path.iterdir()}
     assert {"results.json", "README.md", "fixed_uplinks.png", "varying_timeline.png", "energy.png"} <= names
     assert (tmp_path / "fixed_uplinks.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_return_goal_fails_when_offloading_never_resumes() -> None:
+    d = doc()
+    d["scenarios"][2]["runs"][1]["offload_return_s"] = [None]
+    d["scenarios"][2]["runs"][1]["offloaded_before_return"] = [True]
+    back = next(g for g in evaluate_goals(d) if g["goal"].startswith("back to offloading"))
+    assert back["met"] is False and "never" in back["detail"]
+    d["scenarios"][2]["runs"][1]["offloaded_before_return"] = [False]
+    back = next(g for g in evaluate_goals(d) if g["goal"].startswith("back to offloading"))
+    assert back["met"] is None and "never offloaded" in back["detail"]

@@ -1,7 +1,7 @@
 """Cloud server benchmark: `splitinfer serve` vs in-process ONNX Runtime on the same MobileNetV2 tail.
 
     python -m benchmarks.server_bench [--bundle bundles/mobilenet_v2] [--cut CUT] [--seconds 8]
-        [--quick] [--out benchmarks/results/server.json]
+        [--rounds 3] [--quick] [--pytriton-python VENV/bin/python] [--out benchmarks/results/server.json]
 
 What it measures, in one run on this machine:
 
@@ -12,6 +12,9 @@ What it measures, in one run on this machine:
    thread, i.e. what dynamic batching can reach). Server and in-process points alternate, `--rounds`
    times, and medians are reported, so background load on a shared machine hits both alike. Goal:
    server throughput at saturation (32 clients) >= 0.85x the best in-process figure.
+   With ``--pytriton-python`` (a separate virtualenv with ``nvidia-pytriton``, whose pins differ from
+   ours) the Triton core bundled in pytriton serves the same tail in the same rounds, through Triton's
+   Python backend (pytriton ships no ONNX Runtime backend): a comparison, not a like-for-like one.
 2. **Round trip** (client send -> answer) for 0.1, 1 and 5 MB FP32 tensors to a tail that reduces them
    to a few numbers, against a bare gRPC echo-sized-reply server on the same loopback (the transport
    floor).
@@ -338,6 +341,78 @@ class ServeProcess:
             return -9
 
 
+# Runs inside a separate virtualenv that has nvidia-pytriton (its pins differ from ours): serves the tail
+# through the real Triton core bundled in pytriton, via Triton's Python backend (pytriton ships no ONNX
+# Runtime backend), with Triton's dynamic batcher set like ours.
+_PYTRITON_SCRIPT = r"""
+import json, sys, numpy as np, onnxruntime as ort
+from pytriton.triton import Triton, TritonConfig
+from pytriton.model_config import ModelConfig, Tensor, DynamicBatcher
+from pytriton.decorators import batch
+a = json.loads(sys.argv[1])
+so = ort.SessionOptions(); so.intra_op_num_threads = a["threads"]; so.inter_op_num_threads = 1
+sess = ort.InferenceSession(a["tail"], so, providers=["CPUExecutionProvider"])
+@batch
+def infer(x):
+    return {"y": sess.run([a["output"]], {a["feed"]: x.astype(np.dtype(a["dtype"]), copy=False)})[0]}
+cfg = TritonConfig(grpc_port=a["grpc_port"], http_port=a["http_port"], metrics_port=a["metrics_port"], log_verbose=0)
+with Triton(config=cfg) as triton:
+    triton.bind(model_name="tail", infer_func=infer,
+                inputs=[Tensor(name="x", dtype=np.dtype(a["dtype"]), shape=tuple(a["shape"]))],
+                outputs=[Tensor(name="y", dtype=np.float32, shape=(-1,))],
+                config=ModelConfig(max_batch_size=8, batcher=DynamicBatcher(max_queue_delay_microseconds=2000)))
+    print("READY", flush=True)
+    triton.serve()
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PyTritonProcess:
+    """The Triton core bundled in nvidia-pytriton, serving the tail as model 'tail' (input 'x')."""
+
+    def __init__(self, python: pathlib.Path, tail: pathlib.Path, feed: str, output: str, shape: list[int],
+                 dtype: str, threads: int) -> None:
+        import sysconfig  # noqa: F401 - the other interpreter's LIBDIR is asked below
+
+        libdir = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = ":".join(x for x in (libdir, env.get("LD_LIBRARY_PATH", "")) if x)
+        self.port = _free_port()
+        args = {"tail": str(tail), "feed": feed, "output": output, "shape": shape, "dtype": dtype,
+                "threads": threads, "grpc_port": self.port, "http_port": _free_port(), "metrics_port": _free_port()}
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="pytriton.", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([str(python), "-c", _PYTRITON_SCRIPT, json.dumps(args)], env=env,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.strip() == "READY":
+                return
+            if not line and self.proc.poll() is not None:
+                break
+        self.stop()
+        self.log.seek(0)
+        raise RuntimeError("pytriton did not start: " + self.log.read()[-2000:])
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return int(self.proc.returncode or 0)
+
+
 def grpc_channel(port: int) -> grpc.Channel:
     limit = 256 * 1024 * 1024
     return grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", limit),
@@ -377,7 +452,7 @@ def _summarize(runs: list[dict[str, Any]], rows_per_request: int = 1) -> dict[st
 
 
 def measure_throughput(bundle_root: pathlib.Path, cut_id: str | None, seconds: float, warmup_s: float,
-                       threads: int, rounds: int) -> dict[str, Any]:
+                       threads: int, rounds: int, pytriton_python: pathlib.Path | None = None) -> dict[str, Any]:
     """Server and in-process points interleaved, `rounds` times, so background load hits both alike."""
     import onnxruntime as ort
 
@@ -404,6 +479,26 @@ def measure_throughput(bundle_root: pathlib.Path, cut_id: str | None, seconds: f
                           "--log-level", "INFO"])
     raw: dict[str, list[dict[str, Any]]] = {}
     server: dict[str, Any] = {}
+    triton: PyTritonProcess | None = None
+    triton_bytes = b""
+    if pytriton_python is not None:
+        if len(cut.tensors) != 1:
+            result["pytriton"] = {"skipped": f"cut {cut.id!r} has {len(cut.tensors)} tensors; the comparison takes one"}
+        else:
+            (feed_name, feed_arr), = feeds1.items()
+            try:
+                triton = PyTritonProcess(pytriton_python, bundle.path(cut.tail), feed_name,
+                                         bundle.manifest.output.tensors[0].name, list(feed_arr.shape[1:]),
+                                         str(feed_arr.dtype), threads)
+                triton_bytes = infer_request("tail", {"x": feed_arr}).SerializeToString()
+                tchan = grpc_channel(triton.port)
+                tchan.unary_unary(MODEL_INFER)(triton_bytes, timeout=120)
+                tchan.close()
+            except Exception as exc:
+                result["pytriton"] = {"skipped": f"could not start or query pytriton: {exc}"[:2000]}
+                if triton is not None:
+                    triton.stop()
+                triton = None
     try:
         channel = grpc_channel(serve.port)
         stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
@@ -435,6 +530,22 @@ def measure_throughput(bundle_root: pathlib.Path, cut_id: str | None, seconds: f
                 print(f"    {clients:2d} clients: in-process {point['throughput_rps']:7.1f} rows/s, "
                       f"server {spoint['throughput_rps']:7.1f} rows/s (p50 {spoint.get('p50_ms')} ms, "
                       f"p99 {spoint.get('p99_ms')} ms)", flush=True)
+                if triton is not None:
+                    tchannels = [grpc_channel(triton.port) for _ in range(max(1, clients // 8))]
+                    tcalls = [c.unary_unary(MODEL_INFER) for c in tchannels]
+                    tcounter = iter(range(10**12))
+
+                    def tcall() -> None:
+                        with lock:
+                            i = next(tcounter)
+                        tcalls[i % len(tcalls)](triton_bytes, timeout=60)
+
+                    tpoint = run_closed_loop(tcall, clients, seconds, warmup_s)
+                    raw.setdefault(f"pytriton.clients{clients}", []).append(tpoint)
+                    for c in tchannels:
+                        c.close()
+                    print(f"              pytriton (Triton core + Python backend) {tpoint['throughput_rps']:7.1f} rows/s "
+                          f"(p50 {tpoint.get('p50_ms')} ms, p99 {tpoint.get('p99_ms')} ms)", flush=True)
             b8 = run_closed_loop(lambda: session.run(None, feeds8), 1, seconds, warmup_s)
             raw.setdefault("in_process.batch8_clients1", []).append(b8)
             print(f"    in-process batch 8 from one thread: {b8['throughput_rps'] * 8:7.1f} rows/s", flush=True)
@@ -446,15 +557,23 @@ def measure_throughput(bundle_root: pathlib.Path, cut_id: str | None, seconds: f
         channel.close()
     finally:
         server["exit_code"] = serve.stop()
+        if triton is not None:
+            triton.stop()
     del session
 
-    in_process = {}
+    in_process: dict[str, Any] = {}
+    pytriton: dict[str, Any] = {}
     for key, runs in raw.items():
         side, name = key.split(".", 1)
         summary = _summarize(runs, 8 if name == "batch8_clients1" else 1)
-        (in_process if side == "in_process" else server)[name] = summary
+        {"in_process": in_process, "server": server, "pytriton": pytriton}[side][name] = summary
     result["in_process"] = in_process
     result["server"] = server
+    if pytriton:
+        pytriton["what"] = ("Triton 2.51 core bundled in nvidia-pytriton 0.7.0, gRPC frontend and dynamic batcher "
+                            "(max batch 8, 2000 us), model run by ONNX Runtime in pytriton's Python backend "
+                            "(pytriton ships no ONNX Runtime backend)")
+        result["pytriton"] = pytriton
 
     best_name, best = max(((k, v["throughput_rps_median"]) for k, v in in_process.items()), key=lambda kv: kv[1])
     sat = server["clients32"]["throughput_rps_median"]
@@ -529,10 +648,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cut", default=None, help="cut id to benchmark (default: the middle cut with a head and a tail)")
     p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per point")
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per point")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads (both sides)")
+    # 1 by default: with more intra-op threads than free cores, ONNX Runtime's spinning thread pool
+    # makes every figure swing (measured here: 59 vs 142 rows/s for 2 vs 1 threads on a busy 2-core box).
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads, both sides (default 1)")
     p.add_argument("--repeats", type=int, default=50, help="round trips per payload size")
     p.add_argument("--rounds", type=int, default=3, help="interleaved server/in-process rounds (medians reported)")
     p.add_argument("--quick", action="store_true", help="one round of 2 s points, 15 round trips")
+    p.add_argument("--pytriton-python", type=pathlib.Path, default=None,
+                   help="python of a virtualenv with nvidia-pytriton: also measure the Triton core it bundles")
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     if args.quick:
@@ -552,6 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "server_bench",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join([sys.executable, "-m", "benchmarks.server_bench", *(argv or sys.argv[1:])]),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "onnxruntime": ort.__version__, "grpcio": grpc.__version__},
         "bundle": str(bundle_root), "bundle_kind": kind,
@@ -566,10 +690,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc["notes"].append("stand-in bundle: MobileNetV2 architecture with random weights (no trained bundle "
                             "was available); compute cost matches MobileNetV2, accuracy is meaningless")
     print(f"throughput on {bundle_root} ({kind})", flush=True)
-    doc["throughput"] = measure_throughput(bundle_root, args.cut, args.seconds, args.warmup, args.threads, args.rounds)
+    doc["throughput"] = measure_throughput(bundle_root, args.cut, args.seconds, args.warmup, args.threads, args.rounds,
+                                           args.pytriton_python)
     print("round trips", flush=True)
     doc["round_trip"] = measure_round_trips(work, args.repeats)
     doc["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    doc["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     sat = doc["throughput"]["saturation"]

@@ -90,9 +90,17 @@ class _Signals:
         self.name = signal.Signals(signum).name
         self.first.set()
 
-    def install(self) -> None:
+    def install(self) -> dict[int, Any]:
+        """Install the handlers; returns the previous ones (for :meth:`restore`)."""
+        previous = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self.handle)
+            previous[sig] = signal.signal(sig, self.handle)
+        return previous
+
+    @staticmethod
+    def restore(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _models_of(running: Any) -> list[tuple[str, str]]:
@@ -155,13 +163,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: ServerSettings, credentials: Any) -> int:
+    signals = _Signals()
+    previous = signals.install() if threading.current_thread() is threading.main_thread() else {}
+    try:
+        return _run(settings, credentials, signals)
+    finally:
+        _Signals.restore(previous)
+
+
+def _run(settings: ServerSettings, credentials: Any, signals: _Signals) -> int:
     from cloud_server.metrics import InflightInterceptor, PrometheusObserver, start_metrics_server
     from cloud_server.security import TokenAuthInterceptor
     from cloud_server.server import create_server
-
-    signals = _Signals()
-    if threading.current_thread() is threading.main_thread():
-        signals.install()
 
     observer = None
     metrics_server = None

@@ -228,3 +228,30 @@ def test_environment_error_exits_2(capsys: pytest.CaptureFixture[str], monkeypat
     monkeypatch.setenv("SPLITINFER_SERVE_MAX_QUEUE_SIZE", "lots")
     assert cli.main([]) == 2
     assert "SPLITINFER_SERVE_MAX_QUEUE_SIZE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["not_a_bundle", "metrics_port_in_use"])
+def test_start_failures_exit_1_with_one_line(case: str, tmp_path: pathlib.Path,
+                                             ops_bundles: tuple[pathlib.Path, pathlib.Path]) -> None:
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        if case == "not_a_bundle":
+            args = ["--bundle", str(tmp_path), "--metrics-port", "off"]
+            expected = str(tmp_path)
+        else:
+            args = ["--bundle", str(ops_bundles[0]), "--metrics-port", str(holder.getsockname()[1])]
+            expected = f"127.0.0.1:{holder.getsockname()[1]}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPLITINFER_")}
+        env["PYTHONPATH"] = str(REPO)
+        done = subprocess.run([sys.executable, "-m", "splitinfer.cli", "serve", "--port", "0", "--no-discovery", *args],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        holder.close()
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "cannot start" in errors[0] and expected in errors[0]
+    assert "Traceback" not in done.stderr

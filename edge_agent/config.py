@@ -122,7 +122,8 @@ class MetricsConfig:
 class ControlConfig:
     """The control endpoint (``splitctl``): a unix socket, a TCP address, or neither."""
 
-    socket_path: Optional[pathlib.Path] = None
+    enabled: bool = True
+    socket_path: Optional[pathlib.Path] = None  # None = the control module's default path
     tcp_address: Optional[str] = None  # host:port; requires a token
     token: Optional[str] = field(default=None, repr=False)
 

@@ -1,0 +1,221 @@
+"""The daemon end to end with real parts: real bundle sessions, the real sample video,
+real ONNX Runtime tails behind the fake transport, and a real in-process cloud server."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from edge_agent.agent import EdgeAgent
+from edge_agent.errors import UnknownCutError
+from edge_agent.results import FrameResult, MemorySink
+from edge_agent.transport_fake import FakeTransport
+from edge_agent.transport_grpc import GrpcTransport
+from edge_agent.types import Mode, Objective, Path, Telemetry
+from tests.edge_agent.conftest import TailServer, agent_config
+from tests.edge_agent.test_results import check_result_line
+
+
+def _wait_for(pred, timeout_s: float = 10.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()
+
+
+def _assert_one_result_per_frame(agent: EdgeAgent, sink: MemorySink) -> None:
+    ids = [r.frame_id for r in sink.results]
+    assert len(ids) == len(set(ids)), "a frame got two results"
+    assert len(ids) == agent.frames_captured - agent.frames_dropped
+    assert agent.results == len(ids)
+    for r in sink.results:
+        check_result_line(json.loads(r.to_line()))
+
+
+def test_split_offload_matches_local_model(tiny_bundle, tail_server) -> None:
+    sink = MemorySink()
+    cfg = agent_config(tiny_bundle, runtime__max_frames=12, policy__pinned_cut="conv1")
+    agent = EdgeAgent(cfg, transport=FakeTransport(tail_server), sink=sink).start()
+    assert agent.run_until_done(30)
+    _assert_one_result_per_frame(agent, sink)
+    assert agent.frames_captured == 12
+    assert {r.path for r in sink.results} == {Path.SPLIT}
+    assert {r.cut for r in sink.results} == {"conv1"}
+    r = sink.results[0]
+    assert r.stages == {"preprocess": "edge", "head": "edge", "tail": "cloud"}
+    assert r.wire_bytes == 4 * 16 * 16 * 4
+    # the split result equals the full model run locally on the same frame
+    from edge_agent.sources import open_source
+
+    frame = open_source(cfg.source).read()
+    local, _ = agent.head.run_full(frame.image_bgr)
+    first = next(x for x in sink.results if x.frame_id == 0)
+    assert first.payload["top_k"][0]["index"] == int(np.argmax(local["logits"][0]))
+    assert agent.decision.mode is Mode.PINNED
+
+
+def test_output_cut_runs_fully_local_and_input_cut_sends_jpeg(tiny_bundle, tail_server) -> None:
+    for cut, path, stages in (("output", Path.LOCAL, {"preprocess": "edge", "head": "edge", "tail": "skipped"}),
+                              ("input", Path.CLOUD, {"preprocess": "cloud", "head": "cloud", "tail": "cloud"})):
+        sink = MemorySink()
+        fake = FakeTransport(tail_server)
+        agent = EdgeAgent(agent_config(tiny_bundle, runtime__max_frames=5, policy__pinned_cut=cut),
+                          transport=fake, sink=sink).start()
+        assert agent.run_until_done(30)
+        _assert_one_result_per_frame(agent, sink)
+        assert {r.path for r in sink.results} == {path}
+        assert sink.results[0].stages == stages
+        if cut == "output":
+            assert fake.bytes_sent == 0
+        else:
+            assert fake.bytes_sent > 1000
+
+
+def test_server_killed_mid_stream_every_frame_gets_one_result(tiny_bundle) -> None:
+    from cloud_server.server import create_server
+    from cloud_server.settings import ServerSettings
+
+    server = create_server(ServerSettings(host="127.0.0.1", port=0, bundles=(tiny_bundle.root,),
+                                          metrics_port=None, discovery=False, max_queue_delay_us=0))
+    transport = GrpcTransport(server.address)
+    killed = threading.Event()
+
+    class KillingSink(MemorySink):
+        def write(self, result: FrameResult) -> None:
+            super().write(result)
+            if len(self.results) == 15 and not killed.is_set():
+                killed.set()
+                threading.Thread(target=server.stop, args=(0,), daemon=True).start()
+
+    sink = KillingSink()
+    cfg = agent_config(tiny_bundle, runtime__max_frames=60, policy__pinned_cut="conv2", source__fps_cap=100,
+                       runtime__deadline_ms=300)
+    agent = EdgeAgent(cfg, transport=transport, sink=sink).start()
+    try:
+        assert agent.run_until_done(60)
+    finally:
+        transport.close()
+        server.stop(0)
+    assert killed.is_set()
+    _assert_one_result_per_frame(agent, sink)
+    assert agent.frames_captured == 60 and len(sink.results) == 60
+    paths = [r.path for r in sorted(sink.results, key=lambda r: r.frame_id)]
+    assert paths[:10] == [Path.SPLIT] * 10  # the real server answered over the stream
+    assert Path.FALLBACK in paths[15:]
+    assert all(r.payload.get("top_k") for r in sink.results)  # fallbacks still classified
+    fallbacks = [r for r in sink.results if r.path is Path.FALLBACK]
+    assert all(r.fallback_reason for r in fallbacks)
+    assert agent.breaker.opened_count >= 1  # stopped hammering the dead server
+    assert sum(agent.offload_failures.values()) < len(fallbacks)
+
+
+def test_breaker_opens_then_recovers_automatically(tiny_bundle, tail_server) -> None:
+    fake = FakeTransport(tail_server)
+    sink = MemorySink()
+    cfg = agent_config(tiny_bundle, policy__pinned_cut="conv1", source__fps_cap=100, source__loop=True)
+    agent = EdgeAgent(cfg, transport=fake, sink=sink).start()
+    try:
+        assert _wait_for(lambda: agent.results_by_path["split"] >= 5)
+        fake.down = True
+        assert _wait_for(lambda: agent.breaker.state.value == "open")
+        assert _wait_for(lambda: agent.decision.mode is Mode.LOCAL_FALLBACK)
+        calls_when_open = fake.calls
+        assert _wait_for(lambda: agent.results_by_path["fallback"] >= 20)
+        assert fake.calls - calls_when_open <= 3  # only health probes / half-open trials, not every frame
+        fake.down = False
+        assert _wait_for(lambda: agent.decision.mode is Mode.PINNED and agent.breaker.state.value == "closed")
+        before = agent.results_by_path["split"]
+        assert _wait_for(lambda: agent.results_by_path["split"] > before + 5)
+    finally:
+        assert agent.stop(20)
+    _assert_one_result_per_frame(agent, sink)
+
+
+def test_bandwidth_collapse_moves_to_local_or_smaller_cut(tiny_bundle, tail_server) -> None:
+    kbps = {"value": None}
+
+    def delay_s(request) -> float:
+        return 0.0 if kbps["value"] is None else request.wire_bytes * 8 / kbps["value"] / 1000.0
+
+    fake = FakeTransport(tail_server, delay_s=delay_s)
+    sink = MemorySink()
+    cfg = agent_config(tiny_bundle, source__fps_cap=100, source__loop=True, runtime__deadline_ms=2000,
+                       policy__hysteresis_pct=5)
+    agent = EdgeAgent(cfg, transport=fake, sink=sink)
+    events = agent.subscribe()
+    agent.start()
+    wire = {p.cut_id: p.wire_bytes for p in agent.profiles}
+    try:
+        assert _wait_for(lambda: agent.results >= 20)
+        fast = agent.decision
+        assert fast.cut_id != "output", fast.reason  # a fast link: offloading wins
+        kbps["value"] = 150.0  # the uplink collapses
+        assert _wait_for(lambda: wire[agent.decision.cut_id] < wire[fast.cut_id], timeout_s=20), agent.decision.reason
+        slow = agent.decision
+        assert "kbps" in slow.reason
+        est = agent.snapshot().telemetry
+        assert est.uplink_kbps is None or est.uplink_kbps < 2000
+    finally:
+        assert agent.stop(30)
+    events.close()
+    _assert_one_result_per_frame(agent, sink)
+    assert {r.cut for r in sink.results} >= {fast.cut_id, slow.cut_id}
+
+
+def test_control_target_is_atomic_and_validated(tiny_bundle, tail_server) -> None:
+    fake = FakeTransport(tail_server)
+    sink = MemorySink()
+    cfg = agent_config(tiny_bundle, source__fps_cap=200, source__loop=True)
+    agent = EdgeAgent(cfg, transport=fake, sink=sink)
+    events = agent.subscribe()
+    agent.start()
+    try:
+        decision = agent.pin_split("conv2")
+        assert decision.cut_id == "conv2" and decision.mode is Mode.PINNED
+        assert agent.decision.cut_id == "conv2"
+        assert "conv2" in agent.head.loaded_heads()
+        n = agent.results
+        assert _wait_for(lambda: agent.results > n + 10)
+        with pytest.raises(UnknownCutError, match="valid cuts: input, conv1, conv2, output"):
+            agent.pin_split("conv9")
+        assert agent.decision.cut_id == "conv2"
+        agent.set_policy(Objective.SLO, 50.0)
+        snap = agent.snapshot()
+        assert snap.objective is Objective.SLO and snap.slo_ms == 50.0
+        assert snap.frames_captured >= snap.results > 0
+        ests = agent.cut_estimates()
+        assert [e.cut_id for e in ests] == ["input", "conv1", "conv2", "output"]
+        auto = agent.set_auto()
+        assert auto.mode is Mode.AUTO
+        seen = []
+        for ev in events:
+            seen.append(ev)
+            if any(isinstance(e, Telemetry) for e in seen) and len(seen) > 3:
+                break
+        assert any(getattr(e, "cut_id", None) == "conv2" for e in seen)
+    finally:
+        events.close()
+        assert agent.stop(20)
+    # frames keep the cut they started with: every conv2 result carries conv2's activation size
+    assert all(r.wire_bytes == 512 for r in sink.results if r.cut == "conv2" and r.path is Path.SPLIT)
+    _assert_one_result_per_frame(agent, sink)
+
+
+def test_metrics_endpoint(tiny_bundle, tail_server) -> None:
+    sink = MemorySink()
+    cfg = agent_config(tiny_bundle, runtime__max_frames=8, metrics__port=0, policy__pinned_cut="conv1",
+                       source__fps_cap=20)
+    agent = EdgeAgent(cfg, transport=FakeTransport(tail_server), sink=sink).start()
+    assert _wait_for(lambda: agent.results >= 4)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{agent.metrics_port}/metrics", timeout=5).read().decode()
+    assert agent.run_until_done(30)
+    assert "splitinfer_edge_frames_captured_total" in body
+    assert 'splitinfer_edge_results_total{path="split"}' in body
+    assert 'splitinfer_edge_chosen_cut{cut="conv1"} 1.0' in body
+    assert "splitinfer_edge_uplink_kbps" in body and "splitinfer_edge_battery_pct" in body

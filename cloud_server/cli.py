@@ -33,7 +33,7 @@ logger = logging.getLogger("cloud_server.cli")
 
 _EPILOG = f"""\
 configuration: every option can also be set in a TOML file (--config, keys named like the
-options with '_' instead of '-', e.g. max_batch_size = 8) or in the environment as
+options with '_' instead of '-', e.g. max_batch_size = 8; --bundle is the list `bundles`) or in the environment as
 {ENV_PREFIX}<KEY> (e.g. {ENV_PREFIX}MAX_BATCH_SIZE=8; {ENV_PREFIX}BUNDLES is a
 '{os.pathsep}'-separated list). Precedence, highest first:
     flags > {ENV_PREFIX}* environment > TOML file > defaults
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``splitinfer serve`` parser: one option per configuration key, all defaulting to "not given"."""
     parser = argparse.ArgumentParser(
         prog="splitinfer serve",
-        description="Serve the tails of split-inference bundles over the Open Inference Protocol "
+        description="Serve the tails of split-inference bundles over the Open Inference Protocol\n"
         "(KServe v2 / Triton gRPC), so tritonclient and the splitinfer edge agent can use them.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -32,10 +32,10 @@ __all__ = ["build_parser", "main"]
 logger = logging.getLogger("cloud_server.cli")
 
 _EPILOG = f"""\
-configuration: every option can also be set in a TOML file (--config, keys named like the
-options with '_' instead of '-', e.g. max_batch_size = 8; --bundle is the list `bundles`) or in the environment as
-{ENV_PREFIX}<KEY> (e.g. {ENV_PREFIX}MAX_BATCH_SIZE=8; {ENV_PREFIX}BUNDLES is a
-'{os.pathsep}'-separated list). Precedence, highest first:
+configuration: every option can also be set in a TOML file (--config; keys named like the
+options with '_' for '-', e.g. max_batch_size = 8, and `bundles` = [...] for --bundle) or in
+the environment as {ENV_PREFIX}<KEY> (e.g. {ENV_PREFIX}MAX_BATCH_SIZE=8;
+{ENV_PREFIX}BUNDLES is a '{os.pathsep}'-separated list). Precedence, highest first:
     flags > {ENV_PREFIX}* environment > TOML file > defaults
 See deploy/cloud/serve.example.toml.
 

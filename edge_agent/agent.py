@@ -123,7 +123,10 @@ class EdgeAgent:
     ``transport`` replaces the gRPC client (tests and the demo pass fakes or emulated
     links); None builds one from ``config.server`` (or discovery; fully local when no
     server is found). ``sink`` replaces the configured results sink; ``source`` the
-    configured frame source; ``clock`` returns monotonic seconds.
+    configured frame source; ``clock`` returns monotonic seconds; ``telemetry`` replaces
+    the hub of readers. ``serve_control`` starts the control endpoint (and its zeroconf
+    advertisement) as ``config.control`` says; the CLI daemon sets it, while programs that
+    embed the agent (tests, the demo) serve control themselves if they want it.
     """
 
     def __init__(
@@ -135,6 +138,7 @@ class EdgeAgent:
         source: Optional[FrameSource] = None,
         clock: Callable[[], float] = time.monotonic,
         telemetry: Optional[TelemetryHub] = None,
+        serve_control: bool = False,
     ) -> None:
         self.config = config
         self._clock = clock
@@ -186,6 +190,8 @@ class EdgeAgent:
         self._metrics: Optional[Any] = None
         self._metrics_server: Optional[Any] = None
         self.control_server: Optional[Any] = None
+        self._serve_control = serve_control and config.control.enabled
+        self._advertisement: Optional[Any] = None
         self.errors: list[str] = []
         self._started = False
 
@@ -306,6 +312,9 @@ class EdgeAgent:
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout=2.0)
+        if self._advertisement is not None:
+            self._advertisement.close()
+            self._advertisement = None
         if self.control_server is not None:
             self.control_server.stop()
             self.control_server = None
@@ -726,7 +735,7 @@ class EdgeAgent:
 
     def _start_control(self) -> None:
         ctl = self.config.control
-        if not ctl.enabled:
+        if not self._serve_control:
             return
         from edge_agent.control import start_control_server
 
@@ -734,6 +743,20 @@ class EdgeAgent:
             self, socket_path=str(ctl.socket_path) if ctl.socket_path else None,
             tcp_address=ctl.tcp_address, token=ctl.token, profiles=self.profiles,
         )
+        if ctl.advertise:
+            threading.Thread(target=self._advertise, name="edge-advertise", daemon=True).start()
+
+    def _advertise(self) -> None:
+        """Announce this agent over zeroconf (registration blocks ~1.5 s, hence a thread)."""
+        from edge_agent import discovery
+
+        try:
+            self._advertisement = discovery.advertise_agent(
+                self.agent_id, self.control_server.advertised,
+                bundles=[discovery.bundle_key(self.bundle.name, self.model_version)],
+            )
+        except Exception as exc:  # noqa: BLE001 - advertising is best effort
+            log.warning("zeroconf: cannot advertise the agent: %s", exc)
 
     def _update_gauges(self, t: Telemetry) -> None:
         if not self._metrics:

@@ -99,7 +99,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.check:
             print(f"splitinfer edge: configuration and bundle {config.bundle} are valid")
             return 0
-        agent = EdgeAgent(config)
+        agent = EdgeAgent(config, serve_control=True)
         agent.start()
     except (EdgeAgentError, BundleError) as exc:
         print(f"splitinfer edge: {exc}", file=sys.stderr)

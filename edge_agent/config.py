@@ -122,8 +122,9 @@ class MetricsConfig:
 class ControlConfig:
     """The control endpoint (``splitctl``): a unix socket, a TCP address, or neither."""
 
-    enabled: bool = True
+    enabled: bool = True  # the daemon (CLI) serves it; programmatic EdgeAgent only with serve_control=True
     socket_path: Optional[pathlib.Path] = None  # None = the control module's default path
+    advertise: bool = True  # announce the agent over zeroconf (role=agent) for `splitctl discover`
     tcp_address: Optional[str] = None  # host:port; requires a token
     token: Optional[str] = field(default=None, repr=False)
 

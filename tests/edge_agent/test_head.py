@@ -1,0 +1,86 @@
+"""Head execution: real ONNX Runtime sessions on the tiny bundle and a real video frame."""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edge_agent.errors import UnknownCutError
+from edge_agent.head import HeadRunner, choose_providers, complete_locally, cut_profiles
+from partitioner.preprocess import decode_jpeg, preprocess_bgr
+from protos import datatypes
+from tests.edge_agent.conftest import first_video_frame
+
+
+def test_providers_prefer_xnnpack_when_built_in() -> None:
+    providers, intra = choose_providers("auto", 4)
+    if "XnnpackExecutionProvider" in ort.get_available_providers():
+        assert providers[0][0] == "XnnpackExecutionProvider" and intra == 1
+    else:
+        assert providers == ["CPUExecutionProvider"] and intra == 4
+    assert choose_providers("cpu", 3) == (["CPUExecutionProvider"], 3)
+
+
+def test_prewarm_neighbours_and_release(tiny_bundle) -> None:
+    runner = HeadRunner(tiny_bundle, threads=1, prewarm_neighbours=1)
+    assert runner.loaded_heads() == []  # only the full model until a cut is chosen
+    runner.activate("input")
+    assert runner.loaded_heads() == ["conv1"]  # "input" has no head; its neighbour is prewarmed
+    runner.activate("output")
+    assert runner.loaded_heads() == ["conv2"]  # conv1 released, conv2 (the neighbour) kept ready
+    assert runner.neighbours("conv1") == ["input", "conv1", "conv2"]
+    with pytest.raises(UnknownCutError, match="valid cuts: input, conv1, conv2, output"):
+        runner.activate("conv7")
+    # a cut far from the active one still runs (loaded on demand)
+    out = runner.run_head("conv1", first_video_frame())
+    assert out.tensors[0].shape == (1, 4, 16, 16)
+    assert "output" in runner.measured_head_ms()
+
+
+def test_head_outputs_follow_the_manifest(tiny_bundle) -> None:
+    runner = HeadRunner(tiny_bundle, threads=1, prewarm_neighbours=3)
+    runner.activate("conv1")
+    frame = first_video_frame()
+    x = preprocess_bgr(frame, tiny_bundle.manifest.input)
+    full, _ = runner.run_full(frame)
+    c1 = runner.run_head("conv1", frame)
+    assert c1.tensors[0].datatype == "FP32" and len(c1.tensors[0].raw) == c1.wire_bytes == 4096
+    np.testing.assert_array_equal(c1.model_input, x)
+    c2 = runner.run_head("conv2", frame)
+    t = c2.tensors[0]
+    assert (t.name, t.datatype, t.shape, len(t.raw)) == ("conv2_q", "UINT8", (1, 8, 8, 8), 512)
+    jp = runner.run_head("input", frame)
+    assert jp.tensors[0].datatype == "BYTES" and jp.model_input is None
+    jpeg = datatypes.deserialize_bytes_tensor(jp.tensors[0].raw)
+    assert len(jpeg) == 1 and decode_jpeg(jpeg[0]).shape == frame.shape
+    out = runner.run_head("output", frame)
+    np.testing.assert_allclose(out.local_outputs["logits"], full["logits"], rtol=1e-6)
+    # fallback without local tails: the full model on the preprocessed frame
+    outputs, _, what = complete_locally(runner, c2, frame)
+    assert what == "full"
+    np.testing.assert_allclose(outputs["logits"], full["logits"], rtol=1e-6)
+
+
+def test_local_tails_and_zlib(tiny_bundle) -> None:
+    runner = HeadRunner(tiny_bundle, threads=1, local_tails=True, compression="zlib")
+    runner.activate("conv1")
+    assert runner.loaded_tails() == ["conv1", "conv2"]
+    frame = first_video_frame()
+    c1 = runner.run_head("conv1", frame)
+    assert c1.tensors[0].parameters == {"compression": "zlib"}
+    raw = zlib.decompress(c1.tensors[0].raw)
+    assert raw == np.ascontiguousarray(c1.arrays["conv1_out"]).tobytes()
+    outputs, _, what = complete_locally(runner, c1, frame)
+    full, _ = runner.run_full(frame)
+    assert what == "tail"
+    np.testing.assert_allclose(outputs["logits"], full["logits"], atol=1e-4)
+
+
+def test_cut_profiles_from_manifest(tiny_bundle) -> None:
+    profiles = {p.cut_id: p for p in cut_profiles(tiny_bundle)}
+    assert [p.order for p in profiles.values()] == [0, 1, 2, 3]
+    assert profiles["conv1"].head_ms == 20.0 and profiles["conv1"].tail_ms == 1.5
+    assert profiles["output"].wire_bytes == 0 and profiles["output"].head_ms == 80.0
+    assert profiles["input"].head_ms == 0.0 and profiles["conv2"].wire_bytes == 512

@@ -560,7 +560,7 @@ def select_cuts(model: onnx.ModelProto, names: Sequence[str], *, max_tensors: in
         if not tensors:
             raise CutNotFound(f"empty cut request {request!r}; expected tensor names separated by commas")
         for t in tensors:
-            if t not in index.infos and t not in index.dynamic:
+            if t not in index.infos and t not in index.dynamic and t not in index.sizes and t not in index.producer:
                 near = difflib.get_close_matches(t, all_names + list(by_id), n=5, cutoff=0.4)
                 raise CutNotFound(
                     f"cut tensor {t!r} is not in the graph; nearest candidates: {', '.join(near) or '(none)'}"
@@ -596,7 +596,17 @@ def select_cuts(model: onnx.ModelProto, names: Sequence[str], *, max_tensors: in
 
 
 def _nearest(request: str, candidates: Sequence[CutCandidate], n: int = 5) -> list[str]:
+    """Valid cuts that contain a requested tensor (fewest extra tensors first), then the
+    cuts whose names are most similar."""
+    wanted = {t.strip() for t in request.split(",") if t.strip()}
+    containing = sorted(
+        (c for c in candidates if wanted & set(c.tensors)), key=lambda c: (len(set(c.tensors) - wanted), c.order)
+    )
     keys = {c.display_name: c for c in candidates}
     keys.update({c.id: c for c in candidates})
-    near = difflib.get_close_matches(request.replace(",", "+"), list(keys), n=n, cutoff=0.0)
-    return [f"{keys[k].display_name} (id {keys[k].id})" for k in near]
+    similar = [keys[k] for k in difflib.get_close_matches(request.replace(",", "+"), list(keys), n=n, cutoff=0.0)]
+    picked: dict[str, CutCandidate] = {}
+    for c in containing + similar:
+        if len(picked) < n:
+            picked.setdefault(c.id, c)
+    return [f"{c.display_name} (id {c.id})" for c in picked.values()]

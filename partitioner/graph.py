@@ -68,6 +68,7 @@ def prepare_model(
     _remove_dead_nodes(model.graph)
     _sort_topologically(model.graph)
     _make_batch_symbolic(model.graph)
+    _prune_opsets(model)
     del model.graph.value_info[:]
     model = _infer_shapes(model)
     _fill_missing_shapes(model)
@@ -315,6 +316,15 @@ def _sort_topologically(graph: onnx.GraphProto) -> None:
     if order != list(range(len(nodes))):
         del graph.node[:]
         graph.node.extend(nodes[i] for i in order)
+
+
+def _prune_opsets(model: onnx.ModelProto) -> None:
+    """Keep only the operator domains the nodes use (ONNX Runtime declares all it knows)."""
+    used = {n.domain for n in model.graph.node} | {"", "ai.onnx"} | {f.domain for f in model.functions}
+    keep = [o for o in model.opset_import if o.domain in used]
+    if len(keep) != len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(keep)
 
 
 def _make_batch_symbolic(graph: onnx.GraphProto) -> None:

@@ -102,6 +102,8 @@ class Bench:
         self.proxy_port = PROXY_PORT if self.namespaced else LOOPBACK_PROXY_PORT
         self.server: Optional[Proc] = None
         self.server_starts = 0
+        # grows when an agent takes longer than this to load (so frames start at schedule time 0)
+        self.startup_s = settings.startup_s
         self.py = sys.executable
         self.env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
         if settings.video is None:
@@ -183,10 +185,9 @@ class Bench:
         battery_csv = None
         if scenario.battery_trace:
             battery_csv = run_dir / "battery.csv"
-            # the agent's trace clock starts when it is built, up to startup_s before schedule time 0
-            t0, pct0, charging0 = scenario.battery_trace[0]
-            rows = ["time_s,battery_pct,charging", f"0,{pct0:g},{int(charging0)}"]
-            rows += [f"{t + s.startup_s:g},{pct:g},{int(charging)}" for t, pct, charging in scenario.battery_trace]
+            # the agent's trace clock starts at its first reading, when it starts (schedule time 0)
+            rows = ["time_s,battery_pct,charging"]
+            rows += [f"{t:g},{pct:g},{int(charging)}" for t, pct, charging in scenario.battery_trace]
             battery_csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
         config = self.edge_config(run_dir, scenario, strategy, battery_csv)
         first = scenario.schedule.state_at(0).uplink_kbps
@@ -194,7 +195,8 @@ class Bench:
         if self.server is None or not self.server.alive():
             self.start_server()
 
-        origin = time.time() + s.startup_s
+        launched = time.time()
+        origin = launched + self.startup_s
         proxy_argv = [self.py, "-m", "benchmarks.testbed.proxy", "--listen", f"127.0.0.1:{self.proxy_port}",
                       "--upstream", f"{self.testbed.cloud_host}:{self.server_port}",  # type: ignore[attr-defined]
                       "--schedule", str(schedule_path), "--origin-unix", f"{origin:.3f}",
@@ -228,7 +230,7 @@ class Bench:
                 killer = threading.Thread(target=self._kill_and_restart, daemon=True,
                                           args=(origin, scenario.kill_at_s, scenario.restart_at_s, returns_unix_ms, notes))
                 killer.start()
-            budget_s = s.startup_s + scenario.frames / scenario.fps_cap * 2 + 60
+            budget_s = self.startup_s + scenario.frames / scenario.fps_cap * 2 + 60
             code = agent.wait(budget_s)
             if code is None:
                 notes.append(f"agent still running after {budget_s:.0f}s; stopped")
@@ -238,6 +240,7 @@ class Bench:
             if killer is not None:
                 killer.join(timeout=60)
             wall_s = time.monotonic() - started
+            self._learn_startup(agent, launched, notes)
             link_after = self.testbed.link_bytes()  # type: ignore[attr-defined]
         finally:
             if load is not None:
@@ -272,6 +275,17 @@ class Bench:
                     scenario.name, strategy.name, summary.mean_ms, summary.p95_ms, summary.frames_per_s,
                     summary.frames_without_result, summary.paths)
         return out
+
+    def _learn_startup(self, agent: Proc, launched: float, notes: list[str]) -> None:
+        try:
+            loaded = next(float(line.split()[1]) for line in agent.stdout_path.read_text().splitlines()
+                          if line.startswith("loaded "))
+        except (OSError, StopIteration, ValueError, IndexError):
+            return
+        load_s = loaded - launched
+        if load_s + 1.0 > self.startup_s:
+            notes.append(f"agent took {load_s:.1f}s to load (allowance {self.startup_s:.1f}s); allowance raised")
+            self.startup_s = min(load_s + 1.5, 60.0)
 
     def _kill_and_restart(self, origin: float, kill_at_s: float, restart_at_s: Optional[float],
                           returns_unix_ms: list[float], notes: list[str]) -> None:

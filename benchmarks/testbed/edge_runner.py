@@ -5,7 +5,7 @@
 its end (``runtime.max_frames``) and exits once every frame has its result. The
 bench launches it inside the edge namespace and CPU cgroup; it is the same agent
 ``splitinfer edge`` runs, without the daemon's signal handling and control socket.
-Prints ``started UNIX_S`` when the agent has started and ``done N`` at the end.
+Prints ``loaded UNIX_S`` once the bundle and sessions are loaded, ``started UNIX_S`` when the agent has started and ``done N`` at the end.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config)
     logging.getLogger().setLevel(config.agent.log_level)
     agent = EdgeAgent(config)
+    print(f"loaded {time.time():.3f}", flush=True)
     if args.start_at_unix is not None:
         late_s = time.time() - args.start_at_unix
         if late_s > 0:

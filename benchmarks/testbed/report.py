@@ -263,6 +263,8 @@ def write_plots(doc: dict, out_dir: pathlib.Path) -> list[str]:
             ax2.step([p[0] for p in steps], [p[1] for p in steps], where="post", color="tab:gray", alpha=0.6,
                      linestyle="--", label="uplink")
             ax2.set_ylabel("uplink (Mbit/s)", color="tab:gray")
+        t_end = max(p[0] for r in shown for p in r["timeline"]) if shown else 1.0
+        ax.set_xlim(0, t_end + 1)
         ax.legend(fontsize=8, loc="upper left")
         ax.set_title(f"{sc['name']}: per-frame latency (shaded: outage / server down)")
         ad = _run(sc, ADAPTIVE)

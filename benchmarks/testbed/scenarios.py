@@ -65,7 +65,7 @@ ADAPTIVE_ENERGY = Strategy("adaptive-energy", None, "energy")
 
 
 def varying_schedule(quick: bool) -> LinkSchedule:
-    """Steps, a slow ramp down, a 10 s outage, recovery. ~46 s (~34 s quick)."""
+    """Steps (one with loss-like stalls), a slow ramp down, a 10 s outage, recovery. ~46 s (~34 s quick)."""
     unit = 0.6 if quick else 1.0
     t = 0.0
     segs = []
@@ -76,7 +76,7 @@ def varying_schedule(quick: bool) -> LinkSchedule:
         t += duration_s
 
     add(8 * unit, uplink_kbps=30_000)
-    add(6 * unit, uplink_kbps=3_000)
+    add(6 * unit, uplink_kbps=3_000, loss_pct=2.0)  # with loss-like 200 ms stalls
     add(4 * unit, uplink_kbps=100_000)
     add(10 * unit, uplink_kbps=10_000, ramp_to_kbps=1_000)  # slow ramp down
     add(OUTAGE_S, uplink_kbps=1_000, up=False)  # the outage keeps its full 10 s
@@ -110,7 +110,7 @@ def build_scenarios(
     duration_s = varying.last_change_s
     scenarios.append(Scenario(
         name="varying", kind="varying",
-        description="30 -> 3 -> 100 Mbit/s steps, a slow ramp 10 -> 1 Mbit/s, a 10 s outage, back to 30 Mbit/s",
+        description="30 -> 3 (2% loss-like stalls) -> 100 Mbit/s steps, a slow ramp 10 -> 1 Mbit/s, a 10 s outage, back to 30 Mbit/s",
         schedule=varying, frames=int(duration_s * fps_cap), fps_cap=fps_cap, strategies=everything))
     scenarios.append(Scenario(
         name=f"server_load_{load_clients}", kind="load", load_clients=load_clients,

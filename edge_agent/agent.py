@@ -65,6 +65,7 @@ from protos import datatypes
 log = logging.getLogger(__name__)
 
 _END = object()
+REDISCOVER_MS = 30_000  # how often a daemon without a server browses zeroconf again
 
 
 @dataclass
@@ -192,6 +193,8 @@ class EdgeAgent:
         self.control_server: Optional[Any] = None
         self._serve_control = serve_control and config.control.enabled
         self._advertisement: Optional[Any] = None
+        self._discovering = threading.Event()
+        self._next_discovery_ms = REDISCOVER_MS
         self.errors: list[str] = []
         self._started = False
 
@@ -420,9 +423,10 @@ class EdgeAgent:
                 self.telemetry.slowdown.observe(job.head.head_ms, profiled_ms, self._now_ms())
         if cut == OUTPUT_CUT:
             job.local_outputs = dict(job.head.local_outputs or {})
-            fallback = job.decision.mode is Mode.LOCAL_FALLBACK
+            # fully local by choice, or because the server is down (no server at all is a choice)
+            fallback = job.decision.mode is Mode.LOCAL_FALLBACK and self.transport is not None
             job.path = Path.FALLBACK if fallback else Path.LOCAL
-            job.fallback_reason = "cloud unavailable" if fallback else None
+            job.fallback_reason = f"cloud unavailable (circuit {self.breaker.state.value})" if fallback else None
 
     def _offload_allowed(self) -> bool:
         with self._lock:
@@ -509,8 +513,10 @@ class EdgeAgent:
             server_ms = (queue_ms or 0.0) + (compute_ms or 0.0)
             self.telemetry.bandwidth.observe_transfer(wire_bytes, rtt_ms, now, server_ms=min(server_ms, rtt_ms))
             self.telemetry.server.observe(cut_id, queue_ms, compute_ms, now)
-            if before is not BreakerState.CLOSED and self.breaker.state is BreakerState.CLOSED:
-                self._apply(self.policy.note_cloud_available(True, now))
+            recovered = before is not BreakerState.CLOSED and self.breaker.state is BreakerState.CLOSED
+            decision = self.policy.note_cloud_available(True, now) if recovered else None
+        if decision is not None:
+            self._apply(decision)
 
     def _on_offload_failure(self, exc: OffloadUnavailable) -> None:
         with self._lock:
@@ -518,13 +524,14 @@ class EdgeAgent:
             self.offload_failures[exc.code] += 1
             before = self.breaker.state
             self.breaker.record_failure(now)
-            opened = before is not BreakerState.OPEN and self.breaker.state is BreakerState.OPEN
-            if opened:
-                log.warning("offload failing (%s: %s); circuit open, completing frames on the device, retry in %d ms",
-                            exc.code, exc, self.breaker.backoff_ms)
-                self._apply(self.policy.note_cloud_available(False, now))
-            else:
-                log.debug("offload failed: %s: %s", exc.code, exc)
+            opened = before is BreakerState.CLOSED and self.breaker.state is BreakerState.OPEN
+            decision = self.policy.note_cloud_available(False, now) if opened else None
+        if decision is not None:
+            log.warning("offload failing (%s: %s); circuit open, completing frames on the device, retry in %d ms",
+                        exc.code, exc, self.breaker.backoff_ms)
+            self._apply(decision)
+        else:
+            log.debug("offload failed: %s: %s", exc.code, exc)
         if self._metrics:
             self._metrics["offload_failures"].labels(code=exc.code).inc()
 
@@ -588,7 +595,8 @@ class EdgeAgent:
     # ------------------------------------------------------------------ control loop
 
     def _sample_telemetry(self, now_ms: int) -> Telemetry:
-        available = self.transport is not None and self.breaker.poll(now_ms) is not BreakerState.OPEN
+        # HALF_OPEN counts as unavailable until the health probe closes the breaker
+        available = self.transport is not None and self.breaker.poll(now_ms) is BreakerState.CLOSED
         current = self._decision.cut_id if self._decision is not None else None
         return self.telemetry.sample(now_ms, cloud_available=available, current_cut=current)
 
@@ -602,6 +610,8 @@ class EdgeAgent:
         now = self._now_ms()
         if self.transport is not None and self.breaker.begin_probe(now):
             self._health_probe()
+        elif self.transport is None:
+            self._maybe_rediscover(now)
         with self._lock:
             now = self._now_ms()
             sample = self._sample_telemetry(now)
@@ -614,17 +624,34 @@ class EdgeAgent:
             self._bandwidth_probe()
         return decision
 
-    def _apply(self, decision: Decision) -> None:
-        """Prewarm the decision's head, then publish it to the head stage (frames after this use it)."""
-        with self._lock:
-            current = self._decision
-        if current is not None and current.cut_id == decision.cut_id and current.mode is decision.mode:
-            with self._lock:
-                self._decision = decision
+    def _maybe_rediscover(self, now_ms: int) -> None:
+        """Without a server, look for one again every ``REDISCOVER_MS`` (in a thread: browsing blocks)."""
+        server = self.config.server
+        if not self._own_transport or server.address is not None or not server.discovery:
             return
-        if decision.cut_id not in self.head.loaded_heads() and decision.cut_id != OUTPUT_CUT:
-            self.head.activate(decision.cut_id)
-        elif self.head.active_cut != decision.cut_id:
+        if now_ms < self._next_discovery_ms or self._discovering.is_set():
+            return
+        self._next_discovery_ms = now_ms + REDISCOVER_MS
+        self._discovering.set()
+
+        def run() -> None:
+            try:
+                transport = self._connect()
+                if transport is not None:
+                    self.transport = self._maybe_emulate(transport)
+                    log.info("server %s discovered; offloading can resume", self.server_address)
+            finally:
+                self._discovering.clear()
+
+        threading.Thread(target=run, name="edge-discovery", daemon=True).start()
+
+    def _apply(self, decision: Decision) -> None:
+        """Prewarm the decision's head (and neighbours), then publish it to the head stage.
+
+        Called without the agent lock held: loading a session may take a while and frames
+        keep flowing on the previous decision meanwhile.
+        """
+        if decision.cut_id != self.head.active_cut:
             self.head.activate(decision.cut_id)
         self._publish(decision)
 

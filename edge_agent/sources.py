@@ -120,6 +120,8 @@ class CaptureSource:
         self._pacer = _Pacer(cfg.fps_cap, clock, self._sleep)
         self._backoff = Backoff(cfg.reconnect_initial_s, cfg.reconnect_max_s)
         self._cap: Any = None
+        self._lock = threading.Lock()
+        self._reading = False
         self._next_id = 0
         self.reconnects = 0
         self.reconnect_delays_s: list[float] = []
@@ -172,6 +174,26 @@ class CaptureSource:
         return False
 
     def read(self) -> Optional[Frame]:
+        """The next frame; None at the end of a file or after ``close()``. One reader thread at a time."""
+        with self._lock:
+            if self._stop.is_set():
+                self._release()
+                return None
+            self._reading = True
+        try:
+            return self._read()
+        finally:
+            with self._lock:
+                self._reading = False
+                if self._stop.is_set():  # closed while we were reading: release here, not under our feet
+                    self._release()
+
+    def _release(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def _read(self) -> Optional[Frame]:
         while not self._stop.is_set():
             if self._cap is None:
                 if not self.live or not self._reconnect():
@@ -196,10 +218,11 @@ class CaptureSource:
         return None
 
     def close(self) -> None:
+        """Stop: a blocked ``read`` returns None (after its current frame); safe from any thread."""
         self._stop.set()
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+        with self._lock:
+            if not self._reading:
+                self._release()
 
 
 class FolderSource:

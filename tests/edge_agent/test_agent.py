@@ -219,3 +219,80 @@ def test_metrics_endpoint(tiny_bundle, tail_server) -> None:
     assert 'splitinfer_edge_results_total{path="split"}' in body
     assert 'splitinfer_edge_chosen_cut{cut="conv1"} 1.0' in body
     assert "splitinfer_edge_uplink_kbps" in body and "splitinfer_edge_battery_pct" in body
+
+
+def test_live_source_drops_oldest_when_behind_and_counts(tiny_bundle, tail_server) -> None:
+    import cv2
+
+    from edge_agent.sources import CaptureSource
+    from splitinfer import samples
+
+    cfg = agent_config(tiny_bundle, runtime__max_frames=80, policy__pinned_cut="conv1", runtime__max_in_flight=1,
+                       runtime__queue_depth=1, source__uri="rtsp://camera.invalid/live")
+    # a "stream" that is really the sample video, read as fast as OpenCV decodes it
+    live = CaptureSource(cfg.source, open_capture=lambda _t: cv2.VideoCapture(str(samples.video_path("bikes.mp4"))))
+    assert live.live
+    slow = FakeTransport(tail_server, delay_s=lambda r: 0.02)  # the network stage is the bottleneck
+    sink = MemorySink()
+    agent = EdgeAgent(cfg, transport=slow, sink=sink, source=live).start()
+    assert agent.run_until_done(60)
+    assert agent.frames_captured == 80
+    assert agent.frames_dropped > 10
+    _assert_one_result_per_frame(agent, sink)  # results + dropped == captured, ids unique
+    ids = sorted(r.frame_id for r in sink.results)
+    assert ids[-1] == 79  # the newest frame is never the one dropped
+
+
+def test_cli_runs_local_and_sigterm_drains(tiny_bundle, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from splitinfer import samples
+
+    toml = tmp_path / "edge.toml"
+    results = tmp_path / "results.jsonl"
+    toml.write_text(f"""
+bundle = "{tiny_bundle.root}"
+[server]
+discovery = false
+[source]
+uri = "{samples.video_path('bikes.mp4')}"
+width_px = 160
+height_px = 120
+fps_cap = 50
+loop = true
+[results]
+sink = "file"
+path = "{results}"
+[control]
+socket_path = "{tmp_path / 'ctl.sock'}"
+advertise = false
+[battery]
+source = "none"
+""")
+    env = {**os.environ, "SPLITINFER_RUNTIME_THREADS": "1"}
+    bad = subprocess.run([sys.executable, "-m", "splitinfer.cli", "edge", "--config", str(toml), "--threads", "0"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
+    assert "runtime.threads = 0: expected an integer in 1..64" in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "splitinfer.cli", "edge", "--config", str(toml)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert _wait_for(lambda: results.exists() and len(results.read_text().splitlines()) >= 10, timeout_s=30)
+        assert (tmp_path / "ctl.sock").exists()  # the daemon serves splitctl
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    lines = [json.loads(x) for x in results.read_text().splitlines()]
+    done = [x for x in err.splitlines() if "done:" in x][-1]
+    captured = int(done.split("done: ")[1].split(" frames")[0])
+    assert len(lines) == captured and len({x["frame_id"] for x in lines}) == captured
+    assert {x["path"] for x in lines} == {"local"}  # no server, no discovery: fully local by choice
+    for line in lines:
+        check_result_line(line)
+    assert not (tmp_path / "ctl.sock").exists()

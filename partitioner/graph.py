@@ -25,6 +25,7 @@ import functools
 import logging
 import os
 import pathlib
+import re
 import tempfile
 from collections import defaultdict
 from typing import Iterable, Mapping, Sequence
@@ -111,6 +112,20 @@ def optimize_basic(model: onnx.ModelProto) -> onnx.ModelProto:
     operators (BatchNorm into Conv, Identity/Dropout removal, Constant -> initializer).
     Raises :class:`UnsupportedModel` with ONNX Runtime's reason when it rejects the graph.
     """
+    try:
+        return _optimize_with_ort(model)
+    except UnsupportedModel as exc:
+        # onnx may be newer than onnxruntime: retry at the newest IR version it supports
+        match = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", str(exc))
+        if not match or int(match.group(2)) < onnx.helper.find_min_ir_version_for(list(model.opset_import)):
+            raise
+        downgraded = _copy(model)
+        downgraded.ir_version = int(match.group(2))
+        logger.info("IR version %s -> %s for ONNX Runtime", match.group(1), match.group(2))
+        return _optimize_with_ort(downgraded)
+
+
+def _optimize_with_ort(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="splitinfer-prepare-") as tmp:
@@ -128,9 +143,27 @@ def optimize_basic(model: onnx.ModelProto) -> onnx.ModelProto:
         try:
             ort.InferenceSession(os.fspath(src), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own pybind exception types
-            raise UnsupportedModel(f"ONNX Runtime cannot load the model: {_first_line(exc)}") from exc
+            raise UnsupportedModel(f"ONNX Runtime cannot load the model: {_ort_reason(exc)}") from exc
         optimized = onnx.load(os.fspath(dst), load_external_data=True)
     return optimized
+
+
+def _ort_reason(exc: BaseException) -> str:
+    """ONNX Runtime's message without its temporary path and C++ signature noise."""
+    text = _first_line(exc)
+    text = re.sub(r"Load model from \S+ failed:", "", text)
+    text = re.sub(r"/onnxruntime_src/\S+ onnxruntime::[^)]*\)\s*", "", text)
+    return text.strip()
+
+
+def supports_batching(model: onnx.ModelProto) -> bool:
+    """True when every output of a prepared model keeps the symbolic batch dim of the inputs.
+
+    False means the graph hard-codes the batch somewhere (e.g. ``Reshape`` to ``[1, -1]``)
+    and its tails must be served with batch 1 only.
+    """
+    dims = [tensor_shape(vi)[:1] for vi in model.graph.output]
+    return bool(dims) and all(d == [BATCH_DIM] for d in dims)
 
 
 def graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:

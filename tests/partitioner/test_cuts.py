@@ -259,3 +259,53 @@ def test_tf_style_names_get_short_ids(topologies) -> None:
 def test_max_tensors_must_be_positive(prepared_mobilenet_v2) -> None:
     with pytest.raises(ValueError, match="max_tensors=0"):
         enumerate_cuts(prepared_mobilenet_v2, max_tensors=0)
+
+
+def _two_input_model() -> onnx.ModelProto:
+    """image -> Conv -> Relu -> GAP -> Flatten -> Gemm, then * temperature (a second input
+    read only at the very end, so inner cuts must carry it across)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.normal(size=(6, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=(6, 4)).astype(np.float32), "fc")]
+    nodes = [helper.make_node("Conv", ["image", "w"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["conv"], ["relu"]),
+             helper.make_node("GlobalAveragePool", ["relu"], ["gap"]),
+             helper.make_node("Flatten", ["gap"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "fc"], ["logits"]),
+             helper.make_node("Mul", ["logits", "temperature"], ["scores"])]
+    g = helper.make_graph(nodes, "two_inputs",
+                          [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["B", 3, 16, 16]),
+                           helper.make_tensor_value_info("temperature", TensorProto.FLOAT, ["B", 1])],
+                          [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["B", 4])], initializer=inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_second_input_read_late_travels_with_every_inner_cut(imagenet_frames) -> None:
+    model = prepare_model(_two_input_model())
+    cands = enumerate_cuts(model)
+    assert cands[0].tensors == ("image", "temperature")
+    inner = [c for c in cands if not c.is_end]
+    assert inner and all("temperature" in c.tensors for c in inner)
+    rng = np.random.default_rng(0)
+    frames = [{"image": imagenet_frames[0][:, :, :16, :16], "temperature": rng.uniform(0.5, 2, (1, 1)).astype(np.float32)}]
+    for c in cands:
+        head, tail = split_model(model, c)
+        assert verify_split(model, head, tail, frames).passed, c.id
+
+
+def test_a_model_whose_output_ignores_the_input_cannot_be_split() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from partitioner.errors import UnsupportedModel
+
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["c"], ["y"]), helper.make_node("Relu", ["x"], ["unused"])], "const",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        initializer=[numpy_helper.from_array(np.array([1.0, -1.0], dtype=np.float32), "c")],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UnsupportedModel, match="no node depends on a graph input"):
+        enumerate_cuts(prepare_model(model))

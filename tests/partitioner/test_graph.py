@@ -203,3 +203,32 @@ def test_input_shapes_fix_symbolic_spatial_dims() -> None:
     assert graph.tensor_shape(prepared.graph.output[0]) == ["batch", 4, 16, 16]
     with pytest.raises(UnsupportedModel, match=r"\['images'\] that are not graph inputs"):
         graph.prepare_model(model, input_shapes={"images": [1, 3, 16, 16]})
+
+
+def test_values_shape_inference_cannot_type_get_a_probed_shape() -> None:
+    """com.microsoft ops are unknown to ONNX shape inference; a probe run fills the gap."""
+    rng = np.random.default_rng(2)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Gelu", ["a"], ["b"], domain="com.microsoft"),
+        helper.make_node("Conv", ["b", "w2"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes, "contrib", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w1"),
+                     numpy_helper.from_array(rng.normal(size=(2, 4, 1, 1)).astype(np.float32), "w2")],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    prepared = graph.prepare_model(model)
+    infos = graph.value_infos(prepared)
+    assert graph.tensor_shape(infos["b"]) == ["batch", 4, 8, 8]
+    assert graph.tensor_shape(infos["y"]) == ["batch", 2, 8, 8]
+
+
+def test_supports_batching_tells_hard_coded_batches_apart(prepared_mobilenet_v2, prepared_light_models) -> None:
+    assert graph.supports_batching(prepared_mobilenet_v2)
+    assert graph.supports_batching(prepared_light_models["light_densenet121"])
+    # light_resnet50 ends with Reshape(x, [1, 2048]): it cannot run a batch of 2
+    assert not graph.supports_batching(prepared_light_models["light_resnet50"])

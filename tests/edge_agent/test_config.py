@@ -125,3 +125,10 @@ def test_source_kind_inference(tmp_path: pathlib.Path) -> None:
     assert resolved_source_kind(SourceConfig(uri="https://cam/mjpeg")) == "stream"
     assert resolved_source_kind(SourceConfig(uri=str(tmp_path))) == "folder"
     assert resolved_source_kind(SourceConfig(uri="a.mp4")) == "video"
+
+
+def test_example_config_is_valid() -> None:
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    cfg = load_config(repo / "deploy" / "edge" / "edge.example.toml", env={})
+    assert cfg.control.socket_path == pathlib.Path("/run/splitinfer/control.sock")
+    assert cfg.link.enabled is False and cfg.server.address is None and cfg.server.discovery

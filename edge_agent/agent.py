@@ -187,7 +187,6 @@ class EdgeAgent:
         self.offload_failures: Counter[str] = Counter()
         self._latencies_ms: deque[float] = deque(maxlen=500)
         self._last_image: Optional[np.ndarray] = None
-        self._last_probe_ms = -10**12
         self._metrics: Optional[Any] = None
         self._metrics_server: Optional[Any] = None
         self.control_server: Optional[Any] = None
@@ -197,6 +196,7 @@ class EdgeAgent:
         self._next_discovery_ms = REDISCOVER_MS
         self.errors: list[str] = []
         self._started = False
+        self._shut_down = False
 
     # ------------------------------------------------------------------ clocks
 
@@ -311,7 +311,12 @@ class EdgeAgent:
         return finished
 
     def _shutdown(self) -> None:
+        """Release everything once (idempotent)."""
         self._stop.set()
+        with self._lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout=2.0)

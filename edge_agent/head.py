@@ -29,11 +29,11 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from edge_agent.errors import EdgeAgentError, UnknownCutError
+from edge_agent.errors import UnknownCutError
 from edge_agent.types import CutProfile, WireTensor
 from partitioner.bundle import INPUT_CUT, OUTPUT_CUT, Bundle
 from partitioner.preprocess import encode_jpeg, preprocess_bgr
@@ -295,10 +295,6 @@ class HeadRunner:
         return self._run(loaded, feeds)
 
 
-class HeadError(EdgeAgentError):
-    """A head or full model could not run on a frame."""
-
-
 def complete_locally(runner: HeadRunner, head: HeadOutput, image_bgr: np.ndarray) -> tuple[dict[str, np.ndarray], float, str]:
     """Finish a frame on the device: local tail if loaded, else the full model.
 
@@ -310,6 +306,3 @@ def complete_locally(runner: HeadRunner, head: HeadOutput, image_bgr: np.ndarray
     outputs, ms = runner.run_full(image_bgr, head.model_input)
     return outputs, ms, "full"
 
-
-def wire_datatypes(tensors: Sequence[WireTensor]) -> list[str]:
-    return [t.datatype for t in tensors]

@@ -1,0 +1,195 @@
+"""INT8 head quantization, fidelity measurement and remedies, FP16 tails, calibration frames."""
+from __future__ import annotations
+
+import pathlib
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+
+from partitioner import calibration, codecs, quantize
+from partitioner.errors import CalibrationError
+from partitioner.split import split_model
+from protos import bundle_pb2
+from splitinfer import samples
+from tests.partitioner.test_pipeline import SIZE, tiny_model
+
+IMAGENET = bundle_pb2.InputSpec(width_px=224, height_px=224, layout="NCHW", color_order="RGB", resize_shorter_px=256,
+                                pixel_scale=1 / 255, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], jpeg_quality=90)
+TINY = bundle_pb2.InputSpec(width_px=SIZE, height_px=SIZE, layout="NCHW", color_order="RGB", resize_shorter_px=40,
+                            pixel_scale=1 / 255, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], jpeg_quality=90)
+
+
+# --------------------------------------------------------------------------- calibration frames
+
+
+def test_feed_reader_is_ort_pull_interface() -> None:
+    feeds = [{"x": np.full((1, 2), i, np.float32)} for i in range(3)]
+    reader = calibration.FeedReader(feeds)
+    got = [reader.get_next() for _ in range(4)]
+    assert [g["x"][0, 0] for g in got[:3]] == [0, 1, 2] and got[3] is None
+    reader.rewind()
+    assert reader.get_next()["x"][0, 0] == 0
+    with pytest.raises(CalibrationError):
+        calibration.FeedReader([])
+
+
+def test_frames_from_folder_video_and_bad_paths(tmp_path: pathlib.Path) -> None:
+    for name in ("chelsea", "coffee"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), cv2.imread(str(samples.image_path(name))))
+    (tmp_path / "notes.txt").write_text("not an image")
+    folder = calibration.read_frames(tmp_path)
+    assert len(folder) == 2 and folder.frames[0].dtype == np.uint8 and folder.frames[0].shape[2] == 3
+    video = calibration.read_frames(samples.video_path(), max_frames=10, stride=3)
+    assert len(video) == 10
+    calib, rest = calibration.read_frames(samples.video_path(), max_frames=20).split(5)
+    assert len(calib) == 5 and len(rest) == 15
+    with pytest.raises(CalibrationError, match="does not exist"):
+        calibration.read_frames(tmp_path / "missing.mp4")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CalibrationError, match="holds no images"):
+        calibration.read_frames(empty)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 100)
+    with pytest.raises(CalibrationError, match="no decodable frames"):
+        calibration.read_frames(broken)
+
+
+# --------------------------------------------------------------------------- fidelity metrics
+
+
+def test_compare_outputs_counts_top1_and_cosine() -> None:
+    ref = [[np.array([[0.1, 0.9, 0.0]], np.float32)], [np.array([[0.8, 0.1, 0.1]], np.float32)]]
+    same = quantize.compare_outputs(ref, ref)
+    assert same[0] == 1.0 and same[1] == pytest.approx(1.0) and same[2] == 0.0
+    flipped = [[np.array([[0.9, 0.1, 0.0]], np.float32)], ref[1]]
+    top1, cosine, max_abs = quantize.compare_outputs(ref, flipped)
+    assert top1 == 0.5 and cosine < 1.0 and max_abs == pytest.approx(0.8)
+    with pytest.raises(ValueError):
+        quantize.compare_outputs(ref, ref[:1])
+
+
+# --------------------------------------------------------------------------- tiny model: mechanics
+
+
+@pytest.fixture(scope="module")
+def tiny_parts():
+    from partitioner.graph import prepare_model
+
+    model = prepare_model(tiny_model())
+    head, tail = split_model(model, ["merged"])
+    frames = calibration.read_frames(samples.video_path(), max_frames=40, stride=6).frames
+    feeds = [{"image": x} for x in calibration.preprocess_frames(frames, TINY)]
+    return model, head, tail, feeds[:16], feeds[16:]
+
+
+def test_quantized_head_is_qdq_int8_and_close(tiny_parts) -> None:
+    model, head, tail, calib, evals = tiny_parts
+    with quantize.Quantizer(model, calib) as quantizer:
+        qhead = quantizer.quantize(head, quantize.QuantRecipe(calibration_frames=8))
+    ops = {n.op_type for n in qhead.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weights = [t for t in qhead.graph.initializer if t.data_type == TensorProto.INT8]
+    assert weights, "weights should be stored as INT8"
+    ref = quantize.run_frames(quantize.Pipeline(model, None), evals)
+    fid = quantize.measure_fidelity(ref, quantize.Pipeline(qhead, tail), evals, remedy="none", threshold=0.5)
+    assert fid.frames == len(evals) and fid.cosine > 0.95 and fid.remedy == "none"
+
+
+def test_optimize_head_keeps_first_recipe_that_reaches_threshold(tiny_parts) -> None:
+    model, head, tail, calib, evals = tiny_parts
+    ref = quantize.run_frames(quantize.Pipeline(model, None), evals)
+    with quantize.Quantizer(model, calib) as quantizer:
+        kept = quantize.optimize_head(quantizer, head, lambda h: quantize.Pipeline(h, tail), ref, evals,
+                                      threshold=0.01, base_frames=8)
+        assert kept.precision == "int8" and kept.fidelity.remedy == "none" and len(kept.attempts) == 1
+        fallback = quantize.optimize_head(quantizer, head, lambda h: quantize.Pipeline(h, tail), ref, evals,
+                                          threshold=0.99, recipes=[])
+    assert fallback.precision == "fp32" and fallback.fidelity.remedy == "fp32_head"
+    assert fallback.fidelity.top1_agreement == pytest.approx(1.0)
+    assert fallback.model is head
+
+
+def test_remedies_are_tried_in_documented_order(tiny_parts) -> None:
+    model, head, tail, calib, evals = tiny_parts
+    recipes = quantize.remedy_recipes(8, len(calib))
+    assert [r.remedy for r in recipes] == ["none", "more_calibration_frames", "percentile", "entropy",
+                                            "fp32_first_last", "fp32_sensitive"]
+    assert recipes[1].calibration_frames == 16 and recipes[2].method == "percentile"
+    ref = quantize.run_frames(quantize.Pipeline(model, None), evals)
+
+    # a pipeline that always disagrees forces every remedy, then the FP32 fallback
+    def finish(h: onnx.ModelProto) -> quantize.Pipeline:
+        return _Wrong(h, tail)
+
+    with quantize.Quantizer(model, calib) as quantizer:
+        result = quantize.optimize_head(quantizer, head, finish, ref, evals, threshold=0.9, recipes=recipes)
+        assert quantize.first_last_weight_nodes(head) == ["stem_conv", "body_conv"]
+        assert quantizer.sensitive_nodes(head, count=1)[0] in ("stem_conv", "body_conv")
+    assert [a[0] for a in result.attempts] == [r.remedy for r in recipes] + ["fp32_head"]
+    assert result.precision == "fp32"
+
+
+class _Wrong(quantize.Pipeline):
+    """A real pipeline whose class scores come out reversed (argmax always changes)."""
+
+    def run(self, feed):
+        return [-o for o in super().run(feed)]
+
+
+def test_fp16_tail_keeps_io_and_matches(tiny_parts) -> None:
+    model, head, tail, calib, evals = tiny_parts
+    half = quantize.convert_tail_fp16(tail)
+    assert half.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert any(t.data_type == TensorProto.FLOAT16 for t in half.graph.initializer)
+    a = quantize.run_frames(quantize.Pipeline(head, tail), evals[:4])
+    b = quantize.run_frames(quantize.Pipeline(head, half), evals[:4])
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x[0], y[0], rtol=1e-2, atol=1e-2)
+
+
+# --------------------------------------------------------------------------- MobileNetV2 on real photos
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    from partitioner.graph import prepare_model
+    from partitioner.pipeline import load_source_model
+
+    source, _ = load_source_model("mobilenet_v2")
+    return prepare_model(source)
+
+
+def test_quantized_pipeline_keeps_top1_on_high_confidence_photos(mobilenet) -> None:
+    """INT8 head + INT8 wire + FP32 tail at features.7, calibrated on the sample video only."""
+    from partitioner.cuts import select_cuts
+
+    cut = select_cuts(mobilenet, ["/features/features.7/conv/conv.2/Conv_output_0"])[0]
+    head, tail = split_model(mobilenet, cut)
+    video = calibration.read_frames(samples.video_path(), max_frames=16, stride=15).frames
+    calib = [{"input": x} for x in calibration.preprocess_frames(video, IMAGENET)]
+    photos = [cv2.imread(str(p)) for p in samples.available_images()]
+    feeds = [{"input": x} for x in calibration.preprocess_frames(photos, IMAGENET)]
+    ref = quantize.run_frames(quantize.Pipeline(mobilenet, None), feeds)
+    confident = [i for i, r in enumerate(ref) if _softmax(r[0][0]).max() >= 0.5]
+    assert len(confident) >= 3, "the sample photos should include several confident predictions"
+
+    name = cut.tensors[0]
+    acts = quantize.run_frames(quantize.Pipeline(head, None), calib)
+    params = {name: codecs.calibrate_int8([a[0] for a in acts])}
+    with quantize.Quantizer(mobilenet, calib) as quantizer:
+        qhead = quantizer.quantize(head, quantize.QuantRecipe(calibration_frames=16))
+    final_head, final_tail = codecs.add_int8_wire(qhead, tail, params)
+    got = quantize.run_frames(quantize.Pipeline(final_head, final_tail), [feeds[i] for i in confident])
+    assert [int(g[0].argmax()) for g in got] == [int(ref[i][0].argmax()) for i in confident]
+    float_weights = [t.name for t in qhead.graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) >= 2]
+    assert float_weights == []
+    assert qhead.ByteSize() < 0.55 * head.ByteSize()
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()

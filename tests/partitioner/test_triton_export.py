@@ -1,0 +1,64 @@
+"""Triton model repository export: every config.pbtxt parses as tritonclient's ModelConfig."""
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from partitioner import bundle as bundle_io
+from partitioner.triton_export import INPUT_CUT_NOTE, export_triton
+from tests.partitioner.test_pipeline import build_tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("triton")
+    report, _ = build_tiny_bundle(root)
+    out = root / "repo"
+    written = export_triton(report.bundle.root, out)
+    return report.bundle, out, written
+
+
+def _config(path: pathlib.Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_one_model_per_tail_with_parsable_config(repo) -> None:
+    bundle, out, written = repo
+    with_tail = [c for c in bundle.manifest.cuts if c.HasField("tail")]
+    assert sorted(p.name for p in written) == sorted(bundle_io.tail_model_name(bundle.manifest, c.id) for c in with_tail)
+    for cut in with_tail:
+        name = bundle_io.tail_model_name(bundle.manifest, cut.id)
+        cfg = _config(out / name / "config.pbtxt")
+        assert cfg.name == name and cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 8
+        assert cfg.dynamic_batching.max_queue_delay_microseconds == 2000
+        assert (out / name / "1" / "model.onnx").read_bytes() == bundle.path(cut.tail).read_bytes()
+        assert cfg.parameters["splitinfer_bundle_version"].string_value == bundle_io.tail_model_version(bundle.manifest)
+        assert [o.name for o in cfg.output] == [t.name for t in bundle.manifest.output.tensors]
+        assert list(cfg.output[0].dims) == [5]
+        if cut.id != "input":
+            assert [i.name for i in cfg.input] == [t.name for t in cut.tensors]
+            assert cfg.input[0].data_type == model_config_pb2.TYPE_UINT8
+            assert list(cfg.input[0].dims) == list(cut.tensors[0].shape[1:])
+    assert (out / "README.md").is_file()
+
+
+def test_input_cut_exports_the_float_model_and_says_so(repo) -> None:
+    bundle, out, _ = repo
+    cfg = _config(out / bundle_io.tail_model_name(bundle.manifest, "input") / "config.pbtxt")
+    assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [("image", model_config_pb2.TYPE_FP32, [3, 32, 32])]
+    assert cfg.parameters["splitinfer_note"].string_value == INPUT_CUT_NOTE
+    assert "cannot decode the JPEG" in (out / "README.md").read_text()
+
+
+def test_existing_repo_needs_overwrite(repo, tmp_path: pathlib.Path) -> None:
+    bundle, _, _ = repo
+    target = tmp_path / "repo"
+    target.mkdir()
+    with pytest.raises(FileExistsError):
+        export_triton(bundle.root, target)
+    export_triton(bundle.root, target, overwrite=True)
+    assert (target / "README.md").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["repo"]

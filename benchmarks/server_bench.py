@@ -1,7 +1,7 @@
 """Cloud server benchmark: `splitinfer serve` vs in-process ONNX Runtime on the same MobileNetV2 tail.
 
-    python -m benchmarks.server_bench [--bundle bundles/mobilenet_v2] [--cut CUT] [--seconds 8]
-        [--rounds 3] [--quick] [--pytriton-python VENV/bin/python] [--out benchmarks/results/server.json]
+    python -m benchmarks.server_bench [--bundle bundles/mobilenet_v2] [--cut CUT] [--seconds 4]
+        [--rounds 5] [--quick] [--pytriton-python VENV/bin/python] [--out benchmarks/results/server.json]
 
 What it measures, in one run on this machine:
 
@@ -288,6 +288,7 @@ def run_closed_loop(call: Callable[[], None], clients: int, seconds: float, warm
     for t in threads:
         t.join(timeout=60)
     out = {"clients": clients, "requests": len(latencies), "seconds": round(elapsed, 3),
+           "load_average_1min": round(os.getloadavg()[0], 2),
            "throughput_rps": round(len(latencies) / elapsed, 2), "errors": len(errors), "_latencies": latencies}
     if latencies:
         out.update(percentiles_ms(latencies))
@@ -440,7 +441,8 @@ def _summarize(runs: list[dict[str, Any]], rows_per_request: int = 1) -> dict[st
     out: dict[str, Any] = {"clients": runs[0]["clients"], "rounds": len(runs),
                            "throughput_rps_median": round(statistics.median(rps), 2),
                            "throughput_rps_rounds": [round(x, 2) for x in rps],
-                           "requests": sum(r["requests"] for r in runs), "errors": sum(r["errors"] for r in runs)}
+                           "requests": sum(r["requests"] for r in runs), "errors": sum(r["errors"] for r in runs),
+                           "load_average_1min_rounds": [r["load_average_1min"] for r in runs]}
     if rows_per_request != 1:
         out["rows_per_request"] = rows_per_request
     if latencies:
@@ -646,13 +648,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.server_bench", description=__doc__.split("\n")[0])
     p.add_argument("--bundle", type=pathlib.Path, default=DEFAULT_BUNDLE)
     p.add_argument("--cut", default=None, help="cut id to benchmark (default: the middle cut with a head and a tail)")
-    p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per point")
-    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per point")
+    p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per point")
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per point")
     # 1 by default: with more intra-op threads than free cores, ONNX Runtime's spinning thread pool
     # makes every figure swing (measured here: 59 vs 142 rows/s for 2 vs 1 threads on a busy 2-core box).
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads, both sides (default 1)")
     p.add_argument("--repeats", type=int, default=50, help="round trips per payload size")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved server/in-process rounds (medians reported)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved server/in-process rounds (medians reported)")
     p.add_argument("--quick", action="store_true", help="one round of 2 s points, 15 round trips")
     p.add_argument("--pytriton-python", type=pathlib.Path, default=None,
                    help="python of a virtualenv with nvidia-pytriton: also measure the Triton core it bundles")

@@ -380,8 +380,6 @@ class PyTritonProcess:
 
     def __init__(self, python: pathlib.Path, tail: pathlib.Path, feed: str, output: str, shape: list[int],
                  dtype: str, threads: int) -> None:
-        import sysconfig  # noqa: F401 - the other interpreter's LIBDIR is asked below
-
         libdir = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
                                 capture_output=True, text=True, check=True).stdout.strip()
         env = dict(os.environ)

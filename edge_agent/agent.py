@@ -40,7 +40,7 @@ import numpy as np
 from edge_agent.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from edge_agent.config import EdgeConfig
 from edge_agent.errors import ConfigError, OffloadUnavailable
-from edge_agent.head import HeadOutput, HeadRunner, complete_locally, cut_profiles
+from edge_agent.head import HeadOutput, HeadRunner, complete_locally, cut_profiles, release_free_memory
 from edge_agent.policy import PolicyConfig, SplitPolicy
 from edge_agent.postprocess import Postprocessor, load_labels
 from edge_agent.results import FrameResult, ResultSink, make_sink
@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 _END = object()
 REDISCOVER_MS = 30_000  # how often a daemon without a server browses zeroconf again
+TRIM_INTERVAL_S = 30.0  # how often freed heap memory is returned to the OS
 
 
 @dataclass
@@ -152,7 +153,7 @@ class EdgeAgent:
         self.head = HeadRunner(
             self.bundle, threads=rt.threads, provider=rt.execution_provider,
             prewarm_neighbours=rt.prewarm_neighbours, local_tails=rt.local_tails,
-            compression=config.server.compression,
+            compression=config.server.compression, cpu_mem_arena=rt.cpu_mem_arena,
         )
         labels: list[str] = []
         post = m.output.WhichOneof("postprocess")
@@ -607,8 +608,12 @@ class EdgeAgent:
 
     def _control_loop(self) -> None:
         interval_s = self.config.policy.decide_interval_ms / 1000.0
+        next_trim_s = self._clock() + TRIM_INTERVAL_S
         while not self._stop.wait(interval_s):
             self.tick()
+            if self._clock() >= next_trim_s:  # months unattended: give freed heap pages back now and then
+                release_free_memory()
+                next_trim_s = self._clock() + TRIM_INTERVAL_S
 
     def tick(self) -> Decision:
         """One control step (the control thread calls it; tests may too)."""

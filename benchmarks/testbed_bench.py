@@ -64,6 +64,10 @@ class BenchSettings:
     edge_slowdown: float = 4.0
     log_dir: pathlib.Path = REPO / "benchmarks" / "results" / "testbed_logs"
     video: Optional[pathlib.Path] = None
+    # "runner": EdgeAgent in-process (loads first, starts at schedule time 0);
+    # "cli": `splitinfer edge --config edge.toml` (starts when loaded; the offset is recorded)
+    edge_launcher: str = "runner"
+    warmup_frames: int = 3  # left out of latency/energy statistics (cold sessions and connections)
 
 
 # --------------------------------------------------------------------------- energy
@@ -222,9 +226,12 @@ class Bench:
                 load.wait_for_line("ready", 20)
             link_before = self.testbed.link_bytes()  # type: ignore[attr-defined]
             started = time.monotonic()
-            agent = Proc("edge", self.testbed.edge_command([  # type: ignore[attr-defined]
-                self.py, "-m", "benchmarks.testbed.edge_runner", "--config", str(config),
-                "--start-at-unix", f"{origin:.3f}"]), run_dir, env=self.env, cwd=REPO)
+            if s.edge_launcher == "cli":
+                edge_argv = [self.py, "-m", "splitinfer.cli", "edge", "--config", str(config)]
+            else:
+                edge_argv = [self.py, "-m", "benchmarks.testbed.edge_runner", "--config", str(config),
+                             "--start-at-unix", f"{origin:.3f}"]
+            agent = Proc("edge", self.testbed.edge_command(edge_argv), run_dir, env=self.env, cwd=REPO)  # type: ignore[attr-defined]
             killer = None
             if scenario.kill_at_s is not None:
                 killer = threading.Thread(target=self._kill_and_restart, daemon=True,
@@ -255,7 +262,7 @@ class Bench:
             records, scenario=scenario.name, strategy=strategy.name, frames_expected=scenario.frames, wall_s=wall_s,
             energy_fn=energy_fn_for(scenario.schedule, origin),
             link_bytes=(link_after - link_before) if link_before is not None else None,
-            returns_unix_ms=returns_unix_ms)
+            returns_unix_ms=returns_unix_ms, warmup_frames=s.warmup_frames)
         summary.notes += notes
         out = summary.to_dict()
         out["objective"] = strategy.objective
@@ -386,6 +393,7 @@ def describe_environment(testbed: object, settings: BenchSettings, bundle: objec
                      "deadline_ms": settings.deadline_ms, "edge_threads": settings.edge_threads,
                      "startup_s": settings.startup_s, "load_clients": settings.load_clients,
                      "battery_low_pct": settings.battery_low_pct, "edge_slowdown": settings.edge_slowdown,
+                     "edge_launcher": settings.edge_launcher, "warmup_frames": settings.warmup_frames,
                      "power_model": "edge_agent.power.PI4_DEFAULT"},
     }
 
@@ -435,11 +443,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[BenchSettings, pat
     p.add_argument("--testbed", choices=("auto", "namespaces", "loopback"), default="auto")
     p.add_argument("--slowdown", type=float, default=4.0, help="edge CPU = one core / this")
     p.add_argument("--load-clients", type=int, default=4)
+    p.add_argument("--edge-launcher", choices=("runner", "cli"), default="runner",
+                   help="runner: EdgeAgent in-process, aligned to the link schedule; cli: `splitinfer edge`")
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     a = p.parse_args(argv)
     settings = BenchSettings(bundle=a.bundle.resolve(), quick=a.quick, frames=a.frames, fps_cap=a.fps,
                              deadline_ms=a.deadline_ms, scenarios=tuple(a.scenario), strategies=tuple(a.strategy),
-                             testbed=a.testbed, edge_slowdown=a.slowdown, load_clients=a.load_clients)
+                             testbed=a.testbed, edge_slowdown=a.slowdown, load_clients=a.load_clients,
+                             edge_launcher=a.edge_launcher)
     return settings, a.out
 
 

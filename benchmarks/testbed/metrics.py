@@ -143,19 +143,25 @@ def summarize_run(
     energy_fn: Optional[EnergyFn] = None,
     link_bytes: Optional[int] = None,
     returns_unix_ms: Sequence[float] = (),
+    warmup_frames: int = 0,
 ) -> RunSummary:
-    """Aggregate one strategy's run. ``frames_expected`` are the frame ids 0..N-1 fed to the agent."""
+    """Aggregate one strategy's run. ``frames_expected`` are the frame ids 0..N-1 fed to the agent.
+
+    Latency, frames/s, bytes and energy leave out the first ``warmup_frames`` frame ids
+    (cold sessions and connections); result counts and the return times use every frame.
+    """
     by_id = Counter(r.frame_id for r in records)
     expected_ids = set(range(frames_expected))
     missing = len(expected_ids - set(by_id))
     dups = sum(n - 1 for n in by_id.values() if n > 1)
-    latencies = [r.total_ms for r in records]
-    if records:
-        span_s = (max(r.done_unix_ms for r in records) - min(r.capture_unix_ms for r in records)) / 1000.0
+    steady = [r for r in records if r.frame_id >= warmup_frames] or list(records)
+    latencies = [r.total_ms for r in steady]
+    if steady:
+        span_s = (max(r.done_unix_ms for r in steady) - min(r.capture_unix_ms for r in steady)) / 1000.0
     else:
         span_s = 0.0
-    fps = len(records) / span_s if span_s > 0 else math.nan
-    energy = [energy_fn(r) for r in records] if energy_fn else []
+    fps = len(steady) / span_s if span_s > 0 else math.nan
+    energy = [energy_fn(r) for r in steady] if energy_fn else []
     return RunSummary(
         scenario=scenario,
         strategy=strategy,
@@ -167,7 +173,7 @@ def summarize_run(
         p50_ms=percentile(latencies, 50),
         p95_ms=percentile(latencies, 95),
         frames_per_s=fps,
-        payload_bytes_per_frame=sum(r.wire_bytes for r in records) / len(records) if records else math.nan,
+        payload_bytes_per_frame=sum(r.wire_bytes for r in steady) / len(steady) if steady else math.nan,
         link_bytes=link_bytes,
         energy_mj_per_frame=sum(energy) / len(energy) if energy else math.nan,
         paths=dict(Counter(r.path for r in records)),

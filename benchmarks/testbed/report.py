@@ -176,6 +176,8 @@ def render_markdown(doc: dict, plots: Sequence[str] = ()) -> str:
             "* Bundle: " + (lambda b: f"{b.get('model_name')}@{b.get('content_hash')}, cuts "
                             + ", ".join(f"{c['id']} ({c['wire_bytes'] / 1000:.1f} KB)" for c in b.get('cuts', [])))(
                 doc.get("bundle", {})) + ".",
+            f"* The first {st.get('warmup_frames', 0)} frames of each run (cold sessions and connections) are left out "
+            "of latency, frames/s, bytes and energy; every frame counts for 'no result' and the return times.",
             "* Latency is per frame from capture to result (queueing included); energy per frame is modeled "
             "with the documented Raspberry Pi 4 power model (`edge_agent/power.py`) from each frame's measured "
             "on-device compute time (under the CPU quota), wire bytes and the uplink rate in force.",

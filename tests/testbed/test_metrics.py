@@ -76,3 +76,9 @@ def test_summary_records_offloading_before_each_return() -> None:
                       returns_unix_ms=[1000, 5000])
     assert s.offload_return_s == [pytest.approx(2.01), None]
     assert s.offloaded_before_return == [False, True]
+
+
+def test_warmup_frames_are_left_out_of_latency_but_counted() -> None:
+    records, _ = parse_result_lines([line(0, 0, 900), line(1, 100, 10), line(2, 200, 20)])
+    s = summarize_run(records, scenario="w", strategy="a", frames_expected=3, wall_s=1, warmup_frames=1)
+    assert s.mean_ms == pytest.approx(15) and s.results == 3 and s.frames_without_result == 0

@@ -7,13 +7,19 @@ graph output is computed in the tail or is itself a cut tensor, and every cut te
 needed by the tail. Values that do not depend on a graph input (initializers and
 constant subgraphs) are not activations: either side may recompute them.
 
-Enumeration uses *topological frontiers*: for a topological order and a position ``i``,
-the dynamic values produced at or before ``i`` and still needed after it (by a later
-node or as a graph output) form a valid cut. A single order only finds cuts that align
-with it, so frontiers are taken over a few orders (the file's order, a greedy order
-that finishes branches before opening new ones, and an as-late-as-possible order) and
-deduplicated; cuts with more than ``max_tensors`` tensors are dropped. The ``input``
-(full offload) and ``output`` (all local) ends are always included.
+Enumeration is exact when it can be: every cut is the boundary of a *down-closed* node
+set (an ideal: a set holding every producer its nodes read), so a breadth-first walk over
+the ideals, adding one ready node at a time and updating the boundary incrementally,
+finds every valid cut with at most ``max_tensors`` tensors, whatever order the file lists
+its nodes in. Series-parallel CNNs have few ideals (InceptionV2: ~4,300, ResNet50: 143).
+When a graph has more than ``max_states`` ideals (wide, highly parallel graphs) the walk
+stops and enumeration falls back to *topological frontiers*: for a topological order and
+a position ``i``, the dynamic values produced at or before ``i`` and still needed after
+it form a valid cut; frontiers are taken over a few orders (the file's order, a greedy
+order that finishes branches before opening new ones, and an as-late-as-possible order)
+and deduplicated. Single-tensor cuts are found either way (every topological order
+finishes a single-tensor cut's head before anything after it). The ``input`` (full
+offload) and ``output`` (all local) ends are always included.
 
 Cost model (documented approximation): FLOPs count 2 per multiply-accumulate of Conv,
 ConvTranspose, Gemm and MatMul only, per frame (batch 1); element-wise ops, pooling and
@@ -45,6 +51,7 @@ INPUT_CUT = "input"
 OUTPUT_CUT = "output"
 MAX_ID_LENGTH = 60
 _MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+MAX_STATES = 200_000
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,11 @@ class _Index:
                         dynamic.add(out)
         self.dynamic = dynamic
         self.is_dynamic = is_dynamic
+        self.depth: dict[str, int] = {x: 0 for x in self.inputs}
+        for i, node in enumerate(self.nodes):
+            if is_dynamic[i]:
+                d = 1 + max(self.depth.get(x, 0) for x in self.dyn_inputs[i])
+                self.depth.update({out: d for out in node.output if out})
         self.consumers: dict[str, list[int]] = defaultdict(list)
         for i, ins in enumerate(self.dyn_inputs):
             for x in ins:
@@ -197,8 +209,12 @@ class _Index:
         vi = self.infos.get(name)
         return int(vi.type.tensor_type.elem_type) if vi is not None else onnx.TensorProto.FLOAT
 
-    def position(self, name: str) -> int:
-        return self.producer.get(name, -1) if name not in self.inputs else -1 - (len(self.inputs) - self.inputs.index(name))
+    def position(self, name: str) -> tuple[int, int, str]:
+        """Sort key that does not depend on the file's node order: graph inputs first (in
+        input order), then by depth (longest path from an input), then by name."""
+        if name in self.inputs:
+            return (-1, self.inputs.index(name), name)
+        return (self.depth.get(name, 0), 0, name)
 
 
 _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16})
@@ -341,6 +357,51 @@ def _frontiers(index: _Index, order: list[int], max_tensors: int) -> list[tuple[
     return found
 
 
+def _ideal_cuts(index: _Index, max_tensors: int, max_states: int) -> list[tuple[str, ...]] | None:
+    """Every boundary of <= max_tensors values over all ideals, or None past max_states ideals."""
+    dyn = [i for i in range(len(index.nodes)) if index.is_dynamic[i]]
+    bit = {i: 1 << j for j, i in enumerate(dyn)}
+    full = (1 << len(dyn)) - 1
+    pred_mask = {i: 0 for i in dyn}
+    for i in dyn:
+        for x in index.dyn_inputs[i]:
+            if x in index.producer:
+                pred_mask[i] |= bit[index.producer[x]]
+    successors: dict[int, set[int]] = defaultdict(set)
+    for x, users in index.consumers.items():
+        if x in index.producer:
+            successors[index.producer[x]].update(users)
+    user_mask = {x: sum(bit[u] for u in set(users)) for x, users in index.consumers.items()}
+    outputs = set(index.outputs)
+    made = {i: [o for o in index.nodes[i].output if o and o in index.dynamic] for i in dyn}
+
+    def live(x: str, mask: int) -> bool:
+        return x in outputs or bool(user_mask.get(x, 0) & ~mask)
+
+    start_boundary = tuple(x for x in index.inputs if live(x, 0))
+    level = {0: (start_boundary, frozenset(i for i in dyn if pred_mask[i] == 0))}
+    found: dict[frozenset[str], tuple[str, ...]] = {}
+    states = 0
+    while level:
+        following: dict[int, tuple[tuple[str, ...], frozenset[int]]] = {}
+        for mask, (boundary, ready) in level.items():
+            for j in ready:
+                grown = mask | bit[j]
+                if grown in following:
+                    continue
+                states += 1
+                if states > max_states:
+                    return None
+                kept = tuple(x for x in boundary if live(x, grown))
+                new_boundary = kept + tuple(o for o in made[j] if live(o, grown))
+                new_ready = (ready - {j}) | {s for s in successors[j] if pred_mask[s] & ~grown == 0}
+                following[grown] = (new_boundary, frozenset(new_ready))
+                if grown != full and 0 < len(new_boundary) <= max_tensors:
+                    found.setdefault(frozenset(new_boundary), new_boundary)
+        level = following
+    return list(found.values())
+
+
 # --------------------------------------------------------------------------- ids
 
 
@@ -437,12 +498,15 @@ def _assign_ids(
 # --------------------------------------------------------------------------- public
 
 
-def enumerate_cuts(model: onnx.ModelProto, max_tensors: int = 3) -> list[CutCandidate]:
+def enumerate_cuts(
+    model: onnx.ModelProto, max_tensors: int = 3, *, max_states: int = MAX_STATES
+) -> list[CutCandidate]:
     """Every valid cut of a prepared model with at most ``max_tensors`` tensors, plus both ends.
 
     ``model`` should come from :func:`partitioner.graph.prepare_model` (shapes known,
-    topologically sorted). The result is sorted from the input to the output; ``order``
-    is the position in that list.
+    topologically sorted). Past ``max_states`` ideals the result is the frontier subset
+    (see the module docstring). The result is sorted from the input to the output;
+    ``order`` is the position in that list.
     """
     if max_tensors < 1:
         raise ValueError(f"max_tensors={max_tensors} must be >= 1")
@@ -451,16 +515,20 @@ def enumerate_cuts(model: onnx.ModelProto, max_tensors: int = 3) -> list[CutCand
         raise UnsupportedModel("the graph has no inputs (only initializers); nothing to split")
     if not any(index.is_dynamic):
         raise UnsupportedModel("no node depends on a graph input; there is nothing to split")
+    exact = _ideal_cuts(index, max_tensors, max_states)
+    if exact is None:
+        logger.info("more than %d ideals: enumerating cuts on topological frontiers instead", max_states)
+        raw = [cut for order in _orders(index) for cut in _frontiers(index, order, max_tensors)]
+    else:
+        raw = exact
+    ends = {frozenset(index.inputs), frozenset(index.outputs)}
     sets: dict[frozenset[str], tuple[str, ...]] = {}
-    for order in _orders(index):
-        for cut in _frontiers(index, order, max_tensors):
-            key = frozenset(cut)
-            if key not in sets and key != frozenset(index.inputs) and key != frozenset(index.outputs):
-                sets[key] = tuple(sorted(cut, key=index.position))
-    inner = list(sets.values())
-    for cut in inner:  # invariant of the frontier construction
-        problem = index.problem_with(cut)
-        assert problem is None, f"frontier {cut} is not a valid cut: {problem}"
+    for cut in raw:
+        key = frozenset(cut)
+        if key not in ends and key not in sets:
+            sets[key] = tuple(sorted(cut, key=index.position))
+    heads = {key: len(index.head_of(cut)) for key, cut in sets.items()}
+    inner = sorted(sets.values(), key=lambda cut: (heads[frozenset(cut)], [index.position(t) for t in cut]))
     ids = _assign_ids(inner, prefix=common_prefix(index.producer))
     candidates = [_candidate(index, INPUT_CUT, tuple(index.inputs), INPUT_CUT)]
     candidates += [_candidate(index, cid, cut, "+".join(cut)) for cid, cut in zip(ids, inner)]

@@ -58,7 +58,8 @@ MAX_STATES = 200_000
 class CutCandidate:
     """One place to split the model.
 
-    ``tensors`` are the names crossing the cut, in the order the head produces them;
+    ``tensors`` are the names crossing the cut, graph inputs first, then by depth from the
+    input and by name (stable whatever order the file lists its nodes in);
     ``shapes`` are their shapes with ``-1`` for the batch dim and ``datatypes`` their Open
     Inference Protocol datatypes. ``order`` sorts candidates from the input (0) to the
     output (last). FLOPs and parameters follow the module's cost model, per frame.
@@ -97,7 +98,6 @@ class _Index:
 
     def __init__(self, model: onnx.ModelProto) -> None:
         graph = model.graph
-        self.model = model
         self.nodes = list(graph.node)
         self.constants = constant_values(graph)
         self.inputs = [vi.name for vi in graph_inputs(graph)]

@@ -195,13 +195,14 @@ def tensor_shape(vi: onnx.ValueInfoProto) -> list[int | str]:
 
 
 def has_full_shape(vi: onnx.ValueInfoProto) -> bool:
-    """True when the value is a tensor whose rank is known and only dim 0 may be symbolic."""
+    """True for a typed tensor of known rank whose dims are all known (dim 0 may be symbolic)."""
     tt = vi.type.tensor_type
     if not vi.type.HasField("tensor_type") or not tt.HasField("shape") or tt.elem_type == 0:
         return False
-    return all(isinstance(d, int) for d in tensor_shape(vi)[1:]) and (
-        not tensor_shape(vi) or tensor_shape(vi)[0] != "?"
-    )
+    dims = tensor_shape(vi)
+    if dims and dims[0] == "?":
+        return False
+    return all(isinstance(d, int) for d in dims[1:])
 
 
 # --------------------------------------------------------------------------- steps

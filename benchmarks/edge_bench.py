@@ -5,8 +5,8 @@
 
 A real cloud server (``cloud_server.server.create_server``) runs in this process on loopback;
 the agent runs in fresh child processes (``splitinfer edge`` as a library: ``EdgeAgent``) so
-its memory and start-up are its own. Source: the sample video ``bikes.mp4`` (1280x720 H.264) resized at capture to
-``--width-px`` x ``--height-px`` (640x480, as in ``deploy/edge/edge.example.toml``).
+its memory and start-up are its own. Source: the sample video ``bikes.mp4`` (640x272 H.264,
+250 frames, replayed) at its own size unless ``--width-px``/``--height-px`` ask for a resize.
 The split is pinned to ``--cut`` (default: the INT8-head cut with the smallest activation).
 
 Figures and goals:
@@ -23,7 +23,7 @@ Figures and goals:
    server) in a paced run (no queueing): the agent's own cost (queue hand-offs, request building,
    postprocess, sink). Goal <= 1 ms (median).
 
-The machine is shared: the server, the agent's four stages and the load generator's decode all
+The machine is shared: the server, the agent's four stages and the video decoder all
 compete for the same cores, which the figures include.
 """
 from __future__ import annotations
@@ -93,8 +93,6 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         "server.discovery": False,
         "source.uri": str(samples.video_path("bikes.mp4")),
         "source.loop": True,
-        "source.width_px": spec["width_px"],
-        "source.height_px": spec["height_px"],
         "runtime.max_frames": spec["frames"],
         "runtime.threads": spec["threads"],
         "runtime.deadline_ms": 5000,
@@ -103,6 +101,8 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         "battery.source": "none",
         "agent.agent_id": "bench",
     }
+    if spec.get("width_px"):
+        values["source.width_px"], values["source.height_px"] = spec["width_px"], spec["height_px"]
     if spec.get("fps_cap"):
         values["source.fps_cap"] = spec["fps_cap"]
     sink = TimedSink()
@@ -182,8 +182,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--paced-frames", type=int, default=60)
     parser.add_argument("--paced-fps", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--width-px", type=int, default=640, help="capture size, as in deploy/edge/edge.example.toml")
-    parser.add_argument("--height-px", type=int, default=480)
+    parser.add_argument("--width-px", type=int, default=None, help="resize frames at capture (default: as decoded)")
+    parser.add_argument("--height-px", type=int, default=None)
     parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -244,7 +244,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     "onnxruntime": ort.__version__, "load_avg": os.getloadavg(),
                     "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
         "bundle": str(args.bundle), "cut": cut, "threads": args.threads,
-        "capture_px": [args.width_px, args.height_px], "source": "bikes.mp4 (1280x720 H.264, resized at capture)",
+        "capture_px": [args.width_px or 640, args.height_px or 272], "source": "splitinfer.samples bikes.mp4 (640x272 H.264)",
         "goals": GOALS, "figures": figures, "goals_met": met,
         "pipelining": {"fps": pipelined["fps"], "bound_fps": round(bound_fps, 2), "slowest_stage": slowest,
                        "sequential_fps": round(sequential_fps, 2), "stage_ms": stages,

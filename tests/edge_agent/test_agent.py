@@ -296,3 +296,27 @@ source = "none"
     for line in lines:
         check_result_line(line)
     assert not (tmp_path / "ctl.sock").exists()
+
+
+def test_low_duty_probes_while_fully_local(tiny_bundle, tail_server) -> None:
+    fake = FakeTransport(tail_server)
+    sink = MemorySink()
+    cfg = agent_config(tiny_bundle, policy__pinned_cut="output", policy__probe_interval_ms=100,
+                       source__fps_cap=100, source__loop=True)
+    agent = EdgeAgent(cfg, transport=fake, sink=sink).start()
+    try:
+        assert _wait_for(lambda: agent.results >= 20)
+        assert fake.calls == 0  # pinned local: nothing sent, not even probes
+        decision = agent.set_auto()  # the measured local head is fast: stays local, now by choice
+        assert decision.cut_id == "output" and decision.mode is Mode.AUTO, decision.reason
+        assert _wait_for(lambda: fake.calls >= 3, timeout_s=10)
+        probes = [r for r in tail_server.requests[-fake.calls:] if r.request_id.startswith("test-agent--1-")]
+        assert len(probes) == fake.calls and {r.model_name for r in probes} == {"tiny_net.input"}
+        assert _wait_for(lambda: agent.snapshot().telemetry.rtt_ms is not None)  # probes feed the estimate
+        results_before, calls_before = agent.results, fake.calls
+        assert _wait_for(lambda: agent.results >= results_before + 50)
+        assert fake.calls - calls_before < 50  # low duty: far fewer probes than frames
+    finally:
+        assert agent.stop(20)
+    assert {r.path for r in sink.results} == {Path.LOCAL}
+    _assert_one_result_per_frame(agent, sink)

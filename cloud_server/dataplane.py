@@ -310,6 +310,12 @@ def _decode_frames(model: TailModel, name: str, items: list[bytes]) -> np.ndarra
     return np.concatenate(frames, axis=0)
 
 
+_ORT_NUMPY = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
+}
+
+
 def _output_raw(arr: np.ndarray) -> tuple[str, bytes]:
     if arr.dtype.kind in ("O", "S", "U"):
         items = [x if isinstance(x, bytes) else str(x).encode() for x in arr.reshape(-1)]
@@ -377,6 +383,34 @@ class DataPlane:
         """Serve `name` again and load its default version's session now (errors surface here)."""
         models = self.registry.load(name)
         self.sessions.get(models[-1])
+
+    def warm_up(self) -> list[TailModel]:
+        """Load the default version of every ready model while the estimated memory fits the budget,
+        and run each once on zeros when its feed shapes are fixed (apart from the batch), so the first
+        client does not pay for session creation. Returns the models warmed; ModelLoadFailed surfaces."""
+        warmed: list[TailModel] = []
+        budget = self.sessions.memory_budget_bytes
+        for name in self.registry.names():
+            if not self.registry.is_ready(name):
+                continue
+            model = self.registry.find(name)
+            if self.sessions.estimated_bytes + self.sessions.estimate_bytes(model) > budget:
+                logger.info("warm-up stops at %s: the memory budget is reached; the rest load on demand", name)
+                break
+            session = self.sessions.get(model)
+            feeds = {}
+            for arg in session.get_inputs():
+                dims = list(arg.shape)
+                dims = [1 if i == 0 and not isinstance(d, int) else d for i, d in enumerate(dims)]
+                dtype = _ORT_NUMPY.get(arg.type)
+                if dtype is None or not all(isinstance(d, int) and d > 0 for d in dims):
+                    feeds = {}
+                    break
+                feeds[arg.name] = np.zeros(dims, dtype=dtype)
+            if feeds:
+                session.run(None, feeds)
+            warmed.append(model)
+        return warmed
 
     # ------------------------------------------------------------------ statistics
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -103,12 +104,14 @@ def create_server(
     server_credentials: grpc.ServerCredentials | None = None,
     observer: Observer | None = None,
     eager_batching: bool = True,
+    preload: bool = True,
 ) -> RunningServer:
     """Load the models' index, start a sync gRPC server with a thread pool, and return it running.
 
     `eager_batching=False` makes every batch wait the whole `max_queue_delay_us` (Triton's behaviour);
-    the default closes the window early when no other request for the model is arriving. Sessions load
-    on first use. Raises `registry.RegistryError` for unusable bundles/repositories and
+    the default closes the window early when no other request for the model is arriving. With
+    `preload` (default) the models' sessions are created and run once before the port opens, as far as
+    `memory_budget_mb` allows (`DataPlane.warm_up`); the rest load on first use. Raises `registry.RegistryError` for unusable bundles/repositories and
     `ServerStartError` when the address cannot be bound.
     """
     registry = load_registry(settings.bundles, settings.triton_repository)
@@ -119,6 +122,11 @@ def create_server(
         execution_providers=settings.execution_providers,
     )
     dataplane = DataPlane(settings, registry, sessions, observer=observer, eager_batching=eager_batching)
+    if preload:
+        warm_started_s = time.monotonic()
+        warmed = dataplane.warm_up()
+        logger.info("warmed %d of %d models in %.2f s", len(warmed), len(registry.names()),
+                    time.monotonic() - warm_started_s)
     health = HealthState(registry.names())
     from splitinfer import __version__
 

@@ -191,3 +191,22 @@ def test_a_jpeg_claiming_a_huge_frame_is_refused_before_decoding(plane, jpeg_fra
     )
     with pytest.raises(InvalidInput, match="60000x60000 px JPEG; expected at most 67108864 pixels"):
         dp.infer(request)
+
+
+def test_warm_up_loads_sessions_within_the_budget(tiny_bundle: bundle_io.Bundle) -> None:
+    settings = make_settings(tiny_bundle)
+    sessions = SessionPool(memory_budget_mb=64)
+    dp = DataPlane(settings, load_registry(settings.bundles), sessions)
+    try:
+        warmed = dp.warm_up()
+        assert {m.name for m in warmed} == set(dp.registry.names())
+        assert len(sessions.loaded()) == len(warmed)
+    finally:
+        dp.close()
+    tight = SessionPool(memory_budget_mb=1)
+    tight.memory_budget_bytes = 1  # nothing fits: everything stays on demand
+    dp = DataPlane(settings, load_registry(settings.bundles), tight)
+    try:
+        assert dp.warm_up() == [] and tight.loaded() == []
+    finally:
+        dp.close()

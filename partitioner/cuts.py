@@ -608,7 +608,8 @@ def rank_cuts(candidates: Sequence[CutCandidate], *, max_cuts: int | None = None
 
 def select_cuts(model: onnx.ModelProto, names: Sequence[str], *, max_tensors: int = 3) -> list[CutCandidate]:
     """Resolve user-requested cuts: each entry is a tensor name, comma-separated tensor
-    names (a multi-tensor cut), a candidate id, ``input`` or ``output``.
+    names (a multi-tensor cut; a candidate's ``display_name`` joined by ``+`` works too),
+    a candidate id, ``input`` or ``output``.
 
     Raises :class:`CutNotFound` naming the tensor that is not in the graph, or the set
     that is not a valid cut and why, with the nearest valid candidates.
@@ -624,7 +625,8 @@ def select_cuts(model: onnx.ModelProto, names: Sequence[str], *, max_tensors: in
         if request in by_id:
             chosen.append(by_id[request])
             continue
-        tensors = tuple(t.strip() for t in request.split(",") if t.strip())
+        separator = "+" if "," not in request and "+" in request and request not in index.infos else ","
+        tensors = tuple(t.strip() for t in request.split(separator) if t.strip())
         if not tensors:
             raise CutNotFound(f"empty cut request {request!r}; expected tensor names separated by commas")
         for t in tensors:

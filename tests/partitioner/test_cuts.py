@@ -216,6 +216,8 @@ def test_select_cuts_by_tensor_name_id_and_multi_tensor(prepared_mobilenet_v2) -
     assert [c.id for c in chosen][:2] == ["features_6", "features_14_conv_2"]
     assert chosen[2].tensors == ("/features/features.5/Add_output_0", "/features/features.6/conv/conv.2/Conv_output_0")
     assert [c.id for c in chosen][3:] == ["input", "output"]
+    (again,) = select_cuts(prepared_mobilenet_v2, [chosen[2].display_name])  # "a+b" as the report shows it
+    assert again == chosen[2]
 
 
 def test_select_cut_beyond_max_tensors_is_validated_and_splits(fpn_model, fpn_frames) -> None:

@@ -37,13 +37,29 @@ def _run(model: onnx.ModelProto, feed: dict) -> list[np.ndarray]:
 
 def test_calibrate_int8_covers_range_and_keeps_zero_exact() -> None:
     acts = [np.array([[0.0, 1.0, 5.1]], np.float32), np.array([[-0.9, 2.0]], np.float32)]
-    p = codecs.calibrate_int8(acts)
+    p = codecs.calibrate_int8(acts, method="minmax")
     assert p.scale == pytest.approx(6.0 / 255, rel=1e-5)
     assert p.dequantize(p.quantize(np.zeros(3, np.float32))).tolist() == [0.0, 0.0, 0.0]
     x = np.concatenate([a.ravel() for a in acts])
     assert np.max(np.abs(p.dequantize(p.quantize(x)) - x)) <= p.scale / 2 + 1e-6
     relu_only = codecs.calibrate_int8([np.array([0.0, 3.0], np.float32)])
     assert relu_only.zero_point == 0
+
+
+def test_mse_calibration_clips_rare_outliers() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal(200_000).astype(np.float32)
+    values[:3] = [40.0, -35.0, 38.0]
+    minmax = codecs.calibrate_int8([values], method="minmax")
+    mse = codecs.calibrate_int8([values])
+    assert mse.scale < minmax.scale
+
+    def err(p: codecs.Int8Params) -> float:
+        return float(np.mean((p.dequantize(p.quantize(values)) - values) ** 2))
+
+    assert err(mse) < err(minmax)
+    with pytest.raises(ValueError, match="'median'"):
+        codecs.calibrate_int8([values], method="median")
 
 
 def test_int8_wire_head_emits_uint8_and_tail_reproduces_fp32(split) -> None:

@@ -299,24 +299,33 @@ source = "none"
 
 
 def test_low_duty_probes_while_fully_local(tiny_bundle, tail_server) -> None:
-    fake = FakeTransport(tail_server)
+    delay = {"s": 0.06}
+    fake = FakeTransport(tail_server, delay_s=lambda r: delay["s"])
     sink = MemorySink()
     cfg = agent_config(tiny_bundle, policy__pinned_cut="output", policy__probe_interval_ms=100,
                        source__fps_cap=100, source__loop=True)
     agent = EdgeAgent(cfg, transport=fake, sink=sink).start()
+
+    def probes() -> list:
+        return [r for r in tail_server.requests[mark:] if r.request_id.startswith("test-agent--1-")]  # frame id -1
+
     try:
         assert _wait_for(lambda: agent.results >= 20)
         assert fake.calls == 0  # pinned local: nothing sent, not even probes
-        decision = agent.set_auto()  # the measured local head is fast: stays local, now by choice
+        mark = len(tail_server.requests)
+        decision = agent.set_auto()  # the measured local head is fast: local wins, now by choice
         assert decision.cut_id == "output" and decision.mode is Mode.AUTO, decision.reason
-        assert _wait_for(lambda: fake.calls >= 3, timeout_s=10)
-        probes = [r for r in tail_server.requests[-fake.calls:] if r.request_id.startswith("test-agent--1-")]
-        assert len(probes) == fake.calls and {r.model_name for r in probes} == {"tiny_net.input"}
-        assert _wait_for(lambda: agent.snapshot().telemetry.rtt_ms is not None)  # probes feed the estimate
-        results_before, calls_before = agent.results, fake.calls
-        assert _wait_for(lambda: agent.results >= results_before + 50)
-        assert fake.calls - calls_before < 50  # low duty: far fewer probes than frames
+        assert _wait_for(lambda: len(probes()) >= 1)
+        assert tail_server.requests[mark:] == probes() and probes()[0].model_name == "tiny_net.input"
+        # a 60 ms link keeps the agent local; probes stay under the duty cycle (2 %: one per ~3 s)
+        frames_before = agent.results
+        assert _wait_for(lambda: agent.results >= frames_before + 100)
+        assert len(probes()) <= 2 and agent.decision.cut_id == "output"
+        assert agent.snapshot().telemetry.rtt_ms is not None  # the probes fed the estimate
+        # the link recovers: the next probes see it and the agent offloads again by itself
+        delay["s"] = 0.0
+        assert _wait_for(lambda: agent.decision.cut_id != "output", timeout_s=20), agent.decision.reason
+        assert _wait_for(lambda: agent.results_by_path["split"] + agent.results_by_path["cloud"] > 0)
     finally:
         assert agent.stop(20)
-    assert {r.path for r in sink.results} == {Path.LOCAL}
     _assert_one_result_per_frame(agent, sink)

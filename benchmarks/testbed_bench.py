@@ -119,8 +119,11 @@ class Bench:
 
     # ------------------------------------------------------------------ server
 
-    def start_server(self) -> float:
-        """Start ``splitinfer serve`` on the cloud side; the wall time it became ready."""
+    def start_server(self, warm: bool = True) -> float:
+        """Start ``splitinfer serve`` on the cloud side; the wall time it became ready.
+
+        ``warm`` then sends one request to every tail (not after a kill: a restarted
+        server is cold, as it would be in production)."""
         self.server_starts += 1
         argv = [self.py, "-m", "splitinfer.cli", "serve", "--bundle", str(self.bundle.root),
                 "--host", self.testbed.bind_host, "--port", str(self.server_port),  # type: ignore[attr-defined]
@@ -129,11 +132,15 @@ class Bench:
                            self.settings.log_dir, env=self.env, cwd=REPO)
         probe = self.testbed.cloud_command([  # type: ignore[attr-defined]
             self.py, "-m", "benchmarks.testbed.probe", "--target", f"127.0.0.1:{self.server_port}",
-            "--timeout", "60", *(["--model", self.input_model] if self.input_model else [])])
+            "--timeout", "60", *(["--model", self.input_model] if self.input_model else []),
+            *(["--warm-bundle", str(self.bundle.root)] if warm else [])])
         try:
-            out = run_checked(probe, timeout_s=90)
+            out = run_checked(probe, timeout_s=180)
         except LaunchError as exc:
             raise LaunchError(f"server did not become ready: {exc}; server stderr: {self.server.stderr_tail()}") from exc
+        warm_lines = [line for line in out.splitlines() if line.startswith("warm ") and not line.endswith(" ok")]
+        if warm_lines:
+            logger.warning("warming the tails: %s", "; ".join(warm_lines))
         return float(out.split()[1])
 
     def stop_server(self) -> None:
@@ -304,7 +311,7 @@ class Bench:
             return
         time.sleep(max(0.0, origin + restart_at_s - time.time()))
         try:
-            ready = self.start_server()
+            ready = self.start_server(warm=False)
         except LaunchError as exc:
             notes.append(f"server restart failed: {exc}")
             return

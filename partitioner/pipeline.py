@@ -21,6 +21,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import os
 import pathlib
 import re
 import time
@@ -41,6 +42,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "mobilenet_v2"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Evaluation (verification, fidelity) is not timed: it uses every core. ``threads`` is for profiles.
+_EVAL_THREADS = max(1, os.cpu_count() or 1)
 
 # progress(stage, done, total): called as long steps advance.
 Progress = Callable[[str, int, int], None]
@@ -173,7 +177,7 @@ def _input_spec(model: onnx.ModelProto, config: PartitionConfig) -> bundle_pb2.I
     if config.input_size[0]:
         h, w = config.input_size
     if not (isinstance(h, int) and isinstance(w, int)):
-        raise UnsupportedModel(f"input {vi.name!r} has symbolic image size {shape}; pass the input size (H, W)")
+        raise UnsupportedModel(f"input {vi.name!r} has symbolic image size {shape}; pass the input size (--input-size HxW)")
     spec = bundle_pb2.InputSpec(
         width_px=w, height_px=h, layout=layout, color_order=config.color_order,
         resize_shorter_px=config.resize_shorter_px, pixel_scale=1.0 / 255.0,
@@ -183,6 +187,23 @@ def _input_spec(model: onnx.ModelProto, config: PartitionConfig) -> bundle_pb2.I
     spec.tensor.CopyFrom(bundle_pb2.TensorSpec(name=vi.name, datatype="FP32", shape=dims,
                                                encoding=bundle_pb2.WireEncoding(codec="fp32", compression="none")))
     return spec
+
+
+def _fixed_input_shapes(model: onnx.ModelProto, config: PartitionConfig) -> dict[str, list[int]] | None:
+    """With ``input_size`` set, the image input's shape [1, C, H, W] (or NHWC) for shape inference."""
+    if not config.input_size[0]:
+        return None
+    from partitioner.graph import graph_inputs, tensor_shape
+
+    inputs = graph_inputs(model.graph)
+    if len(inputs) != 1:
+        return None
+    shape = tensor_shape(inputs[0])
+    h, w = config.input_size
+    if len(shape) == 4 and shape[3] in (1, 3) and shape[1] not in (1, 3):
+        return {inputs[0].name: [1, h, w, int(shape[3])]}
+    channels = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else 3
+    return {inputs[0].name: [1, channels, h, w]}
 
 
 @dataclass
@@ -261,7 +282,7 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
     progress("load", 1, 1)
     lap("load")
     progress("prepare", 0, 1)
-    model = prepare_model(source_model)
+    model = prepare_model(source_model, input_shapes=_fixed_input_shapes(source_model, config))
     progress("prepare", 1, 1)
     lap("prepare")
 
@@ -289,7 +310,7 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
 
     # ---- split + verify (FP32)
     verify_feeds = frames.eval_feeds[: config.verify_frames]
-    verify_ref = run_model(model, verify_feeds, threads=config.threads or 1)
+    verify_ref = run_model(model, verify_feeds, threads=_EVAL_THREADS)
     pairs: list[tuple[object, onnx.ModelProto | None, onnx.ModelProto | None, bundle_pb2.Verification]] = []
     rejected: list[RejectedCut] = []
     for k, cand in enumerate(candidates):
@@ -297,7 +318,7 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
         try:
             head, tail = split_model(model, cand)
             ver = verify_split(model, head, tail, verify_feeds, reference=verify_ref, raise_on_failure=True,
-                               threads=config.threads or 1)
+                               threads=_EVAL_THREADS)
         except (VerificationFailed, PartitionerError) as exc:
             if cand.is_end:
                 raise
@@ -309,7 +330,7 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
     lap("split+verify")
 
     # ---- reference outputs on evaluation frames
-    reference = quantize.run_frames(quantize.Pipeline(model, None, threads=config.threads), frames.eval_feeds)
+    reference = quantize.run_frames(quantize.Pipeline(model, None), frames.eval_feeds)
     lap("reference")
 
     labels = list(config.labels)
@@ -360,7 +381,7 @@ def _optimize_cut(config, model, cand, head, tail, ver, frames: Frames, referenc
         # full offload: the JPEG the edge sends, decoded and preprocessed on the server
         decoded, sizes = calibration.jpeg_roundtrip(frames.eval_bgr, config.jpeg_quality)
         feeds = [{spec.tensor.name: x} for x in calibration.preprocess_frames(decoded, spec)]
-        fid = quantize.measure_fidelity(reference, quantize.Pipeline(None, tail_final, threads=config.threads), feeds,
+        fid = quantize.measure_fidelity(reference, quantize.Pipeline(None, tail_final), feeds,
                                         remedy="none", threshold=config.threshold)
         item.update(tail=tail_final, fidelity=fid)
         jpeg_bytes = int(round(float(np.mean(sizes))))
@@ -376,14 +397,14 @@ def _optimize_cut(config, model, cand, head, tail, ver, frames: Frames, referenc
     codec = config.wire_codec if cand.id != bundle_io.OUTPUT_CUT else "fp32"
     params: dict[str, codecs.Int8Params] = {}
     if cand.id != bundle_io.OUTPUT_CUT:
-        calib_acts = _activations(head, frames.calib_feeds, names, config.threads)
+        calib_acts = _activations(head, frames.calib_feeds, names)
         params = {n: codecs.calibrate_int8(calib_acts[n]) for n in floats}
-        eval_acts = _activations(head, frames.eval_feeds[:32], names, config.threads)
+        eval_acts = _activations(head, frames.eval_feeds[:32], names)
         item["wire"] = codecs.wire_bytes_by_codec(eval_acts, params)
 
     def finish(h: onnx.ModelProto) -> quantize.Pipeline:
         fh, ft = codecs.apply_wire_codec(codec, h, tail_final, floats, params if codec == "int8" else None)
-        return quantize.Pipeline(fh, ft, threads=config.threads)
+        return quantize.Pipeline(fh, ft)
 
     if config.quantize_heads:
         opt = quantize.optimize_head(quantizer, head, finish, reference, frames.eval_feeds,
@@ -409,8 +430,8 @@ def _optimize_cut(config, model, cand, head, tail, ver, frames: Frames, referenc
     return item
 
 
-def _activations(head: onnx.ModelProto, feeds, names, threads: int) -> dict[str, list[np.ndarray]]:
-    pipe = quantize.Pipeline(head, None, threads=threads)
+def _activations(head: onnx.ModelProto, feeds, names) -> dict[str, list[np.ndarray]]:
+    pipe = quantize.Pipeline(head, None)
     out_names = [o.name for o in head.graph.output]
     acts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for outs in quantize.run_frames(pipe, feeds):

@@ -162,3 +162,38 @@ def test_existing_output_is_not_replaced_without_overwrite(tmp_path: pathlib.Pat
     with pytest.raises(BundleExists):
         run_partition(tiny_config(model_path, out))
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_cut_failing_verification_is_rejected_with_reason(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real verifier runs; for one cut its result is replaced by a failure to exercise the rejection path."""
+    from partitioner import verify
+    from partitioner.errors import VerificationFailed
+
+    real = verify.verify_split
+
+    def failing_for_stem(full, head, tail, frames, **kwargs):
+        result = real(full, head, tail, frames, **kwargs)
+        if head is not None and [o.name for o in head.graph.output] == ["stem_relu"]:
+            raise VerificationFailed("split does not reproduce the full fp32 model: injected for the test")
+        return result
+
+    monkeypatch.setattr(verify, "verify_split", failing_for_stem)
+    report, _ = build_tiny_bundle(tmp_path, cuts=("stem_relu", "flat"), fidelity_frames=8)
+    assert [r.id for r in report.rejected] == ["stem_relu"]
+    assert "injected for the test" in report.rejected[0].reason
+    assert report.bundle.cut_ids == ["input", "flat", "output"]
+
+
+def test_symbolic_image_size_needs_input_size(tmp_path: pathlib.Path) -> None:
+    from partitioner.errors import UnsupportedModel
+
+    model = tiny_model()
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "height", "width"
+    path = tmp_path / "sym.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(UnsupportedModel, match="--input-size"):
+        run_partition(tiny_config(path, tmp_path / "a"))
+    report = run_partition(tiny_config(path, tmp_path / "b", input_size=(SIZE, SIZE), fidelity_frames=8, max_cuts=3))
+    assert list(report.bundle.manifest.input.tensor.shape) == [-1, 3, SIZE, SIZE]
+    assert not (tmp_path / "a").exists()

@@ -164,7 +164,8 @@ class EdgeAgent:
         self._profile_by_id = {p.cut_id: p for p in self.profiles}
         self.policy = SplitPolicy(self.profiles, policy_config_from(config))
         self.breaker = CircuitBreaker(BreakerConfig(
-            failure_threshold=3, initial_backoff_ms=500, max_backoff_ms=30_000,
+            failure_threshold=rt.breaker_failures, initial_backoff_ms=rt.breaker_backoff_ms,
+            max_backoff_ms=rt.breaker_max_backoff_ms,
         ))
         self.server_address = config.server.address or ""
         self._own_transport = transport is None

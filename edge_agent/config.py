@@ -84,6 +84,9 @@ class RuntimeConfig:
     queue_depth: int = 2  # bounded queue between each pipeline stage
     max_in_flight: int = 2  # concurrent offloads (network stage workers)
     max_frames: Optional[int] = None  # stop after this many captured frames
+    breaker_failures: int = 3  # consecutive offload failures that open the circuit
+    breaker_backoff_ms: int = 500  # first wait before a health probe; doubles per failed probe
+    breaker_max_backoff_ms: int = 30_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -429,6 +432,11 @@ def validate_config(cfg: EdgeConfig) -> None:
         _fail("runtime.queue_depth", rt.queue_depth, "an integer in 1..1024")
     if not 1 <= rt.max_in_flight <= 64:
         _fail("runtime.max_in_flight", rt.max_in_flight, "an integer in 1..64")
+    if rt.breaker_failures < 1:
+        _fail("runtime.breaker_failures", rt.breaker_failures, "an integer >= 1")
+    if not 1 <= rt.breaker_backoff_ms <= rt.breaker_max_backoff_ms:
+        _fail("runtime.breaker_backoff_ms", rt.breaker_backoff_ms,
+              f"milliseconds in 1..runtime.breaker_max_backoff_ms ({rt.breaker_max_backoff_ms})")
     if rt.max_frames is not None and rt.max_frames < 1:
         _fail("runtime.max_frames", rt.max_frames, "an integer >= 1 or no limit")
     p = cfg.policy

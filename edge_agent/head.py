@@ -272,10 +272,10 @@ class HeadRunner:
             return HeadOutput(cut_id, (), {}, x, outputs, pre_ms, head_ms)
         with self._lock:
             loaded = self._heads.get(cut_id)
-        if loaded is None:  # not prewarmed (e.g. a pin far away): load now
-            self.activate(cut_id)
+        if loaded is None:  # a frame that kept a cut the agent just moved away from: load it alone,
+            loaded = self._load(self.bundle.path(cut.head))  # without changing the active set
             with self._lock:
-                loaded = self._heads[cut_id]
+                loaded = self._heads.setdefault(cut_id, loaded)
         arrays, head_ms = self._run(loaded, {loaded.input_name: x})
         loaded.measured_ms.append(head_ms)
         if len(loaded.measured_ms) > 200:

@@ -84,3 +84,13 @@ def test_cut_profiles_from_manifest(tiny_bundle) -> None:
     assert profiles["conv1"].head_ms == 20.0 and profiles["conv1"].tail_ms == 1.5
     assert profiles["output"].wire_bytes == 0 and profiles["output"].head_ms == 80.0
     assert profiles["input"].head_ms == 0.0 and profiles["conv2"].wire_bytes == 512
+
+
+def test_a_frame_on_a_released_cut_does_not_move_the_active_set(tiny_bundle) -> None:
+    runner = HeadRunner(tiny_bundle, threads=1, prewarm_neighbours=0)
+    runner.activate("conv2")
+    assert runner.loaded_heads() == ["conv2"]
+    runner.run_head("conv1", first_video_frame())  # a frame that entered the head stage before the switch
+    assert runner.active_cut == "conv2" and runner.loaded_heads() == ["conv1", "conv2"]
+    runner.activate("conv2")  # the next activation releases the stray head
+    assert runner.loaded_heads() == ["conv2"]

@@ -329,3 +329,30 @@ def test_low_duty_probes_while_fully_local(tiny_bundle, tail_server) -> None:
     finally:
         assert agent.stop(20)
     _assert_one_result_per_frame(agent, sink)
+
+
+def test_discovers_the_server_over_zeroconf_when_none_is_configured(tiny_bundle) -> None:
+    from cloud_server.discovery import Advertisement, ServiceAdvertiser
+    from cloud_server.server import create_server
+    from cloud_server.settings import ServerSettings
+    from partitioner.bundle import tail_model_version
+
+    server = create_server(ServerSettings(host="127.0.0.1", port=0, bundles=(tiny_bundle.root,),
+                                          metrics_port=None, discovery=False, max_queue_delay_us=0))
+    key = f"tiny_net@{tail_model_version(tiny_bundle.manifest)}"
+    advertiser = ServiceAdvertiser(Advertisement(port=server.port, tls=False, bundles=(key,)),
+                                   host="127.0.0.1", interfaces=["127.0.0.1"])
+    advertiser.start()
+    sink = MemorySink()
+    try:
+        cfg = agent_config(tiny_bundle, runtime__max_frames=10, policy__pinned_cut="conv1",
+                           server__discovery_timeout_s=5.0)
+        assert cfg.server.address is None and cfg.server.discovery
+        agent = EdgeAgent(cfg, sink=sink).start()
+        assert agent.run_until_done(30)
+    finally:
+        advertiser.close()
+        server.stop(0)
+    assert agent.server_address == f"127.0.0.1:{server.port}"
+    assert {r.path for r in sink.results} == {Path.SPLIT}
+    _assert_one_result_per_frame(agent, sink)

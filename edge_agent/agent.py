@@ -359,7 +359,7 @@ class EdgeAgent:
                 if src.live:
                     self._put_dropping_oldest(frame)
                 else:
-                    self._put(self._capture_q, frame)
+                    self._capture_q.put(frame)  # files and folders never drop: wait for the pipeline
         finally:
             self._capture_q.put(_END)
 
@@ -381,10 +381,6 @@ class EdgeAgent:
                 if self._metrics:
                     self._metrics["dropped"].inc()
 
-    def _put(self, q: queue.Queue, item: object) -> None:
-        """Blocking put; the consumer always drains until the end marker, so this cannot deadlock."""
-        q.put(item)
-
     def _head_loop(self) -> None:
         try:
             while True:
@@ -401,14 +397,14 @@ class EdgeAgent:
                     self._run_head_stage(job)
                 except Exception as exc:  # noqa: BLE001 - the frame still gets its result
                     log.exception("frame %d failed in the head stage", frame.frame_id)
-                    job.path, job.fallback_reason = Path.FALLBACK, f"head stage error: {exc}"
-                    job.local_outputs = None
+                    job.head, job.fallback_reason = None, f"head stage error: {exc}"
+                    self._complete_on_device(job, guard=True)
                     self._result_q.put(job)
                     continue
                 if job.local_outputs is not None:
                     self._result_q.put(job)
                 else:
-                    self._put(self._net_q, job)
+                    self._net_q.put(job)  # blocks when the network is behind: back-pressure to capture
         finally:
             for _ in range(self.config.runtime.max_in_flight):
                 self._net_q.put(_END)
@@ -451,7 +447,7 @@ class EdgeAgent:
                 except Exception as exc:  # noqa: BLE001 - the frame still gets its result
                     log.exception("frame %d failed in the network stage", job.frame.frame_id)
                     job.fallback_reason = f"network stage error: {exc}"
-                    self._complete_on_device(job)
+                    self._complete_on_device(job, guard=True)
                 self._result_q.put(job)
         finally:
             with self._lock:
@@ -498,7 +494,17 @@ class EdgeAgent:
         self._on_offload_success(head.cut_id, request.wire_bytes, rtt_ms, response.server_queue_ms,
                                  response.server_compute_ms)
 
-    def _complete_on_device(self, job: _Job) -> None:
+    def _complete_on_device(self, job: _Job, *, guard: bool = False) -> None:
+        """Finish the frame locally (tail if loaded, else the full model); with ``guard`` a
+        failure here too leaves an ``error`` payload instead of raising."""
+        if guard:
+            try:
+                self._complete_on_device(job)
+            except Exception as exc:  # noqa: BLE001 - the one result of this frame says what failed
+                log.exception("frame %d could not complete on the device either", job.frame.frame_id)
+                job.local_outputs, job.path = None, Path.FALLBACK
+                job.fallback_reason = f"{job.fallback_reason}; local completion failed: {exc}"
+            return
         image = job.frame.image_bgr
         if job.head is not None:
             outputs, ms, what = complete_locally(self.head, job.head, image)

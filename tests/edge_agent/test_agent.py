@@ -356,3 +356,36 @@ def test_discovers_the_server_over_zeroconf_when_none_is_configured(tiny_bundle)
     assert agent.server_address == f"127.0.0.1:{server.port}"
     assert {r.path for r in sink.results} == {Path.SPLIT}
     _assert_one_result_per_frame(agent, sink)
+
+
+def test_a_frame_that_breaks_the_head_still_gets_one_result(tiny_bundle, tail_server) -> None:
+    from edge_agent.sources import Frame
+    from tests.edge_agent.conftest import first_video_frame as frame_bgr
+
+    good = frame_bgr()
+    bad = good.astype(np.uint16)  # not what preprocessing accepts: head and full model both fail
+
+    class ListSource:
+        live, name = False, "list"
+
+        def __init__(self) -> None:
+            self.images = [good, bad, good]
+
+        def read(self):
+            if not self.images:
+                return None
+            i = 3 - len(self.images)
+            return Frame(i, self.images.pop(0), int(time.time() * 1000), time.monotonic(), self.name)
+
+        def close(self) -> None:
+            self.images = []
+
+    sink = MemorySink()
+    agent = EdgeAgent(agent_config(tiny_bundle, policy__pinned_cut="conv1"), transport=FakeTransport(tail_server),
+                      sink=sink, source=ListSource()).start()
+    assert agent.run_until_done(30)
+    _assert_one_result_per_frame(agent, sink)
+    by_id = {r.frame_id: r for r in sink.results}
+    assert by_id[0].path is Path.SPLIT and by_id[2].path is Path.SPLIT
+    assert by_id[1].path is Path.FALLBACK and "error" in by_id[1].payload
+    assert "head stage error" in by_id[1].fallback_reason and "local completion failed" in by_id[1].fallback_reason

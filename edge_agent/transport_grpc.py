@@ -216,8 +216,8 @@ class _Stream:
         rid = msg.infer_response.id
         with self._lock:
             fut = self._pending.pop(rid, None)
-            if fut is None and msg.error_message and len(self._pending) == 1:
-                # an error without an id (some servers): it can only belong to the one pending request
+            if fut is None and not rid and len(self._pending) == 1:
+                # a response or error without an id (some servers): it can only be the one pending request
                 rid, fut = self._pending.popitem()
         if fut is None:
             log.debug("dropping a late or unknown stream response id=%r", rid)

@@ -58,7 +58,7 @@ CACHE_ENV = "SPLITINFER_BUNDLE_CACHE"
 DEFAULT_OBJECTIVE = "energy"
 
 # The default link story, as fractions of the expected run time.
-FAST = dict(uplink_kbps=20_000.0, delay_ms=5.0)
+FAST = dict(uplink_kbps=100_000.0, delay_ms=2.0)
 SLOW = dict(uplink_kbps=400.0, delay_ms=40.0)
 STORY = ((0.0, "fast", FAST, True), (0.30, "slow", SLOW, True), (0.55, "outage", FAST, False), (0.75, "fast again", FAST, True))
 
@@ -441,6 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"what the split policy minimises (default {DEFAULT_OBJECTIVE}; "
                         "change it live with `splitctl policy`)")
     p.add_argument("--slo-ms", type=float, default=None, help="latency SLO for --objective slo")
+    p.add_argument("--device-threads", type=int, default=1,
+                   help="ONNX Runtime threads of the edge agent (default 1: a small device)")
+    p.add_argument("--server-threads", type=int, default=2,
+                   help="ONNX Runtime intra-op threads of the cloud server (default 2)")
     p.add_argument("--summary-json", default=None, help="also write the summary as JSON here")
     p.add_argument("--verbose", action="store_true", help="log agent decisions (INFO) to stderr")
     return p
@@ -499,7 +503,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         trace, phases = story_trace(expected_s)
 
     server = create_server(ServerSettings(host="127.0.0.1", port=0, bundles=(bundle_root,), metrics_port=None,
-                                          discovery=False, max_batch_size=1))
+                                          discovery=False, max_batch_size=1,
+                                          intra_op_threads=args.server_threads))
     socket_path = args.socket or os.path.join(tempfile.gettempdir(), f"splitinfer-{os.getuid()}",
                                               f"demo-{os.getpid()}.sock")
     agent = control = link = None
@@ -516,6 +521,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             "source.loop": loop,
             "runtime.max_frames": args.frames,
             "runtime.deadline_ms": args.deadline_ms,
+            "runtime.threads": args.device_threads,
             "policy.objective": args.objective,
             "policy.slo_ms": args.slo_ms,
             "results.sink": "none",

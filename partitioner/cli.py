@@ -63,7 +63,7 @@ def _partition_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=pathlib.Path, help="TOML file with a [partition] table")
     p.add_argument("--name", dest="model_name", help="model name in the bundle (default: the file stem)")
     p.add_argument("--cuts", help="cuts to ship: tensor names or cut ids separated by ',', '+' joins the tensors of one multi-tensor cut")
-    p.add_argument("--max-cuts", type=int, help="keep at most N cuts including input/output (default 8)")
+    p.add_argument("--max-cuts", type=int, help="keep at most N cuts including input/output (default 6)")
     p.add_argument("--max-tensors", type=int, help="largest multi-tensor cut to consider (default 3)")
     p.add_argument("--calibration", type=pathlib.Path, help="folder of images or a video (default: the sample video)")
     p.add_argument("--calibration-frames", type=int, help="frames for the first INT8 calibration (default 32)")

@@ -62,7 +62,7 @@ class PartitionConfig:
     out_dir: pathlib.Path
     model_name: str = ""
     cuts: tuple[str, ...] = ()
-    max_cuts: int = 8
+    max_cuts: int = 6
     max_tensors: int = 3
     calibration: pathlib.Path | None = None
     calibration_frames: int = 32

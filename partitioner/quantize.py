@@ -18,6 +18,7 @@ private temporary directory that it removes; callers get ``ModelProto`` values.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import io
 import logging
@@ -122,6 +123,8 @@ class Quantizer:
         self._use_cache = _supports_cache()
         self._counter = 0
         self._sensitivity: list[tuple[float, str]] | None = None
+        self._full_quantized: dict[tuple[str, int, float], pathlib.Path] = {}
+        self._full_digest: str | None = None
 
     def __enter__(self) -> "Quantizer":
         return self
@@ -175,7 +178,15 @@ class Quantizer:
                     calibration_cache_path=str(cache),
                 )
             self._caches[key] = cache
+            self._full_quantized[key] = out
         return self._caches[key]
+
+    def _is_full_model(self, model: onnx.ModelProto) -> bool:
+        if len(model.graph.node) != len(self.full_model.graph.node):
+            return False
+        if self._full_digest is None:
+            self._full_digest = hashlib.sha256(self.full_model.SerializeToString()).hexdigest()
+        return hashlib.sha256(model.SerializeToString()).hexdigest() == self._full_digest
 
     def quantize(self, model: onnx.ModelProto, recipe: QuantRecipe, *, sensitive_count: int = 4) -> onnx.ModelProto:
         """``model`` (a head or the full model) as an INT8 QDQ model following ``recipe``."""
@@ -187,6 +198,9 @@ class Quantizer:
         elif recipe.keep_fp32 == "sensitive":
             exclude = self.sensitive_nodes(model, count=sensitive_count)
         cache = self._calibration_cache(recipe)
+        key = (recipe.method, recipe.calibration_frames, recipe.percentile)
+        if cache is not None and not exclude and key in self._full_quantized and self._is_full_model(model):
+            return onnx.load(str(self._full_quantized[key]))  # calibrating produced exactly this model
         out = self._path("quantized")
         kwargs = dict(
             quant_format=QuantFormat.QDQ, per_channel=True,

@@ -234,7 +234,21 @@ def _top1(result: FrameResult) -> tuple[Optional[int], str, float]:
     return int(top[0]["index"]), str(top[0]["label"]), float(top[0]["score"])
 
 
-COLUMNS = "frame  top-1                      cut            ran on    total   pre  head  wire  srv  local  uplink est  link now              reason"
+COLUMNS = ("frame  top-1                      cut            ran on    total   pre  head  wire  srv  local"
+           "   uplink est  link now           reason")
+
+
+def short_link(state: LinkState) -> str:
+    """``100 Mbps +2ms`` / ``400 kbps +40ms`` / ``down``: the table's "link now" column."""
+    if not state.up:
+        return "down"
+    if state.uplink_kbps is None:
+        rate = "unshaped"
+    elif state.uplink_kbps >= 1000:
+        rate = f"{state.uplink_kbps / 1000:g} Mbps"
+    else:
+        rate = f"{state.uplink_kbps:g} kbps"
+    return f"{rate} +{state.delay_ms:g}ms"
 
 
 def format_row(row: Row, width: int) -> str:
@@ -247,7 +261,7 @@ def format_row(row: Row, width: int) -> str:
         f"{r.frame_id:5d}  {label[:20]:<20} {score:4.2f}  {r.cut[:13]:<13}  {where:<8}"
         f"{lat.get('total', 0):7.1f} {lat.get('preprocess', 0):5.1f} {lat.get('head', 0):5.1f}"
         f" {lat.get('wire', 0):5.1f} {lat.get('server', 0):4.1f} {lat.get('tail_local', 0):6.1f}"
-        f"  {est:>10}  {row.link[:20]:<20}  {row.reason}"
+        f"  {est:>11}  {row.link[:17]:<17}  {row.reason}"
     )
     return line[:width] if width > 0 else line
 
@@ -287,7 +301,7 @@ class DemoView:
         row = Row(
             result=result,
             uplink_kbps=snapshot.telemetry.uplink_kbps if snapshot else None,
-            link=self.link.emulator.state_at(t_s).describe(),
+            link=short_link(self.link.emulator.state_at(t_s)),
             reason=snapshot.decision.reason if snapshot else "",
             phase=self.phase_of(t_s),
             t_s=t_s,

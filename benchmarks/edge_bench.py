@@ -13,7 +13,7 @@ Figures and goals:
 
 1. **RSS** of the agent process with the INT8 head loaded: the median of samples taken every
    100 ms while results flow (goal <= 150 MB); also the maximum, the value after the run once
-   freed heap pages are returned (``malloc_trim``, which the daemon does every 2 s), and USS
+   freed heap pages are returned (``malloc_trim``, which the daemon does every second), and USS
    (RSS without shared library pages). The agent also holds the full FP32 model for fallback and
    the neighbouring heads (prewarm).
 2. **Cold start**: process launch -> first result written (goal <= 3 s); includes Python imports,
@@ -206,7 +206,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=pathlib.Path, default=DEFAULT_BUNDLE)
     parser.add_argument("--cut", default=None)
-    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--paced-frames", type=int, default=60)
     parser.add_argument("--paced-fps", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=2)

@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 _END = object()
 REDISCOVER_MS = 30_000  # how often a daemon without a server browses zeroconf again
-TRIM_INTERVAL_S = 2.0  # return freed heap pages to the OS this often (glibc keeps ~60 MB of churn otherwise)
+TRIM_INTERVAL_S = 1.0  # return freed heap pages to the OS this often (glibc keeps ~60 MB of churn otherwise)
 
 
 @dataclass

@@ -200,3 +200,33 @@ def test_console_script_entry_point(stack):
     proc = subprocess.run(argv + ["set-split", "nope", "--socket", stack.socket_path],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == ctl.EXIT_NOT_FOUND and "valid cuts: input, feat, output" in proc.stderr
+
+
+def test_socket_and_token_defaults_come_from_the_environment(stack, monkeypatch):
+    monkeypatch.setenv("SPLITINFER_CONTROL_SOCKET", stack.socket_path)
+    code, out, err = run("status", "--json")
+    assert code == 0, err
+    assert json.loads(out)["agent_id"] == "test-agent"
+    monkeypatch.setenv("SPLITINFER_CONTROL_SOCKET", stack.socket_path + ".missing")
+    code, _, err = run("status")
+    assert code == ctl.EXIT_UNREACHABLE and ".missing" in err
+
+
+def test_watch_exits_cleanly_on_ctrl_c(stack):
+    import signal
+
+    exe = os.path.join(os.path.dirname(sys.executable), "splitctl")
+    argv = [exe] if os.path.exists(exe) else [sys.executable, "-m", "edge_agent.ctl"]
+    proc = subprocess.Popen(argv + ["watch", "--interval-ms", "100", "--socket", stack.socket_path],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        first = proc.stdout.readline()  # the first refresh has been drawn
+        assert first.startswith("splitctl watch") and time.monotonic() < deadline
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err

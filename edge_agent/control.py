@@ -8,12 +8,15 @@ Where it listens (see :func:`start_control_server`):
 
 * a Unix socket, by default, at :func:`default_socket_path`. The file is chmod-ed to
   ``0600`` right after the bind and the mode is checked; a parent directory this module
-  creates is ``0700``, which also covers the instant between bind and chmod. Anyone who
-  can open the socket is trusted (file permissions are the access control).
+  creates is ``0700``, which also covers the instant between bind and chmod (an existing
+  directory is left as it is). Anyone who can open the socket is trusted (file
+  permissions are the access control). A stale socket from a crashed agent is replaced;
+  a live one (another agent answering) is not.
 * optionally TCP (``host:port``), which then **requires** a bearer token: every call must
   carry ``authorization: Bearer <token>`` metadata, compared with
   :func:`hmac.compare_digest`. The TCP listener is a separate gRPC server so the token
-  never applies to the socket and never can be skipped on TCP.
+  never applies to the socket and never can be skipped on TCP. Given only a TCP address,
+  no socket is created.
 
 Status mapping: an unknown cut is ``NOT_FOUND`` (the message lists the valid cuts), a
 bad objective or SLO is ``INVALID_ARGUMENT``, a bad token ``UNAUTHENTICATED``.
@@ -391,7 +394,15 @@ class ControlServer:
                 os.unlink(self.socket_path)
 
 
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes on Linux, NUL included
+
+
 def _prepare_socket_path(path: str) -> None:
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        raise ConfigError(
+            f"control socket path {path!r} is {len(os.fsencode(path))} bytes; Unix sockets allow at most "
+            f"{_SUN_PATH_MAX}: pick a shorter path"
+        )
     parent = pathlib.Path(path).parent
     if not parent.exists():
         parent.mkdir(mode=0o700, parents=True)

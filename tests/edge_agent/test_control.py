@@ -73,6 +73,11 @@ def test_refuses_to_replace_a_regular_file(target, tmp_path):
     assert path.read_text() == "keep me"
 
 
+def test_too_long_socket_path_is_a_clear_error(target, tmp_path):
+    with pytest.raises(ConfigError, match="at most 107"):
+        start_control_server(target, socket_path=str(tmp_path / ("x" * 120) / "c.sock"))
+
+
 def test_tcp_requires_a_token(target):
     with pytest.raises(ConfigError, match="needs a bearer token"):
         start_control_server(target, tcp_address="127.0.0.1:0")

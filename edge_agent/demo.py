@@ -408,6 +408,8 @@ def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int,
 
 def render_summary(s: dict) -> str:
     lines = ["", "=== summary ==="]
+    if s.get("setup"):
+        lines.append(f"setup: {s['setup']}; link {s['link']}")
     equal = "equal" if s["frames_equal_results"] else "NOT EQUAL"
     lines.append(f"frames {s['frames']}, results {s['results']} ({equal}), dropped {s['frames_dropped']}, "
                  f"wall time {s['wall_s']} s")
@@ -569,6 +571,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
                             frames_dropped=snapshot.frames_dropped, reference=dict(reference.top1),
                             phases=phases, link=link, wall_s=time.monotonic() - wall_start)
         summary["bundle"] = f"{snapshot.bundle_name}@{snapshot.bundle_version}"
+        summary["setup"] = (f"device {args.device_threads} ONNX Runtime thread(s), server {args.server_threads} "
+                            f"intra-op thread(s), same machine over loopback; objective {args.objective}"
+                            + (f" (SLO {args.slo_ms:g} ms)" if args.slo_ms else ""))
         summary["agent_errors"] = list(agent.errors)
         out.write(render_summary(summary) + "\n")
         out.write(f"(run `splitctl watch --socket PATH` during a demo to follow decisions live; "

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import grpc
 import numpy as np
@@ -33,6 +33,9 @@ import numpy as np
 from edge_agent.errors import OffloadUnavailable
 from edge_agent.types import OffloadRequest, OffloadResponse
 from protos import datatypes, inference_pb2, inference_pb2_grpc
+
+if TYPE_CHECKING:
+    from edge_agent.config import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -352,14 +355,10 @@ class GrpcTransport:
         self._channel.close()
 
 
-def options_from_config(server: "object") -> GrpcOptions:
-    """GrpcOptions from an :class:`edge_agent.config.ServerConfig`."""
+def options_from_config(server: "ServerConfig") -> GrpcOptions:
+    """GrpcOptions from the ``[server]`` section of the agent's config."""
     return GrpcOptions(
-        tls=server.tls, ca_file=server.ca_file, cert_file=server.cert_file, key_file=server.key_file,  # type: ignore[attr-defined]
-        server_name=server.server_name, token=server.token,  # type: ignore[attr-defined]
-        max_message_bytes=server.max_message_mb * 1024 * 1024, streaming=server.streaming,  # type: ignore[attr-defined]
+        tls=server.tls, ca_file=server.ca_file, cert_file=server.cert_file, key_file=server.key_file,
+        server_name=server.server_name, token=server.token,
+        max_message_bytes=server.max_message_mb * 1024 * 1024, streaming=server.streaming,
     )
-
-
-def parse_parameters(params: Mapping[str, inference_pb2.InferParameter]) -> dict[str, object]:
-    return {key: _from_param(value) for key, value in params.items()}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 # --------------------------------------------------------------------------- daemon (agent, head, transport)
 
-import pathlib
 from typing import Any, Mapping
 
 import numpy as np

@@ -16,7 +16,7 @@ from edge_agent.results import FrameResult, MemorySink
 from edge_agent.transport_fake import FakeTransport
 from edge_agent.transport_grpc import GrpcTransport
 from edge_agent.types import Mode, Objective, Path, Telemetry
-from tests.edge_agent.conftest import TailServer, agent_config
+from tests.edge_agent.conftest import agent_config
 from tests.edge_agent.test_results import check_result_line
 
 

@@ -155,8 +155,6 @@ def test_falls_back_to_unary_without_streaming_and_deadline(tiny_bundle, head, t
 
 
 def test_stream_deadline_drops_the_late_answer(tiny_bundle, head, tail_server) -> None:
-    from cloud_server.server import create_server  # noqa: F401 - same server as above, slow handler below
-
     class SlowStream(UnaryOnlyServicer):
         def ModelStreamInfer(self, request_iterator, context):  # noqa: N802
             for request in request_iterator:

@@ -389,3 +389,28 @@ def test_a_frame_that_breaks_the_head_still_gets_one_result(tiny_bundle, tail_se
     assert by_id[0].path is Path.SPLIT and by_id[2].path is Path.SPLIT
     assert by_id[1].path is Path.FALLBACK and "error" in by_id[1].payload
     assert "head stage error" in by_id[1].fallback_reason and "local completion failed" in by_id[1].fallback_reason
+
+
+def test_bandwidth_collapse_through_the_link_emulator(tiny_bundle, tail_server) -> None:
+    from edge_agent.link import EmulatedTransport, LinkEmulator, LinkState, LinkTrace
+
+    # fast until t=1000 s on the emulation's clock, then a 150 kbps uplink; we jump the clock to collapse
+    trace = LinkTrace([LinkState(0.0, None, 1.0), LinkState(1000.0, 150.0, 1.0)])
+    offset = {"s": 0.0}
+    link = EmulatedTransport(FakeTransport(tail_server), LinkEmulator(trace, burst_bytes=1024),
+                             clock=lambda: time.monotonic() + offset["s"])
+    sink = MemorySink()
+    cfg = agent_config(tiny_bundle, source__fps_cap=100, source__loop=True, runtime__deadline_ms=3000,
+                       policy__hysteresis_pct=5)
+    agent = EdgeAgent(cfg, transport=link, sink=sink).start()
+    wire = {p.cut_id: p.wire_bytes for p in agent.profiles}
+    try:
+        assert _wait_for(lambda: agent.results >= 20)
+        fast = agent.decision
+        assert fast.cut_id != "output", fast.reason
+        offset["s"] = 1000.0
+        assert link.current_state().uplink_kbps == 150.0
+        assert _wait_for(lambda: wire[agent.decision.cut_id] < wire[fast.cut_id], timeout_s=20), agent.decision.reason
+    finally:
+        assert agent.stop(30)
+    _assert_one_result_per_frame(agent, sink)

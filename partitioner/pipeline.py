@@ -283,6 +283,11 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
     lap("load")
     progress("prepare", 0, 1)
     model = prepare_model(source_model, input_shapes=_fixed_input_shapes(source_model, config))
+    if config.quantize_heads or config.wire_codec == "int8":
+        try:
+            model = quantize.upgrade_for_qdq(model)  # QuantizeLinear/per-channel need opset >= 13
+        except ValueError as exc:
+            raise UnsupportedModel(f"{exc}; partition with --no-quantize --wire-codec fp16 (or fp32) instead") from exc
     progress("prepare", 1, 1)
     lap("prepare")
 

@@ -104,6 +104,26 @@ def first_last_weight_nodes(model: onnx.ModelProto) -> list[str]:
     return sorted({named[0], named[-1]}, key=named.index)
 
 
+MIN_QDQ_OPSET = 13  # per-channel DequantizeLinear (the ``axis`` attribute) needs opset 13
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def upgrade_for_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` at opset >= 13 (ONNX's version converter) so per-channel QDQ is valid; unchanged if already."""
+    if _opset(model) >= MIN_QDQ_OPSET:
+        return model
+    from onnx import version_converter
+
+    try:
+        upgraded = version_converter.convert_version(model, MIN_QDQ_OPSET)
+    except Exception as exc:  # noqa: BLE001 - the converter raises assorted errors per op
+        raise ValueError(f"cannot convert opset {_opset(model)} to {MIN_QDQ_OPSET} for INT8 QDQ: {exc}") from exc
+    return upgraded
+
+
 class Quantizer:
     """Quantizes heads of one prepared model with calibration shared between heads.
 
@@ -115,7 +135,7 @@ class Quantizer:
     def __init__(self, full_model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]) -> None:
         if not feeds:
             raise ValueError("no calibration feeds")
-        self.full_model = full_model
+        self.full_model = upgrade_for_qdq(full_model)
         self.feeds = list(feeds)
         self._tmp = tempfile.TemporaryDirectory(prefix="splitinfer-quant-")
         self.workdir = pathlib.Path(self._tmp.name)
@@ -192,6 +212,7 @@ class Quantizer:
         """``model`` (a head or the full model) as an INT8 QDQ model following ``recipe``."""
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+        model = upgrade_for_qdq(model)
         exclude: list[str] = []
         if recipe.keep_fp32 == "first_last":
             exclude = first_last_weight_nodes(model)
@@ -273,6 +294,11 @@ def weight_sensitivity(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndar
         results.append((sqnr, node.name))
     results.sort()
     return results
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -485,13 +511,13 @@ def optimize_head(
         seen.add(replace(recipe, remedy=""))
         try:
             quantized = quantizer.quantize(head, recipe)
-        except Exception as exc:  # a remedy the quantizer cannot apply is skipped, not fatal
-            logger.warning("quantization remedy %r failed: %s", recipe.remedy, exc)
+            fid = measure_fidelity(
+                reference, finish(quantized), feeds, remedy=recipe.remedy, threshold=threshold, stop_below=threshold
+            )
+        except Exception as exc:  # noqa: BLE001 - a remedy ORT cannot apply or run is skipped, not fatal
+            logger.warning("quantization remedy %r failed: %s", recipe.remedy, _first_line(exc))
             attempts.append((recipe.remedy, float("nan")))
             continue
-        fid = measure_fidelity(
-            reference, finish(quantized), feeds, remedy=recipe.remedy, threshold=threshold, stop_below=threshold
-        )
         attempts.append((recipe.remedy, fid.top1_agreement))
         logger.info(
             "quantized head with %s: top-1 agreement %.4f over %d frames", recipe.remedy, fid.top1_agreement, fid.frames

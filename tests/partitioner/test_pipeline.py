@@ -16,7 +16,7 @@ from partitioner.pipeline import PartitionConfig, run_partition
 SIZE = 32
 
 
-def tiny_model() -> onnx.ModelProto:
+def tiny_model(opset: int = 17) -> onnx.ModelProto:
     """conv -> relu -> conv -> relu (+ skip) -> global pool -> gemm: 5 classes, dynamic batch."""
     rng = np.random.default_rng(7)
 
@@ -41,8 +41,8 @@ def tiny_model() -> onnx.ModelProto:
         [init("w1", 8, 3, 3, 3), init("b1", 8, scale=0.1), init("w2", 8, 8, 3, 3, scale=0.2), init("b2", 8, scale=0.1),
          init("wfc", 5, 8, scale=1.0), init("bfc", 5, scale=0.1)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tests")
-    model.ir_version = 8
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tests")
+    model.ir_version = 8 if opset >= 13 else 4
     onnx.checker.check_model(model)
     return model
 
@@ -197,3 +197,14 @@ def test_symbolic_image_size_needs_input_size(tmp_path: pathlib.Path) -> None:
     report = run_partition(tiny_config(path, tmp_path / "b", input_size=(SIZE, SIZE), fidelity_frames=8, max_cuts=3))
     assert list(report.bundle.manifest.input.tensor.shape) == [-1, 3, SIZE, SIZE]
     assert not (tmp_path / "a").exists()
+
+
+def test_old_opset_model_is_upgraded_for_int8(tmp_path: pathlib.Path) -> None:
+    """Opset 9 has no QuantizeLinear: the prepared model is converted to opset 13 first."""
+    path = tmp_path / "old.onnx"
+    onnx.save(tiny_model(opset=9), str(path))
+    report = run_partition(tiny_config(path, tmp_path / "bundle", fidelity_frames=8, max_cuts=3))
+    bundle = bundle_io.read_bundle(report.bundle.root)
+    assert bundle.manifest.opset == 13
+    inner = [c for c in bundle.manifest.cuts if c.id not in ("input", "output")]
+    assert inner and inner[0].tensors[0].datatype == "UINT8"

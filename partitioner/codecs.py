@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -110,8 +110,8 @@ def _with_wire_ops(
     head: onnx.ModelProto | None,
     tail: onnx.ModelProto | None,
     names: Sequence[str],
-    head_node: callable,  # (name, fp32_name) -> list[NodeProto], initializers
-    tail_node: callable,
+    head_node: Callable[[str, str], tuple[list[onnx.NodeProto], list[onnx.TensorProto]]],
+    tail_node: Callable[[str, str], tuple[list[onnx.NodeProto], list[onnx.TensorProto]]],
     wire_elem_type: int,
 ) -> tuple[onnx.ModelProto | None, onnx.ModelProto | None]:
     new_head = new_tail = None

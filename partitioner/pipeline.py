@@ -367,7 +367,8 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
     return PartitionReport(bundle=bundle, rejected=rejected, attempts=attempts, stage_seconds=times)
 
 
-def _float_names(cand, ) -> list[str]:
+def _float_names(cand) -> list[str]:
+    """Cut tensors the wire codec applies to (FP32 ones; others travel as they are)."""
     return [t for t, dt in zip(cand.tensors, cand.datatypes) if dt == "FP32"]
 
 

@@ -10,7 +10,12 @@ Fidelity is the quantized split pipeline (head, wire codec, tail) against the FP
 full model: top-1 agreement (argmax over the last axis of every output) and the mean
 cosine of the flattened outputs. When agreement falls below the threshold the
 remedies of :data:`REMEDIES` are tried in order and the first that reaches it is
-kept; if none does, the head ships in FP32 (remedy ``"fp32_head"``).
+kept; if none does, the head ships in FP32 (remedy ``"fp32_head"``). "Sensitive"
+nodes are the weight nodes whose INT8 weights alone cost the full model's outputs
+the most SQNR (measured once by fake-quantizing one node at a time).
+
+Models below opset 13 are converted (ONNX version converter) first, because
+per-channel QDQ needs DequantizeLinear's ``axis``.
 
 ONNX Runtime's quantizer only works on files, so this module writes its models in a
 private temporary directory that it removes; callers get ``ModelProto`` values.

@@ -195,6 +195,7 @@ class EdgeAgent:
         self._serve_control = serve_control and config.control.enabled
         self._advertisement: Optional[Any] = None
         self._discovering = threading.Event()
+        self._last_failed_model: Optional[tuple[str, str]] = None  # (name, version) the health probe checks
         self._next_discovery_ms = REDISCOVER_MS
         self.errors: list[str] = []
         self._started = False
@@ -481,7 +482,7 @@ class EdgeAgent:
         try:
             response = self.transport.infer(request, timeout_s)
         except OffloadUnavailable as exc:
-            self._on_offload_failure(exc)
+            self._on_offload_failure(exc, (request.model_name, request.model_version))
             job.fallback_reason = f"{exc.code}: {exc}"
             self._complete_on_device(job)
             return
@@ -531,12 +532,17 @@ class EdgeAgent:
         if decision is not None:
             self._apply(decision)
 
-    def _on_offload_failure(self, exc: OffloadUnavailable) -> None:
+    def _on_offload_failure(self, exc: OffloadUnavailable, model: Optional[tuple[str, str]] = None) -> None:
         with self._lock:
+            if model is not None:
+                self._last_failed_model = model
             now = self._now_ms()
             self.offload_failures[exc.code] += 1
             before = self.breaker.state
-            self.breaker.record_failure(now)
+            if exc.retryable:
+                self.breaker.record_failure(now)
+            else:  # e.g. the server lacks this bundle version or rejects our token: stop at once
+                self.breaker.trip(now)
             opened = before is BreakerState.CLOSED and self.breaker.state is BreakerState.OPEN
             decision = self.policy.note_cloud_available(False, now) if opened else None
         if decision is not None:
@@ -687,11 +693,17 @@ class EdgeAgent:
 
     def _health_probe(self) -> None:
         assert self.transport is not None
+        timeout_s = min(1.0, self.config.runtime.deadline_ms / 1000.0 * 2)
         start = self._clock()
-        ok = self.transport.healthy(timeout_s=min(1.0, self.config.runtime.deadline_ms / 1000.0 * 2))
+        ok = self.transport.healthy(timeout_s=timeout_s)
+        model_ready = getattr(self.transport, "model_ready", None)  # the gRPC client has it; wrappers may not
+        failed = self._last_failed_model
+        if ok and failed is not None and model_ready is not None:
+            ok = bool(model_ready(failed[0], failed[1], timeout_s))  # the server is up, but does it hold our tail?
         with self._lock:
             now = self._now_ms()
             if ok:
+                self._last_failed_model = None
                 self.telemetry.bandwidth.observe_rtt((self._clock() - start) * 1000.0, now)
                 self.breaker.record_success(now)
                 log.info("server %s healthy again; circuit closed", self.server_address or "(injected)")

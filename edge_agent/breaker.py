@@ -8,6 +8,7 @@ It never touches a socket or a clock: the caller passes ``now_ms`` (from
     CLOSED     success                                  CLOSED       consecutive failures = 0
     CLOSED     failure (< failure_threshold in a row)   CLOSED       count it
     CLOSED     failure (= failure_threshold in a row)   OPEN         retry_at = now + backoff
+    CLOSED     trip (a failure retrying cannot fix)     OPEN         retry_at = now + backoff
     OPEN       poll, now <  retry_at                    OPEN         -
     OPEN       poll, now >= retry_at                    HALF_OPEN    one health probe may run
     OPEN       success / failure (late, in flight)      OPEN         ignored
@@ -97,6 +98,15 @@ class CircuitBreaker:
         elif self.state is BreakerState.HALF_OPEN:
             self.backoff_ms = min(int(self.backoff_ms * self.config.multiplier), self.config.max_backoff_ms)
             self._open(now_ms)
+        return self.state
+
+    def trip(self, now_ms: int) -> BreakerState:
+        """A failure that retrying cannot fix (not found, not authorized): open now if closed."""
+        if self.state is BreakerState.CLOSED:
+            self.consecutive_failures += 1
+            self._open(now_ms)
+        elif self.state is BreakerState.HALF_OPEN:
+            return self.record_failure(now_ms)
         return self.state
 
     def _open(self, now_ms: int) -> None:

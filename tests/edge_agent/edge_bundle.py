@@ -74,7 +74,7 @@ def _tensor(name: str, datatype: str, shape: list[int], codec: str = "fp32", sca
     return spec
 
 
-def write_tiny_bundle(out: pathlib.Path, *, input_wire_bytes: int = 1500) -> bundle_io.Bundle:
+def write_tiny_bundle(out: pathlib.Path, *, input_wire_bytes: int = 1500, labels: list[str] = LABELS) -> bundle_io.Bundle:
     F = TensorProto.FLOAT
     full = _model(["c1", "r1", "c2", "r2", "gap_f", "flat", "fc"], ("input", F, ["N", 3, SIZE, SIZE]), ("logits", F, ["N", 5]))
     head1 = _model(["c1", "r1"], ("input", F, ["N", 3, SIZE, SIZE]), ("conv1_out", F, ["N", 4, SIZE, SIZE]))
@@ -94,7 +94,7 @@ def write_tiny_bundle(out: pathlib.Path, *, input_wire_bytes: int = 1500) -> bun
         m.output.classification.top_k = 3
         m.output.classification.softmax = True
         m.output.classification.output_tensor = "logits"
-        m.output.classification.labels.CopyFrom(writer.add_bytes("edge/labels.json", json.dumps(LABELS).encode()))
+        m.output.classification.labels.CopyFrom(writer.add_bytes("edge/labels.json", json.dumps(labels).encode()))
         m.full_model.CopyFrom(writer.add_bytes("edge/full_model.onnx", full))
         ver = bundle_pb2.Verification(frames=4, max_abs_error=1e-5, top1_agreement=1.0, cosine=1.0, passed=True)
         inp = m.cuts.add(id="input", display_name="input", order=0, wire_bytes=input_wire_bytes)

@@ -414,3 +414,31 @@ def test_bandwidth_collapse_through_the_link_emulator(tiny_bundle, tail_server) 
     finally:
         assert agent.stop(30)
     _assert_one_result_per_frame(agent, sink)
+
+
+def test_server_without_our_bundle_version_is_not_hammered(tiny_bundle, tmp_path) -> None:
+    from cloud_server.server import create_server
+    from cloud_server.settings import ServerSettings
+    from tests.edge_agent.edge_bundle import LABELS, write_tiny_bundle
+
+    other = write_tiny_bundle(tmp_path / "other", labels=[x.upper() for x in LABELS])  # same model, new version
+    server = create_server(ServerSettings(host="127.0.0.1", port=0, bundles=(other.root,),
+                                          metrics_port=None, discovery=False, max_queue_delay_us=0))
+    transport = GrpcTransport(server.address)
+    sink = MemorySink()
+    cfg = agent_config(tiny_bundle, policy__pinned_cut="conv1", source__fps_cap=100, source__loop=True)
+    agent = EdgeAgent(cfg, transport=transport, sink=sink).start()
+    try:
+        assert _wait_for(lambda: agent.results >= 250, timeout_s=20)  # ~2.5 s: several probe periods
+    finally:
+        assert agent.stop(20)
+        transport.close()
+        server.stop(0)
+    assert agent.breaker.state.value != "closed"
+    # the stream's errors carry no status, so the usual threshold opens the breaker; then the health
+    # probe asks ModelReady for our tail (not just ServerReady) and keeps it open: no open/close cycling
+    assert sum(agent.offload_failures.values()) <= cfg.runtime.breaker_failures + 1
+    assert {r.path for r in sink.results} == {Path.FALLBACK}
+    first = min(sink.results, key=lambda r: r.frame_id)
+    assert "SERVER_ERROR" in first.fallback_reason or "NOT_FOUND" in first.fallback_reason
+    _assert_one_result_per_frame(agent, sink)

@@ -85,3 +85,11 @@ def test_probe_runs_once_per_half_open_period() -> None:
 def test_bad_breaker_config(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         BreakerConfig(**kwargs)
+
+
+def test_trip_opens_at_once_and_counts_as_a_failed_probe_when_half_open() -> None:
+    b = CircuitBreaker(CFG)
+    assert b.trip(0) is O and b.retry_at_ms == 100 and not b.allows_offload(50)
+    assert b.begin_probe(100)
+    assert b.trip(101) is O and b.backoff_ms == 200 and b.retry_at_ms == 301
+    assert b.trip(150) is O and b.retry_at_ms == 301  # ignored while open

@@ -442,3 +442,24 @@ def test_server_without_our_bundle_version_is_not_hammered(tiny_bundle, tmp_path
     first = min(sink.results, key=lambda r: r.frame_id)
     assert "SERVER_ERROR" in first.fallback_reason or "NOT_FOUND" in first.fallback_reason
     _assert_one_result_per_frame(agent, sink)
+
+
+def test_battery_trace_low_and_discharging_switches_to_energy(tiny_bundle, tail_server, tmp_path) -> None:
+    trace = tmp_path / "battery.csv"
+    trace.write_text("time_s,battery_pct,charging\n0,90,0\n0.5,15,0\n")  # drains below 20 % within 0.5 s
+    fake = FakeTransport(tail_server)
+    cfg = agent_config(tiny_bundle, battery__source="trace", battery__trace_file=str(trace), metrics__port=0,
+                       source__fps_cap=100, source__loop=True)
+    agent = EdgeAgent(cfg, transport=fake, sink=MemorySink()).start()
+    try:
+        assert agent.decision.objective is Objective.LATENCY
+        assert _wait_for(lambda: agent.decision.objective is Objective.ENERGY, timeout_s=10), agent.decision.reason
+        assert "battery" in agent.decision.reason
+        snap = agent.snapshot()
+        assert snap.telemetry.battery_pct is not None and snap.telemetry.battery_pct < 20
+        assert snap.telemetry.charging is False
+        body = urllib.request.urlopen(f"http://127.0.0.1:{agent.metrics_port}/metrics", timeout=5).read().decode()
+        battery = [line for line in body.splitlines() if line.startswith("splitinfer_edge_battery_pct ")]
+        assert battery and float(battery[0].split()[1]) < 20
+    finally:
+        assert agent.stop(20)

@@ -94,3 +94,14 @@ def test_a_frame_on_a_released_cut_does_not_move_the_active_set(tiny_bundle) -> 
     assert runner.active_cut == "conv2" and runner.loaded_heads() == ["conv1", "conv2"]
     runner.activate("conv2")  # the next activation releases the stray head
     assert runner.loaded_heads() == ["conv2"]
+
+
+def test_the_daemon_never_imports_torch_or_onnx() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, edge_agent.cli, edge_agent.agent, edge_agent.transport_grpc, edge_agent.head, "
+            "edge_agent.sources; bad = sorted(m for m in ('torch', 'onnx') if m in sys.modules); print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -249,8 +249,10 @@ class Bench:
             if code is None:
                 notes.append(f"agent still running after {budget_s:.0f}s; stopped")
                 code = agent.stop()
-            elif code != 0:
-                notes.append(f"agent exited with {code}: {agent.stderr_tail(5)}")
+            else:
+                if code != 0:
+                    notes.append(f"agent exited with {code}: {agent.stderr_tail(5)}")
+                agent.stop()  # closes its log files
             if killer is not None:
                 killer.join(timeout=60)
             wall_s = time.monotonic() - started

@@ -26,6 +26,7 @@ EDGE_IF = "si-e0"
 EDGE_ADDR = "10.77.0.1"
 CLOUD_ADDR = "10.77.0.2"
 CGROUP = pathlib.Path("/sys/fs/cgroup/cpu/si-edge")
+CLOUD_CGROUP = pathlib.Path("/sys/fs/cgroup/cpu/si-cloud")
 
 
 def namespaces_available() -> tuple[bool, str]:
@@ -94,7 +95,11 @@ class NamespaceTestbed:
         return ["ip", "netns", "exec", EDGE_NS, "taskset", "-c", str(self.settings.cloud_cpu), *argv]
 
     def cloud_command(self, argv: Sequence[str]) -> list[str]:
-        return ["ip", "netns", "exec", CLOUD_NS, "taskset", "-c", str(self.settings.cloud_cpu), *argv]
+        """Run in si-cloud, in the cloud cgroup (priority, no quota), on the cloud core."""
+        inner = " ".join(_quote(a) for a in argv)
+        script = (f"echo $$ > {CLOUD_CGROUP}/cgroup.procs && "
+                  f"exec ip netns exec {CLOUD_NS} taskset -c {self.settings.cloud_cpu} {inner}")
+        return ["sh", "-c", script]
 
     def link_bytes(self) -> int:
         """Bytes that crossed the edge's veth (both directions, headers included)."""
@@ -110,7 +115,8 @@ class NamespaceTestbed:
                 "edge_addr": EDGE_ADDR, "cloud_addr": CLOUD_ADDR, "uplink_shaping": "tc tbf on si-e0",
                 "edge_cpu_quota": f"{self.settings.period_us / self.settings.edge_slowdown:.0f}/"
                                   f"{self.settings.period_us} us ({self.settings.edge_slowdown:g}x slower than one core)",
-                "edge_cpu": self.settings.edge_cpu, "cloud_cpu": self.settings.cloud_cpu}
+                "edge_cpu": self.settings.edge_cpu, "cloud_cpu": self.settings.cloud_cpu,
+                "cpu_shares": "8192 for si-edge and si-cloud (8x default), to shield them from other work"}
 
 
 class LoopbackTestbed:

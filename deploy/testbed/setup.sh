@@ -14,6 +14,9 @@
 #   si-edge: si-e0 10.77.0.1/30, lo up; root qdisc tbf on si-e0 (edge uplink)
 #   si-cloud: si-c0 10.77.0.2/30, lo up
 #   /sys/fs/cgroup/cpu/si-edge: cpu.cfs_quota_us = SI_PERIOD_US / SI_EDGE_SLOWDOWN
+#   /sys/fs/cgroup/cpu/si-cloud: no quota
+#   both with cpu.shares 8192 (8x the default) so that other work on this machine
+#   disturbs the measurements less; the quota still caps the edge
 set -euo pipefail
 
 EDGE_NS=si-edge
@@ -23,6 +26,8 @@ CLOUD_IF=si-c0
 EDGE_ADDR=10.77.0.1/30
 CLOUD_ADDR=10.77.0.2/30
 CGROUP=/sys/fs/cgroup/cpu/si-edge
+CLOUD_CGROUP=/sys/fs/cgroup/cpu/si-cloud
+SHARES=8192
 
 UPLINK_MBIT=${SI_UPLINK_MBIT:-10}
 SLOWDOWN=${SI_EDGE_SLOWDOWN:-4}
@@ -68,5 +73,8 @@ mkdir -p "$CGROUP"
 QUOTA_US=$(awk -v p="$PERIOD_US" -v s="$SLOWDOWN" 'BEGIN{printf "%d", p / s}')
 echo "$PERIOD_US" > "$CGROUP/cpu.cfs_period_us"
 echo "$QUOTA_US" > "$CGROUP/cpu.cfs_quota_us"
+echo "$SHARES" > "$CGROUP/cpu.shares"
+mkdir -p "$CLOUD_CGROUP"
+echo "$SHARES" > "$CLOUD_CGROUP/cpu.shares"
 
 echo "testbed up: $EDGE_NS ${EDGE_ADDR%/*} -> $CLOUD_NS ${CLOUD_ADDR%/*}, uplink ${UPLINK_MBIT} Mbit/s (tbf), edge CPU quota ${QUOTA_US}/${PERIOD_US} us (${SLOWDOWN}x slower than one core) in $CGROUP"

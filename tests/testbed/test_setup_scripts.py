@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from benchmarks.testbed.netns import CGROUP, SETUP, TEARDOWN, namespaces_available
+from benchmarks.testbed.netns import CGROUP, CLOUD_CGROUP, SETUP, TEARDOWN, namespaces_available
 
 ok, why = namespaces_available()
 pytestmark = pytest.mark.skipif(not ok, reason=f"namespace testbed unavailable: {why}")
@@ -34,6 +34,7 @@ def test_setup_twice_then_teardown_twice_leaves_nothing() -> None:
                                capture_output=True, text=True, check=True).stdout
         assert "tbf" in qdisc and "3Mbit" in qdisc
         assert (CGROUP / "cpu.cfs_quota_us").read_text().strip() == "10000"  # 20000 us / 2
+        assert (CLOUD_CGROUP / "cpu.shares").read_text().strip() == "8192"
         # the edge reaches the cloud across the veth, and only there
         probe = subprocess.run(["ip", "netns", "exec", "si-edge", "ip", "route", "get", "10.77.0.2"],
                                capture_output=True, text=True)
@@ -45,6 +46,6 @@ def test_setup_twice_then_teardown_twice_leaves_nothing() -> None:
         second = _run(TEARDOWN)
     assert first.returncode == 0 and second.returncode == 0, (first.stderr, second.stderr)
     assert not ({"si-edge", "si-cloud"} & _netns())
-    assert not CGROUP.exists()
+    assert not CGROUP.exists() and not CLOUD_CGROUP.exists()
     links = subprocess.run(["ip", "link", "show"], capture_output=True, text=True, check=True).stdout
     assert "si-e0" not in links and "si-c0" not in links

@@ -422,6 +422,11 @@ def _optimize_cut(config, model, cand, head, tail, ver, frames: Frames, referenc
         fid = quantize.measure_fidelity(reference, finish(head), frames.eval_feeds, threshold=config.threshold)
     final_head, final_tail = codecs.apply_wire_codec(codec, head_model, tail_final, floats, params if codec == "int8" else None)
     item.update(head=final_head, tail=final_tail, head_precision=precision, fidelity=fid)
+    if fid.top1_agreement < config.threshold:
+        logger.warning(
+            "cut %s: top-1 agreement %.3f stays below %.3f even with the %s head; the %s wire codec costs the rest "
+            "(it ships, with its fidelity recorded)", cand.id, fid.top1_agreement, config.threshold, precision, codec,
+        )
 
     tensors = []
     for name, shape, dt in zip(names, cand.shapes, cand.datatypes):

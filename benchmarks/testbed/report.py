@@ -265,13 +265,14 @@ def write_plots(doc: dict, out_dir: pathlib.Path) -> list[str]:
             ax.axvspan(sc["kill_at_s"], sc.get("restart_at_s") or sc["kill_at_s"], color="red", alpha=0.1)
         ax.set_yscale("log")
         ax.set_ylabel("latency (ms)")
+        t_end = max(p[0] for r in shown for p in r["timeline"]) if shown else 1.0
         ax2 = ax.twinx()
-        steps = _rate_curve(sc)
+        steps = _rate_curve(sc, t_end + 1)
         if steps:
             ax2.step([p[0] for p in steps], [p[1] for p in steps], where="post", color="tab:gray", alpha=0.6,
                      linestyle="--", label="uplink")
             ax2.set_ylabel("uplink (Mbit/s)", color="tab:gray")
-        t_end = max(p[0] for r in shown for p in r["timeline"]) if shown else 1.0
+            ax2.set_ylim(0, max(p[1] for p in steps) * 1.15 or 1)
         ax.set_xlim(0, t_end + 1)
         ax.legend(fontsize=8, loc="upper left")
         ax.set_title(f"{sc['name']}: per-frame latency (shaded: outage / server down)")
@@ -309,7 +310,7 @@ def write_plots(doc: dict, out_dir: pathlib.Path) -> list[str]:
     return written
 
 
-def _rate_curve(sc: dict) -> list[tuple[float, float]]:
+def _rate_curve(sc: dict, t_end: float) -> list[tuple[float, float]]:
     from benchmarks.testbed.schedule import LinkSchedule
 
     schedule = LinkSchedule.from_dict(sc["schedule"])
@@ -318,5 +319,5 @@ def _rate_curve(sc: dict) -> list[tuple[float, float]]:
         state = schedule.state_at(t)
         out.append((t, 0.0 if not state.up else (kbps or 0) / 1000.0))
     if out:
-        out.append((schedule.last_change_s + 10, out[-1][1]))
+        out.append((max(t_end, schedule.last_change_s), out[-1][1]))
     return out

@@ -104,3 +104,19 @@ def test_profile_and_export_of_missing_bundle(tmp_path: pathlib.Path, capsys: py
     assert "manifest.json" in capsys.readouterr().err
     assert top.main(["export-triton", str(tmp_path / "none"), "--out", str(tmp_path / "repo")]) == 2
     assert not (tmp_path / "repo").exists()
+
+
+def test_profile_on_an_edge_only_copy(model_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Pi holds manifest.json and edge/ only; profiling must still write its profile."""
+    import shutil
+
+    root = model_path.parent
+    assert top.main(["partition", str(model_path), "--out", str(root / "bundle"), *TINY_FLAGS]) == 0
+    edge = root / "edge_copy"
+    edge.mkdir()
+    shutil.copy(root / "bundle" / "manifest.json", edge / "manifest.json")
+    shutil.copytree(root / "bundle" / "edge", edge / "edge")
+    assert top.main(["profile", str(edge), "--runs", "2", "--warmup", "1", "--device", "pi-zero"]) == 0
+    profiled = bundle_io.read_bundle(edge, bundle_io.Side.EDGE)
+    assert all("pi-zero" in [p.device for p in c.edge_profiles] for c in profiled.manifest.cuts)
+    assert profiled.content_hash == bundle_io.read_bundle(root / "bundle").content_hash

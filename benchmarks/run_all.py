@@ -54,6 +54,18 @@ def run_others(quick: bool) -> list[dict]:
     return records
 
 
+def list_other_results() -> list[dict]:
+    """Result files other benchmarks left in benchmarks/results/ (name, when, size)."""
+    out = []
+    for path in sorted((BENCH_DIR / "results").glob("*.json")):
+        if path.name in (TESTBED_JSON.name, "other_benchmarks.json"):
+            continue
+        stat = path.stat()
+        out.append({"file": f"benchmarks/results/{path.name}", "bytes": stat.st_size,
+                    "modified_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stat.st_mtime))})
+    return out
+
+
 def write_docs(doc: dict, docs_dir: pathlib.Path = DOCS) -> None:
     docs_dir.mkdir(parents=True, exist_ok=True)
     doc["goals"] = evaluate_goals(doc)
@@ -94,6 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         others_path.write_text(json.dumps(others, indent=1), encoding="utf-8")
     if others_path.exists():
         doc["other_benchmarks"] = json.loads(others_path.read_text(encoding="utf-8"))
+    doc["other_results"] = list_other_results()
     write_docs(doc)
     print(f"wrote {DOCS / 'README.md'}, {DOCS / 'results.json'} and plots")
     return 0

@@ -191,6 +191,12 @@ def render_markdown(doc: dict, plots: Sequence[str] = ()) -> str:
             "agent's own count of tensor bytes sent.",
             "* Static strategies pin a cut with `policy.pinned_cut`; a pinned offload that misses the "
             "per-frame deadline completes on the device, so every strategy gives every frame a result.", ""]
+    if doc.get("other_results"):
+        out += ["## Results of the other benchmarks", "",
+                "Left in `benchmarks/results/` by their own scripts (`benchmarks/*_bench.py`); "
+                "`make bench` reruns them unless `--skip-others` is given.", ""]
+        out += [f"* [{r['file']}](../../{r['file']}) ({r['bytes'] / 1000:.1f} KB, {r['modified_utc']})" for r in doc["other_results"]]
+        out.append("")
     if doc.get("other_benchmarks"):
         out += ["## Other benchmarks", "", "| script | exit | seconds | output |", "|---|---|---|---|"]
         for b in doc["other_benchmarks"]:

@@ -740,6 +740,12 @@ class EdgeAgent:
         assert self.transport is not None
         with self._lock:
             self.probes.note_started(self._now_ms())
+        # An empty round trip first: while fully local nothing else measures the RTT, and
+        # the bandwidth sample below subtracts it from the transfer time.
+        start = self._clock()
+        if self.transport.healthy(timeout_s=self.config.runtime.deadline_ms / 1000.0):
+            with self._lock:
+                self.telemetry.bandwidth.observe_rtt((self._clock() - start) * 1000.0, self._now_ms())
         start = self._clock()
         try:
             response = self.transport.infer(request, self.config.runtime.deadline_ms / 1000.0)

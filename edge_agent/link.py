@@ -304,9 +304,19 @@ class EmulatedTransport:
         return replace(response, round_trip_ms=(self._clock() - started) * 1000.0)
 
     def healthy(self, timeout_s: float) -> bool:
-        if not self.current_state().up:
+        """A health check crosses the emulated link too: it pays the one-way delay both ways."""
+        plan = self.emulator.plan(0, self.elapsed_s())
+        if not plan.up:
             return False
-        return self.inner.healthy(timeout_s)
+        if 2 * plan.delay_s > timeout_s:
+            self._sleep(max(0.0, timeout_s))
+            return False
+        if plan.delay_s > 0:
+            self._sleep(plan.delay_s)
+        ok = self.inner.healthy(timeout_s)
+        if plan.delay_s > 0:
+            self._sleep(plan.delay_s)
+        return ok
 
     def close(self) -> None:
         self.inner.close()

@@ -250,3 +250,14 @@ def test_wrap_transport_from_config_is_off_by_default(tmp_path):
     assert wrapped.emulator.state_at(0.0).uplink_kbps == 8000.0
     assert wrapped.emulator.state_at(1.5).up is False
     assert wrapped.emulator.state_at(21.0).up is False
+
+
+def test_health_check_pays_the_link_delay_both_ways():
+    clock = FakeClock()
+    link = EmulatedTransport(EchoTransport(clock), LinkEmulator(parse_trace_csv(TRACE)), clock=clock, sleep=clock.sleep)
+    clock.now_s = link.start_s + 12.0  # the slow phase: 20 ms one-way delay
+    start = clock()
+    assert link.healthy(1.0) is True
+    assert (clock() - start) * 1000.0 == pytest.approx(40.0)
+    clock.now_s = link.start_s + 12.0
+    assert link.healthy(0.030) is False  # 40 ms round trip cannot fit a 30 ms timeout

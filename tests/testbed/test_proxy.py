@@ -83,6 +83,10 @@ def test_forwards_bytes_with_added_delay(echo_server: tuple[str, int]) -> None:
         # 80 ms each way
         assert slow_s >= 0.16
         assert slow_s > fast_s
+        # the writer counts right after its send returns: give it a moment
+        deadline = time.monotonic() + 2
+        while slow.stats.bytes_down < len(payload) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert slow.stats.bytes_up == len(payload) and slow.stats.bytes_down == len(payload)
         assert slow.stats.connections == 1
     finally:

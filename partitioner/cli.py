@@ -27,7 +27,7 @@ ENV_PREFIX = "SPLITINFER_PARTITION_"
 
 
 class ProgressPrinter:
-    """Shows stage progress on stderr: one rewritten line on a terminal, one line per stage otherwise."""
+    """Shows stage progress on stderr: one rewritten line on a terminal, one line per step otherwise."""
 
     def __init__(self, stream=None, enabled: bool = True) -> None:
         self.stream = stream or sys.stderr
@@ -44,7 +44,7 @@ class ProgressPrinter:
         if self.tty:
             end = "\n" if done >= total else ""
             self.stream.write("\r" + text.ljust(50) + end)
-        elif done == 0 or done >= total:
+        else:
             self.stream.write(text + "\n")
         self.stream.flush()
 

@@ -208,3 +208,16 @@ def test_old_opset_model_is_upgraded_for_int8(tmp_path: pathlib.Path) -> None:
     assert bundle.manifest.opset == 13
     inner = [c for c in bundle.manifest.cuts if c.id not in ("input", "output")]
     assert inner and inner[0].tensors[0].datatype == "UINT8"
+
+
+def test_fp16_tails(tmp_path: pathlib.Path) -> None:
+    report, _ = build_tiny_bundle(tmp_path, tail_fp16=True, fidelity_frames=8, max_cuts=3)
+    bundle = report.bundle
+    for cut in bundle.manifest.cuts:
+        if not cut.HasField("tail"):
+            continue
+        assert cut.tail_precision == "fp16"
+        tail = onnx.load(str(bundle.path(cut.tail)))
+        assert any(t.data_type == TensorProto.FLOAT16 for t in tail.graph.initializer)
+        assert tail.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+        assert cut.fidelity.cosine > 0.99

@@ -9,7 +9,11 @@ subtracting the RTT estimate::
 
     uplink_kbps_sample = sent_bytes * 8 / max(duration - server_ms - rtt_ms, 10 % of it)
 
-Both are exponentially weighted moving averages. An estimate older than
+Both are exponentially weighted moving averages whose weight also follows time: a
+sample that arrives ``gap_ms`` after the previous one gets the weight
+``max(alpha, 1 - exp(-gap_ms / time_constant_ms))``, so the dense samples of
+steady offloading are smoothed while a sparse probe after a long quiet spell (the
+link may have changed completely) mostly replaces the old value. An estimate older than
 ``stale_after_ms`` is still reported (flagged stale - it is better than the
 prior) until ``forget_after_ms``, after which it is ``None`` (unknown), and the
 policy falls back to its prior.
@@ -53,19 +57,21 @@ class BandwidthEstimator:
 
     def __init__(self, *, alpha: float = 0.3, rtt_alpha: float = 0.2, min_sample_bytes: int = 4_096,
                  stale_after_ms: int = 15_000, forget_after_ms: int = 300_000,
-                 max_kbps: float = 10_000_000.0) -> None:
+                 max_kbps: float = 10_000_000.0, time_constant_ms: float = 5_000.0) -> None:
         for name, value in (("alpha", alpha), ("rtt_alpha", rtt_alpha)):
             if not 0 < value <= 1:
                 raise TelemetryError(f"{name} = {value!r}; expected 0 < {name} <= 1")
         _check("min_sample_bytes", min_sample_bytes)
         _check("stale_after_ms", stale_after_ms, positive=True)
         _check("max_kbps", max_kbps, positive=True)
+        _check("time_constant_ms", time_constant_ms, positive=True)
         if forget_after_ms < stale_after_ms:
             raise TelemetryError(f"forget_after_ms = {forget_after_ms} is below stale_after_ms = {stale_after_ms}")
         self._alpha, self._rtt_alpha = alpha, rtt_alpha
         self._min_sample_bytes = min_sample_bytes
         self._stale_after_ms, self._forget_after_ms = stale_after_ms, forget_after_ms
         self._max_kbps = max_kbps
+        self._time_constant_ms = float(time_constant_ms)
         self._uplink: Optional[float] = None
         self._rtt: Optional[float] = None
         self._uplink_at: Optional[int] = None
@@ -76,7 +82,8 @@ class BandwidthEstimator:
     def observe_rtt(self, rtt_ms: float, now_ms: int) -> None:
         """A round trip that carried (almost) no payload: a health check, an empty request."""
         _check("rtt_ms", rtt_ms)
-        self._rtt = rtt_ms if self._rtt is None else self._rtt + self._rtt_alpha * (rtt_ms - self._rtt)
+        weight = self._weight(self._rtt_alpha, self._rtt_at, now_ms)
+        self._rtt = rtt_ms if self._rtt is None else self._rtt + weight * (rtt_ms - self._rtt)
         self._rtt_at = now_ms if self._rtt_at is None else max(self._rtt_at, now_ms)
         self._rtt_n += 1
 
@@ -93,9 +100,17 @@ class BandwidthEstimator:
             return
         tx_ms = max(net_ms - (self._rtt or 0.0), 0.1 * net_ms)
         sample = min(sent_bytes * 8.0 / tx_ms, self._max_kbps)
-        self._uplink = sample if self._uplink is None else self._uplink + self._alpha * (sample - self._uplink)
+        weight = self._weight(self._alpha, self._uplink_at, now_ms)
+        self._uplink = sample if self._uplink is None else self._uplink + weight * (sample - self._uplink)
         self._uplink_at = now_ms if self._uplink_at is None else max(self._uplink_at, now_ms)
         self._uplink_n += 1
+
+    def _weight(self, alpha: float, last_at: Optional[int], now_ms: int) -> float:
+        """The EWMA weight of a new sample: ``alpha``, or more after a long gap."""
+        if last_at is None:
+            return 1.0
+        gap_ms = max(0, now_ms - last_at)
+        return max(alpha, 1.0 - math.exp(-gap_ms / self._time_constant_ms))
 
     @property
     def last_sample_ms(self) -> Optional[int]:

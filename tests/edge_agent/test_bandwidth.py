@@ -131,3 +131,19 @@ def test_collapse_measured_by_the_estimator_moves_the_policy_local() -> None:
     assert cuts_seen[4] == "input"
     assert "features_13" in cuts_seen[5:10]
     assert cuts_seen[-1] == "output"
+
+
+@pytest.mark.parametrize(
+    ("gap_ms", "expected_rtt_ms"),
+    [
+        (0, 80.0 + 0.2 * (4.0 - 80.0)),  # dense samples: plain alpha
+        (1_000, 80.0 + 0.2 * (4.0 - 80.0)),  # 1 s gap: time weight 0.18 < alpha 0.2, so alpha
+        (10_000, 80.0 + (1 - math.exp(-2.0)) * (4.0 - 80.0)),  # a probe 10 s later mostly replaces the old value
+        (60_000, 80.0 + (1 - math.exp(-12.0)) * (4.0 - 80.0)),
+    ],
+)
+def test_sparse_samples_weigh_more_after_a_long_gap(gap_ms: int, expected_rtt_ms: float) -> None:
+    b = BandwidthEstimator(rtt_alpha=0.2, time_constant_ms=5_000)
+    b.observe_rtt(80.0, 1_000)  # the slow phase
+    b.observe_rtt(4.0, 1_000 + gap_ms)  # the link is fast again
+    assert b.estimate(1_000 + gap_ms).rtt_ms == pytest.approx(expected_rtt_ms)

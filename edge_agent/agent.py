@@ -154,6 +154,7 @@ class EdgeAgent:
             self.bundle, threads=rt.threads, provider=rt.execution_provider,
             prewarm_neighbours=rt.prewarm_neighbours, local_tails=rt.local_tails,
             compression=config.server.compression, cpu_mem_arena=rt.cpu_mem_arena,
+            emulated_slowdown=rt.emulated_slowdown,
         )
         labels: list[str] = []
         post = m.output.WhichOneof("postprocess")
@@ -482,7 +483,8 @@ class EdgeAgent:
         try:
             response = self.transport.infer(request, timeout_s)
         except OffloadUnavailable as exc:
-            self._on_offload_failure(exc, (request.model_name, request.model_version))
+            self._on_offload_failure(exc, (request.model_name, request.model_version),
+                                     sent_bytes=request.wire_bytes, waited_ms=(self._clock() - start) * 1000.0)
             job.fallback_reason = f"{exc.code}: {exc}"
             self._complete_on_device(job)
             return
@@ -532,11 +534,15 @@ class EdgeAgent:
         if decision is not None:
             self._apply(decision)
 
-    def _on_offload_failure(self, exc: OffloadUnavailable, model: Optional[tuple[str, str]] = None) -> None:
+    def _on_offload_failure(self, exc: OffloadUnavailable, model: Optional[tuple[str, str]] = None, *,
+                            sent_bytes: int = 0, waited_ms: float = 0.0) -> None:
         with self._lock:
             if model is not None:
                 self._last_failed_model = model
             now = self._now_ms()
+            if exc.code == "DEADLINE_EXCEEDED" and sent_bytes > 0 and waited_ms > 0:
+                # the link may have collapsed: no completed transfer will ever say so
+                self.telemetry.bandwidth.observe_timeout(sent_bytes, waited_ms, now)
             self.offload_failures[exc.code] += 1
             before = self.breaker.state
             if exc.retryable:
@@ -750,7 +756,7 @@ class EdgeAgent:
         try:
             response = self.transport.infer(request, self.config.runtime.deadline_ms / 1000.0)
         except OffloadUnavailable as exc:
-            self._on_offload_failure(exc)
+            self._on_offload_failure(exc, sent_bytes=request.wire_bytes, waited_ms=(self._clock() - start) * 1000.0)
             return
         finally:
             with self._lock:

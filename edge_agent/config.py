@@ -86,7 +86,10 @@ class RuntimeConfig:
     max_frames: Optional[int] = None  # stop after this many captured frames
     breaker_failures: int = 3  # consecutive offload failures that open the circuit
     breaker_backoff_ms: int = 500  # first wait before a health probe; doubles per failed probe
-    breaker_max_backoff_ms: int = 30_000
+    breaker_max_backoff_ms: int = 2_000  # a probe is one tiny ServerReady call: cheap enough to bound recovery at ~2 s
+    # > 1 emulates a slower device: every on-device model run is padded with a sleep to
+    # this many times its duration (4 ~ a Pi 4 core vs a current x86 core). Demos only.
+    emulated_slowdown: float = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -439,6 +442,8 @@ def validate_config(cfg: EdgeConfig) -> None:
               f"milliseconds in 1..runtime.breaker_max_backoff_ms ({rt.breaker_max_backoff_ms})")
     if rt.max_frames is not None and rt.max_frames < 1:
         _fail("runtime.max_frames", rt.max_frames, "an integer >= 1 or no limit")
+    if not 1.0 <= rt.emulated_slowdown <= 100.0:
+        _fail("runtime.emulated_slowdown", rt.emulated_slowdown, "a factor in 1..100 (1 = off)")
     p = cfg.policy
     if p.slo_ms is not None and p.slo_ms <= 0:
         _fail("policy.slo_ms", p.slo_ms, "milliseconds > 0")

@@ -459,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slo-ms", type=float, default=None, help="latency SLO for --objective slo")
     p.add_argument("--device-threads", type=int, default=1,
                    help="ONNX Runtime threads of the edge agent (default 1: a small device)")
+    p.add_argument("--device-slowdown", type=float, default=4.0,
+                   help="emulate a slower device: pad every on-device model run to this many times its "
+                        "duration (default 4, roughly a Raspberry Pi 4 core against this machine's core; 1 = off)")
     p.add_argument("--server-threads", type=int, default=2,
                    help="ONNX Runtime intra-op threads of the cloud server (default 2)")
     p.add_argument("--summary-json", default=None, help="also write the summary as JSON here")
@@ -538,6 +541,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             "runtime.max_frames": args.frames,
             "runtime.deadline_ms": args.deadline_ms,
             "runtime.threads": args.device_threads,
+            "runtime.emulated_slowdown": args.device_slowdown,
             "policy.objective": args.objective,
             "policy.slo_ms": args.slo_ms,
             "results.sink": "none",
@@ -571,7 +575,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
                             frames_dropped=snapshot.frames_dropped, reference=dict(reference.top1),
                             phases=phases, link=link, wall_s=time.monotonic() - wall_start)
         summary["bundle"] = f"{snapshot.bundle_name}@{snapshot.bundle_version}"
-        summary["setup"] = (f"device {args.device_threads} ONNX Runtime thread(s), server {args.server_threads} "
+        summary["setup"] = (f"device {args.device_threads} ONNX Runtime thread(s)"
+                            + (f", emulated {args.device_slowdown:g}x slower than this CPU (sleep-padded runs)"
+                               if args.device_slowdown > 1 else "")
+                            + f", server {args.server_threads} "
                             f"intra-op thread(s), same machine over loopback; objective {args.objective}"
                             + (f" (SLO {args.slo_ms:g} ms)" if args.slo_ms else ""))
         summary["agent_errors"] = list(agent.errors)

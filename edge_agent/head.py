@@ -141,7 +141,11 @@ class HeadRunner:
         local_tails: bool = False,
         compression: str = "none",
         cpu_mem_arena: bool = False,
+        emulated_slowdown: float = 1.0,
     ) -> None:
+        """``emulated_slowdown`` > 1 pads every on-device model run with a sleep so it takes
+        that many times as long: an emulation of a slower device (4 is roughly a Pi 4 core
+        against a current x86 core) for demos and benchmarks; 1.0 (off) by default."""
         import onnxruntime as ort
 
         self.bundle = bundle
@@ -150,6 +154,7 @@ class HeadRunner:
         self.prewarm_neighbours = prewarm_neighbours
         self.local_tails = local_tails
         self.compression = compression
+        self.emulated_slowdown = float(emulated_slowdown)
         self.providers, intra = choose_providers(provider, threads)
         self._options = ort.SessionOptions()
         self._options.intra_op_num_threads = intra
@@ -199,6 +204,7 @@ class HeadRunner:
             feeds[inp.name] = np.zeros(shape, dtype=dtype)
         start = time.perf_counter()
         loaded.session.run(None, feeds)
+        self._pad_for_emulated_device((time.perf_counter() - start) * 1000.0)
         loaded.measured_ms.append((time.perf_counter() - start) * 1000.0)
 
     def neighbours(self, cut_id: str) -> list[str]:
@@ -296,9 +302,14 @@ class HeadRunner:
             params["compression"] = "zlib"
         return WireTensor(spec.name, spec.datatype, tuple(int(d) for d in arr.shape), raw, params)
 
+    def _pad_for_emulated_device(self, elapsed_ms: float) -> None:
+        if self.emulated_slowdown > 1.0:
+            time.sleep((self.emulated_slowdown - 1.0) * elapsed_ms / 1000.0)
+
     def _run(self, loaded: _Loaded, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
         start = time.perf_counter()
         values = loaded.session.run(None, dict(feeds))
+        self._pad_for_emulated_device((time.perf_counter() - start) * 1000.0)
         elapsed = (time.perf_counter() - start) * 1000.0
         return dict(zip(loaded.output_names, values)), elapsed
 

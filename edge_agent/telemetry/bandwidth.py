@@ -112,6 +112,24 @@ class BandwidthEstimator:
         gap_ms = max(0, now_ms - last_at)
         return max(alpha, 1.0 - math.exp(-gap_ms / self._time_constant_ms))
 
+    def observe_timeout(self, sent_bytes: int, waited_ms: float, now_ms: int) -> None:
+        """A transfer of ``sent_bytes`` that had not completed after ``waited_ms``.
+
+        Nothing was measured, but the uplink is at most ``sent_bytes * 8 / waited_ms``
+        kbps: the estimate is clamped to that bound. Without this, a link that collapsed
+        so far that every offload misses its deadline would keep its old, fast estimate
+        forever (no transfer ever completes to correct it).
+        """
+        _check("sent_bytes", sent_bytes)
+        _check("waited_ms", waited_ms, positive=True)
+        if sent_bytes < self._min_sample_bytes:
+            return  # a small request that timed out says nothing about bandwidth
+        bound_kbps = sent_bytes * 8.0 / waited_ms
+        if self._uplink is None or self._uplink > bound_kbps:
+            self._uplink = bound_kbps
+        self._uplink_at = now_ms if self._uplink_at is None else max(self._uplink_at, now_ms)
+        self._uplink_n += 1
+
     @property
     def last_sample_ms(self) -> Optional[int]:
         times = [t for t in (self._uplink_at, self._rtt_at) if t is not None]

@@ -147,3 +147,24 @@ def test_sparse_samples_weigh_more_after_a_long_gap(gap_ms: int, expected_rtt_ms
     b.observe_rtt(80.0, 1_000)  # the slow phase
     b.observe_rtt(4.0, 1_000 + gap_ms)  # the link is fast again
     assert b.estimate(1_000 + gap_ms).rtt_ms == pytest.approx(expected_rtt_ms)
+
+
+@pytest.mark.parametrize(
+    ("before_kbps", "sent_bytes", "waited_ms", "after_kbps"),
+    [
+        (100_000.0, 75_000, 500.0, 1_200.0),  # a collapse: clamp to the bound 75 kB in 500 ms
+        (800.0, 75_000, 500.0, 800.0),  # already below the bound: unchanged
+        (None, 75_000, 500.0, 1_200.0),  # no estimate yet: the bound is the best guess
+        (100_000.0, 1_000, 500.0, 100_000.0),  # a tiny request timing out says nothing about bandwidth
+    ],
+)
+def test_a_timed_out_transfer_bounds_the_uplink(before_kbps, sent_bytes, waited_ms, after_kbps) -> None:
+    b = BandwidthEstimator(alpha=1.0, min_sample_bytes=4_096)
+    if before_kbps is not None:
+        b.observe_rtt(0.0, 0)
+        b.observe_transfer(int(before_kbps * 100 / 8), 100.0, 0)  # 100 ms on the air at before_kbps
+        assert b.estimate(0).uplink_kbps == pytest.approx(before_kbps)
+    b.observe_timeout(sent_bytes, waited_ms, 10)
+    assert b.estimate(10).uplink_kbps == pytest.approx(after_kbps)
+    with pytest.raises(TelemetryError, match="waited_ms"):
+        b.observe_timeout(sent_bytes, 0.0, 11)

@@ -423,7 +423,10 @@ class EdgeAgent:
             return
         job.head = self.head.run_head(cut, image)
         profiled_ms = self._profile_by_id[cut].head_ms
-        if profiled_ms > 0:
+        # The "input" cut runs no model (its HeadOutput carries the JPEG time as pre_ms and a
+        # head_ms of 0): feeding it would drag the factor to its floor and make every local
+        # estimate look several times cheaper than it is, which made the policy flap.
+        if profiled_ms > 0 and cut != INPUT_CUT:
             with self._lock:
                 self.telemetry.slowdown.observe(job.head.head_ms, profiled_ms, self._now_ms())
         if cut == OUTPUT_CUT:

@@ -143,7 +143,8 @@ class HeadRunner:
         cpu_mem_arena: bool = False,
         emulated_slowdown: float = 1.0,
     ) -> None:
-        """``emulated_slowdown`` > 1 pads every on-device model run with a sleep so it takes
+        """``emulated_slowdown`` > 1 pads every on-device model run (and JPEG encoding, the
+        "input" cut's head) with a sleep so it takes
         that many times as long: an emulation of a slower device (4 is roughly a Pi 4 core
         against a current x86 core) for demos and benchmarks; 1.0 (off) by default."""
         import onnxruntime as ort
@@ -267,6 +268,7 @@ class HeadRunner:
         if cut_id == INPUT_CUT:
             start = time.perf_counter()
             jpeg = encode_jpeg(image_bgr, int(self.manifest.input.jpeg_quality))
+            self._pad_for_emulated_device((time.perf_counter() - start) * 1000.0)
             spec = cut.tensors[0]
             tensor = WireTensor(spec.name, "BYTES", (1,), datatypes.serialize_bytes_tensor([jpeg]))
             return HeadOutput(cut_id, (tensor,), {}, None, None, (time.perf_counter() - start) * 1000.0, 0.0)

@@ -57,7 +57,8 @@ def _served_counts(address: str, names: list[str]) -> dict[str, int]:
 
 
 def test_split_changes_under_load_lose_no_frame(tmp_path):
-    stack = start_stack(tmp_path, fps=None, max_frames=FRAMES, loop=False, pinned_cut="feat",
+    # paced at 60 fps so the run lasts ~1 s: the flipper (every 20 ms) changes the split ~50 times
+    stack = start_stack(tmp_path, fps=60.0, max_frames=FRAMES, loop=False, pinned_cut="feat",
                         extra={"runtime.max_in_flight": 2})
     flips: list[str] = []
     stop = threading.Event()

@@ -355,19 +355,28 @@ def read_bundle(root: str | os.PathLike[str], side: Side = Side.ALL, *, check_ha
     return bundle
 
 
-def update_manifest(root: str | os.PathLike[str], mutate: Callable[[bundle_pb2.Manifest], None]) -> Bundle:
+def update_manifest(
+    root: str | os.PathLike[str], mutate: Callable[[bundle_pb2.Manifest], None], side: Side = Side.ALL
+) -> Bundle:
     """Apply ``mutate`` to the manifest (e.g. add a device profile) and rewrite it atomically.
 
-    Files may not change here: the content hash must stay valid.
+    Only the files of ``side`` must be present (a Pi holds only ``edge/``). Files may not
+    change here: the content hash must stay valid.
     """
     root = pathlib.Path(root)
-    bundle = read_bundle(root, Side.ALL, check_hashes=False)
+    bundle = read_bundle(root, side, check_hashes=False)
     manifest = bundle_pb2.Manifest()
     manifest.CopyFrom(bundle.manifest)
     mutate(manifest)
     validate_manifest(manifest)
     _write_text_atomic(root / MANIFEST_NAME, manifest_to_json(manifest))
-    return Bundle(root=root, manifest=manifest, side=Side.ALL)
+    return Bundle(root=root, manifest=manifest, side=side)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _write_text_atomic(path: pathlib.Path, text: str) -> None:
@@ -375,6 +384,8 @@ def _write_text_atomic(path: pathlib.Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        # mkstemp creates 0600; a bundle is read by other users (a server's service account)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -398,6 +409,7 @@ class BundleWriter:
         self.overwrite = overwrite
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self.staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=self.out_dir.parent))
+        os.chmod(self.staging, 0o777 & ~_current_umask())  # mkdtemp makes 0700; the bundle is shared
         (self.staging / EDGE_DIR).mkdir()
         (self.staging / CLOUD_DIR).mkdir()
         self._committed = False

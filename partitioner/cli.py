@@ -246,37 +246,8 @@ def profile_bundle(root: pathlib.Path, *, threads: int = 1, runs: int = 20, warm
             if cut.id in measured:
                 profiling.upsert_profile(cut.edge_profiles, measured[cut.id])
 
-    if all(bundle.path(ref).is_file() for _, ref in bundle_io.iter_file_refs(bundle.manifest)):
-        bundle_io.update_manifest(root, mutate)
-    else:
-        _update_edge_only_manifest(bundle, mutate)
+    bundle_io.update_manifest(root, mutate, bundle_io.Side.EDGE)  # a Pi holds only edge/
     return [(cut_id, p.head_ms) for cut_id, p in measured.items()]
-
-
-def _update_edge_only_manifest(bundle, mutate) -> None:
-    """``update_manifest`` for a device that holds only ``edge/`` (it checks every side's files).
-
-    Same rules: the manifest is re-validated (content hash unchanged) and replaced atomically.
-    """
-    import tempfile
-
-    from partitioner import bundle as bundle_io
-    from protos import bundle_pb2
-
-    manifest = bundle_pb2.Manifest()
-    manifest.CopyFrom(bundle.manifest)
-    mutate(manifest)
-    bundle_io.validate_manifest(manifest)
-    path = bundle.root / bundle_io.MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(bundle_io.manifest_to_json(manifest))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def profile_main(argv: Sequence[str]) -> int:

@@ -197,3 +197,32 @@ def test_reader_needs_no_torch_or_onnx() -> None:
         "sys.exit(f'imported {bad}' if bad else 0)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bundle_is_readable_by_other_users_under_the_usual_umask(tmp_path: pathlib.Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        b = write_sample_bundle(tmp_path / "shared")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(b.root.stat().st_mode) == 0o755
+    assert stat.S_IMODE((b.root / "manifest.json").stat().st_mode) == 0o644
+
+
+def test_update_manifest_on_an_edge_only_copy(tmp_path: pathlib.Path, sample: pathlib.Path) -> None:
+    import shutil
+
+    edge = tmp_path / "pi"
+    edge.mkdir()
+    shutil.copy(sample / "manifest.json", edge)
+    shutil.copytree(sample / "edge", edge / "edge")
+    with pytest.raises(BundleFileMissing):
+        bundle_io.update_manifest(edge, lambda m: None)  # all sides by default
+    updated = bundle_io.update_manifest(
+        edge, lambda m: m.cuts[1].edge_profiles.add(device="pi", head_ms=9.0), bundle_io.Side.EDGE
+    )
+    assert [p.device for p in updated.cut("conv1").edge_profiles] == ["test", "pi"]
+    assert bundle_io.read_bundle(edge, bundle_io.Side.EDGE).cut("conv1").edge_profiles[-1].head_ms == 9.0

@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, TextIO
@@ -325,10 +327,34 @@ def cmd_watch(args: argparse.Namespace, out: TextIO) -> int:
     client = _client(args)
     call = client.watch(args.interval_ms)
     shown = 0
+    # The stream is read on a helper thread: a main thread blocked inside gRPC's iterator
+    # may not see Ctrl-C until the next event arrives, which never happens once the agent
+    # goes quiet. The main thread waits on a queue with a timeout, so SIGINT always lands.
+    events: "queue.Queue[object]" = queue.Queue(maxsize=64)
+    done = object()
+
+    def pump() -> None:
+        try:
+            for item in call:
+                events.put(item)
+        except grpc.RpcError as exc:
+            events.put(exc)
+        finally:
+            events.put(done)
+
+    threading.Thread(target=pump, name="splitctl-watch", daemon=True).start()
     try:
         if ansi:
             out.write("\x1b[?25l")  # hide the cursor while redrawing
-        for event in call:
+        while True:
+            try:
+                event = events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if event is done:
+                break
+            if isinstance(event, grpc.RpcError):
+                raise event
             view.apply(event)
             if args.json:
                 out.write(json.dumps(to_dict(event), sort_keys=True) + "\n")

@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from benchmarks.testbed.proxy import tbf_burst_bytes
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SETUP = REPO / "deploy" / "testbed" / "setup.sh"
 TEARDOWN = REPO / "deploy" / "testbed" / "teardown.sh"
@@ -72,7 +74,7 @@ class NamespaceTestbed:
 
     def set_uplink(self, uplink_kbps: Optional[float]) -> None:
         rate_kbit = int(uplink_kbps) if uplink_kbps is not None else 10_000_000
-        burst = max(16384, int(rate_kbit * 1000 / 8 * 0.02))
+        burst = tbf_burst_bytes(rate_kbit)
         subprocess.run(["ip", "netns", "exec", EDGE_NS, "tc", "qdisc", "replace", "dev", EDGE_IF, "root", "tbf",
                         "rate", f"{rate_kbit}kbit", "burst", str(burst), "latency", "300ms"],
                        check=True, capture_output=True, text=True)

@@ -244,12 +244,18 @@ def _close(s: socket.socket) -> None:
 # --------------------------------------------------------------------------- tc adapter
 
 
-def tbf_applier(dev: str, *, burst_min_bytes: int = 16384) -> Callable[[Optional[float]], None]:
+def tbf_burst_bytes(rate_kbit: int) -> int:
+    """Two full-size packets or 4 ms of the rate: small enough that a frame's payload is paced
+    at the rate instead of leaving as one burst (as setup.sh does)."""
+    return max(3100, int(rate_kbit * 1000 / 8 * 0.004))
+
+
+def tbf_applier(dev: str) -> Callable[[Optional[float]], None]:
     """A rate applier that re-shapes ``dev``'s root tbf qdisc (run inside the edge namespace)."""
 
     def apply(kbps: Optional[float]) -> None:
         rate_kbit = int(kbps) if kbps is not None else 10_000_000
-        burst = max(burst_min_bytes, int(rate_kbit * 1000 / 8 * 0.02))
+        burst = tbf_burst_bytes(rate_kbit)
         subprocess.run(
             ["tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{rate_kbit}kbit",
              "burst", str(burst), "latency", "300ms"],

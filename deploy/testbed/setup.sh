@@ -64,8 +64,9 @@ ip netns exec "$EDGE_NS" ethtool -K "$EDGE_IF" tso off gso off gro off >/dev/nul
 
 # --- uplink shaping (edge egress)
 RATE_KBIT=$(awk -v r="$UPLINK_MBIT" 'BEGIN{printf "%d", r * 1000}')
-# burst: at least one 16 KiB bucket, or 20 ms worth of the rate
-BURST_B=$(awk -v k="$RATE_KBIT" 'BEGIN{b = k * 1000 / 8 * 0.02; if (b < 16384) b = 16384; printf "%d", b}')
+# burst: two full-size packets, or 4 ms worth of the rate; a bigger bucket would let a
+# whole frame's activation leave at line speed and hide the rate from small messages
+BURST_B=$(awk -v k="$RATE_KBIT" 'BEGIN{b = k * 1000 / 8 * 0.004; if (b < 3100) b = 3100; printf "%d", b}')
 ip netns exec "$EDGE_NS" tc qdisc replace dev "$EDGE_IF" root tbf rate "${RATE_KBIT}kbit" burst "$BURST_B" latency 300ms
 
 # --- edge CPU throttle

@@ -532,6 +532,7 @@ class EdgeAgent:
             server_ms = (queue_ms or 0.0) + (compute_ms or 0.0)
             self.telemetry.bandwidth.observe_transfer(wire_bytes, rtt_ms, now, server_ms=min(server_ms, rtt_ms))
             self.telemetry.server.observe(cut_id, queue_ms, compute_ms, now)
+            self.policy.note_wire_bytes(cut_id, wire_bytes, now)  # the bundle's size is an estimate
             recovered = before is not BreakerState.CLOSED and self.breaker.state is BreakerState.CLOSED
             decision = self.policy.note_cloud_available(True, now) if recovered else None
         if decision is not None:

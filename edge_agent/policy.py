@@ -68,6 +68,7 @@ __all__ = ["PolicyConfig", "SplitPolicy", "OUTPUT_CUT", "INPUT_CUT"]
 
 OUTPUT_CUT = "output"
 INPUT_CUT = "input"
+WIRE_BYTES_ALPHA = 0.3  # smoothing of the measured bytes per offload (see note_wire_bytes)
 _SERVER_SCALE_RANGE = (0.1, 50.0)
 
 
@@ -162,6 +163,7 @@ class SplitPolicy:
         self._now_ms: Optional[int] = None
         self._last: Optional[Decision] = None
         self._last_slo: Optional[float] = None
+        self._measured_wire: set[str] = set()  # cuts whose wire_bytes come from real offloads
 
     # ------------------------------------------------------------------ read-only state
 
@@ -237,6 +239,29 @@ class SplitPolicy:
         self._cloud_available = bool(available)
         self._telemetry = replace(self._telemetry, cloud_available=bool(available))
         return self.decide(now_ms)
+
+    def note_wire_bytes(self, cut_id: str, wire_bytes: int, now_ms: int) -> None:
+        """Bytes a real offload of ``cut_id`` just sent.
+
+        The bundle's figure is a partition-time estimate; the "input" cut's JPEG size
+        in particular depends on the camera's resolution and scene, which the
+        partitioner cannot know. The first real sample replaces the bundle's figure,
+        later ones are smoothed (EWMA, weight ``WIRE_BYTES_ALPHA``). Unknown cut or a
+        non-positive size raises and leaves the state unchanged.
+        """
+        self._check_time(now_ms)
+        if cut_id not in self._by_id:
+            raise UnknownCutError(cut_id, self.cut_ids)
+        if isinstance(wire_bytes, bool) or not isinstance(wire_bytes, int) or wire_bytes <= 0:
+            raise PolicyError(f"wire_bytes = {wire_bytes!r} for cut {cut_id!r}; expected a positive integer")
+        self._now_ms = now_ms
+        cut = self._by_id[cut_id]
+        if cut_id in self._measured_wire:
+            wire_bytes = round(cut.wire_bytes + WIRE_BYTES_ALPHA * (wire_bytes - cut.wire_bytes))
+        self._measured_wire.add(cut_id)
+        updated = replace(cut, wire_bytes=int(wire_bytes))
+        self._by_id[cut_id] = updated
+        self._cuts = tuple(updated if c.cut_id == cut_id else c for c in self._cuts)
 
     def note_offload_failed(self, now_ms: int) -> Decision:
         """The server is gone (breaker opened): same as ``note_cloud_available(False, now_ms)``."""

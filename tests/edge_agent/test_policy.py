@@ -400,3 +400,30 @@ def test_auto_never_switches_faster_than_dwell(events: list[tuple[int, float, fl
         elif cut is None:
             last_switch = now
         cut = d.cut_id
+
+
+def test_measured_wire_bytes_replace_the_bundle_estimate_and_change_the_choice() -> None:
+    # The bundle guessed 120 kB for the JPEG (partitioned on large frames); this camera sends 15 kB.
+    cuts = (CutProfile("input", 0, 120_000, 0.0, 10.0),) + CUTS[1:]
+    policy = SplitPolicy(cuts, PolicyConfig(min_dwell_ms=0))
+    policy.observe(tel(0, uplink_kbps=10_000), 0)
+    assert policy.decide(0).cut_id != "input"  # 96 ms on the wire: looks too expensive
+    policy.note_wire_bytes("input", 15_000, 10)  # first real sample replaces the estimate
+    assert {e.cut_id: e.wire_ms for e in policy.estimates(10)}["input"] == pytest.approx(12.0)
+    assert policy.decide(10).cut_id == "input"
+    policy.note_wire_bytes("input", 25_000, 20)  # later samples are smoothed
+    assert {e.cut_id: e.wire_ms for e in policy.estimates(20)}["input"] == pytest.approx(18_000 * 8 / 10_000)
+
+
+@pytest.mark.parametrize(
+    ("cut_id", "wire_bytes", "error"),
+    [("features_99", 1_000, UnknownCutError), ("input", 0, PolicyError), ("input", -5, PolicyError),
+     ("input", 1.5, PolicyError), ("input", True, PolicyError)],
+)
+def test_bad_wire_bytes_raise_and_leave_the_state_unchanged(cut_id, wire_bytes, error) -> None:
+    policy = SplitPolicy(CUTS, PolicyConfig())
+    policy.observe(tel(0, uplink_kbps=10_000), 0)
+    before = policy.estimates(0)
+    with pytest.raises(error):
+        policy.note_wire_bytes(cut_id, wire_bytes, 5)
+    assert policy.estimates(0) == before

@@ -38,6 +38,7 @@ Transitions (mode x event -> mode, cut). "best" is the objective's choice;
     AUTO            decide, dwell not over                   -> AUTO            current
     AUTO            decide, gain <= hysteresis_pct           -> AUTO            current
     AUTO            decide, gain >  hysteresis_pct           -> AUTO            best
+    AUTO            decide, first measurements after priors  -> AUTO            best (forced)
     AUTO            decide, current cut became unavailable   -> AUTO            best (forced)
     AUTO            objective/SLO/battery rule changed       -> AUTO            best (forced)
     AUTO, PINNED    cloud down (telemetry or note_*)         -> LOCAL_FALLBACK  "output" (forced)
@@ -164,6 +165,7 @@ class SplitPolicy:
         self._last: Optional[Decision] = None
         self._last_slo: Optional[float] = None
         self._measured_wire: set[str] = set()  # cuts whose wire_bytes come from real offloads
+        self._last_on_priors = False  # the last decision rested on prior uplink/RTT, not measurements
 
     # ------------------------------------------------------------------ read-only state
 
@@ -327,6 +329,7 @@ class SplitPolicy:
         decision = Decision(cut_id=cut, mode=mode, reason=reason, objective=objective, at_ms=now_ms)
         self._last = decision
         self._last_slo = slo
+        self._last_on_priors = self._on_priors()
         return decision
 
     # ------------------------------------------------------------------ internals
@@ -415,6 +418,11 @@ class SplitPolicy:
                 "minimum latency instead")
         return _Choice(fastest, "latency", tuple(by_latency), note, meets)
 
+    def _on_priors(self) -> bool:
+        """True while the uplink or the RTT is still the configured prior, not a measurement."""
+        _, uplink_prior, _, rtt_prior = self._network()
+        return uplink_prior or rtt_prior
+
     def _context(self) -> tuple[str, str]:
         uplink, uplink_prior, rtt, rtt_prior = self._network()
         return (f"uplink {uplink:.0f} kbps{' (prior)' if uplink_prior else ''}",
@@ -442,6 +450,8 @@ class SplitPolicy:
             forced_why = f"SLO {_bound(self._last_slo)} -> {_bound(slo)}"
         elif not cur.available:
             forced_why = f"{cur_id} unavailable ({cur.unavailable_reason})"
+        elif self._last_on_priors and not self._on_priors():
+            forced_why = "first measurements replace the priors"
 
         if forced_why or best.cut_id == cur_id:
             other = cur if (cur is not None and cur.cut_id != best.cut_id) else _runner_up(choice)

@@ -427,3 +427,18 @@ def test_bad_wire_bytes_raise_and_leave_the_state_unchanged(cut_id, wire_bytes, 
     with pytest.raises(error):
         policy.note_wire_bytes(cut_id, wire_bytes, 5)
     assert policy.estimates(0) == before
+
+
+def test_first_measurements_are_not_held_back_by_dwell_or_hysteresis() -> None:
+    """The start-up choice rests on priors; the first real uplink/RTT decide at once."""
+    policy = SplitPolicy(CUTS, PolicyConfig(min_dwell_ms=60_000, prior_uplink_kbps=500.0, prior_rtt_ms=100.0))
+    first = policy.decide(0)
+    assert first.cut_id == "output" and "(prior)" in first.reason
+    policy.observe(tel(200, uplink_kbps=50_000, rtt_ms=2.0), 200)
+    second = policy.decide(200)
+    assert second.cut_id == "input"
+    assert second.reason.startswith("first measurements replace the priors: uplink 50000 kbps")
+    # after that, dwell applies again: a collapse 1 s later does not move the split yet
+    policy.observe(tel(1_200, uplink_kbps=100, rtt_ms=2.0), 1_200)
+    third = policy.decide(1_200)
+    assert third.cut_id == "input" and "dwell" in third.reason

@@ -248,7 +248,10 @@ class GrpcTransport:
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 5_000),
+            # recovery is detected by the breaker's health probes (at most every 2 s): the
+            # channel's own reconnect backoff must not be longer, or a probe meets a
+            # channel still waiting out its backoff and the server looks dead for longer
+            ("grpc.max_reconnect_backoff_ms", 1_000),
         ]
         if options.tls:
             if options.server_name:

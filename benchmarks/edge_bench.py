@@ -51,7 +51,7 @@ GOALS = {"rss_mb": 150.0, "cold_start_s": 3.0, "pipeline_ratio": 0.9, "overhead_
 
 def pick_cut(bundle_root: pathlib.Path) -> str:
     """The middle cut (by order) among those whose head is INT8 or ends in an INT8 activation."""
-    from partitioner.bundle import Side, read_bundle
+    from protos.bundle import Side, read_bundle
 
     cuts = sorted((c for c in read_bundle(bundle_root, Side.EDGE, check_hashes=False).manifest.cuts
                    if c.id not in ("input", "output")), key=lambda c: c.order)
@@ -80,7 +80,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     from edge_agent.agent import EdgeAgent
     from edge_agent.config import build_config
     from edge_agent.results import FrameResult, MemorySink
-    from splitinfer import samples
+    from partitioner import samples
 
     first: dict[str, float] = {}
 
@@ -272,7 +272,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     "onnxruntime": ort.__version__, "load_avg": os.getloadavg(),
                     "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
         "bundle": str(args.bundle), "cut": cut, "threads": args.threads,
-        "capture_px": [args.width_px or 640, args.height_px or 272], "source": "splitinfer.samples bikes.mp4 (640x272 H.264)",
+        "capture_px": [args.width_px or 640, args.height_px or 272], "source": "partitioner.samples bikes.mp4 (640x272 H.264)",
         "goals": GOALS, "figures": figures, "goals_met": met,
         "pipelining": {"fps": pipelined["fps"], "bound_fps": round(bound_fps, 2), "slowest_stage": slowest,
                        "sequential_fps": round(sequential_fps, 2), "stage_ms": stages,

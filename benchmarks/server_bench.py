@@ -117,7 +117,7 @@ def build_standin_bundle(out_dir: pathlib.Path) -> pathlib.Path:
     import onnx
     from onnx import TensorProto, helper
 
-    from partitioner.bundle import BundleWriter
+    from protos.bundle import BundleWriter
     from protos import bundle_pb2
 
     nodes, inits, marks = _mobilenet_v2_nodes(np.random.default_rng(0))
@@ -170,7 +170,7 @@ def build_payload_bundle(out_dir: pathlib.Path) -> pathlib.Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from partitioner.bundle import BundleWriter
+    from protos.bundle import BundleWriter
     from protos import bundle_pb2
 
     def model(inputs: list, nodes: list, inits: list) -> bytes:
@@ -457,7 +457,7 @@ def measure_throughput(bundle_root: pathlib.Path, cut_id: str | None, seconds: f
     """Server and in-process points interleaved, `rounds` times, so background load hits both alike."""
     import onnxruntime as ort
 
-    from partitioner.bundle import Side, read_bundle, tail_model_name
+    from protos.bundle import Side, read_bundle, tail_model_name
     from protos import inference_pb2, inference_pb2_grpc
 
     bundle = read_bundle(bundle_root, Side.CLOUD)

@@ -92,7 +92,7 @@ def energy_fn_for(schedule: LinkSchedule, origin_unix_s: float):
 
 class Bench:
     def __init__(self, settings: BenchSettings, testbed: object) -> None:
-        from partitioner.bundle import Side, read_bundle, tail_model_name, tail_model_version
+        from protos.bundle import Side, read_bundle, tail_model_name, tail_model_version
 
         self.settings = settings
         self.testbed = testbed
@@ -111,7 +111,7 @@ class Bench:
         self.py = sys.executable
         self.env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
         if settings.video is None:
-            from splitinfer.samples import video_path
+            from partitioner.samples import video_path
 
             self.video = video_path("bikes.mp4")
         else:
@@ -348,7 +348,7 @@ class Bench:
 def _write_sample_jpeg(path: pathlib.Path) -> None:
     import cv2
 
-    from splitinfer.samples import image_path
+    from partitioner.samples import image_path
 
     image = cv2.imread(str(image_path("chelsea")))
     image = cv2.resize(image, (224, 224))

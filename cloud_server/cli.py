@@ -116,7 +116,7 @@ def _models_of(running: Any) -> list[tuple[str, str]]:
 
 def _bundle_labels(settings: ServerSettings) -> list[str]:
     """``<model_name>@<version12>`` of every served bundle (for the zeroconf TXT record)."""
-    from partitioner.bundle import Side, read_bundle, tail_model_version
+    from protos.bundle import Side, read_bundle, tail_model_version
 
     labels = []
     for root in settings.bundles:

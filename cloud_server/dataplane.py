@@ -33,7 +33,7 @@ from cloud_server.registry import ModelRegistry, TailModel, TensorSignature
 from cloud_server.scheduler import BatchResult, BatchScheduler
 from cloud_server.sessions import SessionPool
 from cloud_server.settings import ServerSettings
-from partitioner.preprocess import decode_jpeg, preprocess_bgr
+from protos.preprocess import decode_jpeg, preprocess_bgr
 from protos.datatypes import deserialize_bytes_tensor, from_numpy_dtype, serialize_bytes_tensor, to_numpy_dtype
 
 __all__ = [

@@ -1,6 +1,6 @@
 """The models the server knows: bundle tails and a Triton-layout repository, looked up by name.
 
-One `TailModel` per (bundle, cut with a tail), named `partitioner.bundle.tail_model_name` (e.g.
+One `TailModel` per (bundle, cut with a tail), named `protos.bundle.tail_model_name` (e.g.
 `mobilenet_v2.features_6`) with version `tail_model_version` (12 hex digits of the content hash).
 A Triton-layout repository (`<repo>/<name>/config.pbtxt`, `<repo>/<name>/<version>/model.onnx`) adds one
 model per directory and numeric version, its signature read from `config.pbtxt` (text-format
@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Iterable
 
 from cloud_server.errors import ModelNotFound, ModelUnavailable
-from partitioner.bundle import INPUT_CUT, Side, read_bundle, tail_model_name, tail_model_version
-from partitioner.errors import BundleError
+from protos.bundle import Side, read_bundle, tail_model_name, tail_model_version
+from protos.names import INPUT_CUT
+from protos.errors import BundleError
 from protos import bundle_pb2
 
 __all__ = ["TensorSignature", "RepositoryConfig", "TailModel", "ModelRegistry", "load_registry", "RegistryError", "ModelState"]

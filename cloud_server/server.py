@@ -128,10 +128,10 @@ def create_server(
         logger.info("warmed %d of %d models in %.2f s", len(warmed), len(registry.names()),
                     time.monotonic() - warm_started_s)
     health = HealthState(registry.names())
-    from splitinfer import __version__
+    from protos.version import package_version
 
     servicer = InferenceServicer(
-        dataplane, health, server_version=__version__,
+        dataplane, health, server_version=package_version(),
         stream_workers=settings.grpc_workers, stream_window=settings.max_queue_size,
     )
     limit = settings.max_message_bytes

@@ -58,8 +58,9 @@ from edge_agent.types import (
     Transport,
     WireTensor,
 )
-from partitioner.bundle import INPUT_CUT, OUTPUT_CUT, Side, read_bundle, tail_model_name, tail_model_version
-from partitioner.preprocess import encode_jpeg
+from protos.bundle import Side, read_bundle, tail_model_name, tail_model_version
+from protos.names import INPUT_CUT, OUTPUT_CUT
+from protos.preprocess import encode_jpeg
 from protos import datatypes
 
 log = logging.getLogger(__name__)

@@ -92,7 +92,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=config.agent.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from edge_agent.agent import EdgeAgent, check_config_for_agent
-    from partitioner.errors import BundleError
+    from protos.errors import BundleError
 
     try:
         check_config_for_agent(config)

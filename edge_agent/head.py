@@ -17,7 +17,7 @@ own intra-op pool at 1 thread, as XNNPACK runs its own), else the CPU provider w
 stages need those cores.
 
 Per frame, :meth:`HeadRunner.run_head` preprocesses exactly as the manifest says
-(:func:`partitioner.preprocess.preprocess_bgr`) and returns the wire tensors of the
+(:func:`protos.preprocess.preprocess_bgr`) and returns the wire tensors of the
 cut; the "input" cut only JPEG-encodes the frame (:func:`encode_jpeg`).
 Thread safety: ``run_*`` may be called from several threads (ORT sessions are
 thread-safe for ``run``); ``activate`` swaps sessions under a lock.
@@ -35,8 +35,9 @@ import numpy as np
 
 from edge_agent.errors import UnknownCutError
 from edge_agent.types import CutProfile, WireTensor
-from partitioner.bundle import INPUT_CUT, OUTPUT_CUT, Bundle
-from partitioner.preprocess import encode_jpeg, preprocess_bgr
+from protos.bundle import Bundle
+from protos.names import INPUT_CUT, OUTPUT_CUT
+from protos.preprocess import encode_jpeg, preprocess_bgr
 from protos import datatypes
 
 log = logging.getLogger(__name__)

@@ -63,12 +63,11 @@ from typing import Optional, Sequence
 
 from edge_agent.errors import ConfigError, PolicyError, UnknownCutError
 from edge_agent.power import PI4_DEFAULT, PowerModel
+from protos.names import INPUT_CUT, OUTPUT_CUT
 from edge_agent.types import CutEstimate, CutProfile, Decision, Mode, Objective, Telemetry
 
 __all__ = ["PolicyConfig", "SplitPolicy", "OUTPUT_CUT", "INPUT_CUT"]
 
-OUTPUT_CUT = "output"
-INPUT_CUT = "input"
 WIRE_BYTES_ALPHA = 0.3  # smoothing of the measured bytes per offload (see note_wire_bytes)
 _SERVER_SCALE_RANGE = (0.1, 50.0)
 

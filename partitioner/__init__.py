@@ -1,6 +1,5 @@
 """Partitioner: turns a model into a verified bundle of head/tail pairs.
 
-Importing this package is cheap and needs neither onnx nor torch: the edge agent
-and the cloud server import :mod:`partitioner.bundle` and
-:mod:`partitioner.preprocess` from here on machines that have only onnxruntime.
+Workstation-side only: a Pi or a server never imports it. What the other sides
+share with it (the bundle format, preprocessing, wire tensors) lives in ``protos``.
 """

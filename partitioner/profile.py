@@ -103,7 +103,7 @@ def head_outputs(head: onnx.ModelProto, feed: Mapping[str, np.ndarray], threads:
 
 def time_jpeg_encode(frame_bgr: np.ndarray, quality: int, timing: TimingConfig = TimingConfig()) -> float:
     """Median ms to JPEG-encode ``frame_bgr`` (the edge's work for the ``input`` cut)."""
-    from partitioner.preprocess import encode_jpeg
+    from protos.preprocess import encode_jpeg
 
     return _median_ms(lambda: encode_jpeg(frame_bgr, quality), timing)
 

@@ -11,6 +11,7 @@ import os
 from typing import Sequence
 
 from protos import bundle_pb2
+from protos.names import END_CUTS
 
 DEFAULT_BANDWIDTHS_KBPS = tuple(round(10 ** (2 + k / 8), 1) for k in range(0, 25))  # 100 kbit/s .. 100 Mbit/s
 
@@ -107,7 +108,7 @@ def plot_report(
         ax.grid(axis="y", alpha=0.3)
     for cut in cuts:
         ys = [predicted_latency_ms(cut, b, rtt_ms=rtt_ms) for b in bandwidths_kbps]
-        style = "--" if cut.id in ("input", "output") else "-"
+        style = "--" if cut.id in END_CUTS else "-"
         axes[2].plot([b / 1000.0 for b in bandwidths_kbps], ys, style, label=cut.id, linewidth=1.4)
     axes[2].set_xscale("log")
     axes[2].set_yscale("log")

@@ -19,7 +19,8 @@ from typing import Iterable, Sequence
 import onnx
 from onnx import helper
 
-from partitioner.cuts import INPUT_CUT, OUTPUT_CUT, CutCandidate
+from partitioner.cuts import CutCandidate
+from protos.names import INPUT_CUT, OUTPUT_CUT
 from partitioner.errors import CutNotFound
 from partitioner.graph import BATCH_DIM, graph_inputs, value_infos
 

@@ -7,7 +7,7 @@ Layout, one model per cut that has a tail::
       <model_name>.<cut_id>/config.pbtxt     text-format inference.ModelConfig
       <model_name>.<cut_id>/1/model.onnx     the tail, byte for byte
 
-Model names follow :func:`partitioner.bundle.tail_model_name`. Triton versions are
+Model names follow :func:`protos.bundle.tail_model_name`. Triton versions are
 integers, so every tail is version ``1``; the bundle's version (first 12 hex digits
 of its content hash) is recorded in the config's ``parameters`` and the README.
 
@@ -22,7 +22,7 @@ import os
 import pathlib
 import shutil
 
-from partitioner import bundle as bundle_io
+from protos import bundle as bundle_io
 from protos import bundle_pb2
 
 TRITON_DATATYPES = {

@@ -9,6 +9,8 @@ import struct
 
 import numpy as np
 
+from protos.errors import DatatypeError, WireError
+
 _TO_NUMPY = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype("<u1"),
@@ -33,10 +35,6 @@ ORT_TYPE_TO_DATATYPE = {
     "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
     "tensor(string)": "BYTES",
 }
-
-
-class DatatypeError(ValueError):
-    """A datatype string or numpy dtype with no counterpart."""
 
 
 def to_numpy_dtype(datatype: str) -> np.dtype:
@@ -67,15 +65,23 @@ def serialize_bytes_tensor(items: list[bytes]) -> bytes:
 
 
 def deserialize_bytes_tensor(raw: bytes) -> list[bytes]:
-    """Split a raw BYTES tensor; ValueError if a length prefix runs past the end."""
+    """Split a raw BYTES tensor; WireError if a length prefix runs past the end."""
     items, pos = [], 0
     while pos < len(raw):
         if pos + 4 > len(raw):
-            raise ValueError(f"BYTES tensor truncated: {len(raw) - pos} bytes left at offset {pos}, need a 4-byte length")
+            raise WireError(f"BYTES tensor truncated: {len(raw) - pos} bytes left at offset {pos}, need a 4-byte length")
         (size,) = struct.unpack_from("<I", raw, pos)
         pos += 4
         if pos + size > len(raw):
-            raise ValueError(f"BYTES element at offset {pos - 4} claims {size} bytes but only {len(raw) - pos} remain")
+            raise WireError(f"BYTES element at offset {pos - 4} claims {size} bytes but only {len(raw) - pos} remain")
         items.append(raw[pos : pos + size])
         pos += size
     return items
+
+
+def numpy_dtype_for_ort_type(ort_type: str) -> np.dtype | None:
+    """numpy dtype of an onnxruntime type string such as ``tensor(float)``; None for strings and unknowns."""
+    datatype = ORT_TYPE_TO_DATATYPE.get(ort_type)
+    if datatype is None or datatype == "BYTES":
+        return None
+    return _TO_NUMPY[datatype]

@@ -1,7 +1,10 @@
 """splitinfer: hybrid edge-cloud split inference.
 
-The distribution's own package holds only what every side shares: the command
-dispatcher (:mod:`splitinfer.cli`) and the locator of sample media and weights
-(:mod:`splitinfer.samples`).
+The top floor: the command dispatcher (:mod:`splitinfer.cli`) and what composes
+several sides at once (the end-to-end demo, :mod:`splitinfer.demo`). The three
+products (``partitioner``, ``cloud_server``, ``edge_agent``) never import each
+other or this package; they share only the contracts package ``protos``.
 """
-__version__ = "0.1.0"
+from protos.version import package_version
+
+__version__ = package_version()

@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export-triton": ("partitioner.cli", "export_triton_main", "write a bundle's tails as a Triton model repository"),
     "serve": ("cloud_server.cli", "main", "serve bundle tails over the Open Inference Protocol (gRPC)"),
     "edge": ("edge_agent.cli", "main", "run the smart-camera daemon with adaptive split offload"),
-    "demo": ("edge_agent.demo", "main", "the end-to-end demo: partition, serve, and stream a video"),
+    "demo": ("splitinfer.demo", "main", "the end-to-end demo: partition, serve, and stream a video"),
 }
 
 

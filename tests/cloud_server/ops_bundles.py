@@ -1,6 +1,6 @@
 """Tiny real bundles for the operations tests (security, metrics, discovery, CLI lifecycle).
 
-Built with onnx.helper and written with partitioner.bundle.BundleWriter, so the server reads them the
+Built with onnx.helper and written with protos.bundle.BundleWriter, so the server reads them the
 way it reads a partitioner bundle. The model: image [N,3,8,8] -> Flatten -> MatMul -> "mid" [N,W]
 -> (optionally `slow_repeats` x Tanh(MatMul(t, t)) on a [N,W,W] tensor) -> MatMul -> logits [N,3].
 Cuts: 'input' (BYTES JPEGs, tail = full model), 'mid' (FP32 [-1,W]), 'output' (no tail).
@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from partitioner.bundle import BundleWriter, tail_model_name, tail_model_version
+from protos.bundle import BundleWriter, tail_model_name, tail_model_version
 from protos import bundle_pb2
 
 IMAGE_SHAPE = (3, 8, 8)

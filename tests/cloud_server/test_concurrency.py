@@ -12,7 +12,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from cloud_server.server import RunningServer, create_server
-from partitioner import bundle as bundle_io
+from protos import bundle as bundle_io
 
 from .conftest import FC_B, FC_W, MODEL_NAME, make_settings, reference_logits
 
@@ -65,7 +65,7 @@ def test_batched_results_equal_unbatched(batching_server: RunningServer, tiny_bu
 
 
 def test_32_concurrent_clients_complete_without_error(server: RunningServer, jpeg_frames: list[bytes]) -> None:
-    from partitioner.preprocess import decode_jpeg, preprocess_bgr
+    from protos.preprocess import decode_jpeg, preprocess_bgr
 
     spec = server.registry.get(f"{MODEL_NAME}.input").input_spec
     assert spec is not None

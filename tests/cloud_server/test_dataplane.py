@@ -13,8 +13,8 @@ from cloud_server.dataplane import DataPlane, InferInput, InferRequest
 from cloud_server.errors import InvalidInput
 from cloud_server.registry import load_registry
 from cloud_server.sessions import SessionPool
-from partitioner import bundle as bundle_io
-from partitioner.preprocess import decode_jpeg, preprocess_bgr
+from protos import bundle as bundle_io
+from protos.preprocess import decode_jpeg, preprocess_bgr
 from protos.datatypes import serialize_bytes_tensor
 
 from .conftest import FC_B, FC_W, MODEL_NAME, make_settings, reference_logits

@@ -11,7 +11,7 @@ import pytest
 from cloud_server.errors import ModelNotFound, ModelUnavailable
 from cloud_server.registry import RegistryError, load_registry
 from cloud_server.sessions import SessionPool, resolve_providers
-from partitioner import bundle as bundle_io
+from protos import bundle as bundle_io
 
 from .conftest import FC_B, FC_W, MODEL_NAME, REPO_MODEL, write_tiny_repository
 

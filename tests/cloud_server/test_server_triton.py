@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from cloud_server.server import RunningServer, create_server
-from partitioner import bundle as bundle_io
+from protos import bundle as bundle_io
 
 from .conftest import FC_B, FC_W, MODEL_NAME, REPO_MODEL, make_settings, pooled_of, write_tiny_repository
 
@@ -218,7 +218,7 @@ def test_head_output_from_the_edge_matches_the_full_model(
     triton_client: grpcclient.InferenceServerClient, jpeg_frames: list[bytes], tiny_bundle: bundle_io.Bundle
 ) -> None:
     """The split round trip: the edge head's 'pooled' activation through our tail = the full model."""
-    from partitioner.preprocess import decode_jpeg, preprocess_bgr
+    from protos.preprocess import decode_jpeg, preprocess_bgr
 
     from .conftest import reference_logits
 

@@ -15,11 +15,11 @@ from cloud_server.settings import ServerSettings
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import build_config
 from edge_agent.control import ControlServer, start_control_server
-from edge_agent.demo import TeeSource
+from splitinfer.demo import TeeSource
 from edge_agent.results import MemorySink
 from edge_agent.sources import open_source
-from partitioner.bundle import Bundle
-from splitinfer.samples import video_path
+from protos.bundle import Bundle
+from partitioner.samples import video_path
 from tests.edge_agent.demo_bundle import build_demo_bundle
 
 

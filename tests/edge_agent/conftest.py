@@ -10,10 +10,10 @@ import pytest
 
 from edge_agent.config import EdgeConfig, build_config
 from edge_agent.types import OffloadRequest
-from partitioner.bundle import Bundle, Side, read_bundle
-from partitioner.preprocess import decode_jpeg, encode_jpeg, preprocess_bgr
+from protos.bundle import Bundle, Side, read_bundle
+from protos.preprocess import decode_jpeg, encode_jpeg, preprocess_bgr
 from protos import datatypes
-from splitinfer import samples
+from partitioner import samples
 from tests.edge_agent.edge_bundle import write_tiny_bundle
 
 FRAME_W, FRAME_H = 160, 120

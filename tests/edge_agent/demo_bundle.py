@@ -1,6 +1,6 @@
 """A small real image classifier bundle for the control/split/demo tests (built in seconds).
 
-Built with onnx.helper and written with :class:`partitioner.bundle.BundleWriter`, so the
+Built with onnx.helper and written with :class:`protos.bundle.BundleWriter`, so the
 agent and the server read it exactly as they read a partitioner bundle. The model:
 image [N,3,32,32] -> Conv(3->8, 3x3) -> Relu -> "feat" [N,8,32,32] (32 KiB fp32)
 -> Conv(8->16, 3x3, stride 2) -> Relu -> GlobalAveragePool -> Flatten -> MatMul -> logits [N,10].
@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from partitioner.bundle import Bundle, BundleWriter
+from protos.bundle import Bundle, BundleWriter
 from protos import bundle_pb2
 
 SIZE = 32

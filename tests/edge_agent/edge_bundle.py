@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from partitioner import bundle as bundle_io
+from protos import bundle as bundle_io
 from protos import bundle_pb2
 
 LABELS = ["cat", "dog", "bike", "car", "tree"]

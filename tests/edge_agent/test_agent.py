@@ -225,7 +225,7 @@ def test_live_source_drops_oldest_when_behind_and_counts(tiny_bundle, tail_serve
     import cv2
 
     from edge_agent.sources import CaptureSource
-    from splitinfer import samples
+    from partitioner import samples
 
     cfg = agent_config(tiny_bundle, runtime__max_frames=80, policy__pinned_cut="conv1", runtime__max_in_flight=1,
                        runtime__queue_depth=1, source__uri="rtsp://camera.invalid/live")
@@ -249,7 +249,7 @@ def test_cli_runs_local_and_sigterm_drains(tiny_bundle, tmp_path) -> None:
     import subprocess
     import sys
 
-    from splitinfer import samples
+    from partitioner import samples
 
     toml = tmp_path / "edge.toml"
     results = tmp_path / "results.jsonl"
@@ -335,7 +335,7 @@ def test_discovers_the_server_over_zeroconf_when_none_is_configured(tiny_bundle)
     from cloud_server.discovery import Advertisement, ServiceAdvertiser
     from cloud_server.server import create_server
     from cloud_server.settings import ServerSettings
-    from partitioner.bundle import tail_model_version
+    from protos.bundle import tail_model_version
 
     server = create_server(ServerSettings(host="127.0.0.1", port=0, bundles=(tiny_bundle.root,),
                                           metrics_port=None, discovery=False, max_queue_delay_us=0))

@@ -9,7 +9,7 @@ import pytest
 
 from edge_agent.errors import UnknownCutError
 from edge_agent.head import HeadRunner, choose_providers, complete_locally, cut_profiles
-from partitioner.preprocess import decode_jpeg, preprocess_bgr
+from protos.preprocess import decode_jpeg, preprocess_bgr
 from protos import datatypes
 from tests.edge_agent.conftest import first_video_frame
 

@@ -11,7 +11,7 @@ import pytest
 from edge_agent.config import SourceConfig
 from edge_agent.errors import SourceError
 from edge_agent.sources import Backoff, CaptureSource, FolderSource, open_source
-from splitinfer import samples
+from partitioner import samples
 
 
 def test_video_file_yields_every_frame() -> None:

@@ -20,9 +20,9 @@ import onnxruntime as ort
 import pytest
 
 from edge_agent.ctl import ControlClient
-from partitioner.preprocess import preprocess_bgr
+from protos.preprocess import preprocess_bgr
 from protos import inference_pb2, inference_pb2_grpc
-from splitinfer.samples import video_path
+from partitioner.samples import video_path
 from tests.edge_agent.agent_stack import start_stack
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ from edge_agent.head import HeadRunner
 from edge_agent.transport_fake import FakeTransport
 from edge_agent.transport_grpc import GrpcOptions, GrpcTransport, request_to_proto, response_to_outputs
 from edge_agent.types import OffloadRequest, WireTensor
-from partitioner.bundle import tail_model_name, tail_model_version
+from protos.bundle import tail_model_name, tail_model_version
 from protos import inference_pb2, inference_pb2_grpc
 from tests.edge_agent.conftest import first_video_frame
 

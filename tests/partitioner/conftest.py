@@ -40,8 +40,8 @@ def load_frames(names: tuple[str, ...], spec: bundle_pb2.InputSpec) -> list[np.n
     """Real sample photos preprocessed with ``spec``: each a (1, C, H, W) float32 batch."""
     import cv2
 
-    from partitioner.preprocess import preprocess_bgr
-    from splitinfer import samples
+    from protos.preprocess import preprocess_bgr
+    from partitioner import samples
 
     frames = []
     for name in names:

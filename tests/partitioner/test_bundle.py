@@ -6,8 +6,8 @@ import pathlib
 
 import pytest
 
-from partitioner import bundle as bundle_io
-from partitioner.errors import (
+from protos import bundle as bundle_io
+from protos.errors import (
     BundleExists,
     BundleFileMissing,
     BundleHashMismatch,
@@ -192,7 +192,7 @@ def test_reader_needs_no_torch_or_onnx() -> None:
     import sys
 
     code = (
-        "import sys; import partitioner.bundle, partitioner.preprocess; "
+        "import sys; import protos.bundle, protos.preprocess; "
         "bad = [m for m in ('torch', 'onnx') if m in sys.modules]; "
         "sys.exit(f'imported {bad}' if bad else 0)"
     )

@@ -6,7 +6,7 @@ import pathlib
 import onnx
 import pytest
 
-from partitioner import bundle as bundle_io
+from protos import bundle as bundle_io
 from partitioner import cli
 from splitinfer import cli as top
 from tests.partitioner.test_pipeline import tiny_model

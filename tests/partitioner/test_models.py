@@ -14,7 +14,7 @@ CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian ca
 def test_weights_load_strictly_into_torchvision_names(mobilenet_v2_torch) -> None:
     import torch
 
-    from splitinfer.samples import mobilenet_v2_weights_path
+    from partitioner.samples import mobilenet_v2_weights_path
 
     state = torch.load(mobilenet_v2_weights_path(), map_location="cpu", weights_only=True)
     names = set(mobilenet_v2_torch.state_dict())
@@ -26,7 +26,7 @@ def test_weights_load_strictly_into_torchvision_names(mobilenet_v2_torch) -> Non
 def test_torch_model_classifies_chelsea_as_a_cat(mobilenet_v2_torch, imagenet_frames) -> None:
     import torch
 
-    from splitinfer.samples import imagenet_labels
+    from partitioner.samples import imagenet_labels
 
     with torch.no_grad():
         logits = mobilenet_v2_torch(torch.from_numpy(imagenet_frames[0])).numpy()

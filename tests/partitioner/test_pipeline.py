@@ -9,8 +9,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from partitioner import bundle as bundle_io
-from partitioner.errors import BundleExists, CutNotFound
+from protos import bundle as bundle_io
+from partitioner.errors import CutNotFound
+from protos.errors import BundleExists
 from partitioner.pipeline import PartitionConfig, run_partition
 
 SIZE = 32
@@ -113,7 +114,7 @@ def test_shipped_pipeline_matches_full_model_on_real_frames(tiny) -> None:
     import onnxruntime as ort
 
     from partitioner import calibration
-    from partitioner.preprocess import preprocess_bgr
+    from protos.preprocess import preprocess_bgr
 
     report, _ = tiny
     bundle = report.bundle

@@ -8,7 +8,7 @@ from partitioner import calibration, profile
 from partitioner.graph import prepare_model
 from partitioner.split import split_model
 from protos import bundle_pb2
-from splitinfer import samples
+from partitioner import samples
 from tests.partitioner.test_pipeline import tiny_model
 from tests.partitioner.test_quantize import TINY
 

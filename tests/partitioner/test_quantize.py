@@ -13,7 +13,7 @@ from partitioner import calibration, codecs, quantize
 from partitioner.errors import CalibrationError
 from partitioner.split import split_model
 from protos import bundle_pb2
-from splitinfer import samples
+from partitioner import samples
 from tests.partitioner.test_pipeline import SIZE, tiny_model
 
 IMAGENET = bundle_pb2.InputSpec(width_px=224, height_px=224, layout="NCHW", color_order="RGB", resize_shorter_px=256,

@@ -7,7 +7,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from partitioner import bundle as bundle_io
+from protos import bundle as bundle_io
 from partitioner.triton_export import INPUT_CUT_NOTE, export_triton
 from tests.partitioner.test_pipeline import build_tiny_bundle
 

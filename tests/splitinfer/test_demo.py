@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edge_agent import demo
+from splitinfer import demo
 from edge_agent.link import LinkState
 from tests.edge_agent.demo_bundle import build_demo_bundle
 

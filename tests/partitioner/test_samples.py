@@ -3,7 +3,7 @@ from __future__ import annotations
 import cv2
 import pytest
 
-from splitinfer import samples
+from partitioner import samples
 
 
 def test_sample_video_decodes() -> None:

@@ -12,7 +12,7 @@ with ``side=Side.EDGE`` (or ``CLOUD``) checks only that side's files. The conten
 hash is the sha256 of the sorted ``"<path> <sha256>\\n"`` lines of every file the
 manifest lists, so it is the same on both sides and identifies the bundle version.
 
-This module is the only part of the partitioner that touches bundle paths, and it
+This module is the only code that touches bundle paths; every side imports it, and it
 imports neither onnx nor torch.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 
 from google.protobuf import json_format
 
-from partitioner.errors import (
+from protos.errors import (
     BundleExists,
     BundleFileMissing,
     BundleHashMismatch,
@@ -41,13 +41,12 @@ from partitioner.errors import (
     UnsupportedSchemaVersion,
 )
 from protos import bundle_pb2
+from protos.names import INPUT_CUT, OUTPUT_CUT
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 EDGE_DIR = "edge"
 CLOUD_DIR = "cloud"
-INPUT_CUT = "input"
-OUTPUT_CUT = "output"
 
 DATATYPES = frozenset(
     {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",

@@ -82,7 +82,7 @@ def story_trace(duration_s: float) -> tuple[LinkTrace, list[str]]:
 
 def ensure_bundle(bundle: Optional[str], cache_dir: pathlib.Path, out: TextIO) -> pathlib.Path:
     """The bundle to use: ``bundle`` as given, else the cached default (built if missing)."""
-    from partitioner.bundle import Side, read_bundle
+    from protos.bundle import Side, read_bundle
 
     if bundle:
         path = pathlib.Path(bundle).expanduser()
@@ -129,7 +129,7 @@ class ReferenceWorker:
     def __init__(self, bundle_root: pathlib.Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
-        from partitioner.bundle import Side, read_bundle
+        from protos.bundle import Side, read_bundle
 
         bundle = read_bundle(bundle_root, Side.EDGE, check_hashes=False)
         self.spec = bundle.manifest.input
@@ -150,7 +150,7 @@ class ReferenceWorker:
         self._queue.put(frame)
 
     def _run(self) -> None:
-        from partitioner.preprocess import preprocess_bgr
+        from protos.preprocess import preprocess_bgr
 
         while True:
             frame = self._queue.get()
@@ -502,7 +502,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     from edge_agent.control import start_control_server
     from edge_agent.sources import open_source
     from edge_agent.transport_grpc import GrpcTransport, options_from_config
-    from splitinfer.samples import video_path
+    from partitioner.samples import video_path
 
     wall_start = time.monotonic()
     cache = pathlib.Path(args.bundle_cache).expanduser() if args.bundle_cache else default_cache_dir()

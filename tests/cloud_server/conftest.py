@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from cloud_server.server import RunningServer, create_server
 from cloud_server.settings import ServerSettings
 from protos import bundle as bundle_io
-from protos import bundle_pb2
+from tests.bundles import FULL, BundleSpec, CutSpec, InputSpec, Tensor, write_test_bundle
 
 MODEL_NAME = "tiny_net"
 REPO_MODEL = "tiny_repo"
@@ -81,52 +81,26 @@ def pooled_of(image: np.ndarray) -> np.ndarray:
     return sess.run(["pooled"], {"image": image})[0]
 
 
-def _tensor(name: str, datatype: str, shape: list[int], codec: str = "fp32") -> bundle_pb2.TensorSpec:
-    return bundle_pb2.TensorSpec(
-        name=name, datatype=datatype, shape=shape, encoding=bundle_pb2.WireEncoding(codec=codec)
-    )
-
-
 def write_tiny_bundle(out: pathlib.Path) -> bundle_io.Bundle:
-    with bundle_io.BundleWriter(out, overwrite=True) as writer:
-        m = bundle_pb2.Manifest(model_name=MODEL_NAME, model_version="1.0", created_by="tests/cloud_server")
-        m.input.tensor.CopyFrom(_tensor("image", "FP32", [-1, 3, 32, 32]))
-        m.input.width_px, m.input.height_px = 32, 32
-        m.input.layout, m.input.color_order = "NCHW", "RGB"
-        m.input.resize_shorter_px = 36
-        m.input.pixel_scale = 1 / 255
-        m.input.mean.extend([0.5, 0.5, 0.5])
-        m.input.std.extend([0.25, 0.25, 0.25])
-        m.input.jpeg_quality = 90
-        m.output.tensors.append(_tensor("logits", "FP32", [-1, 5]))
-        m.output.classification.top_k = 2
-        m.output.classification.softmax = True
-        m.output.classification.output_tensor = "logits"
-        m.output.classification.labels.CopyFrom(writer.add_bytes("edge/labels.json", b'["a","b","c","d","e"]'))
-        m.full_model.CopyFrom(writer.add_bytes("edge/full_model.onnx", make_graph(list(_NODES), "image", "logits")))
-        verified = bundle_pb2.Verification(frames=4, max_abs_error=0.0, top1_agreement=1.0, cosine=1.0, passed=True)
-
-        inp = m.cuts.add(id="input", display_name="input", order=0, wire_bytes=2048)
-        inp.tensors.append(_tensor("jpeg", "BYTES", [-1], codec="jpeg"))
-        inp.tail.CopyFrom(writer.add_bytes("cloud/tails/input.onnx", make_graph(list(_NODES), "image", "logits")))
-
-        feat = m.cuts.add(id="feat", display_name="feat", order=1, wire_bytes=32 * 32 * 8 * 4)
-        feat.tensors.append(_tensor("feat", "FP32", [-1, 8, -1, -1]))
-        feat.head.CopyFrom(writer.add_bytes("edge/heads/feat.onnx", make_graph(["conv", "relu"], "image", "feat")))
-        feat.tail.CopyFrom(writer.add_bytes("cloud/tails/feat.onnx", make_graph(["gap", "flat", "fc"], "feat", "logits")))
-        feat.verification.CopyFrom(verified)
-
-        pool = m.cuts.add(id="pool", display_name="pooled", order=2, wire_bytes=32)
-        pool.tensors.append(_tensor("pooled", "FP32", [-1, 8]))
-        pool.head.CopyFrom(
-            writer.add_bytes("edge/heads/pool.onnx", make_graph(["conv", "relu", "gap", "flat"], "image", "pooled"))
-        )
-        pool.tail.CopyFrom(writer.add_bytes("cloud/tails/pool.onnx", make_graph(["fc"], "pooled", "logits")))
-        pool.verification.CopyFrom(verified)
-
-        out_cut = m.cuts.add(id="output", display_name="output", order=3)
-        out_cut.tensors.append(_tensor("logits", "FP32", [-1, 5]))
-        return writer.commit(m)
+    full = make_graph(list(_NODES), "image", "logits")
+    logits = Tensor("logits", "FP32", (-1, 5))
+    spec = BundleSpec(
+        model_name=MODEL_NAME, created_by="tests/cloud_server", full_model=full, labels=["a", "b", "c", "d", "e"],
+        top_k=2, outputs=(logits,),
+        input=InputSpec(Tensor("image", "FP32", (-1, 3, 32, 32)), 32, 32, resize_shorter_px=36,
+                        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+        cuts=(
+            CutSpec("input", (Tensor("jpeg", "BYTES", (-1,), codec="jpeg"),), tail=FULL, wire_bytes=2048),
+            CutSpec("feat", (Tensor("feat", "FP32", (-1, 8, -1, -1)),), wire_bytes=32 * 32 * 8 * 4,
+                    head=make_graph(["conv", "relu"], "image", "feat"),
+                    tail=make_graph(["gap", "flat", "fc"], "feat", "logits")),
+            CutSpec("pool", (Tensor("pooled", "FP32", (-1, 8)),), display_name="pooled", wire_bytes=32,
+                    head=make_graph(["conv", "relu", "gap", "flat"], "image", "pooled"),
+                    tail=make_graph(["fc"], "pooled", "logits")),
+            CutSpec("output", (logits,)),
+        ),
+    )
+    return write_test_bundle(out, spec)
 
 
 REPO_CONFIG = f"""

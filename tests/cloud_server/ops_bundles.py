@@ -1,6 +1,6 @@
 """Tiny real bundles for the operations tests (security, metrics, discovery, CLI lifecycle).
 
-Built with onnx.helper and written with protos.bundle.BundleWriter, so the server reads them the
+Built with onnx.helper and written by the shared factory (tests.bundles), so the server reads them the
 way it reads a partitioner bundle. The model: image [N,3,8,8] -> Flatten -> MatMul -> "mid" [N,W]
 -> (optionally `slow_repeats` x Tanh(MatMul(t, t)) on a [N,W,W] tensor) -> MatMul -> logits [N,3].
 Cuts: 'input' (BYTES JPEGs, tail = full model), 'mid' (FP32 [-1,W]), 'output' (no tail).
@@ -13,7 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from protos.bundle import BundleWriter, tail_model_name, tail_model_version
+from protos.bundle import tail_model_name, tail_model_version
+from tests.bundles import FULL, BundleSpec, CutSpec, InputSpec, Tensor, write_test_bundle
 from protos import bundle_pb2
 
 IMAGE_SHAPE = (3, 8, 8)
@@ -95,39 +96,22 @@ def build_tiny_bundle(out_dir: pathlib.Path, *, model_name: str = "tiny", width:
     head_model.ir_version = 8
     tail = _model(tail_nodes, tail_inits, [mid_in], f"{model_name}_tail")
 
-    with BundleWriter(out_dir, overwrite=True) as writer:
-        full_ref = writer.add_bytes("edge/full.onnx", full.SerializeToString())
-        head_ref = writer.add_bytes("edge/heads/mid.onnx", head_model.SerializeToString())
-        tail_mid = writer.add_bytes("cloud/tails/mid.onnx", tail.SerializeToString())
-        tail_input = writer.add_bytes("cloud/tails/input.onnx", full.SerializeToString())
-        m = bundle_pb2.Manifest(model_name=model_name, model_version="1", created_by="ops-tests", opset=17)
-        m.input.tensor.CopyFrom(bundle_pb2.TensorSpec(name="image", datatype="FP32", shape=[-1, *IMAGE_SHAPE]))
-        m.input.width_px, m.input.height_px = IMAGE_SHAPE[2], IMAGE_SHAPE[1]
-        m.input.layout, m.input.color_order = "NCHW", "RGB"
-        m.input.pixel_scale = 1 / 255
-        m.input.mean.extend([0.5, 0.5, 0.5])
-        m.input.std.extend([0.25, 0.25, 0.25])
-        m.input.jpeg_quality = 90
-        m.output.tensors.append(bundle_pb2.TensorSpec(name="logits", datatype="FP32", shape=[-1, CLASSES]))
-        m.output.classification.top_k = 1
-        m.output.classification.output_tensor = "logits"
-        m.full_model.CopyFrom(full_ref)
-        m.cuts.append(bundle_pb2.Cut(
-            id="input", display_name="input",
-            tensors=[bundle_pb2.TensorSpec(name="image_jpeg", datatype="BYTES", shape=[-1])],
-            wire_bytes=1000, tail=tail_input, order=0,
-        ))
-        m.cuts.append(bundle_pb2.Cut(
-            id="mid", display_name="mid",
-            tensors=[bundle_pb2.TensorSpec(name="mid", datatype="FP32", shape=[-1, width])],
-            wire_bytes=4 * width, head=head_ref, tail=tail_mid, order=1,
-            verification=bundle_pb2.Verification(frames=1, passed=True, max_abs_error=0.0),
-        ))
-        m.cuts.append(bundle_pb2.Cut(
-            id="output", display_name="output", head=full_ref, order=2,
-            tensors=[bundle_pb2.TensorSpec(name="logits", datatype="FP32", shape=[-1, CLASSES])],
-        ))
-        return writer.commit(m)
+    logits = Tensor("logits", "FP32", (-1, CLASSES), codec=None)
+    spec = BundleSpec(
+        model_name=model_name, model_version="1", created_by="ops-tests", opset=17, top_k=1, softmax=False,
+        full_model=full.SerializeToString(), full_model_path="edge/full.onnx",
+        input=InputSpec(Tensor("image", "FP32", (-1, *IMAGE_SHAPE), codec=None), IMAGE_SHAPE[2], IMAGE_SHAPE[1],
+                        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+        outputs=(logits,),
+        verification=bundle_pb2.Verification(frames=1, passed=True, max_abs_error=0.0),
+        cuts=(
+            CutSpec("input", (Tensor("image_jpeg", "BYTES", (-1,), codec=None),), tail=FULL, wire_bytes=1000),
+            CutSpec("mid", (Tensor("mid", "FP32", (-1, width), codec=None),), head=head_model.SerializeToString(),
+                    tail=tail.SerializeToString(), wire_bytes=4 * width),
+            CutSpec("output", (logits,), head=FULL),
+        ),
+    )
+    return write_test_bundle(out_dir, spec)
 
 
 def mid_model(bundle) -> tuple[str, str]:

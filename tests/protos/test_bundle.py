@@ -16,44 +16,27 @@ from protos.errors import (
     UnsupportedSchemaVersion,
 )
 from protos import bundle_pb2
-
-
-def _tensor(name: str, datatype: str, shape: list[int], codec: str = "fp32") -> bundle_pb2.TensorSpec:
-    return bundle_pb2.TensorSpec(name=name, datatype=datatype, shape=shape, encoding=bundle_pb2.WireEncoding(codec=codec))
+from tests.bundles import BundleSpec, CutSpec, InputSpec, Profile, Tensor, build_manifest
 
 
 def write_sample_bundle(out: pathlib.Path) -> bundle_io.Bundle:
+    """Placeholder file contents: the format does not look inside the models."""
+    logits = Tensor("logits", "FP32", (-1, 4))
+    spec = BundleSpec(
+        model_name="tiny_net", full_model=b"full-model-bytes", labels=["a", "b", "c", "d"], top_k=2,
+        input=InputSpec(Tensor("input", "FP32", (-1, 3, 8, 8)), 8, 8, resize_shorter_px=10),
+        outputs=(logits,),
+        verification=bundle_pb2.Verification(frames=8, max_abs_error=1e-6, top1_agreement=1.0, cosine=1.0, passed=True),
+        cuts=(
+            CutSpec("input", (Tensor("jpeg", "BYTES", (-1,), codec="jpeg"),), tail=b"tail-input", wire_bytes=2048),
+            CutSpec("conv1", (Tensor("conv1/Relu_output_0", "UINT8", (-1, 4, 8, 8), codec="int8", scale=0.05),),
+                    head=b"head-conv1", tail=b"tail-conv1", display_name="conv1/Relu_output_0", wire_bytes=256,
+                    wire_bytes_by_codec={"fp32": 1024, "int8": 256}, edge_profile=Profile(head_ms=1.5)),
+            CutSpec("output", (logits,)),
+        ),
+    )
     with bundle_io.BundleWriter(out) as writer:
-        m = bundle_pb2.Manifest(model_name="tiny_net", model_version="1.0", created_by="tests")
-        m.input.tensor.CopyFrom(_tensor("input", "FP32", [-1, 3, 8, 8]))
-        m.input.width_px, m.input.height_px = 8, 8
-        m.input.layout, m.input.color_order = "NCHW", "RGB"
-        m.input.resize_shorter_px = 10
-        m.input.pixel_scale = 1 / 255
-        m.input.mean.extend([0.485, 0.456, 0.406])
-        m.input.std.extend([0.229, 0.224, 0.225])
-        m.input.jpeg_quality = 90
-        m.output.tensors.append(_tensor("logits", "FP32", [-1, 4]))
-        m.output.classification.top_k = 2
-        m.output.classification.softmax = True
-        m.output.classification.output_tensor = "logits"
-        m.output.classification.labels.CopyFrom(writer.add_bytes("edge/labels.json", b'["a","b","c","d"]'))
-        m.full_model.CopyFrom(writer.add_bytes("edge/full_model.onnx", b"full-model-bytes"))
-        inp = m.cuts.add(id="input", display_name="input", order=0, wire_bytes=2048)
-        inp.tensors.append(_tensor("jpeg", "BYTES", [-1], codec="jpeg"))
-        inp.tail.CopyFrom(writer.add_bytes("cloud/tails/input.onnx", b"tail-input"))
-        mid = m.cuts.add(id="conv1", display_name="conv1/Relu_output_0", order=1, wire_bytes=256)
-        mid.tensors.append(_tensor("conv1/Relu_output_0", "UINT8", [-1, 4, 8, 8], codec="int8"))
-        mid.tensors[0].encoding.scale = 0.05
-        mid.head.CopyFrom(writer.add_bytes("edge/heads/conv1.onnx", b"head-conv1"))
-        mid.tail.CopyFrom(writer.add_bytes("cloud/tails/conv1.onnx", b"tail-conv1"))
-        mid.verification.CopyFrom(bundle_pb2.Verification(frames=8, max_abs_error=1e-6, top1_agreement=1.0, cosine=1.0, passed=True))
-        mid.wire_bytes_by_codec["fp32"] = 1024
-        mid.wire_bytes_by_codec["int8"] = 256
-        mid.edge_profiles.add(device="test", threads=1, runs=5, head_ms=1.5)
-        out_cut = m.cuts.add(id="output", display_name="output", order=2)
-        out_cut.tensors.append(_tensor("logits", "FP32", [-1, 4]))
-        return writer.commit(m)
+        return writer.commit(build_manifest(spec, writer))
 
 
 @pytest.fixture

@@ -707,10 +707,9 @@ class EdgeAgent:
         timeout_s = min(1.0, self.config.runtime.deadline_ms / 1000.0 * 2)
         start = self._clock()
         ok = self.transport.healthy(timeout_s=timeout_s)
-        model_ready = getattr(self.transport, "model_ready", None)  # the gRPC client has it; wrappers may not
         failed = self._last_failed_model
-        if ok and failed is not None and model_ready is not None:
-            ok = bool(model_ready(failed[0], failed[1], timeout_s))  # the server is up, but does it hold our tail?
+        if ok and failed is not None:  # the server is up, but does it hold our tail?
+            ok = self.transport.model_ready(failed[0], failed[1], timeout_s)
         with self._lock:
             now = self._now_ms()
             if ok:

@@ -318,6 +318,18 @@ class EmulatedTransport:
             self._sleep(plan.delay_s)
         return ok
 
+    def model_ready(self, name: str, version: str, timeout_s: float) -> bool:
+        """Like :meth:`healthy`: the question crosses the emulated link both ways."""
+        plan = self.emulator.plan(0, self.elapsed_s())
+        if not plan.up or 2 * plan.delay_s > timeout_s:
+            return False
+        if plan.delay_s > 0:
+            self._sleep(plan.delay_s)
+        ready = self.inner.model_ready(name, version, timeout_s)
+        if plan.delay_s > 0:
+            self._sleep(plan.delay_s)
+        return ready
+
     def close(self) -> None:
         self.inner.close()
 

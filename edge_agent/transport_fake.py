@@ -27,6 +27,7 @@ class FakeTransport:
         self.handler = handler
         self.delay_s = delay_s
         self.down = False
+        self.model_ready_names: Optional[set[str]] = None
         self.calls = 0
         self.bytes_sent = 0
         self._closed = threading.Event()
@@ -51,6 +52,10 @@ class FakeTransport:
 
     def healthy(self, timeout_s: float) -> bool:
         return not self.down and not self._closed.is_set()
+
+    def model_ready(self, name: str, version: str, timeout_s: float) -> bool:
+        """Ready when up and ``model_ready_names`` (None = every model) holds ``name``."""
+        return self.healthy(timeout_s) and (self.model_ready_names is None or name in self.model_ready_names)
 
     def close(self) -> None:
         self._closed.set()

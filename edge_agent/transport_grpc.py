@@ -32,7 +32,8 @@ import numpy as np
 
 from edge_agent.errors import OffloadUnavailable
 from edge_agent.types import OffloadRequest, OffloadResponse
-from protos import datatypes, inference_pb2, inference_pb2_grpc
+from protos import inference_pb2, inference_pb2_grpc, wire
+from protos.errors import ContractError, WireError
 
 if TYPE_CHECKING:
     from edge_agent.config import ServerConfig
@@ -68,70 +69,43 @@ class GrpcOptions:
 # --------------------------------------------------------------------------- conversion
 
 
-def _to_param(value: object) -> inference_pb2.InferParameter:
-    if isinstance(value, bool):
-        return inference_pb2.InferParameter(bool_param=value)
-    if isinstance(value, int):
-        return inference_pb2.InferParameter(int64_param=value)
-    if isinstance(value, float):
-        return inference_pb2.InferParameter(double_param=value)
-    return inference_pb2.InferParameter(string_param=str(value))
-
-
-def _from_param(param: inference_pb2.InferParameter) -> object:
-    kind = param.WhichOneof("parameter_choice")
-    return getattr(param, kind) if kind else None
-
-
 def request_to_proto(request: OffloadRequest) -> inference_pb2.ModelInferRequest:
     msg = inference_pb2.ModelInferRequest(model_name=request.model_name, model_version=request.model_version,
                                           id=request.request_id)
-    for key, value in request.parameters.items():
-        msg.parameters[key].CopyFrom(_to_param(value))
+    wire.set_parameters(msg.parameters, request.parameters)
     for tensor in request.inputs:
         inp = msg.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
-        for key, value in tensor.parameters.items():
-            inp.parameters[key].CopyFrom(_to_param(value))
+        wire.set_parameters(inp.parameters, tensor.parameters)
         msg.raw_input_contents.append(tensor.raw)
     for name in request.output_names:
         msg.outputs.add(name=name)
     return msg
 
 
-_CONTENT_FIELDS = {
-    "BOOL": "bool_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
-    "UINT64": "uint64_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-    "INT64": "int64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
-}
-
-
 def response_to_outputs(msg: inference_pb2.ModelInferResponse) -> dict[str, np.ndarray]:
-    """Output tensors as numpy arrays; ValueError when the response is malformed."""
+    """Output tensors as numpy arrays (BYTES as object arrays); WireError when malformed."""
     outputs: dict[str, np.ndarray] = {}
     raw = list(msg.raw_output_contents)
     if raw and len(raw) != len(msg.outputs):
-        raise ValueError(f"response has {len(msg.outputs)} outputs but {len(raw)} raw_output_contents")
+        raise WireError(f"response has {len(msg.outputs)} outputs but {len(raw)} raw_output_contents")
     for i, out in enumerate(msg.outputs):
         shape = tuple(int(d) for d in out.shape)
-        if out.datatype == "BYTES":
-            items = datatypes.deserialize_bytes_tensor(raw[i]) if raw else list(out.contents.bytes_contents)
-            outputs[out.name] = np.array(items, dtype=object).reshape(shape)
-            continue
-        dtype = datatypes.to_numpy_dtype(out.datatype)
-        if raw:
-            arr = np.frombuffer(raw[i], dtype=dtype)
-        else:
-            arr = np.asarray(getattr(out.contents, _CONTENT_FIELDS[out.datatype]), dtype=dtype)
-        if arr.size != int(np.prod(shape)):
-            raise ValueError(f"output {out.name!r} holds {arr.size} elements, shape {list(shape)} needs {int(np.prod(shape))}")
-        outputs[out.name] = arr.reshape(shape)
+        compression = str(wire.parameters_from_proto(out.parameters).get("compression", ""))
+        try:
+            if raw:
+                value = wire.array_from_raw(out.datatype, shape, raw[i], compression=compression)
+            else:
+                value = wire.array_from_contents(out.datatype, shape, wire.contents_from_proto(out.contents))
+        except WireError as exc:
+            raise WireError(f"output {out.name!r} {exc}") from None
+        outputs[out.name] = np.array(value, dtype=object).reshape(shape) if isinstance(value, list) else value
     return outputs
 
 
 def _advisory_ms(msg: inference_pb2.ModelInferResponse, key: str) -> Optional[float]:
     if key not in msg.parameters:
         return None
-    value = _from_param(msg.parameters[key])
+    value = wire.parameter_value(msg.parameters[key])
     return float(value) / 1000.0 if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -306,7 +280,7 @@ class GrpcTransport:
         round_trip_ms = (time.monotonic() - start) * 1000.0
         try:
             outputs = response_to_outputs(response)
-        except (ValueError, datatypes.DatatypeError, KeyError) as exc:
+        except (ContractError, ValueError) as exc:
             raise OffloadUnavailable(f"malformed response for {request.model_name}: {exc}", code="BAD_RESPONSE") from exc
         return OffloadResponse(
             request_id=request.request_id,

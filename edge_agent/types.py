@@ -153,12 +153,18 @@ class OffloadResponse:
 
 
 class Transport(Protocol):
-    """The one seam where bytes meet the network. Implementations raise
-    :class:`edge_agent.errors.OffloadUnavailable` for every transport failure."""
+    """The one seam where bytes meet the network; every call the daemon makes.
+
+    ``infer`` raises :class:`edge_agent.errors.OffloadUnavailable` for every transport
+    failure; ``healthy`` (the server answers) and ``model_ready`` (it also holds this tail
+    version) return False instead of raising.
+    """
 
     def infer(self, request: OffloadRequest, timeout_s: float) -> OffloadResponse: ...
 
     def healthy(self, timeout_s: float) -> bool: ...
+
+    def model_ready(self, name: str, version: str, timeout_s: float) -> bool: ...
 
     def close(self) -> None: ...
 

@@ -47,6 +47,9 @@ class EchoTransport:
     def healthy(self, timeout_s: float) -> bool:
         return True
 
+    def model_ready(self, name: str, version: str, timeout_s: float) -> bool:
+        return True
+
     def close(self) -> None:
         self.closed = True
 

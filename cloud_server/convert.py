@@ -1,34 +1,37 @@
-"""Protobuf <-> domain types for the inference service (the server side's only converter).
+"""Protobuf <-> domain values for the inference service (the server side's only converter).
 
 Conversion is faithful and does not validate: a request with mismatched raw entries or contents is
 turned into domain values as sent, and the data plane judges it (so validation is transport-agnostic).
+Wire-level helpers (typed contents, InferParameter values) are `protos.wire`'s; this module only maps
+messages to the dataclasses of `cloud_server.domain` and back. It imports no other server module but
+`domain` and `errors`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
-from cloud_server.dataplane import InferInput, InferRequest, InferResponse, ModelStats, StatDuration
-from google.protobuf import text_format
-
-from cloud_server.registry import RegistryError, RepositoryConfig, TailModel, TensorSignature
+from cloud_server.domain import (
+    InferInput,
+    InferRequest,
+    InferResponse,
+    ModelStats,
+    RepositoryConfig,
+    StatDuration,
+    TailModel,
+    TensorSignature,
+)
+from cloud_server.errors import RegistryError
 from protos import inference_pb2 as pb
+from protos.wire import contents_from_proto, parameters_from_proto, set_parameters
 
 __all__ = [
     "request_from_proto",
     "response_to_proto",
-    "parameters_from_proto",
     "model_metadata_to_proto",
     "model_config_to_proto",
+    "repository_config_from_proto",
     "statistics_to_proto",
     "index_to_proto",
-    "repository_config_from_text",
 ]
-
-_CONTENT_FIELDS = (
-    "bool_contents", "int_contents", "int64_contents", "uint_contents",
-    "uint64_contents", "fp32_contents", "fp64_contents", "bytes_contents",
-)
 
 _DATATYPE_TO_TYPE = {
     "BOOL": pb.TYPE_BOOL, "UINT8": pb.TYPE_UINT8, "UINT16": pb.TYPE_UINT16, "UINT32": pb.TYPE_UINT32,
@@ -36,31 +39,10 @@ _DATATYPE_TO_TYPE = {
     "INT64": pb.TYPE_INT64, "FP16": pb.TYPE_FP16, "FP32": pb.TYPE_FP32, "FP64": pb.TYPE_FP64,
     "BYTES": pb.TYPE_STRING, "BF16": pb.TYPE_BF16,
 }
+_TYPE_TO_DATATYPE = {value: key for key, value in _DATATYPE_TO_TYPE.items()}
 
 
-def parameters_from_proto(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
-    """InferParameter map -> plain Python values (bool, int, str, float); unset ones are skipped."""
-    out: dict[str, Any] = {}
-    for key, param in params.items():
-        which = param.WhichOneof("parameter_choice")
-        if which is not None:
-            out[key] = getattr(param, which)
-    return out
-
-
-def _set_parameter(param: pb.InferParameter, value: Any) -> None:
-    if isinstance(value, bool):
-        param.bool_param = value
-    elif isinstance(value, int):
-        param.int64_param = value
-    elif isinstance(value, float):
-        param.double_param = value
-    else:
-        param.string_param = str(value)
-
-
-def _contents_from_proto(contents: pb.InferTensorContents) -> dict[str, list[Any]]:
-    return {name: list(getattr(contents, name)) for name in _CONTENT_FIELDS if len(getattr(contents, name))}
+# ---------------------------------------------------------------------- inference
 
 
 def request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
@@ -75,7 +57,7 @@ def request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
                 datatype=inp.datatype,
                 shape=tuple(int(d) for d in inp.shape),
                 parameters=parameters_from_proto(inp.parameters),
-                contents=_contents_from_proto(inp.contents) if inp.HasField("contents") else {},
+                contents=contents_from_proto(inp.contents) if inp.HasField("contents") else {},
             )
             for inp in request.inputs
         ),
@@ -86,12 +68,14 @@ def request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
 
 def response_to_proto(response: InferResponse) -> pb.ModelInferResponse:
     msg = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version, id=response.id)
-    for key, value in response.parameters.items():
-        _set_parameter(msg.parameters[key], value)
+    set_parameters(msg.parameters, response.parameters)
     for out in response.outputs:
         msg.outputs.add(name=out.name, datatype=out.datatype, shape=list(out.shape))
         msg.raw_output_contents.append(out.raw)
     return msg
+
+
+# ---------------------------------------------------------------------- models
 
 
 def _tensor_metadata(sig: TensorSignature) -> pb.ModelMetadataResponse.TensorMetadata:
@@ -130,6 +114,9 @@ def model_config_to_proto(model: TailModel, *, max_batch_size: int, max_queue_de
     return config
 
 
+# ---------------------------------------------------------------------- statistics and repository
+
+
 def _duration(d: StatDuration) -> pb.StatisticDuration:
     return pb.StatisticDuration(count=d.count, ns=d.ns)
 
@@ -165,35 +152,10 @@ def index_to_proto(rows: list[tuple[str, str, str, str]]) -> pb.RepositoryIndexR
     return msg
 
 
-_TYPE_TO_DATATYPE = {value: key for key, value in _DATATYPE_TO_TYPE.items()}
 
-
-def _parse_model_config(text: str, source: str) -> pb.ModelConfig:
-    """Strict against our subset of ModelConfig; a config using Triton fields outside the subset (e.g.
-    `version_policy`) is accepted when Triton's full schema (shipped with tritonclient) parses it
-    strictly, and those fields are ignored. Without tritonclient such a config is refused."""
-    config = pb.ModelConfig()
-    try:
-        text_format.Parse(text, config)
-        return config
-    except text_format.ParseError as exc:
-        first_error = exc
-    try:
-        from tritonclient.grpc import model_config_pb2  # optional: Triton's full schema
-    except ImportError:
-        raise RegistryError(f"{source}: not a valid ModelConfig: {first_error}") from first_error
-    try:
-        text_format.Parse(text, model_config_pb2.ModelConfig())
-    except text_format.ParseError as exc:
-        raise RegistryError(f"{source}: not a valid ModelConfig: {exc}") from exc
-    config = pb.ModelConfig()
-    text_format.Parse(text, config, allow_unknown_field=True)
-    return config
-
-
-def repository_config_from_text(text: str, *, source: str = "config.pbtxt") -> RepositoryConfig:
-    """A Triton `config.pbtxt` (text-format ModelConfig) -> RepositoryConfig; RegistryError on typos."""
-    config = _parse_model_config(text, source)
+def repository_config_from_proto(config: pb.ModelConfig, *, source: str = "config.pbtxt") -> RepositoryConfig:
+    """A parsed Triton ModelConfig -> RepositoryConfig (batch dim prepended when batched); RegistryError
+    naming `source` for a data_type with no Open Inference Protocol datatype."""
     batched = config.max_batch_size > 0
 
     def signature(t: pb.ModelInput | pb.ModelOutput) -> TensorSignature:

@@ -11,6 +11,14 @@ The tree::
     ├── ModelLoadFailed            INTERNAL: a model file exists but ONNX Runtime cannot load it
     └── InferenceFailed            INTERNAL: ONNX Runtime failed on a validated request
 
+    Start-up errors (the process never serves; `cli` maps them to exit codes, not statuses):
+
+    SettingsError (ValueError)     a ServerSettings value is out of range        -> exit 2
+    └── ConfigError                ... named with its source (flag, env, TOML)   -> exit 2
+    TLSConfigError (ValueError)    TLS files incomplete, unreadable or not PEM   -> exit 2
+    RegistryError (ValueError)     a bundle or repository cannot be served       -> exit 1
+    ServerStartError (RuntimeError) the address cannot be bound                  -> exit 1
+
 `Status` is the transport-agnostic vocabulary; :data:`GRPC_STATUS_CODES` is the one table that maps it
 to `grpc.StatusCode` (the servicer and the interceptors use :func:`grpc_status_code`). Every message
 quotes the bad value and what was expected.
@@ -34,6 +42,11 @@ __all__ = [
     "InferenceFailed",
     "GRPC_STATUS_CODES",
     "grpc_status_code",
+    "SettingsError",
+    "ConfigError",
+    "TLSConfigError",
+    "RegistryError",
+    "ServerStartError",
 ]
 
 
@@ -121,3 +134,27 @@ def grpc_status_code(error: BaseException) -> grpc.StatusCode:
     if isinstance(error, ServerError):
         return GRPC_STATUS_CODES[error.status]
     return grpc.StatusCode.INTERNAL
+
+
+# ---------------------------------------------------------------------- start-up errors
+
+
+class SettingsError(ValueError):
+    """A setting has a value outside its accepted range or shape."""
+
+
+class ConfigError(SettingsError):
+    """A configuration value (from a flag, the environment or the TOML file) is invalid; the message
+    names the source, the key, the value (tokens hidden) and what was expected."""
+
+
+class TLSConfigError(ValueError):
+    """The TLS files are incomplete, unreadable or not PEM; the message names the file or setting."""
+
+
+class RegistryError(ValueError):
+    """A bundle or repository cannot be served (start-up configuration error)."""
+
+
+class ServerStartError(RuntimeError):
+    """The server could not bind its address."""

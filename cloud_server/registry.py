@@ -20,87 +20,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from cloud_server.errors import ModelNotFound, ModelUnavailable
-from protos.bundle import Side, read_bundle, tail_model_name, tail_model_version
-from protos.names import INPUT_CUT
-from protos.errors import BundleError
+from cloud_server.domain import PLATFORM, ModelState, TailModel, TensorSignature
+from cloud_server.errors import ModelNotFound, ModelUnavailable, RegistryError
+from cloud_server.model_config import repository_config_from_text
 from protos import bundle_pb2
+from protos.bundle import Side, read_bundle, tail_model_name, tail_model_version
+from protos.errors import BundleError
+from protos.names import INPUT_CUT
 
-__all__ = ["TensorSignature", "RepositoryConfig", "TailModel", "ModelRegistry", "load_registry", "RegistryError", "ModelState"]
+__all__ = ["ModelRegistry", "load_registry", "models_from_bundle", "models_from_repository", "RegistryError"]
 
 logger = logging.getLogger(__name__)
-
-PLATFORM = "onnxruntime_onnx"
-
-class RegistryError(ValueError):
-    """A bundle or repository cannot be served (start-up configuration error)."""
-
-
-class ModelState:
-    READY = "READY"
-    UNAVAILABLE = "UNAVAILABLE"
-
-
-@dataclass(frozen=True)
-class TensorSignature:
-    """One tensor of a model's wire signature; -1 marks a variable dimension."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class RepositoryConfig:
-    """What the registry needs from a Triton `config.pbtxt`; shapes include the batch dim when batched."""
-
-    name: str
-    platform: str
-    backend: str
-    batched: bool
-    inputs: tuple[TensorSignature, ...]
-    outputs: tuple[TensorSignature, ...]
-    default_model_filename: str = ""
-
-
-@dataclass(frozen=True)
-class TailModel:
-    """A servable model.
-
-    inputs: what a request must carry (the cut's tensors, with the batch dimension first when
-        `batched`); outputs: what the response carries.
-    feed_names: the ONNX graph input each wire input feeds (same order as inputs); for the 'input'
-        cut the wire input is BYTES JPEGs and the feed is `input_spec.tensor.name`.
-    input_spec: set only for the 'input' cut: how to decode and preprocess the frames.
-    batched: the first dimension is a batch the scheduler may merge along.
-    """
-
-    name: str
-    version: str
-    model_path: Path
-    inputs: tuple[TensorSignature, ...]
-    outputs: tuple[TensorSignature, ...]
-    feed_names: tuple[str, ...]
-    batched: bool = True
-    input_spec: bundle_pb2.InputSpec | None = None
-    source: str = ""
-    cut_id: str = ""
-    platform: str = PLATFORM
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.name, self.version)
-
-    @property
-    def size_bytes(self) -> int:
-        try:
-            return self.model_path.stat().st_size
-        except OSError:
-            return 0
 
 
 def _signature(spec: bundle_pb2.TensorSpec) -> TensorSignature:
@@ -152,8 +85,6 @@ def models_from_repository(repo: Path) -> list[TailModel]:
     """Every `<name>/<numeric version>/model.onnx` with a valid `<name>/config.pbtxt`."""
     if not repo.is_dir():
         raise RegistryError(f"triton repository {str(repo)!r} is not a directory")
-    from cloud_server.convert import repository_config_from_text  # the one protobuf converter
-
     models = []
     for entry in sorted(os.scandir(repo), key=lambda e: e.name):
         if not entry.is_dir() or entry.name.startswith("."):

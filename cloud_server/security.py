@@ -33,6 +33,8 @@ from typing import Callable, Iterable
 
 import grpc
 
+from cloud_server.errors import TLSConfigError
+
 __all__ = [
     "HEALTH_SERVICE_PREFIX",
     "REFLECTION_SERVICE_PREFIXES",
@@ -50,10 +52,6 @@ REFLECTION_SERVICE_PREFIXES = (
     "/grpc.reflection.v1.ServerReflection/",
 )
 _BEARER = "bearer "
-
-
-class TLSConfigError(ValueError):
-    """The TLS files are incomplete, unreadable or not PEM; the message names the file or setting."""
 
 
 # --------------------------------------------------------------------------- TLS

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cloud_server.dataplane import DataPlane
+from cloud_server.errors import ServerStartError
 from cloud_server.health import HealthState
 from cloud_server.observe import Observer
 from cloud_server.registry import ModelRegistry, TailModel, load_registry
@@ -34,10 +35,6 @@ logger = logging.getLogger(__name__)
 
 INFERENCE_SERVICE = "inference.GRPCInferenceService"
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-
-
-class ServerStartError(RuntimeError):
-    """The server could not bind its address."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Sequence
 import onnxruntime as ort
 
 from cloud_server.errors import ModelLoadFailed
-from cloud_server.registry import TailModel
+from cloud_server.domain import TailModel
 
 __all__ = ["SessionPool", "resolve_providers", "MEMORY_FACTOR"]
 

@@ -15,16 +15,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cloud_server.errors import SettingsError
+
 __all__ = ["ServerSettings", "SettingsError", "EXECUTION_PROVIDER_CHOICES", "LOG_FORMATS", "LOG_LEVELS"]
 
 #: Accepted values for `execution_providers` entries. 'auto' = CUDA/TensorRT when present, else CPU.
 EXECUTION_PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-class SettingsError(ValueError):
-    """A setting has a value outside its accepted range or shape."""
 
 
 def _check_int(name: str, value: object, *, minimum: int, maximum: int | None = None) -> None:

@@ -9,7 +9,8 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from cloud_server.dataplane import DataPlane, InferInput, InferRequest
+from cloud_server.dataplane import DataPlane
+from cloud_server.domain import InferInput, InferRequest
 from cloud_server.errors import InvalidInput
 from cloud_server.registry import load_registry
 from cloud_server.sessions import SessionPool
@@ -166,7 +167,7 @@ def test_a_failing_observer_never_breaks_requests(tiny_bundle: bundle_io.Bundle)
 def test_jpeg_size_is_read_from_the_header(jpeg_frames: list[bytes]) -> None:
     import cv2
 
-    from cloud_server.dataplane import jpeg_size_px
+    from cloud_server.validation import jpeg_size_px
 
     for frame in jpeg_frames:
         img = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)
@@ -176,7 +177,7 @@ def test_jpeg_size_is_read_from_the_header(jpeg_frames: list[bytes]) -> None:
 
 
 def test_a_jpeg_claiming_a_huge_frame_is_refused_before_decoding(plane, jpeg_frames: list[bytes]) -> None:  # type: ignore[no-untyped-def]
-    from cloud_server.dataplane import jpeg_size_px
+    from cloud_server.validation import jpeg_size_px
 
     dp, _ = plane
     frame = bytearray(jpeg_frames[0])

@@ -37,11 +37,11 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from edge_agent.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from edge_agent.breaker import BreakerState, CircuitBreaker
 from edge_agent.config import EdgeConfig
 from edge_agent.errors import ConfigError, OffloadUnavailable
 from edge_agent.head import HeadOutput, HeadRunner, complete_locally, cut_profiles, release_free_memory
-from edge_agent.policy import PolicyConfig, SplitPolicy
+from edge_agent.policy import SplitPolicy
 from edge_agent.postprocess import Postprocessor, load_labels
 from edge_agent.results import FrameResult, ResultSink, make_sink
 from edge_agent.sources import Frame, FrameSource, open_source
@@ -112,14 +112,6 @@ class _Subscription:
         self._owner._unsubscribe(self)
 
 
-def policy_config_from(cfg: EdgeConfig) -> PolicyConfig:
-    p = cfg.policy
-    return PolicyConfig(
-        objective=p.objective, slo_ms=p.slo_ms, hysteresis_pct=p.hysteresis_pct, min_dwell_ms=p.min_dwell_ms,
-        battery_low_pct=p.battery_low_pct, battery_resume_pct=max(p.battery_low_pct, min(100.0, p.battery_low_pct + 5)),
-    )
-
-
 class EdgeAgent:
     """The daemon. ``EdgeAgent(config).start(); agent.run_until_done()``.
 
@@ -164,11 +156,8 @@ class EdgeAgent:
         self.postprocess = Postprocessor(m.output, labels, top_k_override=config.results.top_k)
         self.profiles = cut_profiles(self.bundle, self.head.measured_head_ms())
         self._profile_by_id = {p.cut_id: p for p in self.profiles}
-        self.policy = SplitPolicy(self.profiles, policy_config_from(config))
-        self.breaker = CircuitBreaker(BreakerConfig(
-            failure_threshold=rt.breaker_failures, initial_backoff_ms=rt.breaker_backoff_ms,
-            max_backoff_ms=rt.breaker_max_backoff_ms,
-        ))
+        self.policy = SplitPolicy(self.profiles, config.policy.policy_config())
+        self.breaker = CircuitBreaker(rt.breaker_config())
         self.server_address = config.server.address or ""
         self._own_transport = transport is None
         self.transport: Optional[Transport] = transport

@@ -34,9 +34,18 @@ class BreakerState(enum.Enum):
 
 @dataclass(frozen=True, kw_only=True)
 class BreakerConfig:
+    """The one definition of the breaker's defaults (``[runtime] breaker_*`` in edge.toml).
+
+    failure_threshold   consecutive offload failures that open the circuit; default 3
+    initial_backoff_ms  first wait before a health probe; default 500 ms
+    max_backoff_ms      cap of the doubling wait; default 2000 ms: a probe is one tiny
+                        ServerReady call, cheap enough to bound recovery at ~2 s
+    multiplier          backoff growth per failed probe; default 2
+    """
+
     failure_threshold: int = 3
     initial_backoff_ms: int = 500
-    max_backoff_ms: int = 30_000
+    max_backoff_ms: int = 2_000
     multiplier: float = 2.0
 
     def __post_init__(self) -> None:

@@ -78,8 +78,8 @@ class PolicyConfig:
 
     objective           what to minimise at start (latency | energy | slo); default latency
     slo_ms              latency bound for the ``slo`` objective (required for it); default none
-    hysteresis_pct      switch only when the new cut is better by more than this; default 10 %
-    min_dwell_ms        stay at least this long on a cut before an unforced switch; default 5000
+    hysteresis_pct      switch only when the new cut is better by more than this; default 15 %
+    min_dwell_ms        stay at least this long on a cut before an unforced switch; default 3000
     battery_rule        apply the low-battery rule at all; default on
     battery_low_pct     below this and discharging -> energy objective; default 20 %
     battery_resume_pct  the rule lifts at or above this (or when charging); default 25 %
@@ -89,8 +89,8 @@ class PolicyConfig:
 
     objective: Objective = Objective.LATENCY
     slo_ms: Optional[float] = None
-    hysteresis_pct: float = 10.0
-    min_dwell_ms: int = 5_000
+    hysteresis_pct: float = 15.0
+    min_dwell_ms: int = 3_000
     battery_rule: bool = True
     battery_low_pct: float = 20.0
     battery_resume_pct: float = 25.0

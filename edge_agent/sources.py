@@ -274,6 +274,38 @@ class FolderSource:
         self._closed = True
 
 
+class TeeSource:
+    """Wraps a source: hands every frame to ``tap`` too (when given), and makes ``close``
+    safe while another thread is inside ``read``.
+
+    Releasing an OpenCV capture while another thread is inside its ``read`` aborts the
+    process, so ``close`` marks the source closed, waits for a read in progress, then
+    closes the inner source; later reads return None.
+    """
+
+    def __init__(self, inner: FrameSource, tap: Optional[Callable[[Frame], None]] = None) -> None:
+        self.inner = inner
+        self.tap = tap
+        self.live = inner.live
+        self.name = inner.name
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+
+    def read(self) -> Optional[Frame]:
+        with self._lock:
+            if self._closed.is_set():
+                return None
+            frame = self.inner.read()
+        if frame is not None and self.tap is not None:
+            self.tap(frame)
+        return frame
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            self.inner.close()
+
+
 def open_source(cfg: SourceConfig, **kwargs: Any) -> FrameSource:
     """The source ``cfg`` describes; :class:`SourceError` when a file/folder cannot be opened."""
     kind = resolved_source_kind(cfg)

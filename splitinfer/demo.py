@@ -46,7 +46,7 @@ import numpy as np
 from edge_agent.errors import EdgeAgentError
 from edge_agent.link import EmulatedTransport, LinkEmulator, LinkState, LinkTrace, load_trace_csv
 from edge_agent.results import FrameResult
-from edge_agent.sources import Frame, FrameSource
+from edge_agent.sources import Frame, TeeSource
 
 log = logging.getLogger(__name__)
 
@@ -163,37 +163,6 @@ class ReferenceWorker:
     def finish(self, timeout_s: float = 120.0) -> None:
         self._queue.put(None)
         self._thread.join(timeout_s)
-
-
-class TeeSource:
-    """A frame source that hands every frame to the reference worker too (when given).
-
-    It also serializes ``close`` with ``read``: releasing an OpenCV capture while another
-    thread is inside its ``read`` aborts the process, so ``close`` marks the source closed,
-    waits for a read in progress, then closes the inner source.
-    """
-
-    def __init__(self, inner: FrameSource, reference: Optional[ReferenceWorker] = None) -> None:
-        self.inner = inner
-        self.reference = reference
-        self.live = inner.live
-        self.name = inner.name
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-
-    def read(self) -> Optional[Frame]:
-        with self._lock:
-            if self._closed.is_set():
-                return None
-            frame = self.inner.read()
-        if frame is not None and self.reference is not None:
-            self.reference.submit(frame)
-        return frame
-
-    def close(self) -> None:
-        self._closed.set()
-        with self._lock:
-            self.inner.close()
 
 
 # --------------------------------------------------------------------------- live table
@@ -548,7 +517,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             "agent.agent_id": "demo",
         })
         reference = ReferenceWorker(bundle_root)
-        source = TeeSource(open_source(config.source), reference)
+        source = TeeSource(open_source(config.source), tap=reference.submit)
         inner = GrpcTransport(server.address, options_from_config(config.server))
         link = EmulatedTransport(inner, LinkEmulator(trace, burst_bytes=16_384))
         start_unix_ms = time.time() * 1000.0

@@ -15,9 +15,8 @@ from cloud_server.settings import ServerSettings
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import build_config
 from edge_agent.control import ControlServer, start_control_server
-from splitinfer.demo import TeeSource
 from edge_agent.results import MemorySink
-from edge_agent.sources import open_source
+from edge_agent.sources import TeeSource, open_source
 from protos.bundle import Bundle
 from partitioner.samples import video_path
 from tests.edge_agent.demo_bundle import build_demo_bundle

@@ -73,8 +73,9 @@ TABLES = {
             Step(18_000, {"uplink_kbps": 20_000}, "input", reason="input 25 ms < output 90 ms (-72%)"),
         ],
     ),
+    # these tables set hysteresis 10 % (the default is 15 %): the -14 %/-15 % switches below test the mechanism
     "flapping near a crossover is suppressed by hysteresis": (
-        PolicyConfig(min_dwell_ms=0),
+        PolicyConfig(min_dwell_ms=0, hysteresis_pct=10),
         [
             Step(0, {"uplink_kbps": 600}, "output", reason="output 90 ms < features_13 93 ms"),
             Step(1_000, {"uplink_kbps": 700}, "output", reason="gain 3% within hysteresis 10%"),
@@ -162,7 +163,7 @@ TABLES = {
         [Step(0, {"uplink_kbps": 400}, "features_13", reason="objective energy")],
     ),
     "throttling (slowdown) moves work off the device": (
-        PolicyConfig(min_dwell_ms=0),
+        PolicyConfig(min_dwell_ms=0, hysteresis_pct=10),
         [
             Step(0, {"uplink_kbps": 400}, "output"),
             Step(1_000, {"uplink_kbps": 400, "slowdown_factor": 1.5}, "output", reason="within hysteresis"),
@@ -171,7 +172,7 @@ TABLES = {
         ],
     ),
     "a server queue reported by the server pushes work local": (
-        PolicyConfig(min_dwell_ms=0),
+        PolicyConfig(min_dwell_ms=0, hysteresis_pct=10),
         [
             Step(0, {"uplink_kbps": 20_000}, "input"),
             Step(1_000, {"uplink_kbps": 20_000, "server_queue_ms": 80.0, "server_compute_ms": 10.0}, "output",

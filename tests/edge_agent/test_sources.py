@@ -10,7 +10,7 @@ import pytest
 
 from edge_agent.config import SourceConfig
 from edge_agent.errors import SourceError
-from edge_agent.sources import Backoff, CaptureSource, FolderSource, open_source
+from edge_agent.sources import Backoff, CaptureSource, FolderSource, TeeSource, open_source
 from partitioner import samples
 
 
@@ -128,3 +128,14 @@ def test_fps_cap_paces_reads(tmp_path: pathlib.Path) -> None:
     for _ in range(4):
         assert src.read() is not None
     assert sleeps == [0.1, 0.1, 0.1]
+
+
+def test_tee_source_taps_every_frame_and_reads_nothing_after_close() -> None:
+    src = open_source(SourceConfig(uri=str(samples.video_path("bikes.mp4")), width_px=64, height_px=48))
+    tapped: list[int] = []
+    tee = TeeSource(src, tap=lambda frame: tapped.append(frame.frame_id))
+    assert tee.live is src.live and tee.name == src.name
+    read = [tee.read().frame_id for _ in range(3)]  # type: ignore[union-attr]
+    assert read == tapped == [0, 1, 2]
+    tee.close()
+    assert tee.read() is None and tapped == [0, 1, 2]

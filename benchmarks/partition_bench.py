@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     import onnx
     import onnxruntime as ort
 
-    from partitioner import codecs, quantize
+    from partitioner import codecs, evaluation, quantize
     from partitioner import profile as profiling
-    from partitioner.cuts import select_cuts
+    from partitioner.cut_selection import select_cuts
     from partitioner.graph import prepare_model
     from partitioner.pipeline import PartitionConfig, _input_spec, gather_frames, load_source_model, run_partition
     from partitioner.split import split_model
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = _input_spec(model, config)
     frames = gather_frames(config, spec, "input", max_calibration=config.calibration_frames * 4)
     feeds = frames.eval_feeds
-    ref = quantize.run_frames(quantize.Pipeline(model, None), feeds)
+    ref = evaluation.run_frames(evaluation.Pipeline(model, None), feeds)
     confident = np.array([_softmax_max(r[0][0]) >= 0.5 for r in ref])
     timing = profiling.TimingConfig(threads=1, warmup=5, runs=args.runs)
     heads = {}
@@ -123,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
             int8_ms = profiling.time_model(qhead, feeds[0], timing)
             if tail is not None:
                 name = cand.tensors[0]
-                acts = quantize.run_frames(quantize.Pipeline(head, None), frames.calib_feeds)
+                acts = evaluation.run_frames(evaluation.Pipeline(head, None), frames.calib_feeds)
                 params = {name: codecs.calibrate_int8([a[0] for a in acts])}
                 ph, pt = codecs.add_int8_wire(qhead, tail, params)
-                got = quantize.run_frames(quantize.Pipeline(ph, pt), feeds)
+                got = evaluation.run_frames(evaluation.Pipeline(ph, pt), feeds)
             else:
-                got = quantize.run_frames(quantize.Pipeline(qhead, None), feeds)
+                got = evaluation.run_frames(evaluation.Pipeline(qhead, None), feeds)
             heads[label] = {
                 "fp32_bytes": head.ByteSize(), "int8_bytes": qhead.ByteSize(),
                 "size_ratio": round(qhead.ByteSize() / head.ByteSize(), 3),

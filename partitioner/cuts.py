@@ -21,6 +21,8 @@ order that finishes branches before opening new ones, and an as-late-as-possible
 and deduplicated. Single-tensor cuts are found either way (every topological order
 finishes a single-tensor cut's head before anything after it). The ``input`` (full
 offload) and ``output`` (all local) ends are always included.
+Ids come from :mod:`partitioner.cut_names`; ranking and resolving user-requested cuts
+is :mod:`partitioner.cut_selection`.
 
 Cost model (documented approximation): FLOPs count 2 per multiply-accumulate of Conv,
 ConvTranspose, Gemm and MatMul only, per frame (batch 1); element-wise ops, pooling and
@@ -30,26 +32,23 @@ at their own element type (float tensors count 4 bytes per element).
 """
 from __future__ import annotations
 
-import difflib
-import hashlib
 import heapq
 import logging
-import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from partitioner.errors import CutNotFound, UnsupportedModel
+from partitioner.cut_names import assign_ids, common_prefix
+from partitioner.errors import UnsupportedModel
+from partitioner.graph import constant_values, graph_inputs, oip_datatype, tensor_shape, value_infos
 from protos.names import INPUT_CUT, OUTPUT_CUT
-from partitioner.graph import BATCH_DIM, constant_values, graph_inputs, tensor_shape, value_infos
 
 logger = logging.getLogger(__name__)
 
-MAX_ID_LENGTH = 60
 _MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 MAX_STATES = 100_000
 
@@ -93,8 +92,9 @@ class CutCandidate:
 # --------------------------------------------------------------------------- graph index
 
 
-class _Index:
-    """Producer/consumer tables of a prepared graph (dynamic values only)."""
+class CutIndex:
+    """Producer/consumer tables of a prepared graph (dynamic values only), and the cost
+    model's per-node FLOPs and parameter sources."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         graph = model.graph
@@ -230,10 +230,8 @@ def _element_bytes(elem_type: int) -> int:
 
 
 def _datatype(elem_type: int) -> str:
-    from protos.datatypes import from_numpy_dtype
-
     try:
-        return from_numpy_dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+        return oip_datatype(elem_type)
     except Exception:  # noqa: BLE001 - unusual element types
         return "FP32"
 
@@ -271,13 +269,13 @@ def _prod(dims: Sequence[int | str]) -> int:
 # --------------------------------------------------------------------------- orders
 
 
-def _orders(index: _Index) -> list[list[int]]:
+def _orders(index: CutIndex) -> list[list[int]]:
     """A few topological orders of the dynamic nodes (see the module docstring)."""
     dyn = [i for i in range(len(index.nodes)) if index.is_dynamic[i]]
     return [dyn, _greedy_order(index, dyn), _late_order(index, dyn)]
 
 
-def _greedy_order(index: _Index, dyn: list[int]) -> list[int]:
+def _greedy_order(index: CutIndex, dyn: list[int]) -> list[int]:
     """Kahn's sort preferring the ready node that frees the most live values (finishes branches)."""
     deps = {i: {index.producer[x] for x in index.dyn_inputs[i] if x in index.producer} for i in dyn}
     users: dict[int, list[int]] = defaultdict(list)
@@ -312,7 +310,7 @@ def _greedy_order(index: _Index, dyn: list[int]) -> list[int]:
     return order if len(order) == len(dyn) else dyn
 
 
-def _late_order(index: _Index, dyn: list[int]) -> list[int]:
+def _late_order(index: CutIndex, dyn: list[int]) -> list[int]:
     """As-late-as-possible order: reverse Kahn from the outputs, newest file position first."""
     dyn_set = set(dyn)
     deps = {i: {index.producer[x] for x in index.dyn_inputs[i] if x in index.producer} for i in dyn}
@@ -334,7 +332,7 @@ def _late_order(index: _Index, dyn: list[int]) -> list[int]:
     return reverse[::-1] if len(reverse) == len(dyn) else dyn
 
 
-def _frontiers(index: _Index, order: list[int], max_tensors: int) -> list[tuple[str, ...]]:
+def _frontiers(index: CutIndex, order: list[int], max_tensors: int) -> list[tuple[str, ...]]:
     """Cut sets (<= max_tensors) at every position of ``order``, excluding the two ends."""
     position = {i: p for p, i in enumerate(order)}
     n = len(order)
@@ -357,7 +355,7 @@ def _frontiers(index: _Index, order: list[int], max_tensors: int) -> list[tuple[
     return found
 
 
-def _ideal_cuts(index: _Index, max_tensors: int, max_states: int) -> list[tuple[str, ...]] | None:
+def _ideal_cuts(index: CutIndex, max_tensors: int, max_states: int) -> list[tuple[str, ...]] | None:
     """Every boundary of <= max_tensors values over all ideals, or None past max_states ideals."""
     dyn = [i for i in range(len(index.nodes)) if index.is_dynamic[i]]
     bit = {i: 1 << j for j, i in enumerate(dyn)}
@@ -402,99 +400,6 @@ def _ideal_cuts(index: _Index, max_tensors: int, max_states: int) -> list[tuple[
     return list(found.values())
 
 
-# --------------------------------------------------------------------------- ids
-
-
-_TORCH_OP = re.compile(r"^[A-Z][A-Za-z0-9]*(_\d+)?_output_\d+$")
-_OP_LIKE = re.compile(r"^[A-Z][A-Za-z0-9]*(_\d+)?$")
-
-
-def _path(name: str) -> list[str]:
-    return [re.sub(r":\d+$", "", p) for p in re.split(r"[/\\]", name) if p]
-
-
-def common_prefix(names: Iterable[str]) -> tuple[str, ...]:
-    """Leading path components shared by every ``/``-separated name (e.g. TensorFlow's
-    ``StatefulPartitionedCall/model``), which ids leave out."""
-    paths = [_path(n)[:-1] for n in names if "/" in n.strip("/")]
-    if not paths:
-        return ()
-    prefix = paths[0]
-    for path in paths[1:]:
-        k = 0
-        while k < min(len(prefix), len(path)) and prefix[k] == path[k]:
-            k += 1
-        prefix = prefix[:k]
-    return tuple(prefix)
-
-
-def _name_parts(name: str, prefix: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
-    """(short parts, detail parts) of a tensor name for readable ids."""
-    parts = _path(name)
-    if prefix and len(parts) > len(prefix) and tuple(parts[: len(prefix)]) == prefix:
-        parts = parts[len(prefix):]
-    if not parts:
-        return [name], []
-    detail: list[str] = []
-    if len(parts) > 1 and (_TORCH_OP.match(parts[-1]) or _OP_LIKE.match(parts[-1])):
-        detail = [re.sub(r"_output_\d+$", "", parts[-1])]
-        parts = parts[:-1]
-    collapsed: list[str] = []
-    for p in parts:
-        if collapsed and (p.startswith(collapsed[-1] + ".") or p.startswith(collapsed[-1] + "_")):
-            collapsed[-1] = p
-        else:
-            collapsed.append(p)
-    return collapsed, detail
-
-
-def _slug(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-    return slug or "t"
-
-
-def _clip(slug: str, full: str) -> str:
-    if not slug[0].isalnum():
-        slug = "t_" + slug
-    if len(slug) > MAX_ID_LENGTH:
-        digest = hashlib.sha1(full.encode()).hexdigest()[:6]
-        slug = slug[: MAX_ID_LENGTH - 7].rstrip("_") + "_" + digest
-    return slug
-
-
-def _cut_id(tensors: Sequence[str], detailed: bool, prefix: tuple[str, ...] = ()) -> str:
-    pieces = []
-    for t in tensors:
-        short, detail = _name_parts(t, prefix)
-        pieces.append(_slug("_".join(short + (detail if detailed else []))))
-    return _clip("__".join(pieces), "+".join(tensors))
-
-
-def _assign_ids(
-    cut_sets: list[tuple[str, ...]], prefix: tuple[str, ...] = (), taken: Iterable[str] = ()
-) -> list[str]:
-    """Readable unique ids: short form, the op-detailed form on collision, then _2, _3..."""
-    reserved = {INPUT_CUT, OUTPUT_CUT, *taken}
-    short = [_cut_id(c, detailed=False, prefix=prefix) for c in cut_sets]
-    counts: dict[str, int] = defaultdict(int)
-    for s in short:
-        counts[s] += 1
-    ids = [
-        s if counts[s] == 1 and s not in reserved else _cut_id(c, detailed=True, prefix=prefix)
-        for s, c in zip(short, cut_sets)
-    ]
-    seen = set(reserved)
-    result = []
-    for candidate in ids:
-        unique, k = candidate, 2
-        while unique in seen:
-            unique = f"{candidate}_{k}"
-            k += 1
-        seen.add(unique)
-        result.append(unique)
-    return result
-
-
 # --------------------------------------------------------------------------- public
 
 
@@ -510,7 +415,7 @@ def enumerate_cuts(
     """
     if max_tensors < 1:
         raise ValueError(f"max_tensors={max_tensors} must be >= 1")
-    index = _Index(model)
+    index = CutIndex(model)
     if not index.inputs:
         raise UnsupportedModel("the graph has no inputs (only initializers); nothing to split")
     if not any(index.is_dynamic):
@@ -529,10 +434,10 @@ def enumerate_cuts(
             sets[key] = tuple(sorted(cut, key=index.position))
     heads = {key: len(index.head_of(cut)) for key, cut in sets.items()}
     inner = sorted(sets.values(), key=lambda cut: (heads[frozenset(cut)], [index.position(t) for t in cut]))
-    ids = _assign_ids(inner, prefix=common_prefix(index.producer))
-    candidates = [_candidate(index, INPUT_CUT, tuple(index.inputs), INPUT_CUT)]
-    candidates += [_candidate(index, cid, cut, "+".join(cut)) for cid, cut in zip(ids, inner)]
-    candidates.append(_candidate(index, OUTPUT_CUT, tuple(index.outputs), OUTPUT_CUT))
+    ids = assign_ids(inner, prefix=common_prefix(index.producer))
+    candidates = [make_candidate(index, INPUT_CUT, tuple(index.inputs), INPUT_CUT)]
+    candidates += [make_candidate(index, cid, cut, "+".join(cut)) for cid, cut in zip(ids, inner)]
+    candidates.append(make_candidate(index, OUTPUT_CUT, tuple(index.outputs), OUTPUT_CUT))
     candidates.sort(key=lambda c: (c.is_end and c.id == OUTPUT_CUT, c.head_nodes, c.head_flops, c.id))
     if candidates[0].id != INPUT_CUT:
         candidates.sort(key=lambda c: c.id != INPUT_CUT)
@@ -545,12 +450,11 @@ def enumerate_cuts(
 
 
 def _with_order(cand: CutCandidate, order: int) -> CutCandidate:
-    from dataclasses import replace
-
     return replace(cand, order=order)
 
 
-def _candidate(index: _Index, cut_id: str, tensors: tuple[str, ...], display: str) -> CutCandidate:
+def make_candidate(index: CutIndex, cut_id: str, tensors: tuple[str, ...], display: str) -> CutCandidate:
+    """The candidate whose cut tensors are ``tensors`` (not checked: see :meth:`CutIndex.problem_with`), ``order`` 0."""
     if cut_id == INPUT_CUT:
         head: set[int] = set()
     elif cut_id == OUTPUT_CUT:
@@ -579,104 +483,3 @@ def _candidate(index: _Index, cut_id: str, tensors: tuple[str, ...], display: st
 
 def _batched(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (-1,) + shape[1:] if shape else shape
-
-
-def rank_cuts(candidates: Sequence[CutCandidate], *, max_cuts: int | None = None) -> list[CutCandidate]:
-    """Drop dominated cuts, keep both ends; sorted by ``order``.
-
-    A cut is dominated when another has no more wire bytes and no more head FLOPs and is
-    strictly better in one of them; among exact ties the one nearest the output is kept
-    (it leaves less to the tail). ``max_cuts`` then keeps the ends plus inner cuts spread
-    evenly along the graph.
-    """
-    ends = [c for c in candidates if c.is_end]
-    ordered = sorted(candidates, key=lambda c: (c.activation_bytes, c.head_flops, -c.order))
-    kept: list[CutCandidate] = []
-    best_flops: int | None = None
-    for c in ordered:  # by bytes ascending: c survives only if its FLOPs beat every cut with fewer bytes
-        if best_flops is None or c.head_flops < best_flops:
-            if not c.is_end:
-                kept.append(c)
-            best_flops = c.head_flops
-    kept.sort(key=lambda c: c.order)
-    if max_cuts is not None and len(kept) > max(0, max_cuts - len(ends)):
-        room = max(0, max_cuts - len(ends))
-        picks = sorted({round(k * (len(kept) - 1) / max(1, room - 1)) for k in range(room)}) if room else []
-        kept = [kept[p] for p in picks]
-    return sorted(ends + kept, key=lambda c: c.order)
-
-
-def select_cuts(model: onnx.ModelProto, names: Sequence[str], *, max_tensors: int = 3) -> list[CutCandidate]:
-    """Resolve user-requested cuts: each entry is a tensor name, comma-separated tensor
-    names (a multi-tensor cut; a candidate's ``display_name`` joined by ``+`` works too),
-    a candidate id, ``input`` or ``output``.
-
-    Raises :class:`CutNotFound` naming the tensor that is not in the graph, or the set
-    that is not a valid cut and why, with the nearest valid candidates.
-    """
-    candidates = enumerate_cuts(model, max_tensors=max_tensors)
-    by_set = {frozenset(c.tensors): c for c in candidates if not c.is_end}
-    by_id = {c.id: c for c in candidates}
-    index = _Index(model)
-    all_names = sorted(index.dynamic)
-    chosen: list[CutCandidate] = []
-    for request in names:
-        request = request.strip()
-        if request in by_id:
-            chosen.append(by_id[request])
-            continue
-        separator = "+" if "," not in request and "+" in request and request not in index.infos else ","
-        tensors = tuple(t.strip() for t in request.split(separator) if t.strip())
-        if not tensors:
-            raise CutNotFound(f"empty cut request {request!r}; expected tensor names separated by commas")
-        for t in tensors:
-            if t not in index.infos and t not in index.dynamic and t not in index.sizes and t not in index.producer:
-                near = difflib.get_close_matches(t, all_names + list(by_id), n=5, cutoff=0.4)
-                raise CutNotFound(
-                    f"cut tensor {t!r} is not in the graph; nearest candidates: {', '.join(near) or '(none)'}"
-                )
-            if t not in index.dynamic:
-                raise CutNotFound(
-                    f"cut tensor {t!r} is a constant (it does not depend on the graph inputs); "
-                    f"nearest candidates: {', '.join(_nearest(request, candidates))}"
-                )
-        key = frozenset(tensors)
-        if key in by_set:
-            chosen.append(by_set[key])
-            continue
-        if key == frozenset(index.inputs):
-            chosen.append(by_id[INPUT_CUT])
-            continue
-        if key == frozenset(index.outputs):
-            chosen.append(by_id[OUTPUT_CUT])
-            continue
-        problem = index.problem_with(tensors)
-        if problem is not None:
-            raise CutNotFound(
-                f"{'+'.join(tensors)!r} is not a valid cut: {problem}; "
-                f"nearest candidates: {', '.join(_nearest(request, candidates))}"
-            )
-        ordered = tuple(sorted(tensors, key=index.position))
-        (cid,) = _assign_ids([ordered], prefix=common_prefix(index.producer), taken=by_id)
-        cand = _candidate(index, cid, ordered, "+".join(ordered))
-        order = max((c.order for c in candidates if c.head_nodes <= cand.head_nodes and c.id != OUTPUT_CUT), default=0)
-        chosen.append(_with_order(cand, order))
-        by_id[cid] = cand
-    return chosen
-
-
-def _nearest(request: str, candidates: Sequence[CutCandidate], n: int = 5) -> list[str]:
-    """Valid cuts that contain a requested tensor (fewest extra tensors first), then the
-    cuts whose names are most similar."""
-    wanted = {t.strip() for t in request.split(",") if t.strip()}
-    containing = sorted(
-        (c for c in candidates if wanted & set(c.tensors)), key=lambda c: (len(set(c.tensors) - wanted), c.order)
-    )
-    keys = {c.display_name: c for c in candidates}
-    keys.update({c.id: c for c in candidates})
-    similar = [keys[k] for k in difflib.get_close_matches(request.replace(",", "+"), list(keys), n=n, cutoff=0.0)]
-    picked: dict[str, CutCandidate] = {}
-    for c in containing + similar:
-        if len(picked) < n:
-            picked.setdefault(c.id, c)
-    return [f"{c.display_name} (id {c.id})" for c in picked.values()]

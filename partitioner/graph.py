@@ -35,6 +35,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from partitioner.errors import UnsupportedModel
+from protos.datatypes import from_numpy_dtype, numpy_dtype_for_ort_type
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +166,17 @@ def supports_batching(model: onnx.ModelProto) -> bool:
     """
     dims = [tensor_shape(vi)[:1] for vi in model.graph.output]
     return bool(dims) and all(d == [BATCH_DIM] for d in dims)
+
+
+def opset_version(model: onnx.ModelProto) -> int:
+    """The model's default-domain (``ai.onnx``) opset; 0 when it imports none."""
+    return next((int(o.version) for o in model.opset_import if o.domain in _ONNX_DOMAINS), 0)
+
+
+def oip_datatype(elem_type: int) -> str:
+    """The Open Inference Protocol datatype (``FP32``, ``INT64``...) of an ONNX element type;
+    :class:`~protos.errors.DatatypeError` for types the protocol has no name for."""
+    return from_numpy_dtype(helper.tensor_dtype_to_np_dtype(elem_type))
 
 
 def graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
@@ -418,7 +430,8 @@ def _probe_shapes(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, tup
     feeds = {}
     for vi in session.get_inputs():
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in vi.shape]
-        feeds[vi.name] = np.zeros(shape, dtype=_ORT_TO_NUMPY.get(vi.type, np.float32))
+        dtype = numpy_dtype_for_ort_type(vi.type)
+        feeds[vi.name] = np.zeros(shape, dtype=np.float32 if dtype is None else dtype)
     names = [o.name for o in session.get_outputs()]
     values = session.run(names, feeds)
     result = {}
@@ -426,13 +439,6 @@ def _probe_shapes(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, tup
         arr = np.asarray(value)
         result[name] = (helper.np_dtype_to_tensor_dtype(arr.dtype), tuple(int(d) for d in arr.shape))
     return result
-
-
-_ORT_TO_NUMPY = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
-}
 
 
 def constant_values(graph: onnx.GraphProto) -> set[str]:

@@ -18,6 +18,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from partitioner.errors import ModelLoadError
+from partitioner.graph import opset_version
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     except onnx.checker.ValidationError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise ModelLoadError(f"{path}: invalid ONNX model: {first_line}") from exc
-    logger.debug("loaded %s: %d nodes, opset %s", path, len(model.graph.node), _opset(model))
+    logger.debug("loaded %s: %d nodes, opset %s", path, len(model.graph.node), opset_version(model))
     return model
 
 
@@ -95,13 +96,6 @@ def _iter_tensors(graph: onnx.GraphProto):
                 yield from _iter_tensors(attr.g)
             for sub in attr.graphs:
                 yield from _iter_tensors(sub)
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return int(entry.version)
-    return 0
 
 
 def export_torch_module(

@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 
 from protos import bundle as bundle_io
-from partitioner import calibration, codecs, quantize
+from partitioner import calibration, codecs, evaluation, quantize
 from partitioner import profile as profiling
 from partitioner.errors import CalibrationError, PartitionerError, UnsupportedModel, VerificationFailed
 from protos import bundle_pb2
@@ -69,7 +69,7 @@ class PartitionConfig:
     calibration_frames: int = 32
     fidelity_frames: int = 200
     verify_frames: int = 8
-    threshold: float = quantize.DEFAULT_THRESHOLD
+    threshold: float = evaluation.DEFAULT_THRESHOLD
     wire_codec: str = "int8"
     quantize_heads: bool = True
     tail_fp16: bool = False
@@ -154,10 +154,6 @@ def _model_name(config: PartitionConfig) -> str:
         return DEFAULT_MODEL
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", pathlib.Path(config.model).stem).strip("_.-")
     return stem or "model"
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _input_spec(model: onnx.ModelProto, config: PartitionConfig) -> bundle_pb2.InputSpec:
@@ -256,10 +252,12 @@ def partition(config: PartitionConfig, progress: Progress | None = None) -> bund
 
 
 def run_partition(config: PartitionConfig, progress: Progress | None = None) -> PartitionReport:
-    from partitioner.cuts import enumerate_cuts, rank_cuts, select_cuts
+    from partitioner.cut_selection import rank_cuts, select_cuts
+    from partitioner.cuts import enumerate_cuts
     from partitioner.graph import prepare_model
     from partitioner.split import split_model
-    from partitioner.verify import run_model, verify_split
+    from partitioner.evaluation import run_model
+    from partitioner.verify import verify_split
 
     config.validate()
     progress = progress or _no_progress
@@ -336,7 +334,7 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
     lap("split+verify")
 
     # ---- reference outputs on evaluation frames
-    reference = quantize.run_frames(quantize.Pipeline(model, None), frames.eval_feeds)
+    reference = evaluation.run_frames(evaluation.Pipeline(model, None), frames.eval_feeds)
     lap("reference")
 
     labels = list(config.labels)
@@ -388,7 +386,7 @@ def _optimize_cut(config, model, cand, head, tail, ver, frames: Frames, referenc
         # full offload: the JPEG the edge sends, decoded and preprocessed on the server
         decoded, sizes = calibration.jpeg_roundtrip(frames.eval_bgr, config.jpeg_quality)
         feeds = [{spec.tensor.name: x} for x in calibration.preprocess_frames(decoded, spec)]
-        fid = quantize.measure_fidelity(reference, quantize.Pipeline(None, tail_final), feeds,
+        fid = evaluation.measure_fidelity(reference, evaluation.Pipeline(None, tail_final), feeds,
                                         remedy="none", threshold=config.threshold)
         item.update(tail=tail_final, fidelity=fid)
         jpeg_bytes = int(round(float(np.mean(sizes))))
@@ -401,17 +399,17 @@ def _optimize_cut(config, model, cand, head, tail, ver, frames: Frames, referenc
 
     names = list(cand.tensors)
     floats = _float_names(cand)
-    codec = config.wire_codec if cand.id != bundle_io.OUTPUT_CUT else "fp32"
+    codec = config.wire_codec if cand.id != OUTPUT_CUT else "fp32"
     params: dict[str, codecs.Int8Params] = {}
-    if cand.id != bundle_io.OUTPUT_CUT:
+    if cand.id != OUTPUT_CUT:
         calib_acts = _activations(head, frames.calib_feeds, names)
         params = {n: codecs.calibrate_int8(calib_acts[n]) for n in floats}
         eval_acts = _activations(head, frames.eval_feeds[:32], names)
         item["wire"] = codecs.wire_bytes_by_codec(eval_acts, params)
 
-    def finish(h: onnx.ModelProto) -> quantize.Pipeline:
+    def finish(h: onnx.ModelProto) -> evaluation.Pipeline:
         fh, ft = codecs.apply_wire_codec(codec, h, tail_final, floats, params if codec == "int8" else None)
-        return quantize.Pipeline(fh, ft)
+        return evaluation.Pipeline(fh, ft)
 
     if config.quantize_heads:
         opt = quantize.optimize_head(quantizer, head, finish, reference, frames.eval_feeds,
@@ -420,7 +418,7 @@ def _optimize_cut(config, model, cand, head, tail, ver, frames: Frames, referenc
         head_model, precision, fid = opt.model, opt.precision, opt.fidelity
     else:
         head_model, precision = head, "fp32"
-        fid = quantize.measure_fidelity(reference, finish(head), frames.eval_feeds, threshold=config.threshold)
+        fid = evaluation.measure_fidelity(reference, finish(head), frames.eval_feeds, threshold=config.threshold)
     final_head, final_tail = codecs.apply_wire_codec(codec, head_model, tail_final, floats, params if codec == "int8" else None)
     item.update(head=final_head, tail=final_tail, head_precision=precision, fidelity=fid)
     if fid.top1_agreement < config.threshold:
@@ -438,15 +436,15 @@ def _optimize_cut(config, model, cand, head, tail, ver, frames: Frames, referenc
             enc.scale, enc.zero_point = params[name].scale, params[name].zero_point
         tensors.append(bundle_pb2.TensorSpec(name=name, datatype=datatype, shape=list(shape), encoding=enc))
     item["tensors"] = tensors
-    item["wire_bytes"] = item["wire"].get(codec, 0) if cand.id != bundle_io.OUTPUT_CUT else 0
+    item["wire_bytes"] = item["wire"].get(codec, 0) if cand.id != OUTPUT_CUT else 0
     return item
 
 
 def _activations(head: onnx.ModelProto, feeds, names) -> dict[str, list[np.ndarray]]:
-    pipe = quantize.Pipeline(head, None)
+    pipe = evaluation.Pipeline(head, None)
     out_names = [o.name for o in head.graph.output]
     acts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for outs in quantize.run_frames(pipe, feeds):
+    for outs in evaluation.run_frames(pipe, feeds):
         values = dict(zip(out_names, outs))
         for n in names:
             acts[n].append(values[n])
@@ -476,7 +474,7 @@ def _oip_datatype(elem_type: int) -> str:
 
 
 def _write_bundle(config, model, source, spec, output_names, labels, built) -> bundle_io.Bundle:
-    from partitioner.graph import value_infos, tensor_shape
+    from partitioner.graph import opset_version, tensor_shape, value_infos
 
     infos = value_infos(model)
     with bundle_io.BundleWriter(config.out_dir, overwrite=config.overwrite) as writer:
@@ -486,7 +484,7 @@ def _write_bundle(config, model, source, spec, output_names, labels, built) -> b
             created_by="splitinfer partition",
             created_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
             source=source,
-            opset=_opset(model),
+            opset=opset_version(model),
         )
         manifest.input.CopyFrom(spec)
         for name in output_names:

@@ -1,4 +1,4 @@
-"""INT8 static quantization of heads, FP16 tails, and the fidelity of the quantized split pipeline.
+"""INT8 static quantization of heads with fidelity remedies, and FP16 tails.
 
 Heads are quantized with ONNX Runtime's own tools (``quantize_static``, QDQ format,
 per-channel INT8 weights, UINT8 activations), calibrated on real frames. Ranges are
@@ -6,9 +6,9 @@ calibrated once per recipe on the full model and reused for every head through
 ORT's calibration cache (the head keeps the full model's tensor names), so adding a
 cut costs one quantization pass, not one calibration pass.
 
-Fidelity is the quantized split pipeline (head, wire codec, tail) against the FP32
-full model: top-1 agreement (argmax over the last axis of every output) and the mean
-cosine of the flattened outputs. When agreement falls below the threshold the
+Each quantized head is judged by the fidelity of the pipeline that ships (head, wire
+codec, tail) against the FP32 full model, as :mod:`partitioner.evaluation` measures it
+(top-1 agreement and mean cosine). When agreement falls below the threshold the
 remedies of :data:`REMEDIES` are tried in order and the first that reaches it is
 kept; if none does, the head ships in FP32 (remedy ``"fp32_head"``). "Sensitive"
 nodes are the weight nodes whose INT8 weights alone cost the full model's outputs
@@ -29,18 +29,19 @@ import io
 import logging
 import pathlib
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import onnx
 
 from partitioner.calibration import FeedReader
+from partitioner.evaluation import DEFAULT_THRESHOLD, Pipeline, measure_fidelity, run_frames
+from partitioner.graph import opset_version
 from protos import bundle_pb2
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.99
 QUANTIZABLE_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _FUSED_ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish"})
 
@@ -112,20 +113,16 @@ def first_last_weight_nodes(model: onnx.ModelProto) -> list[str]:
 MIN_QDQ_OPSET = 13  # per-channel DequantizeLinear (the ``axis`` attribute) needs opset 13
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
 def upgrade_for_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` at opset >= 13 (ONNX's version converter) so per-channel QDQ is valid; unchanged if already."""
-    if _opset(model) >= MIN_QDQ_OPSET:
+    if opset_version(model) >= MIN_QDQ_OPSET:
         return model
     from onnx import version_converter
 
     try:
         upgraded = version_converter.convert_version(model, MIN_QDQ_OPSET)
     except Exception as exc:  # noqa: BLE001 - the converter raises assorted errors per op
-        raise ValueError(f"cannot convert opset {_opset(model)} to {MIN_QDQ_OPSET} for INT8 QDQ: {exc}") from exc
+        raise ValueError(f"cannot convert opset {opset_version(model)} to {MIN_QDQ_OPSET} for INT8 QDQ: {exc}") from exc
     return upgraded
 
 
@@ -333,150 +330,7 @@ def convert_tail_fp16(tail: onnx.ModelProto) -> onnx.ModelProto:
     return convert_float_to_float16(copy, keep_io_types=True, disable_shape_infer=False)
 
 
-# --------------------------------------------------------------------------- fidelity
-
-
-def _session(model: onnx.ModelProto, threads: int = 0):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
-@dataclass
-class Pipeline:
-    """An ONNX Runtime head then tail (either may be None), run frame by frame."""
-
-    head: onnx.ModelProto | None
-    tail: onnx.ModelProto | None
-    threads: int = 0
-    batchable: bool | None = None  # learned on the first batched run
-    _sessions: list = field(default_factory=list, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._sessions = [_session(m, self.threads) for m in (self.head, self.tail) if m is not None]
-
-    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        values = dict(feed)
-        outputs: list[np.ndarray] = []
-        for sess in self._sessions:
-            names = [i.name for i in sess.get_inputs()]
-            missing = [n for n in names if n not in values]
-            if missing:
-                raise ValueError(f"pipeline stage needs inputs {missing}; have {sorted(values)}")
-            out_names = [o.name for o in sess.get_outputs()]
-            outputs = sess.run(out_names, {n: values[n] for n in names})
-            values.update(zip(out_names, outputs))
-        return outputs
-
-
-def compare_outputs(
-    reference: Sequence[Sequence[np.ndarray]], candidate: Sequence[Sequence[np.ndarray]]
-) -> tuple[float, float, float]:
-    """(top-1 agreement, mean cosine, max abs error) of per-frame outputs against a reference.
-
-    Top-1 is the argmax over the last axis of every output, compared element by element;
-    cosine is over each output flattened, averaged over frames and outputs.
-    """
-    if len(reference) != len(candidate) or not reference:
-        raise ValueError(f"compare {len(candidate)} frames against {len(reference)} reference frames")
-    agree = total = 0
-    cosines: list[float] = []
-    max_abs = 0.0
-    for ref_outs, got_outs in zip(reference, candidate):
-        for ref, got in zip(ref_outs, got_outs):
-            ref = np.asarray(ref, dtype=np.float32)
-            got = np.asarray(got, dtype=np.float32)
-            if ref.shape != got.shape:
-                raise ValueError(f"output shape {got.shape} differs from the reference {ref.shape}")
-            if ref.ndim >= 1 and ref.shape[-1] > 1:
-                a, b = ref.argmax(axis=-1), got.argmax(axis=-1)
-                agree += int(np.sum(a == b))
-                total += int(a.size)
-            r, g = ref.ravel().astype(np.float64), got.ravel().astype(np.float64)
-            denom = np.linalg.norm(r) * np.linalg.norm(g)
-            cosines.append(float(r @ g / denom) if denom > 0 else float(np.array_equal(r, g)))
-            if r.size:
-                max_abs = max(max_abs, float(np.max(np.abs(r - g))))
-    top1 = agree / total if total else 1.0
-    return top1, float(np.mean(cosines)), max_abs
-
-
-BATCH = 16
-
-
-def run_frames(
-    pipeline: Pipeline, feeds: Sequence[dict[str, np.ndarray]], *, batch: int = BATCH
-) -> list[list[np.ndarray]]:
-    """Per-frame outputs of ``pipeline`` for batch-of-one ``feeds``.
-
-    Frames run ``batch`` at a time (concatenated on dim 0) and are split again; a model
-    that only accepts batch 1 (a hard-coded reshape, say) falls back to one at a time,
-    so results never depend on batching beyond float rounding.
-    """
-    feeds = list(feeds)
-    if batch > 1 and len(feeds) > 1 and pipeline.batchable is not False:
-        try:
-            out = _run_batched(pipeline, feeds, batch)
-            pipeline.batchable = True
-            return out
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own types for shape errors
-            if pipeline.batchable:
-                raise
-            logger.debug("batched run failed (%s); running frame by frame", exc)
-            pipeline.batchable = False
-    return [pipeline.run(feed) for feed in feeds]
-
-
-def _run_batched(pipeline: Pipeline, feeds: list[dict[str, np.ndarray]], batch: int) -> list[list[np.ndarray]]:
-    results: list[list[np.ndarray]] = []
-    for start in range(0, len(feeds), batch):
-        chunk = feeds[start : start + batch]
-        if any(next(iter(f.values())).shape[0] != 1 for f in chunk):
-            raise ValueError("batched runs need batch-of-one feeds")
-        merged = {k: np.concatenate([f[k] for f in chunk], axis=0) for k in chunk[0]}
-        outs = pipeline.run(merged)
-        if any(o.shape[:1] != (len(chunk),) for o in outs):
-            raise ValueError(f"outputs {[o.shape for o in outs]} do not carry the batch of {len(chunk)} on dim 0")
-        results.extend([[o[i : i + 1] for o in outs] for i in range(len(chunk))])
-    return results
-
-
-def measure_fidelity(
-    reference: Sequence[Sequence[np.ndarray]],
-    pipeline: Pipeline,
-    feeds: Sequence[dict[str, np.ndarray]],
-    *,
-    remedy: str = "none",
-    threshold: float = DEFAULT_THRESHOLD,
-    stop_below: float | None = None,
-) -> bundle_pb2.Fidelity:
-    """Fidelity of ``pipeline`` against the FP32 reference outputs on the same feeds.
-
-    With ``stop_below``, evaluation stops as soon as so many frames disagree that the
-    final top-1 agreement must end below it (the decision is exact, the figures then
-    cover only the frames run: ``frames`` says how many).
-    """
-    if stop_below is None:
-        top1, cosine, _ = compare_outputs(reference, run_frames(pipeline, feeds))
-        return bundle_pb2.Fidelity(frames=len(feeds), top1_agreement=top1, cosine=cosine, remedy=remedy, threshold=threshold)
-    allowed = int(np.floor((1.0 - stop_below) * len(feeds) + 1e-9))
-    got: list[list[np.ndarray]] = []
-    disagreements = 0
-    step = 8
-    for start in range(0, len(feeds), step):
-        outs = run_frames(pipeline, feeds[start : start + step], batch=step)
-        for k, out in enumerate(outs, start):
-            got.append(out)
-            top1, _, _ = compare_outputs([reference[k]], [out])
-            disagreements += int(top1 < 1.0)
-        if disagreements > allowed:
-            break
-    top1, cosine, _ = compare_outputs(reference[: len(got)], got)
-    return bundle_pb2.Fidelity(frames=len(got), top1_agreement=top1, cosine=cosine, remedy=remedy, threshold=threshold)
+# --------------------------------------------------------------------------- remedies
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""Verify a head/tail pair against the full model with real ONNX Runtime sessions.
+"""Verify a head/tail pair against the full model with real ONNX Runtime sessions: the
+FP32 exactness check every cut passes before it may ship (the measures themselves are
+:mod:`partitioner.evaluation`'s).
 
 For each frame the full model runs once; the head runs, its outputs feed the tail by
 name, and the tail's outputs are compared with the full model's, output by output:
@@ -20,17 +22,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Sequence
 
 import numpy as np
 import onnx
 
 from partitioner.errors import VerificationFailed
+from partitioner.evaluation import Frame, cosine, is_classifier_like, make_session, run_model, run_session, top1_agrees
 from protos import bundle_pb2
 
 logger = logging.getLogger(__name__)
 
-Frame = Union[np.ndarray, Mapping[str, np.ndarray]]
 REFERENCE = "full fp32 model"
 
 
@@ -43,39 +45,6 @@ class Tolerances:
     min_cosine: float = 0.9999
     min_top1_agreement: float = 1.0
     tie_tolerance: float = 1e-5
-
-
-def make_session(model: onnx.ModelProto, *, threads: int = 1):  # -> onnxruntime.InferenceSession
-    """An ONNX Runtime CPU session for an in-memory model (default optimizations)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, int(threads))
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def run_model(model: onnx.ModelProto, frames: Sequence[Frame], *, threads: int = 1) -> list[dict[str, np.ndarray]]:
-    """Outputs of ``model`` for each frame, by output name (reuse as ``reference``)."""
-    session = make_session(model, threads=threads)
-    return [_run(session, frame) for frame in frames]
-
-
-def _feeds(session, frame: Frame) -> dict[str, np.ndarray]:
-    if isinstance(frame, Mapping):
-        return {i.name: np.asarray(frame[i.name]) for i in session.get_inputs()}
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        names = [i.name for i in inputs]
-        raise ValueError(f"the model has inputs {names}; pass each frame as a dict by input name")
-    return {inputs[0].name: np.asarray(frame)}
-
-
-def _run(session, feeds_or_frame: Frame) -> dict[str, np.ndarray]:
-    feeds = _feeds(session, feeds_or_frame)
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))
 
 
 def verify_split(
@@ -103,15 +72,15 @@ def verify_split(
     ref = list(reference) if reference is not None else run_model(full, frames, threads=threads)
     if len(ref) != len(frames):
         raise ValueError(f"reference holds {len(ref)} results for {len(frames)} frames")
-    head_session = make_session(head, threads=threads) if head is not None else None
-    tail_session = make_session(tail, threads=threads) if tail is not None else None
+    head_session = make_session(head, threads=max(1, threads)) if head is not None else None
+    tail_session = make_session(tail, threads=max(1, threads)) if tail is not None else None
 
     max_err, min_cos, agree, reasons = 0.0, 1.0, 0, []
     for k, frame in enumerate(frames):
         values: Frame = frame
         if head_session is not None:
-            values = _run(head_session, frame)
-        got = _run(tail_session, values) if tail_session is not None else dict(values)
+            values = run_session(head_session, frame)
+        got = run_session(tail_session, values) if tail_session is not None else dict(values)
         expected = ref[k]
         missing = sorted(set(expected) - set(got))
         if missing:
@@ -132,9 +101,9 @@ def verify_split(
             if err > limit or not np.all(np.isfinite(a)):
                 frame_ok = False
                 reasons.append(f"frame {k}: output {name!r} max abs error {err:.3g} > {limit:.3g}")
-            min_cos = min(min_cos, _cosine(a, b))
-            if frame_agree is None and _classifier_like(want):
-                frame_agree = _top1_agrees(have, want, tolerances.tie_tolerance)
+            min_cos = min(min_cos, cosine(a, b))
+            if frame_agree is None and is_classifier_like(want):
+                frame_agree = top1_agrees(have, want, tolerances.tie_tolerance)
         agree += int(frame_ok if frame_agree is None else frame_agree)
     n = len(frames)
     top1 = agree / n
@@ -151,31 +120,3 @@ def verify_split(
         if raise_on_failure:
             raise VerificationFailed(f"split does not reproduce the {REFERENCE}: {message}")
     return result
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0.0 and nb == 0.0:
-        return 1.0
-    if na == 0.0 or nb == 0.0:
-        return 0.0
-    return float(np.dot(a, b) / (na * nb))
-
-
-def _classifier_like(value: np.ndarray) -> bool:
-    """Per frame a vector of C > 1 scores: [B, C] or [B, C, 1, 1]."""
-    if value.ndim < 2 or not np.issubdtype(value.dtype, np.floating):
-        return False
-    per_frame = value.shape[1:]
-    return per_frame[0] > 1 and all(d == 1 for d in per_frame[1:])
-
-
-def _top1_agrees(have: np.ndarray, want: np.ndarray, tie_tolerance: float) -> bool:
-    """Every batch row's argmax matches, or lands on a class tied for the top in ``want``."""
-    h = have.reshape(have.shape[0], -1).astype(np.float64)
-    w = want.reshape(want.shape[0], -1).astype(np.float64)
-    for row_h, row_w in zip(h, w):
-        top = float(row_w.max())
-        if row_w[int(row_h.argmax())] < top - tie_tolerance * max(1.0, abs(top)):
-            return False
-    return True

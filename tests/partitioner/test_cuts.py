@@ -19,12 +19,14 @@ import numpy as np
 import onnx
 import pytest
 
-from partitioner import cuts as cuts_mod
-from partitioner.cuts import CutCandidate, enumerate_cuts, rank_cuts, select_cuts
+from partitioner import cut_names
+from partitioner.cut_selection import rank_cuts, select_cuts
+from partitioner.cuts import CutCandidate, enumerate_cuts
 from partitioner.errors import CutNotFound
 from partitioner.graph import constant_values, graph_inputs, prepare_model
 from partitioner.split import split_model
-from partitioner.verify import run_model, verify_split
+from partitioner.evaluation import run_model
+from partitioner.verify import verify_split
 
 logger = logging.getLogger(__name__)
 CUT_ID = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -255,7 +257,7 @@ def test_constant_and_redundant_tensors_are_refused(prepared_mobilenet_v2) -> No
 
 def test_tf_style_names_get_short_ids(topologies) -> None:
     cands = enumerate_cuts(topologies["tf_style_torch"].model)
-    assert cuts_mod.common_prefix(c.tensors[0] for c in cands if not c.is_end) == ("StatefulPartitionedCall", "small_net")
+    assert cut_names.common_prefix(c.tensors[0] for c in cands if not c.is_end) == ("StatefulPartitionedCall", "small_net")
     assert all(not c.id.startswith("statefulpartitionedcall") for c in cands)
     assert "identity_1" in {c.id for c in cands}  # the embedding output also feeds the classifier
 

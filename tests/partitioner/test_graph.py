@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from partitioner import graph
 from partitioner.errors import ModelLoadError, UnsupportedModel
 from partitioner.loading import load_model
-from partitioner.verify import run_model
+from partitioner.evaluation import run_model
 
 
 def _conv_bn_model(shuffle: bool = False) -> onnx.ModelProto:

@@ -1,4 +1,4 @@
-"""INT8 head quantization, fidelity measurement and remedies, FP16 tails, calibration frames."""
+"""INT8 head quantization and its remedies, FP16 tails, calibration frames."""
 from __future__ import annotations
 
 import pathlib
@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from partitioner import calibration, codecs, quantize
+from partitioner import calibration, codecs, evaluation, quantize
 from partitioner.errors import CalibrationError
 from partitioner.split import split_model
 from protos import bundle_pb2
@@ -58,20 +58,6 @@ def test_frames_from_folder_video_and_bad_paths(tmp_path: pathlib.Path) -> None:
         calibration.read_frames(broken)
 
 
-# --------------------------------------------------------------------------- fidelity metrics
-
-
-def test_compare_outputs_counts_top1_and_cosine() -> None:
-    ref = [[np.array([[0.1, 0.9, 0.0]], np.float32)], [np.array([[0.8, 0.1, 0.1]], np.float32)]]
-    same = quantize.compare_outputs(ref, ref)
-    assert same[0] == 1.0 and same[1] == pytest.approx(1.0) and same[2] == 0.0
-    flipped = [[np.array([[0.9, 0.1, 0.0]], np.float32)], ref[1]]
-    top1, cosine, max_abs = quantize.compare_outputs(ref, flipped)
-    assert top1 == 0.5 and cosine < 1.0 and max_abs == pytest.approx(0.8)
-    with pytest.raises(ValueError):
-        quantize.compare_outputs(ref, ref[:1])
-
-
 # --------------------------------------------------------------------------- tiny model: mechanics
 
 
@@ -94,19 +80,19 @@ def test_quantized_head_is_qdq_int8_and_close(tiny_parts) -> None:
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     weights = [t for t in qhead.graph.initializer if t.data_type == TensorProto.INT8]
     assert weights, "weights should be stored as INT8"
-    ref = quantize.run_frames(quantize.Pipeline(model, None), evals)
-    fid = quantize.measure_fidelity(ref, quantize.Pipeline(qhead, tail), evals, remedy="none", threshold=0.5)
+    ref = evaluation.run_frames(evaluation.Pipeline(model, None), evals)
+    fid = evaluation.measure_fidelity(ref, evaluation.Pipeline(qhead, tail), evals, remedy="none", threshold=0.5)
     assert fid.frames == len(evals) and fid.cosine > 0.95 and fid.remedy == "none"
 
 
 def test_optimize_head_keeps_first_recipe_that_reaches_threshold(tiny_parts) -> None:
     model, head, tail, calib, evals = tiny_parts
-    ref = quantize.run_frames(quantize.Pipeline(model, None), evals)
+    ref = evaluation.run_frames(evaluation.Pipeline(model, None), evals)
     with quantize.Quantizer(model, calib) as quantizer:
-        kept = quantize.optimize_head(quantizer, head, lambda h: quantize.Pipeline(h, tail), ref, evals,
+        kept = quantize.optimize_head(quantizer, head, lambda h: evaluation.Pipeline(h, tail), ref, evals,
                                       threshold=0.01, base_frames=8)
         assert kept.precision == "int8" and kept.fidelity.remedy == "none" and len(kept.attempts) == 1
-        fallback = quantize.optimize_head(quantizer, head, lambda h: quantize.Pipeline(h, tail), ref, evals,
+        fallback = quantize.optimize_head(quantizer, head, lambda h: evaluation.Pipeline(h, tail), ref, evals,
                                           threshold=0.99, recipes=[])
     assert fallback.precision == "fp32" and fallback.fidelity.remedy == "fp32_head"
     assert fallback.fidelity.top1_agreement == pytest.approx(1.0)
@@ -119,10 +105,10 @@ def test_remedies_are_tried_in_documented_order(tiny_parts) -> None:
     assert [r.remedy for r in recipes] == ["none", "more_calibration_frames", "percentile", "entropy",
                                             "fp32_first_last", "fp32_sensitive"]
     assert recipes[1].calibration_frames == 16 and recipes[2].method == "percentile"
-    ref = quantize.run_frames(quantize.Pipeline(model, None), evals)
+    ref = evaluation.run_frames(evaluation.Pipeline(model, None), evals)
 
     # a pipeline that always disagrees forces every remedy, then the FP32 fallback
-    def finish(h: onnx.ModelProto) -> quantize.Pipeline:
+    def finish(h: onnx.ModelProto) -> evaluation.Pipeline:
         return _Wrong(h, tail)
 
     with quantize.Quantizer(model, calib) as quantizer:
@@ -133,7 +119,7 @@ def test_remedies_are_tried_in_documented_order(tiny_parts) -> None:
     assert result.precision == "fp32"
 
 
-class _Wrong(quantize.Pipeline):
+class _Wrong(evaluation.Pipeline):
     """A real pipeline whose class scores come out reversed (argmax always changes)."""
 
     def run(self, feed):
@@ -145,8 +131,8 @@ def test_fp16_tail_keeps_io_and_matches(tiny_parts) -> None:
     half = quantize.convert_tail_fp16(tail)
     assert half.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert any(t.data_type == TensorProto.FLOAT16 for t in half.graph.initializer)
-    a = quantize.run_frames(quantize.Pipeline(head, tail), evals[:4])
-    b = quantize.run_frames(quantize.Pipeline(head, half), evals[:4])
+    a = evaluation.run_frames(evaluation.Pipeline(head, tail), evals[:4])
+    b = evaluation.run_frames(evaluation.Pipeline(head, half), evals[:4])
     for x, y in zip(a, b):
         np.testing.assert_allclose(x[0], y[0], rtol=1e-2, atol=1e-2)
 
@@ -165,7 +151,7 @@ def mobilenet():
 
 def test_quantized_pipeline_keeps_top1_on_high_confidence_photos(mobilenet) -> None:
     """INT8 head + INT8 wire + FP32 tail at features.7, calibrated on the sample video only."""
-    from partitioner.cuts import select_cuts
+    from partitioner.cut_selection import select_cuts
 
     cut = select_cuts(mobilenet, ["/features/features.7/conv/conv.2/Conv_output_0"])[0]
     head, tail = split_model(mobilenet, cut)
@@ -173,17 +159,17 @@ def test_quantized_pipeline_keeps_top1_on_high_confidence_photos(mobilenet) -> N
     calib = [{"input": x} for x in calibration.preprocess_frames(video, IMAGENET)]
     photos = [cv2.imread(str(p)) for p in samples.available_images()]
     feeds = [{"input": x} for x in calibration.preprocess_frames(photos, IMAGENET)]
-    ref = quantize.run_frames(quantize.Pipeline(mobilenet, None), feeds)
+    ref = evaluation.run_frames(evaluation.Pipeline(mobilenet, None), feeds)
     confident = [i for i, r in enumerate(ref) if _softmax(r[0][0]).max() >= 0.5]
     assert len(confident) >= 3, "the sample photos should include several confident predictions"
 
     name = cut.tensors[0]
-    acts = quantize.run_frames(quantize.Pipeline(head, None), calib)
+    acts = evaluation.run_frames(evaluation.Pipeline(head, None), calib)
     params = {name: codecs.calibrate_int8([a[0] for a in acts])}
     with quantize.Quantizer(mobilenet, calib) as quantizer:
         qhead = quantizer.quantize(head, quantize.QuantRecipe(calibration_frames=16))
     final_head, final_tail = codecs.add_int8_wire(qhead, tail, params)
-    got = quantize.run_frames(quantize.Pipeline(final_head, final_tail), [feeds[i] for i in confident])
+    got = evaluation.run_frames(evaluation.Pipeline(final_head, final_tail), [feeds[i] for i in confident])
     assert [int(g[0].argmax()) for g in got] == [int(ref[i][0].argmax()) for i in confident]
     float_weights = [t.name for t in qhead.graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) >= 2]
     assert float_weights == []

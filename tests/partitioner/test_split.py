@@ -5,11 +5,12 @@ import numpy as np
 import onnx
 import pytest
 
-from partitioner.cuts import enumerate_cuts, select_cuts
+from partitioner.cut_selection import select_cuts
+from partitioner.cuts import enumerate_cuts
 from partitioner.errors import CutNotFound
 from partitioner.graph import prepare_model, tensor_shape
 from partitioner.split import split_model
-from partitioner.verify import make_session, run_model
+from partitioner.evaluation import make_session, run_model
 
 
 def _initializer_names(model: onnx.ModelProto) -> set[str]:

@@ -9,7 +9,8 @@ from onnx import numpy_helper
 from partitioner.cuts import enumerate_cuts
 from partitioner.errors import VerificationFailed
 from partitioner.split import split_model
-from partitioner.verify import Tolerances, run_model, verify_split
+from partitioner.evaluation import run_model
+from partitioner.verify import Tolerances, verify_split
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +62,11 @@ def test_ends_compare_the_model_with_itself(prepared_mobilenet_v2, imagenet_fram
 
 
 def test_ties_in_the_reference_count_as_agreement() -> None:
-    from partitioner.verify import _top1_agrees
+    from partitioner.evaluation import top1_agrees
 
     want = np.array([[0.5, 0.5, 0.1]], dtype=np.float32)
-    assert _top1_agrees(np.array([[0.5, 0.5000001, 0.1]]), want, 1e-5)
-    assert not _top1_agrees(np.array([[0.5, 0.4, 0.6]]), want, 1e-5)
+    assert top1_agrees(np.array([[0.5, 0.5000001, 0.1]]), want, 1e-5)
+    assert not top1_agrees(np.array([[0.5, 0.4, 0.6]]), want, 1e-5)
 
 
 def test_bad_arguments(prepared_mobilenet_v2, features_13, imagenet_frames) -> None:

@@ -1,0 +1,250 @@
+"""Running real frames through models and measuring how faithfully a split pipeline
+reproduces the FP32 full model (pure measurement: nothing here changes a model).
+
+* :func:`make_session`, :class:`Pipeline`, :func:`run_frames`, :func:`run_model` and
+  :func:`collect_activations` run ONNX Runtime CPU sessions on in-memory models.
+  ``run_frames`` batches frames when the models allow it and falls back to one frame
+  at a time when they do not, so results never depend on batching beyond float rounding.
+* :func:`compare_outputs` and :func:`measure_fidelity` give the *fidelity* of a shipped
+  pipeline (head, wire codec, tail) against the full model's outputs on the same frames:
+  top-1 agreement (argmax over the last axis of every output, element by element) and
+  the mean cosine of the flattened outputs. This is a classifier's notion of fidelity;
+  task-aware measures (detections, regression outputs) belong here too.
+* :func:`cosine`, :func:`is_classifier_like` and :func:`top1_agrees` are the per-output
+  measures the FP32 verification (:mod:`partitioner.verify`) builds its verdict on.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence, Union
+
+import numpy as np
+import onnx
+
+from protos import bundle_pb2
+
+logger = logging.getLogger(__name__)
+
+#: Minimum top-1 agreement of a quantized pipeline with the FP32 full model.
+DEFAULT_THRESHOLD = 0.99
+#: Frames per batched run.
+BATCH = 16
+
+#: One model input: an array for a single-input model, or arrays by input name.
+Frame = Union[np.ndarray, Mapping[str, np.ndarray]]
+#: Per frame, the outputs of a model or pipeline in graph output order.
+Outputs = Sequence[Sequence[np.ndarray]]
+
+
+# --------------------------------------------------------------------------- running
+
+
+def make_session(model: onnx.ModelProto, *, threads: int = 0):  # -> onnxruntime.InferenceSession
+    """An ONNX Runtime CPU session for an in-memory model (default optimizations);
+    ``threads`` intra-op threads, 0 for ONNX Runtime's default."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class Pipeline:
+    """An ONNX Runtime head then tail (either may be None); the tail reads the head's outputs by name."""
+
+    head: onnx.ModelProto | None
+    tail: onnx.ModelProto | None
+    threads: int = 0
+    batchable: bool | None = None  # learned on the first batched run
+    _sessions: list = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._sessions = [make_session(m, threads=self.threads) for m in (self.head, self.tail) if m is not None]
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        values = dict(feed)
+        outputs: list[np.ndarray] = []
+        for sess in self._sessions:
+            names = [i.name for i in sess.get_inputs()]
+            missing = [n for n in names if n not in values]
+            if missing:
+                raise ValueError(f"pipeline stage needs inputs {missing}; have {sorted(values)}")
+            out_names = [o.name for o in sess.get_outputs()]
+            outputs = sess.run(out_names, {n: values[n] for n in names})
+            values.update(zip(out_names, outputs))
+        return outputs
+
+
+def run_frames(
+    pipeline: Pipeline, feeds: Sequence[Mapping[str, np.ndarray]], *, batch: int = BATCH
+) -> list[list[np.ndarray]]:
+    """Per-frame outputs of ``pipeline`` for batch-of-one ``feeds``.
+
+    Frames run ``batch`` at a time (concatenated on dim 0) and are split again; a model
+    that only accepts batch 1 (a hard-coded reshape, say) falls back to one at a time.
+    """
+    feeds = list(feeds)
+    if batch > 1 and len(feeds) > 1 and pipeline.batchable is not False:
+        try:
+            out = _run_batched(pipeline, feeds, batch)
+            pipeline.batchable = True
+            return out
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own types for shape errors
+            if pipeline.batchable:
+                raise
+            logger.debug("batched run failed (%s); running frame by frame", exc)
+            pipeline.batchable = False
+    return [pipeline.run(feed) for feed in feeds]
+
+
+def _run_batched(pipeline: Pipeline, feeds: list[Mapping[str, np.ndarray]], batch: int) -> list[list[np.ndarray]]:
+    results: list[list[np.ndarray]] = []
+    for start in range(0, len(feeds), batch):
+        chunk = feeds[start : start + batch]
+        if any(next(iter(f.values())).shape[0] != 1 for f in chunk):
+            raise ValueError("batched runs need batch-of-one feeds")
+        merged = {k: np.concatenate([f[k] for f in chunk], axis=0) for k in chunk[0]}
+        outs = pipeline.run(merged)
+        if any(o.shape[:1] != (len(chunk),) for o in outs):
+            raise ValueError(f"outputs {[o.shape for o in outs]} do not carry the batch of {len(chunk)} on dim 0")
+        results.extend([[o[i : i + 1] for o in outs] for i in range(len(chunk))])
+    return results
+
+
+def run_model(model: onnx.ModelProto, frames: Sequence[Frame], *, threads: int = 1) -> list[dict[str, np.ndarray]]:
+    """Outputs of ``model`` for each frame (any batch), by output name, one run per frame."""
+    session = make_session(model, threads=threads)
+    return [run_session(session, frame) for frame in frames]
+
+
+def run_session(session, frame: Frame) -> dict[str, np.ndarray]:
+    """One run of an ONNX Runtime session: its outputs by name. Extra feeds are ignored."""
+    if isinstance(frame, Mapping):
+        feeds = {i.name: np.asarray(frame[i.name]) for i in session.get_inputs()}
+    else:
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            names = [i.name for i in inputs]
+            raise ValueError(f"the model has inputs {names}; pass each frame as a dict by input name")
+        feeds = {inputs[0].name: np.asarray(frame)}
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+def collect_activations(
+    head: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]
+) -> dict[str, list[np.ndarray]]:
+    """The values of the head outputs ``names`` on each feed (what would cross the cut)."""
+    out_names = [o.name for o in head.graph.output]
+    missing = [n for n in names if n not in out_names]
+    if missing:
+        raise ValueError(f"the head has no outputs {missing}; its outputs are {out_names}")
+    acts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for outs in run_frames(Pipeline(head, None), feeds):
+        values = dict(zip(out_names, outs))
+        for n in names:
+            acts[n].append(values[n])
+    return acts
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two flattened arrays; 1.0 when both are zero, 0.0 when one is."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 and nb == 0.0:
+        return 1.0
+    if na == 0.0 or nb == 0.0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def is_classifier_like(value: np.ndarray) -> bool:
+    """Per frame a vector of C > 1 float scores: ``[B, C]`` or ``[B, C, 1, 1]``."""
+    if value.ndim < 2 or not np.issubdtype(value.dtype, np.floating):
+        return False
+    per_frame = value.shape[1:]
+    return per_frame[0] > 1 and all(d == 1 for d in per_frame[1:])
+
+
+def top1_agrees(have: np.ndarray, want: np.ndarray, tie_tolerance: float) -> bool:
+    """Every batch row's argmax matches, or lands on a class tied for the top in ``want``
+    (within ``tie_tolerance``, relative to the top score when that exceeds 1)."""
+    h = have.reshape(have.shape[0], -1).astype(np.float64)
+    w = want.reshape(want.shape[0], -1).astype(np.float64)
+    for row_h, row_w in zip(h, w):
+        top = float(row_w.max())
+        if row_w[int(row_h.argmax())] < top - tie_tolerance * max(1.0, abs(top)):
+            return False
+    return True
+
+
+def compare_outputs(reference: Outputs, candidate: Outputs) -> tuple[float, float, float]:
+    """(top-1 agreement, mean cosine, max abs error) of per-frame outputs against a reference.
+
+    Top-1 is the argmax over the last axis of every output, compared element by element;
+    cosine is over each output flattened, averaged over frames and outputs.
+    """
+    if len(reference) != len(candidate) or not reference:
+        raise ValueError(f"compare {len(candidate)} frames against {len(reference)} reference frames")
+    agree = total = 0
+    cosines: list[float] = []
+    max_abs = 0.0
+    for ref_outs, got_outs in zip(reference, candidate):
+        for ref, got in zip(ref_outs, got_outs):
+            ref = np.asarray(ref, dtype=np.float32)
+            got = np.asarray(got, dtype=np.float32)
+            if ref.shape != got.shape:
+                raise ValueError(f"output shape {got.shape} differs from the reference {ref.shape}")
+            if ref.ndim >= 1 and ref.shape[-1] > 1:
+                a, b = ref.argmax(axis=-1), got.argmax(axis=-1)
+                agree += int(np.sum(a == b))
+                total += int(a.size)
+            r, g = ref.ravel().astype(np.float64), got.ravel().astype(np.float64)
+            denom = np.linalg.norm(r) * np.linalg.norm(g)
+            cosines.append(float(r @ g / denom) if denom > 0 else float(np.array_equal(r, g)))
+            if r.size:
+                max_abs = max(max_abs, float(np.max(np.abs(r - g))))
+    top1 = agree / total if total else 1.0
+    return top1, float(np.mean(cosines)), max_abs
+
+
+def measure_fidelity(
+    reference: Outputs,
+    pipeline: Pipeline,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    *,
+    remedy: str = "none",
+    threshold: float = DEFAULT_THRESHOLD,
+    stop_below: float | None = None,
+) -> bundle_pb2.Fidelity:
+    """Fidelity of ``pipeline`` against the FP32 reference outputs on the same feeds.
+
+    With ``stop_below``, evaluation stops as soon as so many frames disagree that the
+    final top-1 agreement must end below it (the decision is exact, the figures then
+    cover only the frames run: ``frames`` says how many).
+    """
+    if stop_below is None:
+        top1, cos, _ = compare_outputs(reference, run_frames(pipeline, feeds))
+        return bundle_pb2.Fidelity(frames=len(feeds), top1_agreement=top1, cosine=cos, remedy=remedy, threshold=threshold)
+    allowed = int(np.floor((1.0 - stop_below) * len(feeds) + 1e-9))
+    got: list[list[np.ndarray]] = []
+    disagreements = 0
+    step = 8
+    for start in range(0, len(feeds), step):
+        outs = run_frames(pipeline, feeds[start : start + step], batch=step)
+        for k, out in enumerate(outs, start):
+            got.append(out)
+            top1, _, _ = compare_outputs([reference[k]], [out])
+            disagreements += int(top1 < 1.0)
+        if disagreements > allowed:
+            break
+    top1, cos, _ = compare_outputs(reference[: len(got)], got)
+    return bundle_pb2.Fidelity(frames=len(got), top1_agreement=top1, cosine=cos, remedy=remedy, threshold=threshold)

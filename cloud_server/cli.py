@@ -22,10 +22,12 @@ import signal
 import sys
 import threading
 import time
+import typing
 from typing import Any, Sequence
 
-from cloud_server.config import CONFIG_ENV, ENV_PREFIX, KEYS, resolve_settings
-from cloud_server.settings import ServerSettings, SettingsError
+from cloud_server.config import CONFIG_ENV, ENV_PREFIX, KEYS, default_of, resolve_settings
+from cloud_server.errors import SettingsError, TLSConfigError
+from cloud_server.settings import ServerSettings
 
 __all__ = ["build_parser", "main"]
 
@@ -64,14 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE", default=None,
         help=f"TOML configuration file (also {CONFIG_ENV}); flags and environment override it",
     )
+    hints = typing.get_type_hints(ServerSettings)
     for key in KEYS.values():
+        text = f"{key.help} (default {default_of(key.name)})" if key.show_default else key.help
         if key.name == "bundles":
-            parser.add_argument("--bundle", dest="bundles", action="append", metavar=key.metavar, help=key.help)
-        elif key.kind == "bool":
+            parser.add_argument("--bundle", dest="bundles", action="append", metavar=key.metavar, help=text)
+        elif hints.get(key.name) is bool:
             parser.add_argument(key.flag, dest=key.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=key.help)
+                                help=text)
         else:
-            parser.add_argument(key.flag, dest=key.name, metavar=key.metavar, default=None, help=key.help)
+            parser.add_argument(key.flag, dest=key.name, metavar=key.metavar, default=None, help=text)
     return parser
 
 
@@ -136,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings, sources = resolve_settings(flags, os.environ, args.config)
         settings.validate_paths()
-        from cloud_server.security import TLSConfigError, load_server_credentials
+        from cloud_server.security import load_server_credentials
 
         try:
             credentials = load_server_credentials(

@@ -1,65 +1,61 @@
-"""Load :class:`~cloud_server.settings.ServerSettings` for ``splitinfer serve`` from three sources.
+"""Load :class:`~cloud_server.settings.ServerSettings` for ``splitinfer serve`` through :mod:`protos.settings`.
 
-Precedence, highest first (one order for every key)::
+Precedence, highest first (one order for every key, the loader's)::
 
     command-line flags  >  SPLITINFER_SERVE_* environment  >  TOML file  >  defaults
 
 * **TOML file**: ``--config PATH`` (or ``SPLITINFER_SERVE_CONFIG``); flat top-level keys named exactly
   as the settings (``port = 8001``, ``bundles = ["bundles/mobilenet_v2"]``). Relative paths in the file
-  are relative to the file's own directory. See ``deploy/cloud/serve.example.toml``.
+  are relative to the file's own directory. Values must have their TOML type (``port = "8001"`` is an
+  error). See ``deploy/cloud/serve.example.toml``.
 * **Environment**: ``SPLITINFER_SERVE_`` + the key upper-cased (``SPLITINFER_SERVE_PORT=9001``). The
   ``SERVE_`` part keeps the server's variables apart from the edge agent's ``SPLITINFER_*`` ones when
-  both run in one shell. An empty variable counts as unset. Lists: ``bundles`` separated by ``os.pathsep``
-  (``:``), ``execution_providers`` by commas. An unknown ``SPLITINFER_SERVE_*`` name is an error.
+  both run in one shell. An empty variable counts as unset; an unknown ``SPLITINFER_SERVE_*`` name is an
+  error. Lists: ``bundles`` separated by ``os.pathsep`` (``:``), ``execution_providers`` by commas.
 * **Flags**: ``--port 9001`` etc., built by :mod:`cloud_server.cli` from :data:`KEYS`; they arrive here
   as strings (``--bundle`` as a list of strings, ``--discovery/--no-discovery`` as a bool).
 
-Text values (environment and flags) are parsed by one parser per kind: integers, numbers, booleans
-(``1/0/true/false/yes/no/on/off``), paths, lists. ``metrics_port`` also accepts ``off`` (no endpoint).
-``auth_token`` may instead come from ``auth_token_file`` (the file's first line), which keeps it off
-the command line and out of ``ps``; giving both in one source is an error, and a higher source's either
-form replaces a lower source's.
+Types, parsing and the precedence are :mod:`protos.settings`'; this module adds what is particular to
+the server: ``metrics_port`` also accepts ``off`` (no endpoint), ``execution_providers``, ``log_format``
+and ``log_level`` are choices, and ``auth_token`` may instead come from ``auth_token_file`` (the file's
+first line), which keeps it off the command line and out of ``ps``; giving both in one source is an
+error, and a higher source's either form replaces a lower source's. The TOML file and the text sources
+(environment, flags) are read with two schemas that differ only in how strictly values are typed.
 
-Every error is a :class:`ConfigError` whose message names the source, the key, the bad value and what
-was expected. Nothing is read at import time: only :func:`load_settings` looks at the environment
-mapping and the disk.
+Every error is a :class:`~cloud_server.errors.ConfigError` whose message names the source, the key, the
+bad value (tokens hidden) and what was expected. Nothing is read at import time: only
+:func:`resolve_settings` looks at the environment mapping and the disk. Defaults live only in
+``ServerSettings``; :func:`default_of` reads them for the ``--help`` text.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import os
 import pathlib
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional
 
-try:  # Python >= 3.11
-    import tomllib
-except ImportError:  # pragma: no cover - Python 3.10 (tomli is a cloud-extra dependency there)
-    import tomli as tomllib  # type: ignore[no-redef]
+from cloud_server.errors import ConfigError, SettingsError
+from cloud_server.settings import EXECUTION_PROVIDER_CHOICES, LOG_FORMATS, LOG_LEVELS, ServerSettings
+from protos import settings as loader
 
-from cloud_server.settings import EXECUTION_PROVIDER_CHOICES, LOG_FORMATS, LOG_LEVELS, ServerSettings, SettingsError
-
-__all__ = ["ENV_PREFIX", "CONFIG_ENV", "KEYS", "ConfigError", "Key", "load_settings", "resolve_settings"]
+__all__ = ["ENV_PREFIX", "CONFIG_ENV", "KEYS", "ConfigError", "Key", "default_of", "load_settings",
+           "resolve_settings"]
 
 ENV_PREFIX = "SPLITINFER_SERVE_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
-
-
-class ConfigError(SettingsError):
-    """A configuration value (from a flag, the environment or the TOML file) is invalid."""
+#: Not a ServerSettings field: folded into ``auth_token`` by :func:`_fold_token_file`.
+TOKEN_FILE = "auth_token_file"
 
 
 @dataclass(frozen=True)
 class Key:
-    """One configuration key: its value kind, help text and flag metavar."""
+    """How one configuration key is presented on the command line (its type is the settings field's)."""
 
     name: str
-    kind: str  # str | int | float | bool | path | paths | strs | port_or_off | choice
     help: str
     metavar: str | None = None
-    choices: tuple[str, ...] = ()
+    show_default: bool = True
 
     @property
     def flag(self) -> str:
@@ -70,267 +66,182 @@ class Key:
         return ENV_PREFIX + self.name.upper()
 
 
-_D = ServerSettings()
 #: Every key, in --help order. All are ServerSettings fields except ``auth_token_file``.
 KEYS: dict[str, Key] = {
     k.name: k
     for k in (
-        Key("bundles", "paths", "bundle directory whose cloud side (tails) is served; repeat --bundle for more",
-            "DIR"),
-        Key("triton_repository", "path", "also serve a Triton-layout model repository (<name>/config.pbtxt, "
-            "<name>/<version>/model.onnx)", "DIR"),
-        Key("host", "str", f"address to listen on; localhost unless told otherwise (default {_D.host})", "HOST"),
-        Key("port", "int", f"gRPC port, 0 = any free port (default {_D.port})", "PORT"),
-        Key("max_message_mb", "int", f"gRPC message limit in MiB, both directions (default {_D.max_message_mb})",
-            "MB"),
-        Key("grpc_workers", "int", f"threads of the gRPC server (default {_D.grpc_workers})", "N"),
-        Key("intra_op_threads", "int", f"ONNX Runtime intra-op threads per session, 0 = ORT default "
-            f"(default {_D.intra_op_threads})", "N"),
-        Key("inter_op_threads", "int", f"ONNX Runtime inter-op threads per session (default {_D.inter_op_threads})",
-            "N"),
-        Key("memory_budget_mb", "int", f"loaded sessions beyond this are evicted least-recently-used "
-            f"(default {_D.memory_budget_mb})", "MB"),
-        Key("execution_providers", "strs", f"comma-separated preference from {','.join(EXECUTION_PROVIDER_CHOICES)}; "
-            "auto = TensorRT/CUDA when present, else CPU (default auto)", "LIST", EXECUTION_PROVIDER_CHOICES),
-        Key("max_batch_size", "int", f"dynamic batching: most rows per execution, 1 = no merging "
-            f"(default {_D.max_batch_size})", "N"),
-        Key("max_queue_delay_us", "int", f"dynamic batching: longest wait for companions in microseconds "
-            f"(default {_D.max_queue_delay_us})", "US"),
-        Key("max_queue_size", "int", f"requests waiting per model before RESOURCE_EXHAUSTED "
-            f"(default {_D.max_queue_size})", "N"),
-        Key("tls_cert_file", "path", "server certificate (PEM); needs --tls-key-file", "FILE"),
-        Key("tls_key_file", "path", "server private key (PEM); needs --tls-cert-file", "FILE"),
-        Key("tls_client_ca_file", "path", "require client certificates signed by this CA (mutual TLS)", "FILE"),
-        Key("auth_token", "str", "bearer token clients must send (prefer the file or the environment: "
-            "flags show up in ps)", "TOKEN"),
-        Key("auth_token_file", "path", "read the bearer token from this file's first line", "FILE"),
-        Key("metrics_host", "str", f"address of the Prometheus /metrics endpoint (default {_D.metrics_host})",
-            "HOST"),
-        Key("metrics_port", "port_or_off", f"port of /metrics, 0 = any free port, off = no endpoint "
-            f"(default {_D.metrics_port})", "PORT|off"),
-        Key("discovery", "bool", "advertise over zeroconf as _splitinfer._tcp.local. (default on)"),
-        Key("drain_timeout_s", "float", f"on SIGTERM/SIGINT, wait this long for in-flight requests "
-            f"(default {_D.drain_timeout_s})", "SECONDS"),
-        Key("log_format", "choice", f"log lines as text or JSON (default {_D.log_format})", "FORMAT", LOG_FORMATS),
-        Key("log_level", "choice", f"least severe level logged (default {_D.log_level})", "LEVEL", LOG_LEVELS),
+        Key("bundles", "bundle directory whose cloud side (tails) is served; repeat --bundle for more", "DIR",
+            show_default=False),
+        Key("triton_repository", "also serve a Triton-layout model repository (<name>/config.pbtxt, "
+            "<name>/<version>/model.onnx)", "DIR", show_default=False),
+        Key("host", "address to listen on; localhost unless told otherwise", "HOST"),
+        Key("port", "gRPC port, 0 = any free port", "PORT"),
+        Key("max_message_mb", "gRPC message limit in MiB, both directions", "MB"),
+        Key("grpc_workers", "threads of the gRPC server", "N"),
+        Key("intra_op_threads", "ONNX Runtime intra-op threads per session, 0 = ORT default", "N"),
+        Key("inter_op_threads", "ONNX Runtime inter-op threads per session", "N"),
+        Key("memory_budget_mb", "loaded sessions beyond this are evicted least-recently-used", "MB"),
+        Key("execution_providers", f"comma-separated preference from {','.join(EXECUTION_PROVIDER_CHOICES)}; "
+            "auto = TensorRT/CUDA when present, else CPU", "LIST"),
+        Key("max_batch_size", "dynamic batching: most rows per execution, 1 = no merging", "N"),
+        Key("max_queue_delay_us", "dynamic batching: longest wait for companions in microseconds", "US"),
+        Key("max_queue_size", "requests waiting per model before RESOURCE_EXHAUSTED", "N"),
+        Key("tls_cert_file", "server certificate (PEM); needs --tls-key-file", "FILE", show_default=False),
+        Key("tls_key_file", "server private key (PEM); needs --tls-cert-file", "FILE", show_default=False),
+        Key("tls_client_ca_file", "require client certificates signed by this CA (mutual TLS)", "FILE",
+            show_default=False),
+        Key("auth_token", "bearer token clients must send (prefer the file or the environment: "
+            "flags show up in ps)", "TOKEN", show_default=False),
+        Key(TOKEN_FILE, "read the bearer token from this file's first line", "FILE", show_default=False),
+        Key("metrics_host", "address of the Prometheus /metrics endpoint", "HOST"),
+        Key("metrics_port", "port of /metrics, 0 = any free port, off = no endpoint", "PORT|off"),
+        Key("discovery", "advertise over zeroconf as _splitinfer._tcp.local."),
+        Key("drain_timeout_s", "on SIGTERM/SIGINT, wait this long for in-flight requests", "SECONDS"),
+        Key("log_format", "log lines as text or JSON", "FORMAT"),
+        Key("log_level", "least severe level logged", "LEVEL"),
     )
 }
 
-_EXPECTED = {
-    "str": "a non-empty string",
-    "int": "an integer",
-    "float": "a finite number",
-    "bool": "a boolean (true/false, 1/0, yes/no, on/off)",
-    "path": "a path",
-    "paths": "a list of paths",
-    "strs": "a list of strings",
-    "port_or_off": "a port number 0..65535 or 'off'",
-    "choice": "one of",
-}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-_OFF = {"off", "none", "disabled", "false"}
+
+def default_of(name: str) -> str:
+    """The default of a ServerSettings field as --help shows it (read from the dataclass, never repeated)."""
+    value = next(f.default for f in dataclasses.fields(ServerSettings) if f.name == name)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return "off" if value is None else str(value)
 
 
-def _fail(source: str, key: Key, value: object, expected: str | None = None) -> ConfigError:
-    want = expected or _EXPECTED[key.kind]
-    if key.kind == "choice" and expected is None:
-        want = f"one of {', '.join(key.choices)}"
-    return ConfigError(f"{source}: {key.name} = {value!r} is not valid; expected {want}")
+# --------------------------------------------------------------------------- per-key parsers
+
+_OFF = frozenset({"off", "none", "disabled", "false"})
+#: What a TOML value of a plain key must already be (bool is not an int here).
+_TOML_TYPES: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
+_TOML_EXPECTED = {int: "an integer", float: "a finite number", bool: "true or false", str: "a non-empty string"}
 
 
-# --------------------------------------------------------------------------- parsing one value
+def _bad(source: str, key: str, value: Any, expected: str) -> ConfigError:
+    shown = "<hidden>" if key == "auth_token" else repr(value)
+    return ConfigError(f"{source}: {key} = {shown}: expected {expected}")
 
 
-def _parse_text(key: Key, text: str, source: str) -> Any:
-    """A value from an environment variable or a flag (always text)."""
-    raw = text.strip()
-    kind = key.kind
-    if kind == "str":
-        if not raw:
-            raise _fail(source, key, text)
-        return raw
-    if kind == "int":
-        try:
-            return int(raw, 10)
-        except ValueError:
-            raise _fail(source, key, text) from None
-    if kind == "port_or_off":
-        if raw.lower() in _OFF:
-            return None
-        try:
-            return int(raw, 10)
-        except ValueError:
-            raise _fail(source, key, text) from None
-    if kind == "float":
-        try:
-            value = float(raw)
-        except ValueError:
-            raise _fail(source, key, text) from None
-        if not math.isfinite(value):
-            raise _fail(source, key, text)
-        return value
-    if kind == "bool":
-        if raw.lower() in _TRUE:
-            return True
-        if raw.lower() in _FALSE:
-            return False
-        raise _fail(source, key, text)
-    if kind == "path":
-        if not raw:
-            raise _fail(source, key, text)
-        return pathlib.Path(raw).expanduser()
-    if kind == "paths":
-        parts = [p for p in raw.split(os.pathsep) if p.strip()]
-        if not parts:
-            raise _fail(source, key, text, f"paths separated by {os.pathsep!r}")
-        return tuple(pathlib.Path(p.strip()).expanduser() for p in parts)
-    if kind == "strs":
-        return _parse_choices(key, [p for p in raw.split(",")], source, text)
-    if kind == "choice":
-        return _parse_choice(key, raw, source)
-    raise AssertionError(f"unknown key kind {kind!r}")  # pragma: no cover
+def _as_path(key: str, value: Any, source: str, base_dir: pathlib.Path) -> pathlib.Path:
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise _bad(source, key, value, "a path string")
+    path = pathlib.Path(os.path.expanduser(str(value).strip()))
+    return path if path.is_absolute() else base_dir / path
 
 
-def _parse_choice(key: Key, raw: str, source: str) -> str:
-    value = raw.strip().upper() if key.name == "log_level" else raw.strip().lower()
-    if value not in key.choices:
-        raise _fail(source, key, raw)
-    return value
+def _bundles(from_file: bool) -> loader.Parser:
+    def parse(value: Any, source: str, base_dir: pathlib.Path) -> tuple[pathlib.Path, ...]:
+        if isinstance(value, str):
+            items = [value] if from_file else [p for p in value.split(os.pathsep) if p.strip()]
+            if not items:
+                raise _bad(source, "bundles", value, f"paths separated by {os.pathsep!r}")
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise _bad(source, "bundles", value, "a list of path strings")
+        if from_file and not all(isinstance(v, str) for v in items):
+            raise _bad(source, "bundles", value, "a list of path strings")
+        return tuple(_as_path("bundles", v, source, base_dir) for v in items)
+
+    return parse
 
 
-def _parse_choices(key: Key, items: list[str], source: str, shown: object) -> tuple[str, ...]:
-    values = tuple(i.strip().lower() for i in items if i.strip())
-    bad = [v for v in values if v not in key.choices]
-    if not values or bad:
-        raise _fail(source, key, shown, f"a non-empty list from {', '.join(key.choices)}")
+def _execution_providers(value: Any, source: str, base_dir: pathlib.Path) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    expected = f"a non-empty list from {', '.join(EXECUTION_PROVIDER_CHOICES)}"
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+        raise _bad(source, "execution_providers", value, expected)
+    values = tuple(v.strip().lower() for v in items if v.strip())
+    if not values or any(v not in EXECUTION_PROVIDER_CHOICES for v in values):
+        raise _bad(source, "execution_providers", value, expected)
     return values
 
 
-def _parse_toml(key: Key, value: Any, source: str, base_dir: pathlib.Path) -> Any:
-    """A value from the TOML file (already typed by TOML; paths are relative to the file)."""
-    kind = key.kind
+def _choice(key: str, choices: tuple[str, ...], normalize: Callable[[str], str]) -> loader.Parser:
+    def parse(value: Any, source: str, base_dir: pathlib.Path) -> str:
+        if isinstance(value, str) and normalize(value.strip()) in choices:
+            return normalize(value.strip())
+        raise _bad(source, key, value, f"one of {', '.join(choices)}")
 
-    def as_path(v: Any) -> pathlib.Path:
-        if not isinstance(v, str) or not v.strip():
-            raise _fail(source, key, value, "a path string" if kind == "path" else "a list of path strings")
-        path = pathlib.Path(v).expanduser()
-        return path if path.is_absolute() else base_dir / path
+    return parse
 
-    if kind in ("str", "choice"):
-        if not isinstance(value, str) or not value.strip():
-            raise _fail(source, key, value)
-        return _parse_choice(key, value, source) if kind == "choice" else value.strip()
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _fail(source, key, value)
-        return value
-    if kind == "port_or_off":
+
+def _metrics_port(from_file: bool) -> loader.Parser:
+    def parse(value: Any, source: str, base_dir: pathlib.Path) -> int | None:
         if value is False or (isinstance(value, str) and value.strip().lower() in _OFF):
             return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _fail(source, key, value)
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise _fail(source, key, value)
-        return float(value)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise _fail(source, key, value, "true or false")
-        return value
-    if kind == "path":
-        return as_path(value)
-    if kind == "paths":
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list):
-            raise _fail(source, key, value, "a list of path strings")
-        return tuple(as_path(v) for v in items)
-    if kind == "strs":
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
-            raise _fail(source, key, value, f"a list of strings from {', '.join(key.choices)}")
-        return _parse_choices(key, items, source, value)
-    raise AssertionError(f"unknown key kind {kind!r}")  # pragma: no cover
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and not from_file:
+            try:
+                return int(value.strip(), 10)
+            except ValueError:
+                pass
+        raise _bad(source, "metrics_port", value, "a port number 0..65535 or 'off'")
+
+    return parse
 
 
-def _unknown(name: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(name, list(KEYS), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"{where}: unknown key {name!r}{hint} Valid keys: {', '.join(KEYS)}")
+def _typed_scalar(plain: loader.Schema, key: str, hint: Any) -> loader.Parser:
+    """A TOML value must already have the key's TOML type; then the loader parses it as usual.
+    Strings are stripped and must not be empty."""
+
+    def parse(value: Any, source: str, base_dir: pathlib.Path) -> Any:
+        allowed = _TOML_TYPES[hint]
+        if not isinstance(value, allowed) or (hint is not bool and isinstance(value, bool)):
+            raise _bad(source, key, value, _TOML_EXPECTED[hint])
+        return _text(plain, key, hint)(value, source, base_dir)
+
+    return parse
 
 
-# --------------------------------------------------------------------------- the sources
+def _text(plain: loader.Schema, key: str, hint: Any) -> loader.Parser:
+    def parse(value: Any, source: str, base_dir: pathlib.Path) -> Any:
+        if hint is str:
+            if not isinstance(value, str) or not value.strip():
+                raise _bad(source, key, value, _TOML_EXPECTED[str])
+            return value.strip()
+        return loader.parse_value(plain, key, value, source, base_dir)
+
+    return parse
 
 
-def _read_toml(path: pathlib.Path) -> dict[str, tuple[Any, str]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
-    base_dir = path.resolve().parent
-    out: dict[str, tuple[Any, str]] = {}
-    for name, value in doc.items():
-        source = f"{path} key {name!r}"
-        if name not in KEYS:
-            if isinstance(value, dict):
-                raise ConfigError(
-                    f"{path}: table [{name}] is not expected; the serve config uses flat top-level keys "
-                    f"({', '.join(KEYS)})"
-                )
-            raise _unknown(name, str(path))
-        out[name] = (_parse_toml(KEYS[name], value, source, base_dir), source)
-    return out
+def _schema(*, from_file: bool) -> loader.Schema:
+    """The serve schema for the TOML file (`from_file`) or for the text sources (environment, flags)."""
+    common: dict[str, Any] = dict(env_prefix=ENV_PREFIX, strict_env=True, extra={TOKEN_FILE: Optional[pathlib.Path]},
+                                  secrets=("auth_token",))
+    plain = loader.schema_of(ServerSettings, **common)
+    parsers: dict[str, loader.Parser] = {
+        "bundles": _bundles(from_file),
+        "execution_providers": _execution_providers,
+        "metrics_port": _metrics_port(from_file),
+        "log_format": _choice("log_format", LOG_FORMATS, str.lower),
+        "log_level": _choice("log_level", LOG_LEVELS, str.upper),
+        "auth_token": _text(plain, "auth_token", str),  # "none" is a token here, not None
+    }
+    for key, hint in plain.keys.items():
+        if key not in parsers and hint in _TOML_TYPES:
+            parsers[key] = _typed_scalar(plain, key, hint) if from_file else _text(plain, key, hint)
+    return loader.schema_of(ServerSettings, parsers=parsers, **common)
 
 
-def _read_env(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
-    out: dict[str, tuple[Any, str]] = {}
-    for var, text in sorted(env.items()):
-        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
-            continue
-        name = var[len(ENV_PREFIX):].lower()
-        if name not in KEYS:
-            raise _unknown(name, f"environment variable {var}")
-        if text.strip() == "":
-            continue  # an empty variable counts as unset
-        source = f"environment {var}"
-        out[name] = (_parse_text(KEYS[name], text, source), source)
-    return out
+# --------------------------------------------------------------------------- loading
 
 
-def _read_flags(flags: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
-    out: dict[str, tuple[Any, str]] = {}
-    for name, raw in flags.items():
-        if raw is None:
-            continue  # flag not given
-        if name not in KEYS:
-            raise _unknown(name, "flags")
-        key = KEYS[name]
-        source = f"flag {key.flag}"
-        if key.kind == "bool" and isinstance(raw, bool):
-            value: Any = raw
-        elif key.kind == "paths" and isinstance(raw, (list, tuple)):
-            if not raw:
-                continue
-            value = tuple(_parse_text(Key(name, "path", ""), str(r), source) for r in raw)
-        else:
-            value = _parse_text(key, str(raw), source)
-        out[name] = (value, source)
-    return out
-
-
-def _fold_token_file(layer: dict[str, tuple[Any, str]]) -> None:
-    """Replace ``auth_token_file`` in one source layer by ``auth_token`` read from that file."""
-    if "auth_token_file" not in layer:
+def _fold_token_file(values: dict[str, Any], origins: dict[str, str]) -> None:
+    """Replace ``auth_token_file`` in one source's layer by ``auth_token`` read from that file."""
+    if TOKEN_FILE not in values:
         return
-    path, source = layer.pop("auth_token_file")
-    if "auth_token" in layer:
+    path, source = values.pop(TOKEN_FILE), origins.pop(TOKEN_FILE)
+    if path is None:
+        return
+    if "auth_token" in values:
         raise ConfigError(
-            f"{source} and {layer['auth_token'][1]} both set the bearer token; give auth_token or auth_token_file, "
+            f"{source} and {origins['auth_token']} both set the bearer token; give auth_token or auth_token_file, "
             "not both"
         )
     try:
@@ -340,7 +251,8 @@ def _fold_token_file(layer: dict[str, tuple[Any, str]]) -> None:
     token = lines[0].strip() if lines else ""
     if not token:
         raise ConfigError(f"{source}: auth_token_file {str(path)!r} is empty; expected the token on its first line")
-    layer["auth_token"] = (token, f"{source} ({path})")
+    values["auth_token"] = token
+    origins["auth_token"] = f"{source} ({path})"
 
 
 def resolve_settings(
@@ -356,25 +268,20 @@ def resolve_settings(
     env = env if env is not None else {}
     if config_file is None and env.get(CONFIG_ENV, "").strip():
         config_file = env[CONFIG_ENV].strip()
-    layers: list[dict[str, tuple[Any, str]]] = []
-    if config_file is not None:
-        path = pathlib.Path(config_file).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist; expected a TOML file")
-        layers.append(_read_toml(path))
-    layers.append(_read_env(env))
-    layers.append(_read_flags(flags or {}))
-    merged: dict[str, tuple[Any, str]] = {}
-    for layer in layers:  # lowest precedence first
-        _fold_token_file(layer)
-        merged.update(layer)
-
-    values = {name: value for name, (value, _) in merged.items()}
-    sources = {name: source for name, (_, source) in merged.items()}
+    try:
+        layers = []  # lowest precedence first
+        if config_file is not None:
+            layers.append(loader.resolve(_schema(from_file=True), toml_path=config_file, fold=_fold_token_file))
+        layers.append(loader.resolve(_schema(from_file=False), env=env, flags=dict(flags or {}),
+                                     env_skip=(CONFIG_ENV,), fold=_fold_token_file))
+    except loader.SettingsError as exc:
+        raise ConfigError(str(exc)) from exc
+    values = {key: value for layer in layers for key, value in layer.values.items()}
+    sources = {key: origin for layer in layers for key, origin in layer.origins.items()}
     _check_each(values, sources)
     _check_tls_pair(values, sources)
     try:
-        settings = ServerSettings(**values)
+        settings = loader.build(ServerSettings, values)
     except SettingsError as exc:
         involved = ", ".join(f"{k} from {s}" for k, s in sources.items()) or "defaults only"
         raise ConfigError(f"{exc} ({involved})") from exc
@@ -430,9 +337,3 @@ def _check_tls_pair(values: Mapping[str, Any], sources: Mapping[str, str]) -> No
             f"{sources['tls_client_ca_file']}: tls_client_ca_file = {str(ca)!r} needs tls_cert_file and "
             "tls_key_file; mutual TLS also needs the server's own certificate"
         )
-
-
-def settings_fields() -> set[str]:
-    """Names of the ServerSettings fields (KEYS minus auth_token_file must equal this)."""
-    return {f.name for f in dataclasses.fields(ServerSettings)}
-

@@ -124,7 +124,7 @@ BAD_TEXT = [
     ({"port": "eighty"}, {}, ["flag --port", "port", "'eighty'", "expected an integer"]),
     ({"port": "70000"}, {}, ["flag --port", "70000", "<= 65535"]),
     ({}, {"SPLITINFER_SERVE_PORT": "-1"}, ["SPLITINFER_SERVE_PORT", "-1", ">= 0"]),
-    ({}, {"SPLITINFER_SERVE_DISCOVERY": "maybe"}, ["SPLITINFER_SERVE_DISCOVERY", "'maybe'", "true/false"]),
+    ({}, {"SPLITINFER_SERVE_DISCOVERY": "maybe"}, ["SPLITINFER_SERVE_DISCOVERY", "'maybe'", "true or false"]),
     ({"drain_timeout_s": "soon"}, {}, ["--drain-timeout-s", "'soon'", "finite number"]),
     ({"drain_timeout_s": "-2"}, {}, ["drain_timeout_s", "-2", ">= 0"]),
     ({"drain_timeout_s": "nan"}, {}, ["drain_timeout_s", "'nan'", "finite number"]),
@@ -156,9 +156,12 @@ BAD_TOML = [
     ("discovery = 1\n", ["discovery", "1", "true or false"]),
     ("bundles = 3\n", ["bundles", "3", "list of path strings"]),
     ("prot = 1\n", ["unknown key 'prot'", "did you mean 'port'"]),
-    ("[serve]\nport = 1\n", ["table [serve]", "flat top-level keys"]),
+    # a table is not a key: the serve config's keys are flat and the message lists them
+    ("[serve]\nport = 1\n", ["unknown key 'serve'", "Expected one of: host, port"]),
     ("port = \n", ["not valid TOML", "line 1"]),
     ("metrics_port = true\n", ["metrics_port", "True", "'off'"]),
+    ('drain_timeout_s = "3"\n', ["drain_timeout_s", "'3'", "finite number"]),
+    ("host = 5\n", ["host", "5", "non-empty string"]),
 ]
 
 
@@ -185,3 +188,16 @@ def test_example_config_in_deploy_is_valid() -> None:
     settings = load_settings({}, {}, example)
     assert settings.host == "0.0.0.0"
     assert settings.bundles  # the example serves at least one bundle
+
+
+def test_text_values_are_stripped_and_a_token_named_none_is_a_token() -> None:
+    settings = load_settings({"host": " 0.0.0.0 "}, {"SPLITINFER_SERVE_AUTH_TOKEN": "none"})
+    assert settings.host == "0.0.0.0"
+    assert settings.auth_token == "none"
+
+
+def test_help_defaults_are_read_from_the_settings_dataclass() -> None:
+    from cloud_server.config import default_of
+
+    assert default_of("port") == str(ServerSettings().port)
+    assert default_of("discovery") == "on" and default_of("execution_providers") == "auto"

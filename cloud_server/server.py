@@ -108,8 +108,9 @@ def create_server(
     `eager_batching=False` makes every batch wait the whole `max_queue_delay_us` (Triton's behaviour);
     the default closes the window early when no other request for the model is arriving. With
     `preload` (default) the models' sessions are created and run once before the port opens, as far as
-    `memory_budget_mb` allows (`DataPlane.warm_up`); the rest load on first use. Raises `registry.RegistryError` for unusable bundles/repositories and
-    `ServerStartError` when the address cannot be bound.
+    `memory_budget_mb` allows (`DataPlane.warm_up`); the rest load on first use. Raises
+    `errors.RegistryError` for unusable bundles/repositories and `errors.ServerStartError` when the
+    address cannot be bound.
     """
     registry = load_registry(settings.bundles, settings.triton_repository)
     sessions = SessionPool(

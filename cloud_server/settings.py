@@ -1,9 +1,10 @@
 """Typed, validated settings of the cloud server.
 
-`ServerSettings` is a frozen value built once at the entry point (TOML file, `SPLITINFER_` environment
-variables and CLI flags are merged by the CLI, not here) and then passed down unchanged. Every field is
-keyword-only and checked in `__post_init__`; a bad value raises `SettingsError` (a `ValueError`) whose
-message quotes the bad value and what was expected.
+`ServerSettings` is a frozen value built once at the entry point (`cloud_server.config` merges the TOML
+file, `SPLITINFER_SERVE_*` environment variables and CLI flags through `protos.settings`) and then passed
+down unchanged. Its field defaults are the only definition of each default. Every field is keyword-only
+and checked in `__post_init__`; a bad value raises `errors.SettingsError` (a `ValueError`) whose message
+quotes the bad value and what was expected.
 
 Nothing here reads the environment or the disk except `validate_paths()`, which the entry point may call
 to check that the files named exist.

@@ -421,12 +421,13 @@ def grpc_channel(port: int) -> grpc.Channel:
 
 def infer_request(model: str, feeds: dict[str, np.ndarray]) -> Any:
     from protos import inference_pb2
-    from protos.datatypes import from_numpy_dtype
+    from protos.wire import array_to_raw
 
     request = inference_pb2.ModelInferRequest(model_name=model)
     for name, arr in feeds.items():
-        request.inputs.add(name=name, datatype=from_numpy_dtype(arr.dtype), shape=list(arr.shape))
-        request.raw_input_contents.append(np.ascontiguousarray(arr).tobytes())
+        datatype, raw = array_to_raw(arr)
+        request.inputs.add(name=name, datatype=datatype, shape=list(arr.shape))
+        request.raw_input_contents.append(raw)
     return request
 
 
@@ -610,6 +611,7 @@ def measure_round_trips(work: pathlib.Path, repeats: int) -> dict[str, Any]:
     serve = ServeProcess(["--bundle", str(payload), "--port", "0", "--metrics-port", "off", "--no-discovery",
                           "--max-batch-size", "1", "--log-level", "INFO"])
     from protos import inference_pb2, inference_pb2_grpc
+    from protos.wire import parameters_from_proto
 
     out: dict[str, Any] = {"method": f"median and p99 of {repeats} sequential ModelInfer calls, one client, "
                                      "FP32 [1, K] up, 3 floats down"}
@@ -645,7 +647,7 @@ def measure_round_trips(work: pathlib.Path, repeats: int) -> dict[str, Any]:
             got = np.frombuffer(reply.raw_output_contents[0], np.float32)[0]
             out[f"{mb:g}MB"] = {"bytes": arr.nbytes, "server": percentiles_ms(ours), "bare_grpc": percentiles_ms(floor),
                                 "answer_ok": bool(abs(got - expected) < 1e-3),
-                                "server_params": {k2: v.int64_param for k2, v in reply.parameters.items()}}
+                                "server_params": parameters_from_proto(reply.parameters)}
             print(f"  {mb:g} MB: server p50 {out[f'{mb:g}MB']['server']['p50_ms']} ms, "
                   f"bare gRPC p50 {out[f'{mb:g}MB']['bare_grpc']['p50_ms']} ms", flush=True)
         bare_channel.close()

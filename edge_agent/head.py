@@ -17,8 +17,10 @@ own intra-op pool at 1 thread, as XNNPACK runs its own), else the CPU provider w
 stages need those cores.
 
 Per frame, :meth:`HeadRunner.run_head` preprocesses exactly as the manifest says
-(:func:`protos.preprocess.preprocess_bgr`) and returns the wire tensors of the
-cut; the "input" cut only JPEG-encodes the frame (:func:`encode_jpeg`).
+(:func:`protos.preprocess.preprocess_bgr`) and returns the cut's tensors as raw wire
+tensors (uncompressed: compression is the encode stage's job,
+:mod:`edge_agent.stages.encode`); the "input" cut only JPEG-encodes the frame
+(:func:`encode_jpeg`).
 Thread safety: ``run_*`` may be called from several threads (ORT sessions are
 thread-safe for ``run``); ``activate`` swaps sessions under a lock.
 """
@@ -27,7 +29,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -140,7 +141,6 @@ class HeadRunner:
         provider: str = "auto",
         prewarm_neighbours: int = 1,
         local_tails: bool = False,
-        compression: str = "none",
         cpu_mem_arena: bool = False,
         emulated_slowdown: float = 1.0,
     ) -> None:
@@ -155,7 +155,6 @@ class HeadRunner:
         self.threads = threads
         self.prewarm_neighbours = prewarm_neighbours
         self.local_tails = local_tails
-        self.compression = compression
         self.emulated_slowdown = float(emulated_slowdown)
         self.providers, intra = choose_providers(provider, threads)
         self._options = ort.SessionOptions()
@@ -202,8 +201,8 @@ class HeadRunner:
         feeds = {}
         for inp in loaded.session.get_inputs():
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-            dtype = datatypes.to_numpy_dtype(datatypes.ORT_TYPE_TO_DATATYPE.get(inp.type, "FP32"))
-            feeds[inp.name] = np.zeros(shape, dtype=dtype)
+            dtype = datatypes.numpy_dtype_for_ort_type(inp.type)
+            feeds[inp.name] = np.zeros(shape, dtype=dtype if dtype is not None else np.float32)
         start = time.perf_counter()
         loaded.session.run(None, feeds)
         self._pad_for_emulated_device((time.perf_counter() - start) * 1000.0)
@@ -289,21 +288,8 @@ class HeadRunner:
         loaded.measured_ms.append(head_ms)
         if len(loaded.measured_ms) > 200:
             del loaded.measured_ms[:100]
-        tensors = tuple(self._wire_tensor(spec, arrays, i) for i, spec in enumerate(cut.tensors))
+        tensors = tuple(_raw_wire_tensor(spec, arrays, i) for i, spec in enumerate(cut.tensors))
         return HeadOutput(cut_id, tensors, arrays, x, None, pre_ms, head_ms)
-
-    def _wire_tensor(self, spec: Any, arrays: Mapping[str, np.ndarray], index: int) -> WireTensor:
-        arr = arrays.get(spec.name)
-        if arr is None:
-            arr = list(arrays.values())[index]
-        want = datatypes.to_numpy_dtype(spec.datatype)
-        arr = np.ascontiguousarray(arr, dtype=want)
-        raw = arr.tobytes()
-        params: dict[str, object] = {}
-        if self.compression == "zlib" or (self.compression == "auto" and spec.encoding.compression == "zlib"):
-            raw = zlib.compress(raw, 1)
-            params["compression"] = "zlib"
-        return WireTensor(spec.name, spec.datatype, tuple(int(d) for d in arr.shape), raw, params)
 
     def _pad_for_emulated_device(self, elapsed_ms: float) -> None:
         if self.emulated_slowdown > 1.0:
@@ -339,6 +325,15 @@ class HeadRunner:
                 return None
             feeds[inp.name] = head.arrays[inp.name]
         return self._run(loaded, feeds)
+
+
+def _raw_wire_tensor(spec: Any, arrays: Mapping[str, np.ndarray], index: int) -> WireTensor:
+    """The cut tensor ``spec`` as the manifest's datatype, raw and uncompressed."""
+    arr = arrays.get(spec.name)
+    if arr is None:
+        arr = list(arrays.values())[index]
+    arr = np.ascontiguousarray(arr, dtype=datatypes.to_numpy_dtype(spec.datatype))
+    return WireTensor(spec.name, spec.datatype, tuple(int(d) for d in arr.shape), arr.tobytes())
 
 
 def complete_locally(runner: HeadRunner, head: HeadOutput, image_bgr: np.ndarray) -> tuple[dict[str, np.ndarray], float, str]:

@@ -9,6 +9,7 @@ import pytest
 
 from edge_agent.errors import UnknownCutError
 from edge_agent.head import HeadRunner, choose_providers, complete_locally, cut_profiles
+from edge_agent.stages.encode import WireEncoder
 from protos.preprocess import decode_jpeg, preprocess_bgr
 from protos import datatypes
 from tests.edge_agent.conftest import first_video_frame
@@ -64,11 +65,13 @@ def test_head_outputs_follow_the_manifest(tiny_bundle) -> None:
 
 
 def test_local_tails_and_zlib(tiny_bundle) -> None:
-    runner = HeadRunner(tiny_bundle, threads=1, local_tails=True, compression="zlib")
+    runner = HeadRunner(tiny_bundle, threads=1, local_tails=True)
     runner.activate("conv1")
     assert runner.loaded_tails() == ["conv1", "conv2"]
     frame = first_video_frame()
-    c1 = runner.run_head("conv1", frame)
+    plain = runner.run_head("conv1", frame)
+    assert plain.tensors[0].parameters == {}  # the head never compresses: the encode stage does
+    c1 = WireEncoder("zlib", tiny_bundle).encode(plain)
     assert c1.tensors[0].parameters == {"compression": "zlib"}
     raw = zlib.decompress(c1.tensors[0].raw)
     assert raw == np.ascontiguousarray(c1.arrays["conv1_out"]).tobytes()

@@ -42,13 +42,13 @@ import numpy as np
 
 from edge_agent.breaker import BreakerState, CircuitBreaker
 from edge_agent.config import EdgeConfig
-from edge_agent.connect import Connector, build_hub
-from edge_agent.errors import ConfigError
+from edge_agent.connect import Connector, advertise_in_background, build_hub
 from edge_agent.events import EventHub, Subscription
 from edge_agent.feedback import Feedback
 from edge_agent.head import HeadRunner, cut_profiles, release_free_memory
 from edge_agent.metrics import EdgeMetrics, serve_metrics
 from edge_agent.policy import SplitPolicy
+from edge_agent.queues import put_dropping_oldest
 from edge_agent.postprocess import Postprocessor, load_labels
 from edge_agent.probes import Prober
 from edge_agent.results import ResultSink, make_sink
@@ -59,7 +59,7 @@ from edge_agent.telemetry import ProbeScheduler, TelemetryHub
 from edge_agent.types import AgentSnapshot, CutEstimate, Decision, Objective, Telemetry, Transport
 from protos.bundle import Side, read_bundle, tail_model_version
 
-__all__ = ["EdgeAgent", "build_hub", "check_config_for_agent"]
+__all__ = ["EdgeAgent"]
 
 log = logging.getLogger(__name__)
 
@@ -290,29 +290,15 @@ class EdgeAgent:
                 with self._lock:
                     self.frames_captured += 1
                 self.metrics.frame_captured()
-                if src.live:
-                    self._put_dropping_oldest(frame)
-                else:
+                if not src.live:
                     self._capture_q.put(frame)  # files and folders never drop: wait for the pipeline
+                    continue
+                for _ in range(put_dropping_oldest(self._capture_q, frame, keep=_END)):
+                    with self._lock:
+                        self.frames_dropped += 1
+                    self.metrics.frame_dropped()
         finally:
             self._capture_q.put(_END)
-
-    def _put_dropping_oldest(self, frame: Frame) -> None:
-        while True:
-            try:
-                self._capture_q.put_nowait(frame)
-                return
-            except queue.Full:
-                try:
-                    old = self._capture_q.get_nowait()
-                except queue.Empty:
-                    continue
-                if old is _END:  # never drop the end marker
-                    self._capture_q.put(old)
-                    continue
-                with self._lock:
-                    self.frames_dropped += 1
-                self.metrics.frame_dropped()
 
     def _head_loop(self) -> None:
         try:
@@ -400,7 +386,7 @@ class EdgeAgent:
         if transport is not None and self.feedback.begin_health_probe(now):
             self.prober.health_probe(transport, self.server_address or "(injected)")
         elif transport is None and self._own_transport:
-            self.connector.maybe_rediscover(now, self._on_server_found)
+            self.connector.maybe_rediscover(now, lambda found: setattr(self, "transport", found))
         with self._lock:
             now = self._now_ms()
             sample = self._sample_telemetry(now)
@@ -413,9 +399,6 @@ class EdgeAgent:
         if transport is not None and image is not None and self.prober.bandwidth_probe_due(decision, now, image):
             self.prober.bandwidth_probe(transport, image)
         return decision
-
-    def _on_server_found(self, transport: Transport) -> None:
-        self.transport = transport
 
     def _apply(self, decision: Decision) -> None:
         """Prewarm the decision's head (and neighbours), then publish it to the head stage.
@@ -448,19 +431,11 @@ class EdgeAgent:
             tcp_address=ctl.tcp_address, token=ctl.token, profiles=self.profiles,
         )
         if ctl.advertise:
-            threading.Thread(target=self._advertise, name="edge-advertise", daemon=True).start()
+            advertise_in_background(self.agent_id, self.control_server.advertised, self.bundle.name,
+                                    self.model_version, self._advertised)
 
-    def _advertise(self) -> None:
-        """Announce this agent over zeroconf (registration blocks ~1.5 s, hence a thread)."""
-        from edge_agent import discovery
-
-        try:
-            self._advertisement = discovery.advertise_agent(
-                self.agent_id, self.control_server.advertised,
-                bundles=[discovery.bundle_key(self.bundle.name, self.model_version)],
-            )
-        except Exception as exc:  # noqa: BLE001 - advertising is best effort
-            log.warning("zeroconf: cannot advertise the agent: %s", exc)
+    def _advertised(self, advertisement: Any) -> None:
+        self._advertisement = advertisement
 
     # ------------------------------------------------------------------ ControlTarget
 
@@ -514,10 +489,3 @@ class EdgeAgent:
 
     def subscribe(self) -> Subscription:
         return self.events.subscribe()
-
-
-def check_config_for_agent(config: EdgeConfig) -> None:
-    """Checks that need the bundle: a pinned cut must exist."""
-    bundle = read_bundle(config.bundle, Side.EDGE, check_hashes=False)
-    if config.policy.pinned_cut and config.policy.pinned_cut not in bundle.cut_ids:
-        raise ConfigError(f"policy.pinned_cut = {config.policy.pinned_cut!r}: expected one of {', '.join(bundle.cut_ids)}")

@@ -91,7 +91,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     logging.basicConfig(level=config.agent.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from edge_agent.agent import EdgeAgent, check_config_for_agent
+    from edge_agent.agent import EdgeAgent
     from protos.errors import BundleError
 
     try:
@@ -126,3 +126,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def check_config_for_agent(config: Any) -> None:
+    """Checks that need the bundle: a pinned cut must exist."""
+    from edge_agent.errors import ConfigError
+    from protos.bundle import Side, read_bundle
+
+    bundle = read_bundle(config.bundle, Side.EDGE, check_hashes=False)
+    if config.policy.pinned_cut and config.policy.pinned_cut not in bundle.cut_ids:
+        raise ConfigError(f"policy.pinned_cut = {config.policy.pinned_cut!r}: expected one of {', '.join(bundle.cut_ids)}")

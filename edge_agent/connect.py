@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import replace
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from edge_agent.config import BatteryConfig, EdgeConfig
 from edge_agent.telemetry import TelemetryHub
@@ -86,6 +86,22 @@ class Connector:
                 self._discovering.clear()
 
         threading.Thread(target=run, name="edge-discovery", daemon=True).start()
+
+
+def advertise_in_background(agent_id: str, advertised: Any, bundle_name: str, model_version: str,
+                            on_done: Callable[[Any], None]) -> None:
+    """Announce this agent over zeroconf for ``splitctl discover`` (registration blocks ~1.5 s,
+    hence a thread); ``on_done`` receives the advertisement to close at shutdown."""
+    def run() -> None:
+        from edge_agent import discovery
+
+        try:
+            on_done(discovery.advertise_agent(agent_id, advertised,
+                                              bundles=[discovery.bundle_key(bundle_name, model_version)]))
+        except Exception as exc:  # noqa: BLE001 - advertising is best effort
+            log.warning("zeroconf: cannot advertise the agent: %s", exc)
+
+    threading.Thread(target=run, name="edge-advertise", daemon=True).start()
 
 
 def build_hub(battery: BatteryConfig) -> TelemetryHub:

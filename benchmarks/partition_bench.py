@@ -57,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     import onnx
     import onnxruntime as ort
 
-    from partitioner import codecs, evaluation, quantize
+    from partitioner import assemble, calibration, codecs, evaluation, quantize
     from partitioner import profile as profiling
     from partitioner.cut_selection import select_cuts
     from partitioner.graph import prepare_model
-    from partitioner.pipeline import PartitionConfig, _input_spec, gather_frames, load_source_model, run_partition
+    from partitioner.pipeline import PartitionConfig, load_source_model, run_partition
     from partitioner.split import split_model
 
     frames_n = 64 if args.quick else args.frames
@@ -107,14 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     # 2./3. INT8 vs FP32 heads, agreement on the same evaluation frames
     source, _ = load_source_model("mobilenet_v2")
     model = prepare_model(source)
-    spec = _input_spec(model, config)
-    frames = gather_frames(config, spec, "input", max_calibration=config.calibration_frames * 4)
-    feeds = frames.eval_feeds
+    spec = assemble.input_spec(model, config)
+    frames = calibration.gather_frames(config.calibration, spec, calibration_frames=config.calibration_frames * 4,
+                                       evaluation_frames=config.fidelity_frames)
+    feeds = frames.evaluation
     ref = evaluation.run_frames(evaluation.Pipeline(model, None), feeds)
     confident = np.array([_softmax_max(r[0][0]) >= 0.5 for r in ref])
     timing = profiling.TimingConfig(threads=1, warmup=5, runs=args.runs)
     heads = {}
-    with quantize.Quantizer(model, frames.calib_feeds) as quantizer:
+    with quantize.Quantizer(model, frames.calibration) as quantizer:
         for label, cut_name in (("full_model", "output"), ("features_7", MID_CUT)):
             cand = select_cuts(model, [cut_name])[0]
             head, tail = split_model(model, cand)
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             int8_ms = profiling.time_model(qhead, feeds[0], timing)
             if tail is not None:
                 name = cand.tensors[0]
-                acts = evaluation.run_frames(evaluation.Pipeline(head, None), frames.calib_feeds)
+                acts = evaluation.run_frames(evaluation.Pipeline(head, None), frames.calibration)
                 params = {name: codecs.calibrate_int8([a[0] for a in acts])}
                 ph, pt = codecs.add_int8_wire(qhead, tail, params)
                 got = evaluation.run_frames(evaluation.Pipeline(ph, pt), feeds)

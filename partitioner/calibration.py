@@ -6,7 +6,8 @@ so what the quantizer calibrates on is what the edge will feed the head.
 
 :class:`FeedReader` is ONNX Runtime's ``CalibrationDataReader`` pull interface
 (``get_next`` returns one feed dict or ``None``; ``rewind`` starts over) over a
-list of feeds held in memory; nothing here runs a model.
+list of feeds held in memory; :func:`gather_frames` picks disjoint calibration and
+evaluation frames. Nothing here runs a model.
 """
 from __future__ import annotations
 
@@ -157,6 +158,62 @@ def jpeg_roundtrip(frames: Sequence[np.ndarray], quality: int) -> tuple[list[np.
         sizes.append(len(data))
         decoded.append(decode_jpeg(data))
     return decoded, sizes
+
+
+@dataclass(frozen=True)
+class FrameFeeds:
+    """Model feeds of real frames: calibration and evaluation sets never share a frame.
+
+    ``evaluation_bgr`` are the evaluation frames as read (BGR), for measures that start
+    from the camera image (the JPEG ``input`` cut, profiling the encoder).
+    """
+
+    calibration: tuple[dict[str, np.ndarray], ...]
+    evaluation: tuple[dict[str, np.ndarray], ...]
+    evaluation_bgr: tuple[np.ndarray, ...]
+    description: str
+
+
+def gather_frames(
+    source: str | os.PathLike[str] | None,
+    spec: bundle_pb2.InputSpec,
+    *,
+    calibration_frames: int,
+    evaluation_frames: int,
+) -> FrameFeeds:
+    """Up to ``calibration_frames`` frames of ``source`` (default: the sample video) for
+    calibration, and ``evaluation_frames`` others for evaluation: the rest of ``source``,
+    topped up from :func:`default_evaluation_paths`, spread evenly when there are more.
+
+    Raises :class:`CalibrationError` when no frame is left for evaluation.
+    """
+    source = pathlib.Path(source) if source is not None else default_calibration_path()
+    calib, rest = read_frames(source).split(calibration_frames)
+    eval_bgr = list(rest.frames)
+    sources = [str(source)]
+    if len(eval_bgr) < evaluation_frames:
+        for path in default_evaluation_paths():
+            if pathlib.Path(path).resolve() == source.resolve():
+                continue
+            eval_bgr.extend(read_frames(path).frames)
+            sources.append(str(path))
+            if len(eval_bgr) >= evaluation_frames:
+                break
+    if len(eval_bgr) > evaluation_frames:
+        picked = np.linspace(0, len(eval_bgr) - 1, evaluation_frames).round().astype(int)
+        eval_bgr = [eval_bgr[i] for i in picked]
+    if not eval_bgr:
+        raise CalibrationError(f"no frames left for evaluation after taking {len(calib)} calibration frames from {source}")
+    if len(eval_bgr) < evaluation_frames:
+        logger.warning("only %d evaluation frames available (asked for %d)", len(eval_bgr), evaluation_frames)
+    name = spec.tensor.name
+    return FrameFeeds(
+        calibration=tuple({name: x} for x in preprocess_frames(calib.frames, spec)),
+        evaluation=tuple({name: x} for x in preprocess_frames(eval_bgr, spec)),
+        evaluation_bgr=tuple(eval_bgr),
+        description=(f"{len(calib)} calibration frames from {source}; "
+                     f"{len(eval_bgr)} evaluation frames from {', '.join(sources)}"),
+    )
 
 
 class FeedReader:

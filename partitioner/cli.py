@@ -1,23 +1,29 @@
 """Command-line entry points: ``splitinfer partition``, ``splitinfer profile``, ``splitinfer export-triton``.
 
-Settings for ``partition`` come from, highest first: flags, ``SPLITINFER_PARTITION_<OPTION>``
-environment variables (e.g. ``SPLITINFER_PARTITION_THREADS=2``), the ``[partition]``
-table of the TOML file given with ``--config``, then the defaults. They are validated
-once here and passed down as a frozen :class:`~partitioner.pipeline.PartitionConfig`.
+Settings for ``partition`` are read by the shared loader (:mod:`protos.settings`), highest
+first: flags, ``SPLITINFER_PARTITION_<KEY>`` environment variables (e.g.
+``SPLITINFER_PARTITION_THREADS=2``; an unknown one is an error), the ``[partition]`` table
+of the TOML file given with ``--config``, then :class:`~partitioner.config.PartitionConfig`'s
+defaults. Keys are PartitionConfig's field names plus ``report_png``; the result is one
+frozen PartitionConfig, validated on construction.
 Errors a user can fix print one line and exit with status 2; nothing is left half-written.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import pathlib
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from partitioner.errors import PartitionerError
+from protos import settings
 from protos.errors import ContractError
+from protos.settings import SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -52,91 +58,57 @@ class ProgressPrinter:
 
 # --------------------------------------------------------------------------- partition
 
+#: Keys that are not PartitionConfig fields.
+_EXTRA_KEYS = {"report_png": Optional[pathlib.Path]}
+
+
+def _default(name: str) -> object:
+    """PartitionConfig's default for ``name`` (the one definition of every default)."""
+    from partitioner.config import PartitionConfig
+
+    return next(f.default for f in dataclasses.fields(PartitionConfig) if f.name == name)
+
 
 def _partition_parser() -> argparse.ArgumentParser:
+    from partitioner.codecs import WIRE_CODECS
+    from partitioner.config import DEFAULT_MODEL
+
+    d = _default
     p = argparse.ArgumentParser(
         prog="splitinfer partition",
         description="Split a model into verified, quantized head/tail pairs and write a bundle.",
-        epilog="Settings: flags > SPLITINFER_PARTITION_<OPTION> env > --config TOML [partition] > defaults.",
+        epilog=(f"Settings: flags > {ENV_PREFIX}<KEY> environment variables > the [partition] table of --config "
+                "> defaults. Every PartitionConfig field is a key (e.g. verify_frames, jpeg_quality, top_k, "
+                "color_order, mean, std), and so is report_png."),
     )
-    p.add_argument("model", help="an .onnx file (external data next to it) or the word 'mobilenet_v2'")
+    p.add_argument("model", help=f"an .onnx file (external data next to it) or the word {DEFAULT_MODEL!r}")
     p.add_argument("--out", required=True, type=pathlib.Path, help="bundle directory to write (atomically)")
     p.add_argument("--config", type=pathlib.Path, help="TOML file with a [partition] table")
-    p.add_argument("--name", dest="model_name", help="model name in the bundle (default: the file stem)")
+    p.add_argument("--name", "--model-name", dest="model_name", help="model name in the bundle (default: the file stem)")
     p.add_argument("--cuts", help="cuts to ship: tensor names or cut ids separated by ',', '+' joins the tensors of one multi-tensor cut")
-    p.add_argument("--max-cuts", type=int, help="keep at most N cuts including input/output (default 6)")
-    p.add_argument("--max-tensors", type=int, help="largest multi-tensor cut to consider (default 3)")
-    p.add_argument("--calibration", type=pathlib.Path, help="folder of images or a video (default: the sample video)")
-    p.add_argument("--calibration-frames", type=int, help="frames for the first INT8 calibration (default 32)")
-    p.add_argument("--frames", dest="fidelity_frames", type=int, help="real frames for the fidelity measurement (default 200)")
-    p.add_argument("--threshold", type=float, help="minimum top-1 agreement of the quantized pipeline (default 0.99)")
-    p.add_argument("--wire-codec", choices=("int8", "fp16", "fp32"), help="how activations travel (default int8)")
+    p.add_argument("--max-cuts", help=f"keep at most N cuts including input/output (default {d('max_cuts')})")
+    p.add_argument("--max-tensors", help=f"largest multi-tensor cut to consider (default {d('max_tensors')})")
+    p.add_argument("--calibration", help="folder of images or a video (default: the sample video)")
+    p.add_argument("--calibration-frames", help=f"frames for the first INT8 calibration (default {d('calibration_frames')})")
+    p.add_argument("--frames", "--fidelity-frames", dest="fidelity_frames",
+                   help=f"real frames for the fidelity measurement (default {d('fidelity_frames')})")
+    p.add_argument("--threshold", help=f"minimum top-1 agreement of the quantized pipeline (default {d('threshold')})")
+    p.add_argument("--wire-codec", choices=WIRE_CODECS, help=f"how activations travel (default {d('wire_codec')})")
     p.add_argument("--no-quantize", dest="quantize_heads", action="store_const", const=False, help="ship FP32 heads")
     p.add_argument("--tail-fp16", action="store_const", const=True, help="convert tails to FP16")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads for profiling (default 1; 0 = all)")
-    p.add_argument("--runs", dest="profile_runs", type=int, help="timed runs per profile (default 20)")
+    p.add_argument("--threads", help=f"ONNX Runtime intra-op threads for profiling (default {d('threads')}; 0 = all)")
+    p.add_argument("--runs", "--profile-runs", dest="profile_runs", help=f"timed runs per profile (default {d('profile_runs')})")
     p.add_argument("--input-size", help="HxW when the model's image size is symbolic, e.g. 224x224")
-    p.add_argument("--labels", type=pathlib.Path, help="JSON list or text file (one per line) of class names")
+    p.add_argument("--labels", help="JSON list or text file (one per line) of class names")
     p.add_argument("--overwrite", action="store_const", const=True, help="replace an existing bundle")
-    p.add_argument("--report-png", type=pathlib.Path, help="also write the split-computing figure here")
+    p.add_argument("--report-png", help="also write the split-computing figure here")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("-v", "--verbose", action="store_true", help="log every stage")
     return p
 
 
-_CONFIG_KEYS = {
-    "model_name": str, "cuts": str, "max_cuts": int, "max_tensors": int, "calibration": pathlib.Path,
-    "calibration_frames": int, "fidelity_frames": int, "threshold": float, "wire_codec": str,
-    "quantize_heads": bool, "tail_fp16": bool, "threads": int, "profile_runs": int, "input_size": str,
-    "labels": pathlib.Path, "overwrite": bool, "report_png": pathlib.Path,
-}
-
-
-def _coerce(key: str, value: Any, source: str) -> Any:
-    kind = _CONFIG_KEYS[key]
-    try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{source}: {key}={value!r} is not a valid {kind.__name__}") from None
-
-
-def _layered_settings(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, Any]:
-    settings: dict[str, Any] = {}
-    if args.config is not None:
-        import tomllib
-
-        try:
-            data = tomllib.loads(args.config.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ValueError(f"--config {str(args.config)!r}: {exc}") from None
-        table = data.get("partition", {})
-        unknown = sorted(set(table) - set(_CONFIG_KEYS))
-        if unknown:
-            raise ValueError(f"{args.config} [partition]: unknown keys {unknown}; expected some of {sorted(_CONFIG_KEYS)}")
-        settings.update({k: _coerce(k, v, str(args.config)) for k, v in table.items()})
-    for key in _CONFIG_KEYS:
-        env = environ.get(ENV_PREFIX + key.upper())
-        if env is not None:
-            settings[key] = _coerce(key, env, ENV_PREFIX + key.upper())
-    for key in _CONFIG_KEYS:
-        value = getattr(args, key, None)
-        if value is not None:
-            settings[key] = value
-    return settings
-
-
-def _read_labels(path: pathlib.Path) -> tuple[str, ...]:
-    import json
-
+def read_labels(path: pathlib.Path) -> tuple[str, ...]:
+    """Class names from a JSON list or a text file with one name per line."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         labels = json.loads(text)
@@ -146,33 +118,63 @@ def _read_labels(path: pathlib.Path) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
-def build_partition_config(argv: Sequence[str], environ: dict[str, str] | None = None):
-    """Parse flags, environment and TOML into a validated PartitionConfig (plus the report path)."""
-    from partitioner.pipeline import PartitionConfig
+def _parse_cuts(value: Any, source: str, base_dir: pathlib.Path) -> tuple[str, ...]:
+    """',' separates cuts; '+' joins the tensors of one multi-tensor cut (select_cuts wants ',' there)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise SettingsError(f"{source}: cuts = {value!r}: expected cut ids or tensor names separated by ','")
+    return tuple(item.strip().replace("+", ",") for item in items if item.strip())
+
+
+def _parse_input_size(value: Any, source: str, base_dir: pathlib.Path) -> tuple[int, int]:
+    parts = value.lower().split("x") if isinstance(value, str) else value
+    try:
+        h, w = (int(part) for part in parts)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{source}: input_size = {value!r}: expected HxW, e.g. 224x224") from None
+    return h, w
+
+
+def _parse_labels(value: Any, source: str, base_dir: pathlib.Path) -> tuple[str, ...]:
+    """A list of names (TOML), or a labels file; relative paths are relative to the TOML file."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise SettingsError(f"{source}: labels = {value!r}: expected a labels file or a list of class names")
+    path = pathlib.Path(os.path.expanduser(str(value).strip()))
+    path = path if path.is_absolute() else base_dir / path
+    try:
+        return read_labels(path)
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"{source}: labels = {str(value)!r}: {exc}") from exc
+
+
+def partition_schema() -> settings.Schema:
+    """The keys of ``splitinfer partition``: PartitionConfig's fields but the model and output, plus report_png."""
+    from partitioner.config import PartitionConfig
+
+    return settings.schema_of(
+        PartitionConfig, env_prefix=ENV_PREFIX, toml_table="partition", strict_env=True,
+        parsers={"cuts": _parse_cuts, "input_size": _parse_input_size, "labels": _parse_labels},
+        extra=_EXTRA_KEYS, exclude=("model", "out_dir"),
+    )
+
+
+def build_partition_config(argv: Sequence[str], environ: Mapping[str, str] | None = None):
+    """Parse flags, environment and TOML into a validated PartitionConfig; (config, report png path, parsed args)."""
+    from partitioner.config import DEFAULT_MODEL, PartitionConfig
 
     args = _partition_parser().parse_args(list(argv))
-    s = _layered_settings(args, dict(os.environ if environ is None else environ))
-    kwargs: dict[str, Any] = {"model": args.model, "out_dir": args.out}
-    for key in ("model_name", "max_cuts", "max_tensors", "calibration", "calibration_frames", "fidelity_frames",
-                "threshold", "wire_codec", "quantize_heads", "tail_fp16", "threads", "profile_runs", "overwrite"):
-        if key in s:
-            kwargs[key] = s[key]
-    if "cuts" in s and s["cuts"]:
-        # ',' separates cuts, '+' joins the tensors of one multi-tensor cut (select_cuts wants ',' there)
-        kwargs["cuts"] = tuple(part.strip().replace("+", ",") for part in s["cuts"].split(",") if part.strip())
-    if "input_size" in s:
-        try:
-            h, w = (int(v) for v in s["input_size"].lower().split("x"))
-        except ValueError:
-            raise ValueError(f"--input-size {s['input_size']!r} is not HxW, e.g. 224x224") from None
-        kwargs["input_size"] = (h, w)
-    if "labels" in s:
-        kwargs["labels"] = _read_labels(s["labels"])
-    if args.model != "mobilenet_v2" and not pathlib.Path(args.model).is_file():
-        raise ValueError(f"model {args.model!r} is not a file; expected an .onnx path or 'mobilenet_v2'")
-    config = PartitionConfig(**kwargs)
-    config.validate()
-    return config, s.get("report_png"), args
+    schema = partition_schema()
+    flags = {key: getattr(args, key, None) for key in schema.keys}
+    resolved = settings.resolve(schema, toml_path=args.config, env=os.environ if environ is None else environ,
+                                flags=flags)
+    values = dict(resolved.values)
+    report_png = values.pop("report_png", None)
+    if args.model != DEFAULT_MODEL and not pathlib.Path(args.model).is_file():
+        raise ValueError(f"model {args.model!r} is not a file; expected an .onnx path or {DEFAULT_MODEL!r}")
+    config = settings.build(PartitionConfig, values, model=args.model, out_dir=args.out)
+    return config, report_png, args
 
 
 def partition_main(argv: Sequence[str]) -> int:
@@ -203,12 +205,15 @@ def partition_main(argv: Sequence[str]) -> int:
 
 
 def _profile_parser() -> argparse.ArgumentParser:
+    from partitioner.profile import TimingConfig
+
+    timing = TimingConfig()
     p = argparse.ArgumentParser(prog="splitinfer profile",
                                 description="Re-measure a bundle's edge side (heads) on this device and store the profile in the bundle.")
     p.add_argument("bundle", type=pathlib.Path, help="bundle directory")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1; 0 = all)")
-    p.add_argument("--runs", type=int, default=20, help="timed runs per head after warm-up (default 20)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
+    p.add_argument("--threads", type=int, default=timing.threads, help="ONNX Runtime intra-op threads (default %(default)s; 0 = all)")
+    p.add_argument("--runs", type=int, default=timing.runs, help="timed runs per head after warm-up (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=timing.warmup, help="untimed warm-up runs (default %(default)s)")
     p.add_argument("--device", help="device description to record (default: detected)")
     p.add_argument("--frame", type=pathlib.Path, help="image or video to time on (default: the sample video)")
     return p
@@ -221,48 +226,17 @@ def _profile_frame(path: pathlib.Path | None):
     return calibration.read_frames(source, max_frames=1).frames[0]
 
 
-def profile_bundle(root: pathlib.Path, *, threads: int = 1, runs: int = 20, warmup: int = 5,
-                   device: str | None = None, frame=None) -> list[tuple[str, float]]:
-    """Time every head (and JPEG encoding for the input cut) here; write the edge profiles. (cut, head_ms) pairs."""
-    from protos import bundle as bundle_io
-    from partitioner import profile as profiling
-    from protos.preprocess import preprocess_bgr
-
-    bundle = bundle_io.read_bundle(root, bundle_io.Side.EDGE)
-    timing = profiling.TimingConfig(threads=threads, warmup=warmup, runs=runs)
-    frame = frame if frame is not None else _profile_frame(None)
-    x = preprocess_bgr(frame, bundle.manifest.input)
-    feed = {bundle.manifest.input.tensor.name: x}
-    device = device or profiling.describe_device()
-    measured: dict[str, object] = {}
-    for cut in bundle.manifest.cuts:
-        if cut.HasField("head"):
-            head_ms = profiling.time_model(bundle.path(cut.head).read_bytes(), feed, timing)
-        else:
-            head_ms = profiling.time_jpeg_encode(frame, bundle.manifest.input.jpeg_quality, timing)
-        measured[cut.id] = profiling.make_profile(head_ms, 0.0, timing, device)
-
-    def mutate(manifest) -> None:
-        for cut in manifest.cuts:
-            if cut.id in measured:
-                profiling.upsert_profile(cut.edge_profiles, measured[cut.id])
-
-    bundle_io.update_manifest(root, mutate, bundle_io.Side.EDGE)  # a Pi holds only edge/
-    return [(cut_id, p.head_ms) for cut_id, p in measured.items()]
-
-
 def profile_main(argv: Sequence[str]) -> int:
+    from partitioner import profile as profiling
+
     args = _profile_parser().parse_args(list(argv))
     try:
-        frame = _profile_frame(args.frame)
-        results = profile_bundle(args.bundle, threads=args.threads, runs=args.runs, warmup=args.warmup,
-                                 device=args.device, frame=frame)
+        timing = profiling.TimingConfig(threads=args.threads, warmup=args.warmup, runs=args.runs)
+        results = profiling.profile_bundle(args.bundle, _profile_frame(args.frame), timing, device=args.device)
     except (PartitionerError, ContractError, ValueError, FileNotFoundError) as exc:
         print(f"splitinfer profile: {exc}", file=sys.stderr)
         return 2
-    from partitioner.profile import describe_device
-
-    print(f"edge profile on {args.device or describe_device()}, {args.threads} thread(s), median of {args.runs} runs:")
+    print(f"edge profile on {args.device or profiling.describe_device()}, {args.threads} thread(s), median of {args.runs} runs:")
     for cut_id, ms in results:
         print(f"  {cut_id:<40} {ms:8.2f} ms")
     return 0
@@ -272,21 +246,23 @@ def profile_main(argv: Sequence[str]) -> int:
 
 
 def export_triton_main(argv: Sequence[str]) -> int:
+    from partitioner import triton_export
+
     p = argparse.ArgumentParser(prog="splitinfer export-triton",
                                 description="Write a bundle's tails as a Triton model repository (platform onnxruntime_onnx).")
     p.add_argument("bundle", type=pathlib.Path, help="bundle directory")
     p.add_argument("--out", required=True, type=pathlib.Path, help="model repository directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing repository")
-    p.add_argument("--max-batch-size", type=int, default=8, help="Triton max_batch_size (default 8)")
-    p.add_argument("--max-queue-delay-us", type=int, default=2000, help="dynamic batching delay (default 2000)")
+    p.add_argument("--max-batch-size", type=int, default=triton_export.DEFAULT_MAX_BATCH_SIZE,
+                   help="Triton max_batch_size (default %(default)s)")
+    p.add_argument("--max-queue-delay-us", type=int, default=triton_export.DEFAULT_MAX_QUEUE_DELAY_US,
+                   help="dynamic batching delay (default %(default)s)")
     args = p.parse_args(list(argv))
     if args.max_batch_size < 1 or args.max_queue_delay_us < 0:
         print("splitinfer export-triton: --max-batch-size must be >= 1 and --max-queue-delay-us >= 0", file=sys.stderr)
         return 2
-    from partitioner.triton_export import export_triton
-
     try:
-        written = export_triton(args.bundle, args.out, overwrite=args.overwrite, max_batch_size=args.max_batch_size,
+        written = triton_export.export_triton(args.bundle, args.out, overwrite=args.overwrite, max_batch_size=args.max_batch_size,
                                 max_queue_delay_us=args.max_queue_delay_us)
     except (PartitionerError, ContractError, ValueError, FileExistsError) as exc:
         print(f"splitinfer export-triton: {exc}", file=sys.stderr)

@@ -158,3 +158,38 @@ def upsert_profile(profiles, new: bundle_pb2.LatencyProfile) -> None:
             profiles[i].CopyFrom(new)
             return
     profiles.append(new)
+
+
+def profile_bundle(
+    root: str | os.PathLike[str],
+    frame_bgr: np.ndarray,
+    timing: TimingConfig = TimingConfig(),
+    *,
+    device: str | None = None,
+) -> list[tuple[str, float]]:
+    """Time every head of the bundle at ``root`` on ``frame_bgr`` here (JPEG encoding for
+    the ``input`` cut) and store the edge profiles in its manifest; (cut id, head ms) pairs.
+
+    Only ``manifest.json`` and ``edge/`` are needed, as on a Pi.
+    """
+    from protos import bundle as bundle_io
+    from protos.preprocess import preprocess_bgr
+
+    bundle = bundle_io.read_bundle(root, bundle_io.Side.EDGE)
+    feed = {bundle.manifest.input.tensor.name: preprocess_bgr(frame_bgr, bundle.manifest.input)}
+    device = device or describe_device()
+    measured: dict[str, bundle_pb2.LatencyProfile] = {}
+    for cut in bundle.manifest.cuts:
+        if cut.HasField("head"):
+            head_ms = time_model(bundle.path(cut.head).read_bytes(), feed, timing)
+        else:
+            head_ms = time_jpeg_encode(frame_bgr, bundle.manifest.input.jpeg_quality, timing)
+        measured[cut.id] = make_profile(head_ms, 0.0, timing, device)
+
+    def mutate(manifest: bundle_pb2.Manifest) -> None:
+        for cut in manifest.cuts:
+            if cut.id in measured:
+                upsert_profile(cut.edge_profiles, measured[cut.id])
+
+    bundle_io.update_manifest(root, mutate, bundle_io.Side.EDGE)
+    return [(cut_id, p.head_ms) for cut_id, p in measured.items()]

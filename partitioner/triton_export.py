@@ -24,6 +24,7 @@ import shutil
 
 from protos import bundle as bundle_io
 from protos import bundle_pb2
+from protos.names import INPUT_CUT, OUTPUT_CUT
 
 TRITON_DATATYPES = {
     "BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16", "UINT32": "TYPE_UINT32",
@@ -32,6 +33,8 @@ TRITON_DATATYPES = {
     "BYTES": "TYPE_STRING", "BF16": "TYPE_BF16",
 }
 TRITON_VERSION = "1"
+DEFAULT_MAX_BATCH_SIZE = 8
+DEFAULT_MAX_QUEUE_DELAY_US = 2000
 INPUT_CUT_NOTE = (
     "stock Triton cannot decode the JPEG the 'input' cut sends; this model takes the preprocessed "
     "float tensor instead (resize, crop, normalize as manifest.input says, on the client)"
@@ -56,14 +59,14 @@ def render_config(
     manifest: bundle_pb2.Manifest,
     cut: bundle_pb2.Cut,
     *,
-    max_batch_size: int = 8,
-    max_queue_delay_us: int = 2000,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US,
     instances: int = 1,
 ) -> str:
     """The ``config.pbtxt`` text of one tail model."""
-    if cut.id == bundle_io.OUTPUT_CUT or not cut.HasField("tail"):
+    if cut.id == OUTPUT_CUT or not cut.HasField("tail"):
         raise ValueError(f"cut {cut.id!r} has no tail to serve")
-    inputs = [manifest.input.tensor] if cut.id == bundle_io.INPUT_CUT else list(cut.tensors)
+    inputs = [manifest.input.tensor] if cut.id == INPUT_CUT else list(cut.tensors)
     lines = [
         f"name: {_quote(bundle_io.tail_model_name(manifest, cut.id))}",
         'platform: "onnxruntime_onnx"',
@@ -85,7 +88,7 @@ def render_config(
         "splitinfer_cut": cut.id,
         "splitinfer_model_version": manifest.model_version,
     }
-    if cut.id == bundle_io.INPUT_CUT:
+    if cut.id == INPUT_CUT:
         params["splitinfer_note"] = INPUT_CUT_NOTE
     for key, value in params.items():
         text += f"parameters {{\n  key: {_quote(key)}\n  value: {{ string_value: {_quote(value)} }}\n}}\n"
@@ -104,12 +107,12 @@ def _readme(manifest: bundle_pb2.Manifest, models: list[tuple[str, bundle_pb2.Cu
         "| --- | --- | --- |",
     ]
     for name, cut in models:
-        inputs = manifest.input.tensor.name if cut.id == bundle_io.INPUT_CUT else ", ".join(
+        inputs = manifest.input.tensor.name if cut.id == INPUT_CUT else ", ".join(
             f"{t.name} ({t.datatype})" for t in cut.tensors)
         lines.append(f"| `{name}` | {inputs} | {cut.tail_precision or 'fp32'} |")
     lines += [
         "",
-        f"Note on `{bundle_io.tail_model_name(manifest, bundle_io.INPUT_CUT)}`: {INPUT_CUT_NOTE}.",
+        f"Note on `{bundle_io.tail_model_name(manifest, INPUT_CUT)}`: {INPUT_CUT_NOTE}.",
         "splitinfer's own server accepts the JPEG directly; with stock Triton the edge must send the float tensor.",
         "",
         "Stock Triton ignores the `compression: zlib` tensor parameter; configure the edge without compression.",
@@ -123,8 +126,8 @@ def export_triton(
     out_dir: str | os.PathLike[str],
     *,
     overwrite: bool = False,
-    max_batch_size: int = 8,
-    max_queue_delay_us: int = 2000,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US,
 ) -> list[pathlib.Path]:
     """Write the repository; return the model directories written.
 

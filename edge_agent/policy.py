@@ -62,6 +62,10 @@ from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 from edge_agent.errors import ConfigError, PolicyError, UnknownCutError
+from edge_agent.estimates import (
+    Choice, bound, check_cuts, check_telemetry, compare, estimate_cuts, fmt_mj, fmt_ms, gain_pct, is_number,
+    is_positive, runner_up,
+)
 from edge_agent.power import PI4_DEFAULT, PowerModel
 from protos.names import INPUT_CUT, OUTPUT_CUT
 from edge_agent.types import CutEstimate, CutProfile, Decision, Mode, Objective, Telemetry
@@ -102,7 +106,7 @@ class PolicyConfig:
             raise ConfigError(
                 f"policy.objective = {self.objective!r}; expected one of {', '.join(o.value for o in Objective)}"
             )
-        if self.slo_ms is not None and not _positive(self.slo_ms):
+        if self.slo_ms is not None and not is_positive(self.slo_ms):
             raise ConfigError(f"policy.slo_ms = {self.slo_ms!r}; expected a number of milliseconds > 0")
         if self.objective is Objective.SLO and self.slo_ms is None:
             raise ConfigError("policy.objective = 'slo' needs policy.slo_ms (a latency bound in ms > 0)")
@@ -113,7 +117,7 @@ class PolicyConfig:
             ("battery_resume_pct", self.battery_resume_pct, 0.0, 100.0),
         )
         for name, value, low, high in checks:
-            if not _number(value) or not low <= value <= high:
+            if not is_number(value) or not low <= value <= high:
                 raise ConfigError(f"policy.{name} = {value!r}; expected a number in [{low:g}, {high:g}]")
         if self.battery_resume_pct < self.battery_low_pct:
             raise ConfigError(
@@ -122,19 +126,8 @@ class PolicyConfig:
             )
         for name in ("prior_uplink_kbps", "prior_rtt_ms"):
             value = getattr(self, name)
-            if not _number(value) or value <= 0 or math.isinf(value):
+            if not is_number(value) or value <= 0 or math.isinf(value):
                 raise ConfigError(f"policy.{name} = {value!r}; expected a finite number > 0")
-
-
-@dataclass(frozen=True)
-class _Choice:
-    """What the objective picks among the available estimates."""
-
-    best: CutEstimate
-    metric: str  # "latency" or "energy"
-    ranked: tuple[CutEstimate, ...]  # candidates in the metric's order
-    note: str  # objective context for the reason
-    meets_slo: frozenset[str]  # ids meeting the SLO (SLO objective only)
 
 
 class SplitPolicy:
@@ -146,7 +139,7 @@ class SplitPolicy:
 
     def __init__(self, cuts: Sequence[CutProfile], config: Optional[PolicyConfig] = None,
                  power: PowerModel = PI4_DEFAULT) -> None:
-        _check_cuts(cuts)
+        check_cuts(cuts)
         config = config if config is not None else PolicyConfig()
         self._cuts = tuple(sorted(cuts, key=lambda c: (c.order, c.cut_id)))
         self._by_id = {c.cut_id: c for c in self._cuts}
@@ -228,7 +221,7 @@ class SplitPolicy:
     def observe(self, telemetry: Telemetry, now_ms: int) -> None:
         """Take a new telemetry sample (replaces the previous one); illegal values raise ``PolicyError``."""
         self._check_time(now_ms)
-        _check_telemetry(telemetry)
+        check_telemetry(telemetry)
         self._now_ms = now_ms
         self._telemetry = telemetry
         self._cloud_available = telemetry.cloud_available
@@ -293,7 +286,7 @@ class SplitPolicy:
             raise PolicyError(
                 f"objective {objective!r} is not one of {', '.join(o.value for o in Objective)}"
             )
-        if slo_ms is not None and not _positive(slo_ms):
+        if slo_ms is not None and not is_positive(slo_ms):
             raise PolicyError(f"slo_ms = {slo_ms!r}; expected a number of milliseconds > 0")
         if objective is Objective.SLO and slo_ms is None:
             raise PolicyError("the 'slo' objective needs slo_ms (a latency bound in ms > 0); got none")
@@ -369,53 +362,35 @@ class SplitPolicy:
         return min(max(t.server_compute_ms / current.tail_ms, low), high)
 
     def _estimate_all(self) -> list[CutEstimate]:
-        t = self._telemetry
         uplink, _, rtt, _ = self._network()
-        scale = self._server_scale()
-        queue = t.server_queue_ms or 0.0
-        out = []
-        for cut in self._cuts:
-            head = cut.head_ms * t.slowdown_factor
-            if cut.is_output:
-                out.append(CutEstimate(cut.cut_id, head, 0.0, 0.0, head, self._power.energy_mj(head, 0, uplink, 0.0)))
-                continue
-            server = queue + cut.tail_ms * scale
-            wire = cut.wire_bytes * 8.0 / uplink if uplink > 0 else math.inf
-            latency = head + wire + rtt + server
-            energy = self._power.energy_mj(head, cut.wire_bytes, uplink, rtt + server)
-            why = ""
-            if not self._cloud_available:
-                why = "cloud unavailable"
-            elif uplink <= 0:
-                why = "uplink 0 kbps"
-            out.append(CutEstimate(cut.cut_id, head, wire, server, latency, energy, available=not why,
-                                   unavailable_reason=why))
-        return out
+        return estimate_cuts(self._cuts, self._telemetry, uplink_kbps=uplink, rtt_ms=rtt,
+                             server_scale=self._server_scale(), cloud_available=self._cloud_available,
+                             power=self._power)
 
-    def _select(self, ests: dict[str, CutEstimate], objective: Objective, slo: Optional[float]) -> _Choice:
+    def _select(self, ests: dict[str, CutEstimate], objective: Objective, slo: Optional[float]) -> Choice:
         avail = [e for e in ests.values() if e.available]
         order = {c.cut_id: c.order for c in self._cuts}
         by_latency = sorted(avail, key=lambda e: (e.latency_ms, e.energy_mj, order[e.cut_id]))
         by_energy = sorted(avail, key=lambda e: (e.energy_mj, e.latency_ms, order[e.cut_id]))
         if objective is Objective.LATENCY:
-            return _Choice(by_latency[0], "latency", tuple(by_latency), "objective latency", frozenset())
+            return Choice(by_latency[0], "latency", tuple(by_latency), "objective latency", frozenset())
         if objective is Objective.ENERGY:
             note = "objective energy"
             if self._battery_low:
                 t = self._telemetry
                 note = (f"battery {t.battery_pct:.0f}% discharging (< {self._config.battery_low_pct:g}%): "
                         "objective energy")
-            return _Choice(by_energy[0], "energy", tuple(by_energy), note, frozenset())
+            return Choice(by_energy[0], "energy", tuple(by_energy), note, frozenset())
         assert slo is not None
         feasible = [e for e in by_energy if e.latency_ms <= slo]
         meets = frozenset(e.cut_id for e in feasible)
         if feasible:
             note = f"objective energy within SLO {slo:g} ms ({len(feasible)}/{len(avail)} cuts meet it)"
-            return _Choice(feasible[0], "energy", tuple(feasible), note, meets)
+            return Choice(feasible[0], "energy", tuple(feasible), note, meets)
         fastest = by_latency[0]
-        note = (f"no cut meets SLO {slo:g} ms (fastest {fastest.cut_id} {_ms(fastest.latency_ms)}): "
+        note = (f"no cut meets SLO {slo:g} ms (fastest {fastest.cut_id} {fmt_ms(fastest.latency_ms)}): "
                 "minimum latency instead")
-        return _Choice(fastest, "latency", tuple(by_latency), note, meets)
+        return Choice(fastest, "latency", tuple(by_latency), note, meets)
 
     def _on_priors(self) -> bool:
         """True while the uplink or the RTT is still the configured prior, not a measurement."""
@@ -446,21 +421,21 @@ class SplitPolicy:
         elif last is not None and last.objective is not objective:
             forced_why = f"objective {last.objective.value} -> {objective.value}"
         elif last is not None and self._last_slo != slo:
-            forced_why = f"SLO {_bound(self._last_slo)} -> {_bound(slo)}"
+            forced_why = f"SLO {bound(self._last_slo)} -> {bound(slo)}"
         elif not cur.available:
             forced_why = f"{cur_id} unavailable ({cur.unavailable_reason})"
         elif self._last_on_priors and not self._on_priors():
             forced_why = "first measurements replace the priors"
 
         if forced_why or best.cut_id == cur_id:
-            other = cur if (cur is not None and cur.cut_id != best.cut_id) else _runner_up(choice)
-            cmp = _compare(best, other, choice.metric)
+            other = cur if (cur is not None and cur.cut_id != best.cut_id) else runner_up(choice)
+            cmp = compare(best, other, choice.metric)
             prefix = f"{forced_why}: " if forced_why else ""
             return best.cut_id, f"{prefix}{uplink_txt}: {cmp}{tail}"
 
         assert cur is not None and cur_id is not None
-        gain = _gain(cur, best, choice)
-        cmp = _compare(best, cur, choice.metric)
+        gain = gain_pct(cur, best, choice)
+        cmp = compare(best, cur, choice.metric)
         dwell_left = self._since_ms + self._config.min_dwell_ms - now_ms
         if dwell_left > 0:
             return cur_id, f"{uplink_txt}: {cmp}{tail}; keeping {cur_id}, dwell {dwell_left:.0f} ms left"
@@ -476,117 +451,18 @@ class SplitPolicy:
         assert self._pinned is not None
         pinned = ests[self._pinned]
         best = self._select(ests, objective, slo).best
-        text = f"pinned to {pinned.cut_id} by operator ({_ms(pinned.latency_ms)}, {_mj(pinned.energy_mj)})"
+        text = f"pinned to {pinned.cut_id} by operator ({fmt_ms(pinned.latency_ms)}, {fmt_mj(pinned.energy_mj)})"
         if best.cut_id != pinned.cut_id:
-            text += f"; auto would choose {best.cut_id} ({_ms(best.latency_ms)}, {_mj(best.energy_mj)})"
+            text += f"; auto would choose {best.cut_id} ({fmt_ms(best.latency_ms)}, {fmt_mj(best.energy_mj)})"
         return pinned.cut_id, text
 
     def _fallback(self, ests: dict[str, CutEstimate]) -> tuple[str, str]:
         local = ests[OUTPUT_CUT]
-        text = f"cloud unavailable: running {OUTPUT_CUT} locally ({_ms(local.latency_ms)})"
+        text = f"cloud unavailable: running {OUTPUT_CUT} locally ({fmt_ms(local.latency_ms)})"
         if self._pinned is not None:
             text = (f"cloud unavailable: pinned {self._pinned} needs the server; running {OUTPUT_CUT} locally "
-                    f"({_ms(local.latency_ms)})")
+                    f"({fmt_ms(local.latency_ms)})")
         return OUTPUT_CUT, text
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _number(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and not math.isnan(value)
-
-
-def _positive(value: object) -> bool:
-    return _number(value) and math.isfinite(value) and value > 0  # type: ignore[operator,arg-type]
-
-
-def _check_cuts(cuts: Sequence[CutProfile]) -> None:
-    if not cuts:
-        raise PolicyError("no cuts given; expected the bundle's cuts including 'output'")
-    seen: set[str] = set()
-    for cut in cuts:
-        if not isinstance(cut, CutProfile):
-            raise PolicyError(f"{cut!r} is not a CutProfile")
-        if cut.cut_id in seen:
-            raise PolicyError(f"cut {cut.cut_id!r} appears twice")
-        seen.add(cut.cut_id)
-        for name in ("head_ms", "tail_ms", "wire_bytes"):
-            value = getattr(cut, name)
-            if not _number(value) or value < 0 or math.isinf(value):
-                raise PolicyError(f"cut {cut.cut_id!r}: {name} = {value!r}; expected a finite number >= 0")
-    if OUTPUT_CUT not in seen:
-        raise PolicyError(f"no {OUTPUT_CUT!r} cut (have {sorted(seen)}); the policy needs it for local fallback")
-
-
-def _check_telemetry(t: Telemetry) -> None:
-    if not isinstance(t, Telemetry):
-        raise PolicyError(f"{t!r} is not a Telemetry value")
-
-    def bad(name: str, expected: str) -> PolicyError:
-        return PolicyError(f"telemetry.{name} = {getattr(t, name)!r}; expected {expected}")
-
-    if t.battery_pct is not None and (not _number(t.battery_pct) or not 0 <= t.battery_pct <= 100):
-        raise bad("battery_pct", "a percentage in [0, 100] or None")
-    for name in ("uplink_kbps", "rtt_ms", "server_queue_ms", "server_compute_ms"):
-        value = getattr(t, name)
-        if value is not None and (not _number(value) or value < 0 or math.isinf(value)):
-            raise bad(name, "a finite number >= 0 or None")
-    if not _positive(t.slowdown_factor):
-        raise bad("slowdown_factor", "a finite number > 0")
-    if t.cpu_load_pct is not None and not _number(t.cpu_load_pct):
-        raise bad("cpu_load_pct", "a number or None")
-    if t.cpu_temp_c is not None and not _number(t.cpu_temp_c):
-        raise bad("cpu_temp_c", "a number or None")
-
-
-def _metric(e: CutEstimate, metric: str) -> float:
-    return e.latency_ms if metric == "latency" else e.energy_mj
-
-
-def _runner_up(choice: _Choice) -> Optional[CutEstimate]:
-    for e in choice.ranked:
-        if e.cut_id != choice.best.cut_id:
-            return e
-    return None
-
-
-def _gain(cur: CutEstimate, best: CutEstimate, choice: _Choice) -> float:
-    """How much better best is than the current cut, in percent of the current value."""
-    if choice.meets_slo and cur.cut_id not in choice.meets_slo:
-        return math.inf
-    old, new = _metric(cur, choice.metric), _metric(best, choice.metric)
-    if math.isinf(old):
-        return math.inf
-    if old <= 0:
-        return 0.0
-    return (old - new) / old * 100.0
-
-
-def _compare(best: CutEstimate, other: Optional[CutEstimate], metric: str) -> str:
-    fmt = _ms if metric == "latency" else _mj
-    a = _metric(best, metric)
-    if other is None:
-        return f"{best.cut_id} {fmt(a)} (only available cut)"
-    b = _metric(other, metric)
-    rel = "<" if a < b else ("=" if a == b else ">")
-    pct = ""
-    if math.isfinite(b) and b > 0:
-        pct = f" ({(a - b) / b * 100:+.0f}%)"
-    return f"{best.cut_id} {fmt(a)} {rel} {other.cut_id} {fmt(b)}{pct}"
-
-
-def _bound(slo: Optional[float]) -> str:
-    return "none" if slo is None else f"{slo:g} ms"
-
-
-def _ms(value: float) -> str:
-    if math.isinf(value):
-        return "inf ms"
-    return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
-
-
-def _mj(value: float) -> str:
-    if math.isinf(value):
-        return "inf mJ"
-    return f"{value:.1f} mJ" if value < 10 else f"{value:.0f} mJ"

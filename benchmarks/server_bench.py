@@ -516,15 +516,7 @@ def measure_throughput(bundle_root: pathlib.Path, cut_id: str | None, seconds: f
                 # one channel per 8 clients: several HTTP/2 connections, like several edge devices
                 channels = [grpc_channel(serve.port) for _ in range(max(1, clients // 8))]
                 # pre-serialized request, reply left as bytes: the load generator costs as little as it can
-                calls = [c.unary_unary(MODEL_INFER) for c in channels]
-                counter = iter(range(10**12))
-                lock = threading.Lock()
-
-                def call() -> None:
-                    with lock:
-                        i = next(counter)
-                    calls[i % len(calls)](request_bytes, timeout=60)
-
+                call = _round_robin([c.unary_unary(MODEL_INFER) for c in channels], request_bytes)
                 spoint = run_closed_loop(call, clients, seconds, warmup_s)
                 raw.setdefault(f"server.clients{clients}", []).append(spoint)
                 for c in channels:
@@ -534,14 +526,7 @@ def measure_throughput(bundle_root: pathlib.Path, cut_id: str | None, seconds: f
                       f"p99 {spoint.get('p99_ms')} ms)", flush=True)
                 if triton is not None:
                     tchannels = [grpc_channel(triton.port) for _ in range(max(1, clients // 8))]
-                    tcalls = [c.unary_unary(MODEL_INFER) for c in tchannels]
-                    tcounter = iter(range(10**12))
-
-                    def tcall() -> None:
-                        with lock:
-                            i = next(tcounter)
-                        tcalls[i % len(tcalls)](triton_bytes, timeout=60)
-
+                    tcall = _round_robin([c.unary_unary(MODEL_INFER) for c in tchannels], triton_bytes)
                     tpoint = run_closed_loop(tcall, clients, seconds, warmup_s)
                     raw.setdefault(f"pytriton.clients{clients}", []).append(tpoint)
                     for c in tchannels:
@@ -561,7 +546,7 @@ def measure_throughput(bundle_root: pathlib.Path, cut_id: str | None, seconds: f
         server["exit_code"] = serve.stop()
         if triton is not None:
             triton.stop()
-    del session
+    session = None  # release the in-process session before the next measurement
 
     in_process: dict[str, Any] = {}
     pytriton: dict[str, Any] = {}
@@ -606,11 +591,24 @@ def measure_throughput(bundle_root: pathlib.Path, cut_id: str | None, seconds: f
     return result
 
 
+def _round_robin(calls: list[Any], payload: bytes) -> Callable[[], None]:
+    """One closed-loop call: the pre-serialized request over the channels in turn."""
+    counter = iter(range(10**12))
+    lock = threading.Lock()
+
+    def call() -> None:
+        with lock:
+            i = next(counter)
+        calls[i % len(calls)](payload, timeout=60)
+
+    return call
+
+
 def measure_round_trips(work: pathlib.Path, repeats: int) -> dict[str, Any]:
     payload = build_payload_bundle(work / "payload")
     serve = ServeProcess(["--bundle", str(payload), "--port", "0", "--metrics-port", "off", "--no-discovery",
                           "--max-batch-size", "1", "--log-level", "INFO"])
-    from protos import inference_pb2, inference_pb2_grpc
+    from protos import inference_pb2_grpc
     from protos.wire import parameters_from_proto
 
     out: dict[str, Any] = {"method": f"median and p99 of {repeats} sequential ModelInfer calls, one client, "

@@ -120,3 +120,50 @@ def test_profile_on_an_edge_only_copy(model_path: pathlib.Path, capsys: pytest.C
     profiled = bundle_io.read_bundle(edge, bundle_io.Side.EDGE)
     assert all("pi-zero" in [p.device for p in c.edge_profiles] for c in profiled.manifest.cuts)
     assert profiled.content_hash == bundle_io.read_bundle(root / "bundle").content_hash
+
+
+def test_every_config_field_is_a_key_and_files_are_relative_to_the_toml(tmp_path: pathlib.Path,
+                                                                        model_path: pathlib.Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "classes.txt").write_text("cat\ndog\n")
+    toml = conf / "split.toml"
+    toml.write_text('[partition]\nlabels = "classes.txt"\ninput_size = "40x48"\njpeg_quality = 70\n'
+                    'mean = [0.5]\nstd = [0.25]\nreport_png = "fig.png"\ncuts = ["stem_relu", "a+b"]\n')
+    argv = [str(model_path), "--out", str(tmp_path / "b"), "--config", str(toml)]
+    config, report_png, _ = cli.build_partition_config(argv, environ={"SPLITINFER_PARTITION_TOP_K": "2"})
+    assert config.labels == ("cat", "dog") and config.input_size == (40, 48) and config.jpeg_quality == 70
+    assert (config.mean, config.std, config.top_k) == ((0.5,), (0.25,), 2)
+    assert config.cuts == ("stem_relu", "a,b")
+    assert report_png == conf / "fig.png"
+    config, _, _ = cli.build_partition_config(argv + ["--input-size", "32x32", "--no-quantize"], environ={})
+    assert config.input_size == (32, 32) and config.quantize_heads is False
+
+
+@pytest.mark.parametrize(("extra", "environ", "message"), [
+    (["--input-size", "32by32"], {}, "flag --input-size: input_size = '32by32': expected HxW, e.g. 224x224"),
+    (["--threads", "two"], {}, "flag --threads: threads = 'two': expected an integer"),
+    (["--labels", "missing.txt"], {}, "flag --labels: labels = 'missing.txt': "),
+    ([], {"SPLITINFER_PARTITION_THREDS": "2"}, "environment variable SPLITINFER_PARTITION_THREDS: unknown key 'threds'"),
+    ([], {"SPLITINFER_PARTITION_THRESHOLD": "1.5"}, "threshold=1.5 is invalid"),
+])
+def test_bad_settings_name_their_source(model_path: pathlib.Path, extra: list[str], environ: dict[str, str],
+                                        message: str) -> None:
+    argv = [str(model_path), "--out", str(model_path.parent / "b"), *extra]
+    with pytest.raises(ValueError) as exc:
+        cli.build_partition_config(argv, environ=environ)
+    assert message in str(exc.value)
+
+
+def test_help_reads_the_config_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from partitioner.config import PartitionConfig
+
+    defaults = PartitionConfig(model="m.onnx", out_dir=pathlib.Path("b"))
+    with pytest.raises(SystemExit):
+        top.main(["partition", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase, value in (("including input/output", defaults.max_cuts),
+                          ("for the fidelity measurement", defaults.fidelity_frames),
+                          ("of the quantized pipeline", defaults.threshold), ("timed runs per profile", defaults.profile_runs),
+                          ("for the first INT8 calibration", defaults.calibration_frames)):
+        assert f"{phrase} (default {value})" in text, phrase

@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test install protos bench clean
+.PHONY: demo test lint install protos bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-test: $(STAMP)
+# Static checks first (ruff: likely bugs; mypy: the pure modules), then the suite.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -290,7 +290,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"  cold start -> first result  {figures['cold_start_s']:8.2f} s    (goal <= {GOALS['cold_start_s']:g})")
     print(f"  pipelined frames/s          {pipelined['fps']:8.2f}      bound {bound_fps:.2f} ({slowest}), "
           f"ratio {ratio:.2f} (goal >= {GOALS['pipeline_ratio']}); sequential {sequential_fps:.2f}")
-    print(f"  stage ms: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
+    print("  stage ms: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
     print(f"  runtime overhead / frame    {figures['overhead_ms']:8.3f} ms   (goal <= {GOALS['overhead_ms']:g}; "
           f"p90 {paced['overhead_ms']['p90']} ms, paced {args.paced_fps:g} fps)")
     print(f"  results by path: {pipelined['paths']}; torch imported: {pipelined['torch_imported']}, "

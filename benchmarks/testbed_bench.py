@@ -101,7 +101,7 @@ class Bench:
         self.model_version = tail_model_version(m)
         self.input_model = tail_model_name(m, "input") if "input" in self.bundle.cut_ids else ""
         self.input_tensor = self.bundle.cut("input").tensors[0].name if self.input_model else ""
-        self.namespaced = getattr(testbed, "kind") == "namespaces"
+        self.namespaced = testbed.kind == "namespaces"
         self.server_port = SERVER_PORT if self.namespaced else LOOPBACK_SERVER_PORT
         self.proxy_port = PROXY_PORT if self.namespaced else LOOPBACK_PROXY_PORT
         self.server: Optional[Proc] = None

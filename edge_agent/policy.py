@@ -347,11 +347,9 @@ class SplitPolicy:
 
     def _network(self) -> tuple[float, bool, float, bool]:
         t, cfg = self._telemetry, self._config
-        uplink_prior = t.uplink_kbps is None
-        rtt_prior = t.rtt_ms is None
-        uplink = cfg.prior_uplink_kbps if uplink_prior else t.uplink_kbps
-        rtt = cfg.prior_rtt_ms if rtt_prior else t.rtt_ms
-        return float(uplink), uplink_prior, float(rtt), rtt_prior
+        uplink = cfg.prior_uplink_kbps if t.uplink_kbps is None else t.uplink_kbps
+        rtt = cfg.prior_rtt_ms if t.rtt_ms is None else t.rtt_ms
+        return float(uplink), t.uplink_kbps is None, float(rtt), t.rtt_ms is None
 
     def _server_scale(self) -> float:
         t = self._telemetry

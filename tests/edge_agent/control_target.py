@@ -80,7 +80,7 @@ class TableTarget:
             raise UnknownCutError(cut_id, list(CUTS))
         with self.lock:
             self.now_ms += 1
-            self.decision = Decision(cut_id, Mode.PINNED, f"pinned by operator", self.objective, self.now_ms)
+            self.decision = Decision(cut_id, Mode.PINNED, "pinned by operator", self.objective, self.now_ms)
         self._publish(self.decision)
         return self.decision
 

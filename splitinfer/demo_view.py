@@ -1,0 +1,259 @@
+"""What ``splitinfer demo`` shows: the live table of results and the summary that adds them up.
+
+Pure formatting and arithmetic over :class:`~edge_agent.results.FrameResult` values and
+the emulated link's state; :mod:`splitinfer.demo` wires it to the running agent.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, TextIO
+
+import numpy as np
+
+from edge_agent.link import EmulatedTransport, LinkState
+from edge_agent.results import FrameResult
+
+class RecentLog(logging.Handler):
+    """Keeps the last few log lines for the live view's header (instead of printing them)."""
+
+    def __init__(self, keep: int = 3) -> None:
+        super().__init__(level=logging.INFO)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        self._lines: deque[str] = deque(maxlen=keep)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._lines.append(self.format(record).splitlines()[0])
+
+    def recent(self) -> list[str]:
+        return list(self._lines)
+
+
+EVENTS = RecentLog()
+
+
+@dataclass
+class Row:
+    result: FrameResult
+    uplink_kbps: Optional[float]
+    link: str
+    reason: str
+    phase: int
+    t_s: float
+
+
+def _top1(result: FrameResult) -> tuple[Optional[int], str, float]:
+    top = result.payload.get("top_k") or []
+    if not top:
+        return None, str(result.payload.get("error", "-"))[:24], 0.0
+    return int(top[0]["index"]), str(top[0]["label"]), float(top[0]["score"])
+
+
+COLUMNS = ("frame  top-1                      cut            ran on    total   pre  head  wire  srv  local"
+           "   uplink est  link now           reason")
+
+
+def short_link(state: LinkState) -> str:
+    """``100 Mbps +2ms`` / ``400 kbps +40ms`` / ``down``: the table's "link now" column."""
+    if not state.up:
+        return "down"
+    if state.uplink_kbps is None:
+        rate = "unshaped"
+    elif state.uplink_kbps >= 1000:
+        rate = f"{state.uplink_kbps / 1000:g} Mbps"
+    else:
+        rate = f"{state.uplink_kbps:g} kbps"
+    return f"{rate} +{state.delay_ms:g}ms"
+
+
+def format_row(row: Row, width: int) -> str:
+    r = row.result
+    _, label, score = _top1(r)
+    lat = r.latency_ms
+    where = {"split": "edge+cloud", "cloud": "cloud", "local": "edge", "fallback": "edge*"}.get(r.path.value, r.path.value)
+    est = f"{row.uplink_kbps:,.0f} kbps" if row.uplink_kbps else "-"
+    line = (
+        f"{r.frame_id:5d}  {label[:20]:<20} {score:4.2f}  {r.cut[:13]:<13}  {where:<8}"
+        f"{lat.get('total', 0):7.1f} {lat.get('preprocess', 0):5.1f} {lat.get('head', 0):5.1f}"
+        f" {lat.get('wire', 0):5.1f} {lat.get('server', 0):4.1f} {lat.get('tail_local', 0):6.1f}"
+        f"  {est:>11}  {row.link[:17]:<17}  {row.reason}"
+    )
+    return line[:width] if width > 0 else line
+
+
+class DemoView:
+    """The result sink: keeps every row, draws the live table (or plain lines when headless)."""
+
+    def __init__(self, out: TextIO, *, headless: bool, link: EmulatedTransport, phases: Sequence[str],
+                 control_hint: str, start_unix_ms: float) -> None:
+        self.out = out
+        self.headless = headless
+        self.link = link
+        self.phases = list(phases)
+        self.control_hint = control_hint
+        self.start_unix_ms = start_unix_ms
+        self.agent: Any = None
+        self.rows: list[Row] = []
+        self._last_draw = 0.0
+        self._closed = False
+        self._lock = threading.Lock()
+        if headless:
+            out.write(COLUMNS + "\n")
+        else:
+            out.write("\x1b[2J\x1b[?25l")
+
+    def phase_of(self, t_s: float) -> int:
+        states = self.link.emulator.trace.states
+        index = 0
+        for i, state in enumerate(states):
+            if state.time_s <= t_s:
+                index = i
+        return index
+
+    def write(self, result: FrameResult) -> None:
+        snapshot = self.agent.snapshot() if self.agent is not None else None
+        t_s = max(0.0, (result.capture_unix_ms - self.start_unix_ms) / 1000.0)
+        row = Row(
+            result=result,
+            uplink_kbps=snapshot.telemetry.uplink_kbps if snapshot else None,
+            link=short_link(self.link.emulator.state_at(t_s)),
+            reason=snapshot.decision.reason if snapshot else "",
+            phase=self.phase_of(t_s),
+            t_s=t_s,
+        )
+        with self._lock:
+            self.rows.append(row)
+            if self.headless:
+                self.out.write(format_row(row, 0) + "\n")
+                self.out.flush()
+            else:
+                now = time.monotonic()
+                if now - self._last_draw >= 0.1:
+                    self._last_draw = now
+                    self._draw(snapshot)
+
+    def _draw(self, snapshot: Any) -> None:
+        size = shutil.get_terminal_size((160, 40))
+        state = self.link.current_state()
+        header = [
+            f"splitinfer demo — {len(self.rows)} results   emulated link now: {state.describe()}"
+            f"   (phase {self.phases[self.phase_of(self.link.elapsed_s())]})",
+        ]
+        if snapshot is not None:
+            d = snapshot.decision
+            header.append(f"cut {d.cut_id} ({d.mode.value}, {d.objective.value}) — {d.reason}")
+            paths = ", ".join(f"{k} {v}" for k, v in sorted(snapshot.results_by_path.items()))
+            header.append(f"captured {snapshot.frames_captured}  results {snapshot.results}  by path: {paths}")
+        header += [f"log: {line}" for line in EVENTS.recent()]
+        header += [self.control_hint, "", COLUMNS]
+        rows = self.rows[-max(3, size.lines - len(header) - 2):]
+        lines = header + [format_row(r, size.columns) for r in rows]
+        self.out.write("\x1b[H" + "".join(line[: size.columns] + "\x1b[K\n" for line in lines) + "\x1b[J")
+        self.out.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self.headless:
+            with self._lock:
+                self._draw(self.agent.snapshot() if self.agent is not None else None)
+            self.out.write("\x1b[?25h\n")
+            self.out.flush()
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int, reference: dict[int, int],
+              phases: Sequence[str], link: EmulatedTransport, wall_s: float) -> dict:
+    """Everything the summary prints, as plain data (also written by ``--summary-json``)."""
+    ordered = sorted(rows, key=lambda r: r.result.frame_id)
+    paths = Counter(r.result.path.value for r in ordered)
+    latency: dict[str, list[float]] = defaultdict(list)
+    for r in ordered:
+        latency[r.result.path.value].append(float(r.result.latency_ms.get("total", 0.0)))
+    compared = agree = 0
+    for r in ordered:
+        index, _, _ = _top1(r.result)
+        if r.result.frame_id in reference and index is not None:
+            compared += 1
+            agree += int(reference[r.result.frame_id] == index)
+    runs: list[dict] = []
+    for r in ordered:
+        if runs and runs[-1]["cut"] == r.result.cut:
+            run = runs[-1]
+            run["last_frame"], run["end_s"] = r.result.frame_id, round(r.t_s, 2)
+            run["frames"] += 1
+            run["paths"][r.result.path.value] = run["paths"].get(r.result.path.value, 0) + 1
+        else:
+            runs.append({"cut": r.result.cut, "first_frame": r.result.frame_id, "last_frame": r.result.frame_id,
+                         "start_s": round(r.t_s, 2), "end_s": round(r.t_s, 2), "frames": 1,
+                         "paths": {r.result.path.value: 1}})
+    states = link.emulator.trace.states
+    phase_rows = []
+    for i, state in enumerate(states):
+        members = [r for r in ordered if r.phase == i]
+        end = states[i + 1].time_s if i + 1 < len(states) else None
+        phase_rows.append({
+            "phase": phases[i] if i < len(phases) else f"row {i}",
+            "link": state.describe(), "start_s": state.time_s, "end_s": end,
+            "frames": len(members),
+            "paths": dict(Counter(r.result.path.value for r in members)),
+            "cuts": dict(Counter(r.result.cut for r in members)),
+            "mean_latency_ms": round(float(np.mean([r.result.latency_ms.get("total", 0.0) for r in members])), 2)
+            if members else None,
+        })
+    return {
+        "frames": frames_captured,
+        "results": len(ordered),
+        "frames_equal_results": frames_captured == len(ordered),
+        "frames_dropped": frames_dropped,
+        "paths": dict(paths),
+        "mean_latency_ms_by_path": {k: round(float(np.mean(v)), 2) for k, v in sorted(latency.items())},
+        "agreement": {"frames": compared, "agree": agree,
+                      "top1_agreement": round(agree / compared, 4) if compared else None,
+                      "reference": "full fp32 model, run locally on the same frames"},
+        "cuts_over_time": runs,
+        "phases": phase_rows,
+        "link": "emulated in user space (edge_agent.link), not a real network",
+        "wall_s": round(wall_s, 1),
+    }
+
+
+def render_summary(s: dict) -> str:
+    lines = ["", "=== summary ==="]
+    if s.get("setup"):
+        lines.append(f"setup: {s['setup']}; link {s['link']}")
+    equal = "equal" if s["frames_equal_results"] else "NOT EQUAL"
+    lines.append(f"frames {s['frames']}, results {s['results']} ({equal}), dropped {s['frames_dropped']}, "
+                 f"wall time {s['wall_s']} s")
+    a = s["agreement"]
+    if a["frames"]:
+        lines.append(f"top-1 agreement with the full FP32 model: {a['agree']}/{a['frames']} "
+                     f"({100.0 * a['top1_agreement']:.1f}%)")
+    else:
+        lines.append("top-1 agreement with the full FP32 model: n/a (no comparable frames)")
+    lines.append("results by path: " + ", ".join(f"{k} {v}" for k, v in sorted(s["paths"].items())))
+    lines.append("mean latency by path: " + ", ".join(f"{k} {v:.1f} ms" for k, v in s["mean_latency_ms_by_path"].items()))
+    lines.append("cuts chosen over time:")
+    for run in s["cuts_over_time"]:
+        paths = ", ".join(f"{k} {v}" for k, v in sorted(run["paths"].items()))
+        lines.append(f"  {run['start_s']:6.1f}-{run['end_s']:6.1f} s  frames {run['first_frame']:4d}-{run['last_frame']:<4d}"
+                     f"  {run['cut']:<14} ({paths})")
+    lines.append("by link phase (emulated):")
+    for p in s["phases"]:
+        end = f"{p['end_s']:.1f}" if p["end_s"] is not None else "end"
+        mean = f"{p['mean_latency_ms']:.1f} ms" if p["mean_latency_ms"] is not None else "-"
+        paths = ", ".join(f"{k} {v}" for k, v in sorted(p["paths"].items())) or "no frames"
+        cuts = ", ".join(f"{k} {v}" for k, v in sorted(p["cuts"].items()))
+        lines.append(f"  {p['phase']:<11} {p['start_s']:6.1f}-{end:>6} s  {p['link']:<26} frames {p['frames']:4d}"
+                     f"  mean {mean:>9}  paths: {paths}  cuts: {cuts}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main

@@ -127,7 +127,7 @@ class CutIndex:
         for i, ins in enumerate(self.dyn_inputs):
             for x in ins:
                 self.consumers[x].append(i)
-        shapes = {t.name: [int(d) for d in t.dims] for t in graph.initializer}
+        shapes: dict[str, list[int | str]] = {t.name: [int(d) for d in t.dims] for t in graph.initializer}
         shapes.update({name: tensor_shape(vi) for name, vi in self.infos.items()})
         self.flops = [_node_flops(n, shapes) for n in self.nodes]
         self.param_sources = self._param_sources(graph)

@@ -170,7 +170,10 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
     for k, candidate in enumerate(candidates):
         progress("split+verify", k, len(candidates))
         result = stages.split_and_verify(model, candidate, verify_feeds, verify_reference, threads=_EVAL_THREADS)
-        (verified if isinstance(result, stages.VerifiedCut) else rejected).append(result)
+        if isinstance(result, RejectedCut):
+            rejected.append(result)
+        else:
+            verified.append(result)
     progress("split+verify", len(candidates), len(candidates))
     clock.lap("split+verify")
 
@@ -180,16 +183,16 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
 
     optimized: list[stages.OptimizedCut] = []
     with quantize.Quantizer(model, frames.calibration) as quantizer:
-        for k, cut in enumerate(verified):
+        for k, pair in enumerate(verified):
             progress("optimize", k, len(verified))
-            optimized.append(stages.optimize_cut(config, context, cut, quantizer))
+            optimized.append(stages.optimize_cut(config, context, pair, quantizer))
             clock.lap("optimize")
         progress("optimize", len(verified), len(verified))
 
     profiled: list[stages.ProfiledCut] = []
-    for k, cut in enumerate(optimized):
+    for k, shipped in enumerate(optimized):
         progress("profile", k, len(optimized))
-        profiled.append(stages.profile_cut(config, cut, frames))
+        profiled.append(stages.profile_cut(config, shipped, frames))
     progress("profile", len(optimized), len(optimized))
     clock.lap("profile")
 

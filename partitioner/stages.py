@@ -154,16 +154,18 @@ def optimize_cut(
         return _optimize_input_cut(config, context, cut, tail, tail_precision)
 
     cand = cut.candidate
+    fp32_head = cut.head
+    assert fp32_head is not None, f"cut {cand.id!r} has no head"  # only the input cut lacks one
     is_output = cand.id == OUTPUT_CUT
     codec = "fp32" if is_output else config.wire_codec
     floats = float_tensors(cand)
     params: dict[str, codecs.Int8Params] = {}
     by_codec: dict[str, int] = {}
     if not is_output:
-        calib_acts = evaluation.collect_activations(cut.head, context.frames.calibration, cand.tensors)
+        calib_acts = evaluation.collect_activations(fp32_head, context.frames.calibration, cand.tensors)
         params = {n: codecs.calibrate_int8(calib_acts[n]) for n in floats}
         sample = context.frames.evaluation[:WIRE_SAMPLE_FRAMES]
-        by_codec = codecs.wire_bytes_by_codec(evaluation.collect_activations(cut.head, sample, cand.tensors), params)
+        by_codec = codecs.wire_bytes_by_codec(evaluation.collect_activations(fp32_head, sample, cand.tensors), params)
     int8_params = params if codec == "int8" else None
 
     def finish(head: onnx.ModelProto) -> evaluation.Pipeline:
@@ -171,11 +173,11 @@ def optimize_cut(
 
     attempts: tuple[tuple[str, float], ...] = ()
     if config.quantize_heads:
-        opt = quantize.optimize_head(quantizer, cut.head, finish, context.reference, context.frames.evaluation,
+        opt = quantize.optimize_head(quantizer, fp32_head, finish, context.reference, context.frames.evaluation,
                                      threshold=config.threshold, base_frames=config.calibration_frames)
         head, precision, fidelity, attempts = opt.model, opt.precision, opt.fidelity, opt.attempts
     else:
-        head, precision = cut.head, "fp32"
+        head, precision = fp32_head, "fp32"
         fidelity = evaluation.measure_fidelity(context.reference, finish(head), context.frames.evaluation,
                                                threshold=config.threshold)
     final_head, final_tail = codecs.apply_wire_codec(codec, head, tail, floats, int8_params)
@@ -238,6 +240,7 @@ def profile_cut(config: PartitionConfig, cut: OptimizedCut, frames: FrameFeeds) 
     timing = profiling.TimingConfig(threads=config.threads, warmup=config.profile_warmup, runs=config.profile_runs)
     feed = frames.evaluation[0]
     edge_extra_ms = 0.0
+    tail_feed: Mapping[str, np.ndarray] | None
     if cut.head is None:
         edge_extra_ms = profiling.time_jpeg_encode(frames.evaluation_bgr[0], config.jpeg_quality, timing)
         tail_feed = feed

@@ -1,7 +1,6 @@
 """Latency profiling with real ONNX Runtime sessions (no timing assertions beyond sanity)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from partitioner import calibration, profile

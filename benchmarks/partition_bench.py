@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from partitioner.graph import prepare_model
     from partitioner.pipeline import PartitionConfig, load_source_model, run_partition
     from partitioner.split import split_model
+    from protos.names import END_CUTS, INPUT_CUT, OUTPUT_CUT
 
     frames_n = 64 if args.quick else args.frames
     max_cuts = 4 if args.quick else 6
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     timing = profiling.TimingConfig(threads=1, warmup=5, runs=args.runs)
     heads = {}
     with quantize.Quantizer(model, frames.calibration) as quantizer:
-        for label, cut_name in (("full_model", "output"), ("features_7", MID_CUT)):
+        for label, cut_name in (("full_model", OUTPUT_CUT), ("features_7", MID_CUT)):
             cand = select_cuts(model, [cut_name])[0]
             head, tail = split_model(model, cand)
             qhead = quantizer.quantize(head, quantize.QuantRecipe(calibration_frames=config.calibration_frames))
@@ -146,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # goals
     inner = [c for c in results["cuts"] if c["fp32_over_int8"]]
-    split_agree = [c["fidelity"]["top1_agreement"] for c in results["cuts"] if c["id"] not in ("input", "output")]
-    jpeg_agree = next((c["fidelity"]["top1_agreement"] for c in results["cuts"] if c["id"] == "input"), None)
+    split_agree = [c["fidelity"]["top1_agreement"] for c in results["cuts"] if c["id"] not in END_CUTS]
+    jpeg_agree = next((c["fidelity"]["top1_agreement"] for c in results["cuts"] if c["id"] == INPUT_CUT), None)
     results["goals"] = {
         "partition_under_90s": {"value": results["partition"]["wall_s"], "met": results["partition"]["wall_s"] < 90},
         "int8_head_size_le_0.3x": {"value": heads["full_model"]["size_ratio"], "met": heads["full_model"]["size_ratio"] <= 0.3},

@@ -54,6 +54,8 @@ DATATYPES = frozenset(
 )
 CODECS = frozenset({"fp32", "fp16", "int8", "jpeg", "raw"})
 COMPRESSIONS = frozenset({"", "none", "zlib"})
+TASKS = frozenset({"classification", "detection", "other"})
+GATES = frozenset({"baseline", "absolute"})
 _CUT_ID = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -118,6 +120,8 @@ def iter_file_refs(manifest: bundle_pb2.Manifest) -> Iterator[tuple[str, bundle_
     """Every file the manifest lists, with the field that lists it."""
     if manifest.HasField("full_model"):
         yield "full_model", manifest.full_model
+    if manifest.HasField("full_model_int8"):
+        yield "full_model_int8", manifest.full_model_int8
     post = manifest.output.WhichOneof("postprocess")
     if post is not None:
         spec = getattr(manifest.output, post)
@@ -206,6 +210,8 @@ def validate_manifest(manifest: bundle_pb2.Manifest, *, source: str = MANIFEST_N
     if not manifest.HasField("full_model"):
         fail("full_model", "missing; the edge needs the full model for offline fallback")
     _validate_cuts(manifest, fail)
+    if manifest.HasField("evaluation"):
+        _validate_evaluation(manifest.evaluation, fail)
     for field, ref in iter_file_refs(manifest):
         _validate_file_ref(field, ref, fail)
     actual = compute_content_hash(manifest)
@@ -313,6 +319,15 @@ def _validate_cuts(manifest: bundle_pb2.Manifest, fail: Callable[[str, str], Non
     for end in (INPUT_CUT, OUTPUT_CUT):
         if end not in seen:
             fail("cuts", f"no {end!r} cut; every bundle holds both ends (have {sorted(seen)})")
+
+
+def _validate_evaluation(ev: bundle_pb2.Evaluation, fail: Callable[[str, str], None]) -> None:
+    for name, value, allowed in (("task", ev.task, TASKS), ("gate", ev.gate, GATES)):
+        if value not in allowed:
+            fail(f"evaluation.{name}", f"{value!r} is not one of {sorted(allowed)}")
+    for name, number in (("margin", ev.margin), ("confident_at", ev.confident_at)):
+        if not 0.0 <= number <= 1.0:
+            fail(f"evaluation.{name}", f"{number} is not in [0, 1]")
 
 
 def _validate_file_ref(field: str, ref: bundle_pb2.FileRef, fail: Callable[[str, str], None]) -> None:

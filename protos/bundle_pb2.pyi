@@ -117,18 +117,58 @@ class Verification(_message.Message):
     def __init__(self, frames: _Optional[int] = ..., max_abs_error: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., cosine: _Optional[float] = ..., passed: _Optional[bool] = ..., reference: _Optional[str] = ...) -> None: ...
 
 class Fidelity(_message.Message):
-    __slots__ = ("frames", "top1_agreement", "cosine", "remedy", "threshold")
+    __slots__ = ("frames", "top1_agreement", "cosine", "remedy", "threshold", "value", "passed", "confident_frames", "confident_agreement", "top5_containment", "mean_kl")
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     COSINE_FIELD_NUMBER: _ClassVar[int]
     REMEDY_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENT_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENT_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    TOP5_CONTAINMENT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_KL_FIELD_NUMBER: _ClassVar[int]
     frames: int
     top1_agreement: float
     cosine: float
     remedy: str
     threshold: float
-    def __init__(self, frames: _Optional[int] = ..., top1_agreement: _Optional[float] = ..., cosine: _Optional[float] = ..., remedy: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
+    value: float
+    passed: bool
+    confident_frames: int
+    confident_agreement: float
+    top5_containment: float
+    mean_kl: float
+    def __init__(self, frames: _Optional[int] = ..., top1_agreement: _Optional[float] = ..., cosine: _Optional[float] = ..., remedy: _Optional[str] = ..., threshold: _Optional[float] = ..., value: _Optional[float] = ..., passed: _Optional[bool] = ..., confident_frames: _Optional[int] = ..., confident_agreement: _Optional[float] = ..., top5_containment: _Optional[float] = ..., mean_kl: _Optional[float] = ...) -> None: ...
+
+class Evaluation(_message.Message):
+    __slots__ = ("task", "metric", "gate", "margin", "confident_at", "baseline", "baseline_fidelity", "calibration_sources", "calibration_frames", "evaluation_sources", "evaluation_frames", "quantization")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENT_AT_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIDELITY_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    metric: str
+    gate: str
+    margin: float
+    confident_at: float
+    baseline: float
+    baseline_fidelity: Fidelity
+    calibration_sources: _containers.RepeatedScalarFieldContainer[str]
+    calibration_frames: int
+    evaluation_sources: _containers.RepeatedScalarFieldContainer[str]
+    evaluation_frames: int
+    quantization: str
+    def __init__(self, task: _Optional[str] = ..., metric: _Optional[str] = ..., gate: _Optional[str] = ..., margin: _Optional[float] = ..., confident_at: _Optional[float] = ..., baseline: _Optional[float] = ..., baseline_fidelity: _Optional[_Union[Fidelity, _Mapping]] = ..., calibration_sources: _Optional[_Iterable[str]] = ..., calibration_frames: _Optional[int] = ..., evaluation_sources: _Optional[_Iterable[str]] = ..., evaluation_frames: _Optional[int] = ..., quantization: _Optional[str] = ...) -> None: ...
 
 class LatencyProfile(_message.Message):
     __slots__ = ("device", "threads", "runs", "head_ms", "tail_ms", "onnxruntime_version", "measured_at")
@@ -196,7 +236,7 @@ class Cut(_message.Message):
     def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., wire_bytes: _Optional[int] = ..., wire_bytes_by_codec: _Optional[_Mapping[str, int]] = ..., head: _Optional[_Union[FileRef, _Mapping]] = ..., tail: _Optional[_Union[FileRef, _Mapping]] = ..., head_precision: _Optional[str] = ..., tail_precision: _Optional[str] = ..., head_flops: _Optional[int] = ..., head_params: _Optional[int] = ..., tail_flops: _Optional[int] = ..., tail_params: _Optional[int] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., fidelity: _Optional[_Union[Fidelity, _Mapping]] = ..., edge_profiles: _Optional[_Iterable[_Union[LatencyProfile, _Mapping]]] = ..., cloud_profiles: _Optional[_Iterable[_Union[LatencyProfile, _Mapping]]] = ..., order: _Optional[int] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("schema_version", "model_name", "model_version", "content_hash", "created_by", "created_at", "input", "output", "cuts", "full_model", "source", "opset")
+    __slots__ = ("schema_version", "model_name", "model_version", "content_hash", "created_by", "created_at", "input", "output", "cuts", "full_model", "source", "opset", "evaluation", "full_model_int8")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -209,6 +249,8 @@ class Manifest(_message.Message):
     FULL_MODEL_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     OPSET_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    FULL_MODEL_INT8_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     model_name: str
     model_version: str
@@ -221,4 +263,6 @@ class Manifest(_message.Message):
     full_model: FileRef
     source: str
     opset: int
-    def __init__(self, schema_version: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., content_hash: _Optional[str] = ..., created_by: _Optional[str] = ..., created_at: _Optional[str] = ..., input: _Optional[_Union[InputSpec, _Mapping]] = ..., output: _Optional[_Union[OutputSpec, _Mapping]] = ..., cuts: _Optional[_Iterable[_Union[Cut, _Mapping]]] = ..., full_model: _Optional[_Union[FileRef, _Mapping]] = ..., source: _Optional[str] = ..., opset: _Optional[int] = ...) -> None: ...
+    evaluation: Evaluation
+    full_model_int8: FileRef
+    def __init__(self, schema_version: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., content_hash: _Optional[str] = ..., created_by: _Optional[str] = ..., created_at: _Optional[str] = ..., input: _Optional[_Union[InputSpec, _Mapping]] = ..., output: _Optional[_Union[OutputSpec, _Mapping]] = ..., cuts: _Optional[_Iterable[_Union[Cut, _Mapping]]] = ..., full_model: _Optional[_Union[FileRef, _Mapping]] = ..., source: _Optional[str] = ..., opset: _Optional[int] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., full_model_int8: _Optional[_Union[FileRef, _Mapping]] = ...) -> None: ...

@@ -209,3 +209,60 @@ def test_update_manifest_on_an_edge_only_copy(tmp_path: pathlib.Path, sample: pa
     )
     assert [p.device for p in updated.cut("conv1").edge_profiles] == ["test", "pi"]
     assert bundle_io.read_bundle(edge, bundle_io.Side.EDGE).cut("conv1").edge_profiles[-1].head_ms == 9.0
+
+
+def _with_evaluation(tmp_path: pathlib.Path) -> pathlib.Path:
+    """The sample bundle plus the gate's record and an INT8 full model."""
+    root = tmp_path / "gated"
+    write_sample_bundle(root)
+
+    def add(m: bundle_pb2.Manifest) -> None:
+        ev = m.evaluation
+        ev.task, ev.metric, ev.gate, ev.margin, ev.confident_at, ev.baseline = (
+            "classification", "top1_agreement", "baseline", 0.02, 0.5, 0.836)
+        ev.calibration_sources.append("bikes.mp4")
+        ev.evaluation_sources.extend(["carphone_pristine.mp4", "bigbuckbunny.mp4"])
+        m.cuts[1].fidelity.value, m.cuts[1].fidelity.passed = 0.91, True
+
+    bundle_io.update_manifest(root, add)
+    manifest = bundle_io.read_bundle(root).manifest
+    data = b"int8-full-model"
+    (root / "edge" / "full_model_int8.onnx").write_bytes(data)
+    import hashlib
+
+    manifest.full_model_int8.CopyFrom(bundle_pb2.FileRef(path="edge/full_model_int8.onnx",
+                                                         sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data)))
+    manifest.content_hash = bundle_io.compute_content_hash(manifest)
+    (root / "manifest.json").write_text(bundle_io.manifest_to_json(manifest))
+    return root
+
+
+def test_gate_record_and_int8_full_model_round_trip(tmp_path: pathlib.Path, sample: pathlib.Path) -> None:
+    root = _with_evaluation(tmp_path)
+    b = bundle_io.read_bundle(root)
+    assert b.manifest.evaluation.baseline == pytest.approx(0.836)
+    assert list(b.manifest.evaluation.evaluation_sources) == ["carphone_pristine.mp4", "bigbuckbunny.mp4"]
+    assert b.path(b.manifest.full_model_int8).read_bytes() == b"int8-full-model"
+    assert b.content_hash != bundle_io.read_bundle(sample).content_hash  # the INT8 model is part of the version
+    (root / "edge" / "full_model_int8.onnx").write_bytes(b"evil")
+    with pytest.raises(BundleHashMismatch, match="full_model_int8"):
+        bundle_io.read_bundle(root)
+
+
+def test_manifest_without_the_gate_record_still_reads(sample: pathlib.Path) -> None:
+    manifest = bundle_io.read_bundle(sample).manifest
+    assert not manifest.HasField("evaluation") and not manifest.HasField("full_model_int8")
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (lambda d: d["evaluation"].__setitem__("task", "segmentation"), "evaluation.task"),
+    (lambda d: d["evaluation"].__setitem__("gate", "vibes"), "evaluation.gate"),
+    (lambda d: d["evaluation"].__setitem__("margin", 1.5), "evaluation.margin"),
+    (lambda d: d["evaluation"].__setitem__("confident_at", -0.1), "evaluation.confident_at"),
+    (lambda d: d["full_model_int8"].__setitem__("path", "cloud/full.onnx"), "full_model_int8.path"),
+])
+def test_bad_gate_record_names_the_field(tmp_path: pathlib.Path, edit, field: str) -> None:
+    root = _with_evaluation(tmp_path)
+    _rewrite(root, edit)
+    with pytest.raises(ManifestError, match=field.replace("[", r"\[")):
+        bundle_io.read_bundle(root)

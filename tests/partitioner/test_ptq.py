@@ -1,0 +1,136 @@
+"""partitioner.ptq: every method returns a QDQ model ORT runs; the passes keep the FP32
+function (equalization) or reduce the error they target (bias correction); bad input
+is refused with the value named. Calibration feeds are real sample photos."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from partitioner import ptq
+from partitioner.evaluation import make_session
+from protos import bundle_pb2
+
+SIZE = 32
+
+
+def _conv(name: str, x: str, w: np.ndarray, b: np.ndarray, *, group: int = 1) -> tuple[onnx.NodeProto, list]:
+    k = w.shape[-1]
+    node = helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [f"{name}.out"], name=name,
+                            group=group, kernel_shape=[k, k], pads=[k // 2] * 4)
+    return node, [numpy_helper.from_array(w.astype(np.float32), f"{name}.w"),
+                  numpy_helper.from_array(b.astype(np.float32), f"{name}.b")]
+
+
+def small_conv_net(seed: int = 0) -> onnx.ModelProto:
+    """stem 3x3 -> Relu -> expand 1x1 -> Clip(0,6) -> depthwise 3x3 -> Clip(0,6) -> project 1x1
+    -> GAP -> Gemm, with per-channel weight ranges spread over two decades (what equalization fixes)."""
+    rng = np.random.default_rng(seed)
+
+    def spread(shape: tuple[int, ...]) -> np.ndarray:
+        scale = 10.0 ** rng.uniform(-1.0, 1.0, size=(shape[0],) + (1,) * (len(shape) - 1))
+        return rng.standard_normal(shape) * scale / np.sqrt(np.prod(shape[1:]))
+
+    nodes, inits = [], [numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+                        numpy_helper.from_array(np.array(6.0, np.float32), "six")]
+    for name, x, w, group in (("stem", "input", spread((8, 3, 3, 3)), 1), ("expand", "stem.act", spread((16, 8, 1, 1)), 1),
+                              ("dw", "expand.act", spread((16, 1, 3, 3)), 16), ("project", "dw.act", spread((8, 16, 1, 1)), 1)):
+        node, params = _conv(name, x, w, rng.standard_normal(w.shape[0]) * 0.1, group=group)
+        nodes.append(node)
+        inits += params
+    nodes.insert(1, helper.make_node("Relu", ["stem.out"], ["stem.act"], name="stem.relu"))
+    nodes.insert(3, helper.make_node("Clip", ["expand.out", "zero", "six"], ["expand.act"], name="expand.clip"))
+    nodes.insert(5, helper.make_node("Clip", ["dw.out", "zero", "six"], ["dw.act"], name="dw.clip"))
+    nodes += [helper.make_node("GlobalAveragePool", ["project.out"], ["pooled"], name="gap"),
+              helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+              helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], name="fc", transB=1)]
+    inits += [numpy_helper.from_array((rng.standard_normal((10, 8)) * 0.5).astype(np.float32), "fc.w"),
+              numpy_helper.from_array(np.zeros(10, np.float32), "fc.b")]
+    graph = helper.make_graph(
+        nodes, "small_conv_net",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def photo_feeds() -> list[dict[str, np.ndarray]]:
+    """Real sample photos, each as four crops, ImageNet-normalised at 32x32: 12 feeds."""
+    import cv2
+
+    from partitioner import samples
+    from protos.preprocess import preprocess_bgr
+
+    spec = bundle_pb2.InputSpec(width_px=SIZE, height_px=SIZE, layout="NCHW", color_order="RGB",
+                                resize_shorter_px=SIZE, pixel_scale=1 / 255, mean=[0.485, 0.456, 0.406],
+                                std=[0.229, 0.224, 0.225], jpeg_quality=90)
+    feeds = []
+    for name in ("chelsea", "coffee", "astronaut"):
+        img = cv2.imread(str(samples.image_path(name)), cv2.IMREAD_COLOR)
+        h, w = img.shape[:2]
+        for top, left in ((0, 0), (0, w // 2), (h // 2, 0), (h // 2, w // 2)):
+            feeds.append({"input": preprocess_bgr(img[top:top + h // 2, left:left + w // 2], spec)})
+    return feeds
+
+
+def run(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+    session = make_session(model)
+    return np.concatenate([session.run(None, feed)[0] for feed in feeds])
+
+
+@pytest.mark.parametrize("method", ptq.METHODS)
+def test_every_method_returns_a_qdq_model_ort_runs(method: str, photo_feeds) -> None:
+    model = small_conv_net()
+    quantized = ptq.quantize_static(model, photo_feeds[:8], method=method)
+    ops = {n.op_type for n in quantized.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    fp32, int8 = run(model, photo_feeds), run(quantized, photo_feeds)
+    assert int8.shape == fp32.shape
+    cos = np.sum(fp32 * int8) / (np.linalg.norm(fp32) * np.linalg.norm(int8))
+    assert cos > 0.95, f"{method}: cosine {cos:.4f} of INT8 vs FP32 logits"
+
+
+def test_bad_method_names_the_value_and_the_choices(photo_feeds) -> None:
+    with pytest.raises(ValueError, match=r"'adaround-ish' is not one of ort") as info:
+        ptq.quantize_static(small_conv_net(), photo_feeds, method="adaround-ish")
+    assert all(m in str(info.value) for m in ptq.METHODS)
+
+
+def test_bad_arguments_are_refused_with_the_value(photo_feeds) -> None:
+    with pytest.raises(ValueError, match="no calibration feeds"):
+        ptq.quantize_static(small_conv_net(), [], method="ort")
+    with pytest.raises(ValueError, match=r"\['nope'\]"):
+        ptq.quantize_static(small_conv_net(), photo_feeds, method="ort", nodes_to_exclude=["stem", "nope"])
+    with pytest.raises(ValueError, match=r"feed 0 lacks inputs \['input'\]"):
+        ptq.quantize_static(small_conv_net(), [{"image": photo_feeds[0]["input"]}], method="ort")
+
+
+def test_a_quantized_model_is_refused(photo_feeds) -> None:
+    quantized = ptq.quantize_static(small_conv_net(), photo_feeds, method="ort")
+    with pytest.raises(ValueError, match=r"already quantized \(.*DequantizeLinear"):
+        ptq.quantize_static(quantized, photo_feeds, method="ort")
+
+
+def test_excluded_nodes_stay_float(photo_feeds) -> None:
+    quantized = ptq.quantize_static(small_conv_net(), photo_feeds, method="ort", nodes_to_exclude=["stem"])
+    stem = next(n for n in quantized.graph.node if n.name == "stem")
+    assert "stem.w" in stem.input  # the FP32 weight, not a DequantizeLinear output
+
+
+def test_outputs_quantized_once(photo_feeds) -> None:
+    """The output's scale is exposed for the codec to reuse, or the output is left float."""
+    model = small_conv_net()
+    quantized = ptq.quantize_static(model, photo_feeds, method="ort")
+    scales = ptq.output_quantization(quantized)
+    assert list(scales) == ["logits"] and scales["logits"].scale > 0 and scales["logits"].dtype == "uint8"
+    fp_out = ptq.quantize_static(model, photo_feeds, method="ort", quantize_outputs=False)
+    onnx.checker.check_model(fp_out)
+    assert ptq.output_quantization(fp_out) == {}
+    producer = next(n for n in fp_out.graph.node if "logits" in n.output)
+    assert producer.op_type == "Gemm"
+    with_qdq, without = run(quantized, photo_feeds), run(fp_out, photo_feeds)
+    # dropping the output's own rounding changes it by at most half a step
+    assert np.max(np.abs(with_qdq - without)) <= scales["logits"].scale * 0.5 + 1e-5

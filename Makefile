@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint install protos bench clean
+.PHONY: demo test lint install protos bench clean system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint
+# Debian packages the tests run for real: a mosquitto broker (MQTT sink) and chromium
+# (the live view, driven by Playwright; `playwright install` is never run). Installed only
+# when missing; needs root (CI runs as root) or sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
+		{ $(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mosquitto; }
+	@[ -x /usr/bin/chromium ] || \
+		{ $(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+
+test: lint system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -52,6 +52,7 @@ from edge_agent.queues import put_dropping_oldest
 from edge_agent.postprocess import Postprocessor, load_labels
 from edge_agent.probes import Prober
 from edge_agent.results import ResultSink, make_sink
+from edge_agent.sinks import configured_sinks
 from edge_agent.sources import Frame, FrameSource, open_source
 from edge_agent.stages import AdmitAll, ExitCheck, FrameGate, FrameJob, HeadStage, NeverExit, Offloader, ResultStage
 from edge_agent.stages import WireEncoder, complete_on_device
@@ -121,7 +122,8 @@ class EdgeAgent:
         self._own_transport = transport is None
         self.transport: Optional[Transport] = transport
         first = sink if sink is not None else make_sink(config.results.sink, config.results.path)
-        self.sinks: list[ResultSink] = [first, *sinks]
+        extra = configured_sinks(config, agent_id=self.agent_id, model=self.bundle.name)  # MQTT, live view
+        self.sinks: list[ResultSink] = [first, *extra, *sinks]
         self._source = source
         self.telemetry = telemetry if telemetry is not None else build_hub(config.battery)
         self.probes = ProbeScheduler(interval_ms=config.policy.probe_interval_ms, probe_bytes=config.policy.probe_bytes)

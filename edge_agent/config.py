@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, NoReturn, Optional
 
 from edge_agent.breaker import BreakerConfig
+from edge_agent.config_owner import LiveViewConfig, MqttConfig, is_loopback
 from edge_agent.errors import ConfigError
 from edge_agent.policy import PolicyConfig
 from edge_agent.types import Objective
@@ -34,7 +35,7 @@ from protos import settings
 
 ENV_PREFIX = "SPLITINFER_"
 
-SOURCE_KINDS = ("auto", "camera", "stream", "video", "folder")
+SOURCE_KINDS = ("auto", "camera", "stream", "video", "folder", "pipe", "picamera2")
 SINK_KINDS = ("stdout", "file", "none")
 BATTERY_SOURCES = ("auto", "none", "psutil", "sysfs", "trace")
 PROVIDERS = ("auto", "cpu", "xnnpack")
@@ -88,7 +89,9 @@ class ServerConfig:
 @dataclass(frozen=True, kw_only=True)
 class SourceConfig:
     """Where frames come from. ``kind`` "auto" infers it from ``uri``: an integer is a
-    camera index, ``rtsp://``/``http(s)://`` a stream, a directory a folder, else a video."""
+    camera index, ``rtsp://``/``http(s)://`` a stream, a directory a folder, ``-`` (stdin)
+    or a FIFO an MJPEG pipe (``rpicam-vid --codec mjpeg -o -``), else a video.
+    "picamera2" (never inferred) reads a Raspberry Pi camera module through libcamera."""
 
     kind: str = "auto"
     uri: str = "0"
@@ -104,8 +107,8 @@ class SourceConfig:
             _fail("source.kind", self.kind, f"one of {list(SOURCE_KINDS)}")
         if not self.uri:
             _fail("source.uri", self.uri, "a camera index, rtsp/http URL, video file or image folder")
-        if self.kind == "camera" and not self.uri.isdigit():
-            _fail("source.uri", self.uri, "a camera index (0, 1, ...) for source.kind = 'camera'")
+        if self.kind in ("camera", "picamera2") and not self.uri.isdigit():
+            _fail("source.uri", self.uri, f"a camera index (0, 1, ...) for source.kind = {self.kind!r}")
         if self.fps_cap is not None and self.fps_cap <= 0:
             _fail("source.fps_cap", self.fps_cap, "a number > 0 or no cap")
         for key in ("width_px", "height_px"):
@@ -311,6 +314,14 @@ class EdgeConfig:
     control: ControlConfig = ControlConfig()
     link: LinkConfig = LinkConfig()
     agent: AgentSection = AgentSection()
+    mqtt: MqttConfig = MqttConfig()
+    liveview: LiveViewConfig = LiveViewConfig()
+
+    def __post_init__(self) -> None:
+        lv = self.liveview
+        if lv.enabled and not is_loopback(lv.host) and not self.control.token:
+            _fail("control.token", self.control.token,
+                  f"a token when the live view is bound to {lv.host!r} (only localhost goes without one)")
 
     def replace(self, **sections: Any) -> "EdgeConfig":
         """A copy with whole sections changed, e.g. ``replace(runtime=...)`` (validated like any other)."""
@@ -335,7 +346,7 @@ def _parse_outages(value: Any, source: str, base_dir: pathlib.Path) -> tuple[tup
 def schema() -> settings.Schema:
     """Every key of the edge agent, as the settings loader reads them."""
     return settings.schema_of(EdgeConfig, env_prefix=ENV_PREFIX, parsers={"link.outages": _parse_outages},
-                              secrets=("server.token", "control.token"))
+                              secrets=("server.token", "control.token", "mqtt.password"))
 
 
 def known_keys() -> list[str]:
@@ -400,6 +411,12 @@ def validate_paths(cfg: EdgeConfig) -> None:
         _fail("battery.trace_file", str(cfg.battery.trace_file), "an existing trace file")
     if cfg.source.kind == "folder" and not pathlib.Path(cfg.source.uri).is_dir():
         _fail("source.uri", cfg.source.uri, "an existing image folder")
+    if cfg.source.kind == "pipe" and cfg.source.uri != "-" and not pathlib.Path(cfg.source.uri).exists():
+        _fail("source.uri", cfg.source.uri, "'-' (stdin) or an existing FIFO/file holding MJPEG")
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(cfg.mqtt, key)
+        if path is not None and not path.is_file():
+            _fail(f"mqtt.{key}", str(path), "an existing PEM file")
     if cfg.source.kind == "video" and not pathlib.Path(cfg.source.uri).is_file():
         _fail("source.uri", cfg.source.uri, "an existing video file")
 
@@ -411,6 +428,8 @@ def resolved_source_kind(src: SourceConfig) -> str:
     uri = src.uri.strip()
     if uri.isdigit():
         return "camera"
+    if uri == "-" or pathlib.Path(uri).is_fifo():
+        return "pipe"
     if uri.split("://", 1)[0].lower() in ("rtsp", "rtsps", "http", "https", "rtmp", "udp", "tcp"):
         return "stream"
     if pathlib.Path(uri).is_dir():

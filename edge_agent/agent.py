@@ -43,6 +43,7 @@ import numpy as np
 from edge_agent.breaker import BreakerState, CircuitBreaker
 from edge_agent.config import EdgeConfig
 from edge_agent.connect import Connector, advertise_in_background, build_hub
+from edge_agent.errors import EdgeAgentError
 from edge_agent.events import EventHub, Subscription
 from edge_agent.feedback import Feedback
 from edge_agent.head import HeadRunner, cut_profiles, release_free_memory
@@ -229,7 +230,10 @@ class EdgeAgent:
             try:
                 fn()
             except Exception as exc:  # noqa: BLE001 - a stage must never die silently
-                log.exception("stage %s crashed", name)
+                if isinstance(exc, EdgeAgentError):  # e.g. a source that is not MJPEG: one line, no trace
+                    log.error("stage %s stopped: %s", name, exc)
+                else:
+                    log.exception("stage %s crashed", name)
                 self.errors.append(f"{name}: {exc!r}")
                 self._stop.set()
                 if name == "results":

@@ -1,4 +1,5 @@
-"""Frame sources (OpenCV): V4L2 camera index, RTSP/HTTP stream, video file, image folder.
+"""Frame sources (OpenCV): V4L2 camera index, RTSP/HTTP stream, video file, image folder
+(MJPEG pipes and picamera2: :mod:`edge_agent.sources_pipe`).
 
 A source yields :class:`Frame` values from :meth:`FrameSource.read` until it returns
 ``None`` (end of file/folder, or ``close()``). Live sources (camera, stream) reconnect
@@ -13,82 +14,19 @@ import logging
 import pathlib
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from edge_agent.config import SourceConfig, resolved_source_kind
 from edge_agent.errors import SourceError
+from edge_agent.frames import Backoff, Frame, FrameSource, Pacer, resize_frame
+
+__all__ = ["Backoff", "CaptureSource", "FolderSource", "Frame", "FrameSource", "TeeSource", "open_source"]
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-@dataclass(frozen=True)
-class Frame:
-    frame_id: int
-    image_bgr: np.ndarray  # HxWx3 uint8
-    capture_unix_ms: int
-    capture_mono_s: float  # time.monotonic() at capture, for latency
-    source: str
-
-
-class FrameSource(Protocol):
-    live: bool
-    name: str
-
-    def read(self) -> Optional[Frame]: ...
-
-    def close(self) -> None: ...
-
-
-class Backoff:
-    """Exponential backoff delays: initial, x2, ... capped at ``max_s``; ``reset`` after success."""
-
-    def __init__(self, initial_s: float, max_s: float, multiplier: float = 2.0) -> None:
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.multiplier = multiplier
-        self._next = initial_s
-
-    def next_delay_s(self) -> float:
-        delay = self._next
-        self._next = min(self._next * self.multiplier, self.max_s)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.initial_s
-
-
-class _Pacer:
-    """Keeps reads at or below ``fps_cap``."""
-
-    def __init__(self, fps_cap: Optional[float], clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
-        self.period_s = 1.0 / fps_cap if fps_cap else 0.0
-        self.clock = clock
-        self.sleep = sleep
-        self._next_s: Optional[float] = None
-
-    def wait(self) -> None:
-        if not self.period_s:
-            return
-        now = self.clock()
-        if self._next_s is not None and now < self._next_s:
-            self.sleep(self._next_s - now)
-            now = self._next_s
-        self._next_s = max(now, self._next_s or now) + self.period_s
-
-
-def _resize(img: np.ndarray, cfg: SourceConfig) -> np.ndarray:
-    if cfg.width_px is None or cfg.height_px is None:
-        return img
-    if img.shape[1] == cfg.width_px and img.shape[0] == cfg.height_px:
-        return img
-    import cv2
-
-    return cv2.resize(img, (cfg.width_px, cfg.height_px), interpolation=cv2.INTER_AREA)
 
 
 class CaptureSource:
@@ -117,7 +55,7 @@ class CaptureSource:
         self._clock = clock
         self._stop = threading.Event()
         self._sleep = sleep or (lambda s: self._stop.wait(s))
-        self._pacer = _Pacer(cfg.fps_cap, clock, self._sleep)
+        self._pacer = Pacer(cfg.fps_cap, clock, self._sleep)
         self._backoff = Backoff(cfg.reconnect_initial_s, cfg.reconnect_max_s)
         self._cap: Any = None
         self._lock = threading.Lock()
@@ -204,7 +142,7 @@ class CaptureSource:
                 self._backoff.reset()
                 if img.ndim == 2:
                     img = np.repeat(img[:, :, None], 3, axis=2)
-                frame = Frame(self._next_id, _resize(img, self.cfg), int(time.time() * 1000), self._clock(), self.name)
+                frame = Frame(self._next_id, resize_frame(img, self.cfg), int(time.time() * 1000), self._clock(), self.name)
                 self._next_id += 1
                 return frame
             if not self.live:
@@ -241,7 +179,7 @@ class FolderSource:
             raise SourceError(f"image folder {cfg.uri!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         self.name = folder.name
         self._clock = clock
-        self._pacer = _Pacer(cfg.fps_cap, clock, sleep)
+        self._pacer = Pacer(cfg.fps_cap, clock, sleep)
         self._pos = 0
         self._next_id = 0
         self._closed = False
@@ -265,7 +203,7 @@ class FolderSource:
                     raise SourceError(f"no image in {self.cfg.uri!r} is readable")
                 continue
             self._pacer.wait()
-            frame = Frame(self._next_id, _resize(img, self.cfg), int(time.time() * 1000), self._clock(), path.name)
+            frame = Frame(self._next_id, resize_frame(img, self.cfg), int(time.time() * 1000), self._clock(), path.name)
             self._next_id += 1
             return frame
         return None
@@ -311,4 +249,8 @@ def open_source(cfg: SourceConfig, **kwargs: Any) -> FrameSource:
     kind = resolved_source_kind(cfg)
     if kind == "folder":
         return FolderSource(cfg)
+    if kind in ("pipe", "picamera2"):
+        from edge_agent.sources_pipe import open_pipe_or_picamera2
+
+        return open_pipe_or_picamera2(cfg, kind)
     return CaptureSource(cfg, kind=kind, **kwargs)

@@ -177,7 +177,7 @@ def _serve(settings: ServerSettings, credentials: Any) -> int:
 
 def _run(settings: ServerSettings, credentials: Any, signals: _Signals) -> int:
     from cloud_server.metrics import InflightInterceptor, PrometheusObserver, start_metrics_server
-    from cloud_server.security import TokenAuthInterceptor
+    from cloud_server.security import ClientNameInterceptor, TokenAuthInterceptor
     from cloud_server.server import create_server
 
     observer = None
@@ -193,6 +193,8 @@ def _run(settings: ServerSettings, credentials: Any, signals: _Signals) -> int:
     interceptors: list[Any] = []
     if settings.auth_token is not None:
         interceptors.append(TokenAuthInterceptor(settings.auth_token))
+    if settings.tls_client_names:
+        interceptors.append(ClientNameInterceptor(settings.tls_client_names))
     interceptors.append(inflight)
 
     try:

@@ -77,7 +77,8 @@ KEYS: dict[str, Key] = {
         Key("host", "address to listen on; localhost unless told otherwise", "HOST"),
         Key("port", "gRPC port, 0 = any free port", "PORT"),
         Key("max_message_mb", "gRPC message limit in MiB, both directions", "MB"),
-        Key("grpc_workers", "threads of the gRPC server", "N"),
+        Key("grpc_workers", "threads that decode requests and encode responses (streams hold none)", "N"),
+        Key("max_inflight", "inference requests held at once before RESOURCE_EXHAUSTED", "N"),
         Key("intra_op_threads", "ONNX Runtime intra-op threads per session, 0 = ORT default", "N"),
         Key("inter_op_threads", "ONNX Runtime inter-op threads per session", "N"),
         Key("memory_budget_mb", "loaded sessions beyond this are evicted least-recently-used", "MB"),
@@ -90,6 +91,8 @@ KEYS: dict[str, Key] = {
         Key("tls_key_file", "server private key (PEM); needs --tls-cert-file", "FILE", show_default=False),
         Key("tls_client_ca_file", "require client certificates signed by this CA (mutual TLS)", "FILE",
             show_default=False),
+        Key("tls_client_names", "with mutual TLS, serve only these client certificate names (CN or SAN), "
+            "comma-separated", "LIST", show_default=False),
         Key("auth_token", "bearer token clients must send (prefer the file or the environment: "
             "flags show up in ps)", "TOKEN", show_default=False),
         Key(TOKEN_FILE, "read the bearer token from this file's first line", "FILE", show_default=False),
@@ -161,6 +164,14 @@ def _execution_providers(value: Any, source: str, base_dir: pathlib.Path) -> tup
     return values
 
 
+def _client_names(value: Any, source: str, base_dir: pathlib.Path) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    expected = "a list of certificate names (common name or subject alternative name)"
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+        raise _bad(source, "tls_client_names", value, expected)
+    return tuple(v.strip() for v in items if v.strip())
+
+
 def _choice(key: str, choices: tuple[str, ...], normalize: Callable[[str], str]) -> loader.Parser:
     def parse(value: Any, source: str, base_dir: pathlib.Path) -> str:
         if isinstance(value, str) and normalize(value.strip()) in choices:
@@ -218,6 +229,7 @@ def _schema(*, from_file: bool) -> loader.Schema:
     parsers: dict[str, loader.Parser] = {
         "bundles": _bundles(from_file),
         "execution_providers": _execution_providers,
+        "tls_client_names": _client_names,
         "metrics_port": _metrics_port(from_file),
         "log_format": _choice("log_format", LOG_FORMATS, str.lower),
         "log_level": _choice("log_level", LOG_LEVELS, str.upper),

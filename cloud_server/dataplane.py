@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import CancelledError
+from dataclasses import dataclass
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 
-from cloud_server.domain import InferOutput, InferRequest, InferResponse, ModelStats, TailModel
+from cloud_server.domain import InferOutput, InferRequest, InferResponse, ModelStats, RepositoryConfig, TailModel
 from cloud_server.errors import DeadlineExceeded, ServerError
 from cloud_server.observe import NullObserver, Observer, SafeObserver
 from cloud_server.registry import ModelRegistry
@@ -35,12 +36,25 @@ from cloud_server.validation import decode_request, requested_outputs
 from protos.datatypes import numpy_dtype_for_ort_type
 from protos.wire import array_to_raw
 
-__all__ = ["DataPlane"]
+__all__ = ["DataPlane", "PendingRequest"]
 
 logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------- the data plane
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """A validated request queued on its model's scheduler; `future` resolves to a BatchResult."""
+
+    model: TailModel
+    request: InferRequest
+    received_s: float
+    deadline_s: float | None
+    decode_ns: int
+    requested: frozenset[str]
+    future: Future
 
 
 class DataPlane:
@@ -95,10 +109,22 @@ class DataPlane:
                 scheduler.close()
             self.sessions.evict(model.key)
 
-    def load(self, name: str) -> None:
-        """Serve `name` again and load its default version's session now (errors surface here)."""
-        models = self.registry.load(name)
+    def load(self, name: str, config: RepositoryConfig | None = None) -> None:
+        """Serve `name` again and load its default version's session now (errors surface here).
+        `config` replaces a repository model's config.pbtxt; its old sessions and schedulers go first."""
+        if config is not None:
+            self.registry.find(name)
+            self._drop(name)
+        models = self.registry.load(name, config)
         self.sessions.get(models[-1])
+
+    def _drop(self, name: str) -> None:
+        for model in [m for m in self.registry.models() if m.name == name]:
+            with self._lock:
+                scheduler = self._schedulers.pop(model.key, None)
+            if scheduler is not None:
+                scheduler.close()
+            self.sessions.evict(model.key)
 
     def warm_up(self) -> list[TailModel]:
         """Load the default version of every ready model while the estimated memory fits the budget,
@@ -159,13 +185,15 @@ class DataPlane:
             scheduler = BatchScheduler(
                 model.name,
                 run_batch,
-                max_batch_size=self.settings.max_batch_size if model.batched else 1,
-                max_queue_delay_us=self.settings.max_queue_delay_us,
+                max_batch_size=self.max_batch_size(model),
+                max_queue_delay_us=(self.settings.max_queue_delay_us if model.max_queue_delay_us is None
+                                    else model.max_queue_delay_us),
                 max_queue_size=self.settings.max_queue_size,
                 observer=self.observer,
                 batched=model.batched,
                 eager=self.eager_batching,
                 on_batch_done=lambda rows, a, b, c: self._stats.record_batch(model, rows, a, b, c),
+                preferred_batch_sizes=model.preferred_batch_sizes,
             )
             self._schedulers[model.key] = scheduler
             return scheduler
@@ -176,17 +204,97 @@ class DataPlane:
         return self.registry.get(request.model_name, request.model_version)
 
     def infer(self, request: InferRequest, *, timeout_s: float | None = None) -> InferResponse:
-        """Validate and run one request; `timeout_s` is the client's remaining deadline (None = none)."""
+        """Validate and run one request, blocking until it is answered; `timeout_s` is the client's
+        remaining deadline (None = none). The asynchronous transport uses `begin` and `complete`."""
+        pending = self.begin(request, timeout_s=timeout_s)
+        wait_s = None if pending.deadline_s is None else max(0.0, pending.deadline_s - time.monotonic())
+        try:
+            result: BatchResult = pending.future.result(timeout=wait_s)
+        except FutureTimeout:
+            pending.future.cancel()
+            error: ServerError = self.deadline_error(pending)
+        except CancelledError:
+            error = DeadlineExceeded(f"model {pending.model.name!r}: the request was cancelled")
+        except ServerError as exc:
+            error = exc
+        else:
+            return self.complete(pending, result)
+        self.fail(pending, error)
+        raise error
+
+    def begin(self, request: InferRequest, *, timeout_s: float | None = None) -> PendingRequest:
+        """Validate and decode `request` and queue it on its model's scheduler; the returned
+        `PendingRequest.future` resolves to a `BatchResult` (or a ServerError). Raises (and accounts)
+        ServerError for a request that cannot be queued. Pass the result to `complete` or the error to
+        `fail` exactly once."""
         received_s = time.monotonic()
         model = self.model_for(request)  # unknown models are not accounted per model
         try:
-            response, result, decode_ns = self._infer(model, request, received_s, timeout_s)
+            deadline_s = self._deadline(request, received_s, timeout_s)
+            scheduler = self.scheduler(model)
+            scheduler.expect()
+            try:
+                t0 = time.monotonic_ns()
+                feeds = decode_request(
+                    model, request, limit_bytes=self.settings.max_message_bytes,
+                    max_batch_size=self.max_batch_size(model),
+                )
+                decode_ns = time.monotonic_ns() - t0
+                requested = requested_outputs(model, request)
+                if deadline_s is not None and time.monotonic() >= deadline_s:
+                    raise DeadlineExceeded(
+                        f"model {model.name!r}: the deadline passed while validating the request; "
+                        "expected a longer deadline"
+                    )
+            except BaseException:
+                scheduler.forget()
+                raise
+            future = scheduler.submit(feeds, deadline_s=deadline_s, expected=True)
         except ServerError:
-            elapsed_ns = time.monotonic_ns() - int(received_s * 1e9)
-            self._stats.record_failure(model, elapsed_ns=elapsed_ns)
-            self.observer.on_request(model.name, False, elapsed_ns / 1e9)
+            self._account_failure(model, received_s)
             raise
+        return PendingRequest(model, request, received_s, deadline_s, decode_ns, frozenset(requested), future)
+
+    def deadline_error(self, pending: PendingRequest) -> DeadlineExceeded:
+        """The error for a request whose client deadline passed while it waited for its batch."""
+        waited_ms = (time.monotonic() - pending.received_s) * 1e3
+        return DeadlineExceeded(
+            f"model {pending.model.name!r}: no result after {waited_ms:.1f} ms, when the client's deadline passed; "
+            "expected a longer deadline or a less loaded server"
+        )
+
+    def fail(self, pending: PendingRequest, error: BaseException) -> None:
+        """Account a queued request that ended in `error` (deadline, cancellation, model failure)."""
+        self._account_failure(pending.model, pending.received_s)
+
+    def _account_failure(self, model: TailModel, received_s: float) -> None:
         elapsed_ns = time.monotonic_ns() - int(received_s * 1e9)
+        self._stats.record_failure(model, elapsed_ns=elapsed_ns)
+        self.observer.on_request(model.name, False, elapsed_ns / 1e9)
+
+    def complete(self, pending: PendingRequest, result: BatchResult) -> InferResponse:
+        """The response of a request whose batch ran; accounts its success."""
+        model, request = pending.model, pending.request
+        outputs = []
+        for sig, reshape in zip(model.outputs, model.output_reshapes or (None,) * len(model.outputs)):
+            if pending.requested and sig.name not in pending.requested:
+                continue
+            array = result.outputs[sig.name]
+            if reshape is not None:  # config.pbtxt `reshape`: the wire shows `dims`, the model makes `reshape`
+                lead = array.shape[:1] if model.batched else ()
+                array = array.reshape(lead + reshape)
+            datatype, raw = array_to_raw(array)
+            outputs.append(InferOutput(sig.name, datatype, tuple(int(d) for d in array.shape), raw))
+        decode_ns = pending.decode_ns
+        compute_ns = decode_ns + result.compute_input_ns + result.compute_infer_ns + result.compute_output_ns
+        response = InferResponse(
+            model_name=model.name,
+            model_version=model.version,
+            id=request.id,
+            outputs=tuple(outputs),
+            parameters={"server_queue_us": result.queue_ns // 1000, "server_compute_us": compute_ns // 1000},
+        )
+        elapsed_ns = time.monotonic_ns() - int(pending.received_s * 1e9)
         rows = request.inputs[0].shape[0] if model.batched and request.inputs and request.inputs[0].shape else 1
         self._stats.record_success(
             model,
@@ -201,6 +309,12 @@ class DataPlane:
         self.observer.on_request(model.name, True, elapsed_ns / 1e9)
         return response
 
+    def max_batch_size(self, model: TailModel) -> int:
+        """Most rows one request (and one batch) of `model` may carry: its config's or the server's."""
+        if not model.batched:
+            return 1
+        return model.max_batch_size or self.settings.max_batch_size
+
     def _deadline(self, request: InferRequest, received_s: float, timeout_s: float | None) -> float | None:
         deadlines = []
         if timeout_s is not None:
@@ -209,52 +323,3 @@ class DataPlane:
         if isinstance(timeout_us, int) and not isinstance(timeout_us, bool) and timeout_us > 0:
             deadlines.append(received_s + timeout_us / 1e6)
         return min(deadlines) if deadlines else None
-
-    def _infer(
-        self, model: TailModel, request: InferRequest, received_s: float, timeout_s: float | None
-    ) -> tuple[InferResponse, BatchResult, int]:
-        deadline_s = self._deadline(request, received_s, timeout_s)
-        scheduler = self.scheduler(model)
-        scheduler.expect()
-        try:
-            t0 = time.monotonic_ns()
-            feeds = decode_request(model, request, limit_bytes=self.settings.max_message_bytes)
-            decode_ns = time.monotonic_ns() - t0
-            requested = requested_outputs(model, request)
-            if deadline_s is not None and time.monotonic() >= deadline_s:
-                raise DeadlineExceeded(
-                    f"model {model.name!r}: the deadline passed while validating the request; "
-                    "expected a longer deadline"
-                )
-        except BaseException:
-            scheduler.forget()
-            raise
-        future = scheduler.submit(feeds, deadline_s=deadline_s, expected=True)
-        wait_s = None if deadline_s is None else max(0.0, deadline_s - time.monotonic())
-        try:
-            result: BatchResult = future.result(timeout=wait_s)
-        except FutureTimeout:
-            future.cancel()
-            waited_ms = (time.monotonic() - received_s) * 1e3
-            raise DeadlineExceeded(
-                f"model {model.name!r}: no result after {waited_ms:.1f} ms, when the client's deadline passed; "
-                "expected a longer deadline or a less loaded server"
-            ) from None
-        except CancelledError:
-            raise DeadlineExceeded(f"model {model.name!r}: the request was cancelled") from None
-        outputs = []
-        for sig in model.outputs:
-            if requested and sig.name not in requested:
-                continue
-            array = result.outputs[sig.name]
-            datatype, raw = array_to_raw(array)
-            outputs.append(InferOutput(sig.name, datatype, tuple(int(d) for d in array.shape), raw))
-        compute_ns = decode_ns + result.compute_input_ns + result.compute_infer_ns + result.compute_output_ns
-        response = InferResponse(
-            model_name=model.name,
-            model_version=model.version,
-            id=request.id,
-            outputs=tuple(outputs),
-            parameters={"server_queue_us": result.queue_ns // 1000, "server_compute_us": compute_ns // 1000},
-        )
-        return response, result, decode_ns

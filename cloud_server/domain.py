@@ -57,7 +57,9 @@ class TensorSignature:
 
 @dataclass(frozen=True)
 class RepositoryConfig:
-    """What the registry needs from a Triton `config.pbtxt`; shapes include the batch dim when batched."""
+    """What the registry needs from a Triton `config.pbtxt`; shapes include the batch dim when batched.
+
+    version_policy: ('latest', (n,)), ('all', ()) or ('specific', (versions...)), as Triton serves them."""
 
     name: str
     platform: str
@@ -66,6 +68,13 @@ class RepositoryConfig:
     inputs: tuple[TensorSignature, ...]
     outputs: tuple[TensorSignature, ...]
     default_model_filename: str = ""
+    max_batch_size: int = 0
+    max_queue_delay_us: int | None = None
+    preferred_batch_sizes: tuple[int, ...] = ()
+    input_reshapes: tuple[tuple[int, ...] | None, ...] = ()
+    output_reshapes: tuple[tuple[int, ...] | None, ...] = ()
+    version_policy: tuple[str, tuple[int, ...]] = ("latest", (1,))
+    config: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,13 @@ class TailModel:
         cut the wire input is BYTES JPEGs and the feed is `input_spec.tensor.name`.
     input_spec: set only for the 'input' cut: how to decode and preprocess the frames.
     batched: the first dimension is a batch the scheduler may merge along.
+    max_batch_size: rows per request and batch from the model's config (0 = the server's setting);
+    max_queue_delay_us: the config's dynamic-batching window (None = the server's setting);
+    preferred_batch_sizes: the window closes early when the queued rows reach one of them.
+    input_reshapes / output_reshapes: per tensor, the shape (without the batch dimension) the graph
+        takes or makes when the config's `reshape` differs from the wire `dims`; None where equal, empty
+        when no tensor is reshaped.
+    config: the serialized `ModelConfig` read from config.pbtxt (repository models), reported as is.
     """
 
     name: str
@@ -91,6 +107,12 @@ class TailModel:
     source: str = ""
     cut_id: str = ""
     platform: str = PLATFORM
+    max_batch_size: int = 0
+    max_queue_delay_us: int | None = None
+    preferred_batch_sizes: tuple[int, ...] = ()
+    input_reshapes: tuple[tuple[int, ...] | None, ...] = ()
+    output_reshapes: tuple[tuple[int, ...] | None, ...] = ()
+    config: bytes = b""
 
     @property
     def key(self) -> tuple[str, str]:

@@ -6,8 +6,11 @@ The tree::
     ├── ModelNotFound              NOT_FOUND: unknown model or version (lists the available ones)
     ├── InvalidInput               INVALID_ARGUMENT: a request that does not match the model's signature
     ├── QueueFull                  RESOURCE_EXHAUSTED: the model's bounded queue is full
+    │   └── ServerBusy             RESOURCE_EXHAUSTED: the server's admission limit is reached
     ├── DeadlineExceeded           DEADLINE_EXCEEDED: the client's deadline passed before the answer
     ├── ModelUnavailable           UNAVAILABLE: the model is unloaded, or the server is draining
+    ├── Unsupported                UNIMPLEMENTED: a Triton feature this server does not serve
+    ├── PermissionDenied           PERMISSION_DENIED: a client certificate not on the allowed list
     ├── ModelLoadFailed            INTERNAL: a model file exists but ONNX Runtime cannot load it
     └── InferenceFailed            INTERNAL: ONNX Runtime failed on a validated request
 
@@ -17,11 +20,13 @@ The tree::
     └── ConfigError                ... named with its source (flag, env, TOML)   -> exit 2
     TLSConfigError (ValueError)    TLS files incomplete, unreadable or not PEM   -> exit 2
     RegistryError (ValueError)     a bundle or repository cannot be served       -> exit 1
+    └── ModelConfigRefused         ... a config.pbtxt field we do not honour (named)
     ServerStartError (RuntimeError) the address cannot be bound                  -> exit 1
 
 `Status` is the transport-agnostic vocabulary; :data:`GRPC_STATUS_CODES` is the one table that maps it
 to `grpc.StatusCode` (the servicer and the interceptors use :func:`grpc_status_code`). Every message
-quotes the bad value and what was expected.
+quotes the bad value and what was expected; values a client chose (model names, ids) are quoted through
+:func:`shorten` so a 10 kB name cannot blow up the trailers.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ __all__ = [
     "ModelUnavailable",
     "ModelLoadFailed",
     "InferenceFailed",
+    "ServerBusy",
+    "Unsupported",
+    "PermissionDenied",
+    "ModelConfigRefused",
+    "shorten",
     "GRPC_STATUS_CODES",
     "grpc_status_code",
     "SettingsError",
@@ -59,6 +69,8 @@ class Status(enum.Enum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     UNAVAILABLE = "unavailable"
     UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
+    UNIMPLEMENTED = "unimplemented"
     INTERNAL = "internal"
 
 
@@ -70,6 +82,8 @@ GRPC_STATUS_CODES: dict[Status, grpc.StatusCode] = {
     Status.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
     Status.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Status.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Status.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Status.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
     Status.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
@@ -103,6 +117,11 @@ class QueueFull(ServerError):
     client_error = True
 
 
+class ServerBusy(QueueFull):
+    """The server admits no more requests at once (`max_inflight`); the client should back off or run
+    locally. Not an outage: the server is alive and answering."""
+
+
 class DeadlineExceeded(ServerError):
     """The client's deadline passed before the result was ready."""
 
@@ -114,6 +133,20 @@ class ModelUnavailable(ServerError):
     """The model is known but not serving (unloaded, or the server is draining)."""
 
     status = Status.UNAVAILABLE
+    client_error = True
+
+
+class Unsupported(ServerError):
+    """A Triton feature this server does not serve (shared memory, sequences, decoupled models, ...)."""
+
+    status = Status.UNIMPLEMENTED
+    client_error = True
+
+
+class PermissionDenied(ServerError):
+    """An authenticated client that is not allowed (its certificate names no listed client)."""
+
+    status = Status.PERMISSION_DENIED
     client_error = True
 
 
@@ -136,6 +169,15 @@ def grpc_status_code(error: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def shorten(value: object, limit: int = 64) -> str:
+    """`repr` of a client-chosen value, cut to about `limit` characters with its full length noted."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = len(value) if isinstance(value, (str, bytes)) else len(text)
+    return f"{text[:limit]}... ({size} characters)"
+
+
 # ---------------------------------------------------------------------- start-up errors
 
 
@@ -154,6 +196,10 @@ class TLSConfigError(ValueError):
 
 class RegistryError(ValueError):
     """A bundle or repository cannot be served (start-up configuration error)."""
+
+
+class ModelConfigRefused(RegistryError):
+    """A repository model's config asks for something this server does not honour; names the field."""
 
 
 class ServerStartError(RuntimeError):

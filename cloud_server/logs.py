@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
-from typing import IO, Any
+from typing import IO, Any, Callable
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "record_fields"]
+__all__ = ["JsonFormatter", "TextFormatter", "ThrottledLog", "configure_logging", "record_fields"]
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD_ATTRS = frozenset(
@@ -107,3 +108,38 @@ def configure_logging(log_format: str = "text", log_level: str = "INFO", *, stre
     if level > logging.DEBUG:
         for noisy in ("zeroconf", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class ThrottledLog:
+    """Logs each kind of event at most once per `interval_s` (monotonic clock): a fuzzer or a broken
+    client cannot flood the log. The first line of a kind is written at its level; repeats within the
+    interval go to DEBUG, and the next line written after the interval says how many were suppressed."""
+
+    def __init__(
+        self, logger: logging.Logger, *, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._logger = logger
+        self.interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def log(self, level: int, kind: str, msg: str, *args: Any, exc_info: BaseException | None = None) -> bool:
+        """Log `msg % args` for `kind`; True when written at `level`, False when demoted to DEBUG."""
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self.interval_s:
+                self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+                suppressed = -1
+            else:
+                self._last[kind] = now
+                suppressed = self._suppressed.pop(kind, 0)
+        if suppressed < 0:
+            self._logger.debug(msg, *args)
+            return False
+        if suppressed:
+            msg += f" (and {suppressed} more like it in the last {self.interval_s:g} s, not logged)"
+        self._logger.log(level, msg, *args, exc_info=exc_info)
+        return True

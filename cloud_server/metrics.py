@@ -26,11 +26,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
+
+from cloud_server.aio_handlers import refusing_handler, wrap_handler
 
 __all__ = [
     "LATENCY_BUCKETS_S",
@@ -101,7 +103,7 @@ class PrometheusObserver:
 _INFERENCE_METHODS = ("/inference.GRPCInferenceService/ModelInfer", "/inference.GRPCInferenceService/ModelStreamInfer")
 
 
-class InflightInterceptor(grpc.ServerInterceptor):
+class InflightInterceptor(grpc.aio.ServerInterceptor):
     """Counts RPCs from the moment a handler starts until it returns (or its stream ends), and closes
     the door to new inference calls once :meth:`start_draining` was called.
 
@@ -153,64 +155,24 @@ class InflightInterceptor(grpc.ServerInterceptor):
         if self._on_change is not None:
             self._on_change(count)
 
-    def _wrap_unary(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-            self._add(1)
-            try:
-                return behavior(request, context)
-            finally:
-                self._add(-1)
-
-        return wrapped
-
-    def _wrap_stream(self, behavior: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-        def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            self._add(1)
-            try:
-                yield from behavior(request, context)
-            finally:
-                self._add(-1)
-
-        return wrapped
-
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         method = handler_call_details.method or ""
         if handler is None or not self._track(method):
             return handler
         if self._draining and method in _INFERENCE_METHODS:
-            return _refusal(handler)
-        des, ser = handler.request_deserializer, handler.response_serializer
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(self._wrap_unary(handler.unary_unary), des, ser)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(self._wrap_stream(handler.unary_stream), des, ser)
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(self._wrap_unary(handler.stream_unary), des, ser)
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(self._wrap_stream(handler.stream_stream), des, ser)
-        return handler
+            return refusing_handler(
+                handler, grpc.StatusCode.UNAVAILABLE, "server is draining (shutting down); retry on another server"
+            )
 
+        async def enter(context: Any) -> None:
+            self._add(1)
 
-def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as ``handler`` that answers UNAVAILABLE (the server is draining)."""
-    message = "server is draining (shutting down); retry on another server"
-
-    def refuse_unary(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAVAILABLE, message)
-
-    def refuse_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        context.abort(grpc.StatusCode.UNAVAILABLE, message)
-        yield  # pragma: no cover - abort raises
-
-    des, ser = handler.request_deserializer, handler.response_serializer
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(refuse_stream, des, ser)
-    return grpc.unary_unary_rpc_method_handler(refuse_unary, des, ser)
+        return wrap_handler(handler, before=enter, after=lambda: self._add(-1))
 
 
 def _is_application_method(method: str) -> bool:

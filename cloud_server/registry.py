@@ -21,10 +21,10 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
-from cloud_server.domain import PLATFORM, ModelState, TailModel, TensorSignature
-from cloud_server.errors import ModelNotFound, ModelUnavailable, RegistryError
+from cloud_server.domain import PLATFORM, ModelState, RepositoryConfig, TailModel, TensorSignature
+from cloud_server.errors import ModelNotFound, ModelUnavailable, RegistryError, shorten
 from cloud_server.model_config import repository_config_from_text
 from protos import bundle_pb2
 from protos.bundle import Side, read_bundle, tail_model_name, tail_model_version
@@ -81,54 +81,86 @@ def models_from_bundle(root: Path) -> list[TailModel]:
     return models
 
 
-def models_from_repository(repo: Path) -> list[TailModel]:
-    """Every `<name>/<numeric version>/model.onnx` with a valid `<name>/config.pbtxt`."""
+def models_from_repository(repo: Path, overrides: Mapping[str, RepositoryConfig] | None = None) -> list[TailModel]:
+    """Every `<name>/<numeric version>/model.onnx` with a valid `<name>/config.pbtxt`, the versions chosen
+    by the config's `version_policy`. `overrides` replaces the config of some names (RepositoryModelLoad's
+    `config` parameter); such a model needs no config.pbtxt."""
     if not repo.is_dir():
         raise RegistryError(f"triton repository {str(repo)!r} is not a directory")
+    overrides = overrides or {}
     models = []
     for entry in sorted(os.scandir(repo), key=lambda e: e.name):
         if not entry.is_dir() or entry.name.startswith("."):
             continue
         model_dir = Path(entry.path)
         config_path = model_dir / "config.pbtxt"
-        if not config_path.is_file():
+        if entry.name in overrides:
+            config = overrides[entry.name]
+        elif not config_path.is_file():
             logger.warning("repository entry %s has no config.pbtxt; skipped", model_dir)
             continue
-        config = repository_config_from_text(config_path.read_text(encoding="utf-8"), source=str(config_path))
-        if config.name and config.name != entry.name:
-            raise RegistryError(f"{config_path}: name {config.name!r}; expected the directory name {entry.name!r}")
-        if config.platform not in ("", PLATFORM) or config.backend not in ("", "onnxruntime"):
-            raise RegistryError(
-                f"{config_path}: platform {config.platform!r} / backend {config.backend!r}; "
-                f"expected {PLATFORM!r} (ONNX models only)"
-            )
-        if not config.inputs or not config.outputs:
-            raise RegistryError(f"{config_path}: lists {len(config.inputs)} inputs and {len(config.outputs)} outputs; "
-                                "expected both to be listed")
-        inputs, outputs, batched, name = config.inputs, config.outputs, config.batched, entry.name
-        filename = config.default_model_filename or "model.onnx"
-        if "/" in filename or "\\" in filename or filename in (".", ".."):
-            raise RegistryError(f"{config_path}: default_model_filename {filename!r}; expected a plain file name")
-        for version_entry in sorted(os.scandir(model_dir), key=lambda e: e.name):
-            if not (version_entry.is_dir() and version_entry.name.isdigit()):
-                continue
-            model_path = Path(version_entry.path) / filename
-            if not model_path.is_file():
-                logger.warning("%s is missing; version skipped", model_path)
-                continue
-            models.append(
-                TailModel(
-                    name=name,
-                    version=version_entry.name,
-                    model_path=model_path,
-                    inputs=inputs,
-                    outputs=outputs,
-                    feed_names=tuple(t.name for t in inputs),
-                    batched=batched,
-                    source=f"repository:{repo}",
-                )
-            )
+        else:
+            config = repository_config_from_text(_read_text(config_path), source=str(config_path))
+        models.extend(_repository_versions(repo, model_dir, config, config_path))
     return models
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RegistryError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); expected a text config") from None
+
+
+def _repository_versions(repo: Path, model_dir: Path, config: RepositoryConfig, config_path: Path) -> list[TailModel]:
+    name = model_dir.name
+    if config.name and config.name != name:
+        raise RegistryError(f"{config_path}: name {config.name!r}; expected the directory name {name!r}")
+    if config.platform not in ("", PLATFORM) or config.backend not in ("", "onnxruntime"):
+        raise RegistryError(
+            f"{config_path}: platform {config.platform!r} / backend {config.backend!r}; "
+            f"expected {PLATFORM!r} (ONNX models only)"
+        )
+    if not config.inputs or not config.outputs:
+        raise RegistryError(f"{config_path}: lists {len(config.inputs)} inputs and {len(config.outputs)} outputs; "
+                            "expected both to be listed")
+    filename = config.default_model_filename or "model.onnx"
+    if "/" in filename or "\\" in filename or filename in (".", ".."):
+        raise RegistryError(f"{config_path}: default_model_filename {filename!r}; expected a plain file name")
+    found = []
+    for version_entry in sorted(os.scandir(model_dir), key=lambda e: e.name):
+        if not (version_entry.is_dir() and version_entry.name.isdigit()):
+            continue
+        model_path = Path(version_entry.path) / filename
+        if not model_path.is_file():
+            logger.warning("%s is missing; version skipped", model_path)
+            continue
+        found.append((int(version_entry.name), version_entry.name, model_path))
+    policy, numbers = config.version_policy
+    found.sort()
+    if policy == "latest":
+        found = found[-numbers[0]:]
+    elif policy == "specific":
+        found = [f for f in found if f[0] in numbers]
+    return [
+        TailModel(
+            name=name,
+            version=version,
+            model_path=model_path,
+            inputs=config.inputs,
+            outputs=config.outputs,
+            feed_names=tuple(t.name for t in config.inputs),
+            batched=config.batched,
+            source=f"repository:{repo}",
+            max_batch_size=config.max_batch_size,
+            max_queue_delay_us=config.max_queue_delay_us,
+            preferred_batch_sizes=config.preferred_batch_sizes,
+            input_reshapes=config.input_reshapes,
+            output_reshapes=config.output_reshapes,
+            config=config.config,
+        )
+        for _, version, model_path in found
+    ]
 
 
 class ModelRegistry:
@@ -175,7 +207,7 @@ class ModelRegistry:
     def _not_found(self, name: str) -> ModelNotFound:
         shown = sorted(self._order)
         listed = ", ".join(shown[:50]) + (f", ... ({len(shown)} in all)" if len(shown) > 50 else "")
-        return ModelNotFound(f"model {name!r} is not served; available models: {listed or '(none)'}")
+        return ModelNotFound(f"model {shorten(name)} is not served; available models: {listed or '(none)'}")
 
     def find(self, name: str, version: str = "") -> TailModel:
         """The model, ready or not; ModelNotFound naming the available models or versions."""
@@ -188,7 +220,7 @@ class ModelRegistry:
             model = self._models.get((name, version))
             if model is None:
                 raise ModelNotFound(
-                    f"model {name!r} has no version {version!r}; available versions: {', '.join(versions)}"
+                    f"model {name!r} has no version {shorten(version)}; available versions: {', '.join(versions)}"
                 )
             return model
 
@@ -217,9 +249,18 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ load / unload
 
-    def load(self, name: str) -> list[TailModel]:
-        """Mark `name` ready; rescans the repository first so new models can appear."""
-        if self.repository is not None:
+    def load(self, name: str, config: RepositoryConfig | None = None) -> list[TailModel]:
+        """Mark `name` ready; rescans the repository first so new models can appear. `config` replaces
+        the repository model's config.pbtxt (RepositoryModelLoad's `config` parameter); RegistryError
+        when there is no repository or `name` is a bundle model."""
+        if config is not None:
+            if self.repository is None or not (self.repository / name).is_dir():
+                raise RegistryError(
+                    f"a config override for {shorten(name)} needs a repository directory of that name; "
+                    "expected a model of --triton-repository"
+                )
+            self._rescan_repository({name: config})
+        elif self.repository is not None:
             self._rescan_repository()
         with self._lock:
             if name not in self._order:
@@ -235,10 +276,13 @@ class ModelRegistry:
             self._unloaded.add(name)
             return [self._models[(name, v)] for v in self._order[name]]
 
-    def _rescan_repository(self) -> None:
+    def _rescan_repository(self, overrides: Mapping[str, RepositoryConfig] | None = None) -> None:
         assert self.repository is not None
-        found = models_from_repository(self.repository)
+        found = models_from_repository(self.repository, overrides)
         with self._lock:
+            for name in overrides or {}:
+                for version in self._order.pop(name, []):
+                    self._models.pop((name, version), None)
             for model in found:
                 if model.key not in self._models:
                     self._add(model)

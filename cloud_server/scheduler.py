@@ -11,7 +11,8 @@ on its way: callers announce a request with `expect()` when it enters the data p
 decoding and validation) and `submit(..., expected=True)` or `forget()` ends the announcement. At low
 load a lone request then runs at once instead of paying the whole window; under load requests pile up
 while a batch runs and the next batch takes them together. `eager=False` always waits the whole window
-(Triton's behaviour), which makes merging deterministic in tests. A full queue raises `QueueFull` at once (memory stays
+(Triton's behaviour), which makes merging deterministic in tests. `preferred_batch_sizes` (a
+Triton config's) close the window as soon as the queued rows equal one of them. A full queue raises `QueueFull` at once (memory stays
 bounded); a request whose deadline passed while queued fails with `DeadlineExceeded` without running;
 a cancelled future is skipped.
 """
@@ -81,6 +82,7 @@ class BatchScheduler:
         batched: bool = True,
         eager: bool = True,
         on_batch_done: Callable[[int, int, int, int], None] | None = None,
+        preferred_batch_sizes: tuple[int, ...] = (),
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_us < 0:
             raise ValueError(
@@ -95,6 +97,7 @@ class BatchScheduler:
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_us / 1e6
         self.max_queue_size = max_queue_size
+        self.preferred_batch_sizes = frozenset(preferred_batch_sizes)
         self._observer = observer or NullObserver()
         self._on_batch_done = on_batch_done
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -169,6 +172,8 @@ class BatchScheduler:
                 self._cond.wait()
             window_end = self._queue[0].enqueued_s + self.max_queue_delay_s
             while not self._closed and self._queued_rows() < self.max_batch_size:
+                if self._queued_rows() in self.preferred_batch_sizes:
+                    break
                 remaining = window_end - time.monotonic()
                 if remaining <= 0 or (self.eager and self._arriving == 0):
                     break

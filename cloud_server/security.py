@@ -21,6 +21,9 @@ Policy for the auxiliary services when a token is set:
   services and their message types, which is not needed by clients that already know the protocol.
 * Everything else (the whole ``inference.GRPCInferenceService``) requires the token.
 
+Mutual TLS accepts any certificate the CA signed unless ``tls_client_names`` lists the names allowed
+(:class:`ClientNameInterceptor`: common name or subject alternative name, else PERMISSION_DENIED).
+
 The first token rejection is logged as one WARNING line, later ones at DEBUG, so a scanner cannot
 flood the log; the token itself never appears in a log line or a status message.
 """
@@ -29,10 +32,11 @@ from __future__ import annotations
 import hmac
 import logging
 import pathlib
-from typing import Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import grpc
 
+from cloud_server.aio_handlers import refusing_handler, wrap_handler
 from cloud_server.errors import TLSConfigError
 
 __all__ = [
@@ -40,6 +44,8 @@ __all__ = [
     "REFLECTION_SERVICE_PREFIXES",
     "TLSConfigError",
     "TokenAuthInterceptor",
+    "ClientNameInterceptor",
+    "peer_names",
     "load_server_credentials",
     "bearer_metadata",
 ]
@@ -117,32 +123,7 @@ def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
-def _abort_handler(
-    original: grpc.RpcMethodHandler | None, message: str
-) -> grpc.RpcMethodHandler:
-    """A handler of the same streaming kind as ``original`` that aborts with UNAUTHENTICATED."""
-
-    def abort_unary(request: object, context: grpc.ServicerContext) -> object:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    def abort_stream(request: object, context: grpc.ServicerContext) -> Iterable[object]:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield  # pragma: no cover - abort raises
-
-    req_stream = bool(original and original.request_streaming)
-    resp_stream = bool(original and original.response_streaming)
-    deserializer = original.request_deserializer if original else None
-    serializer = original.response_serializer if original else None
-    if req_stream and resp_stream:
-        return grpc.stream_stream_rpc_method_handler(abort_stream, deserializer, serializer)
-    if req_stream:
-        return grpc.stream_unary_rpc_method_handler(abort_unary, deserializer, serializer)
-    if resp_stream:
-        return grpc.unary_stream_rpc_method_handler(abort_stream, deserializer, serializer)
-    return grpc.unary_unary_rpc_method_handler(abort_unary, deserializer, serializer)
-
-
-class TokenAuthInterceptor(grpc.ServerInterceptor):
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Rejects calls without ``authorization: Bearer <token>`` with UNAUTHENTICATED.
 
     ``exempt`` decides which method paths skip the check; the default exempts only the standard health
@@ -166,26 +147,77 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         if not value[: len(_BEARER)].lower() == _BEARER:
-            scheme = value.split(" ", 1)[0][:16]
-            return f"authorization scheme {scheme!r} is not supported; expected 'Bearer <token>'"
+            # never echo any of it: a token sent without the scheme would otherwise leak into logs
+            return f"authorization metadata ({len(value)} characters) does not start with 'Bearer '; " \
+                "expected 'Bearer <token>'"
         offered = value[len(_BEARER):].strip().encode("utf-8")
         # compare_digest on equal-type bytes: time independent of the matching prefix length.
         if not hmac.compare_digest(offered, self._expected):
             return "bearer token is not valid"
         return None
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method or ""
         if self._exempt(method):
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         reason = self._rejection(handler_call_details.invocation_metadata)
         if reason is None:
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         log = logger.debug if self._warned else logger.warning
         self._warned = True
-        log("rejected %s: %s (UNAUTHENTICATED)", method, reason)
-        return _abort_handler(continuation(handler_call_details), reason)
+        log("rejected %s: %s (UNAUTHENTICATED)", method[:128], reason)
+        return refusing_handler(await continuation(handler_call_details), grpc.StatusCode.UNAUTHENTICATED, reason)
+
+
+# --------------------------------------------------------------------------- mTLS client names
+
+
+def peer_names(auth_context: Mapping[str, Iterable[bytes]]) -> set[str]:
+    """The common name and subject alternative names of a verified client certificate."""
+    names = set()
+    for key in ("x509_common_name", "x509_subject_alternative_name"):
+        for value in auth_context.get(key, ()):
+            names.add(value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value))
+    return names
+
+
+class ClientNameInterceptor(grpc.aio.ServerInterceptor):
+    """With mutual TLS, serve only clients whose certificate names (CN or a SAN) one of `allowed`;
+    others get PERMISSION_DENIED before the servicer runs. Health stays exempt, as for the token. The
+    first refusal is a WARNING (with the names the certificate carries), later ones DEBUG."""
+
+    def __init__(self, allowed: Iterable[str], *, exempt: Callable[[str], bool] | None = None) -> None:
+        self.allowed = frozenset(allowed)
+        if not self.allowed:
+            raise ValueError("ClientNameInterceptor needs at least one allowed client name")
+        self._exempt = exempt if exempt is not None else (lambda method: method.startswith(HEALTH_SERVICE_PREFIX))
+        self._warned = False
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method or ""
+        if handler is None or self._exempt(method):
+            return handler
+
+        async def check(context: Any) -> None:
+            names = peer_names(context.auth_context())
+            if names & self.allowed:
+                return
+            shown = sorted(n[:64] for n in names)[:4]
+            log = logger.debug if self._warned else logger.warning
+            self._warned = True
+            log("refused client certificate %s for %s (PERMISSION_DENIED)", shown, method[:128])
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"client certificate names {shown} are not allowed; expected one of tls_client_names",
+            )
+
+        return wrap_handler(handler, before=check)

@@ -55,9 +55,14 @@ class ServerSettings:
         max_batch_size: dynamic batching upper bound in rows (1 disables merging).
         max_queue_delay_us: how long the first queued request may wait for companions.
         max_queue_size: requests waiting per model before RESOURCE_EXHAUSTED.
-        grpc_workers: thread-pool size of the sync gRPC server.
+        max_inflight: inference requests the server holds at once (decoding, queued, running) before it
+            answers RESOURCE_EXHAUSTED; open streams and idle connections do not count.
+        grpc_workers: threads that decode requests and encode responses (open streams and requests waiting
+            for their batch hold none).
         tls_cert_file, tls_key_file: server certificate and key (PEM); both or neither.
         tls_client_ca_file: CA that client certificates must chain to (mutual TLS); needs cert+key.
+        tls_client_names: with mutual TLS, only certificates whose common name or a subject alternative
+            name is listed are served (PERMISSION_DENIED otherwise); empty = any the CA signed.
         auth_token: optional bearer token clients must send (checked in constant time by the interceptor).
         metrics_host, metrics_port: Prometheus /metrics endpoint; metrics_port None disables it.
         discovery: advertise over zeroconf as `_splitinfer._tcp.local.`.
@@ -77,10 +82,12 @@ class ServerSettings:
     max_batch_size: int = 8
     max_queue_delay_us: int = 2000
     max_queue_size: int = 64
+    max_inflight: int = 128
     grpc_workers: int = 16
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+    tls_client_names: tuple[str, ...] = ()
     auth_token: str | None = field(default=None, repr=False)
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 8002
@@ -112,6 +119,7 @@ class ServerSettings:
         _check_int("max_batch_size", self.max_batch_size, minimum=1)
         _check_int("max_queue_delay_us", self.max_queue_delay_us, minimum=0)
         _check_int("max_queue_size", self.max_queue_size, minimum=1)
+        _check_int("max_inflight", self.max_inflight, minimum=1)
         _check_int("grpc_workers", self.grpc_workers, minimum=1)
         for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
             _check_optional_path(name, getattr(self, name))
@@ -122,6 +130,14 @@ class ServerSettings:
             )
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise SettingsError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        if not isinstance(self.tls_client_names, tuple) or not all(
+            isinstance(n, str) and n for n in self.tls_client_names
+        ):
+            raise SettingsError(f"tls_client_names must be a tuple of non-empty strings, got {self.tls_client_names!r}")
+        if self.tls_client_names and self.tls_client_ca_file is None:
+            raise SettingsError(
+                f"tls_client_names {list(self.tls_client_names)} needs tls_client_ca_file (mutual TLS) to be set"
+            )
         if self.auth_token is not None and (not isinstance(self.auth_token, str) or not self.auth_token):
             raise SettingsError("auth_token must be a non-empty string or None")
         if not isinstance(self.metrics_host, str) or not self.metrics_host:

@@ -12,20 +12,29 @@ which is then decoded and preprocessed as the bundle's `InputSpec` says.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
 
 from cloud_server.domain import InferInput, InferRequest, TailModel, TensorSignature
-from cloud_server.errors import InvalidInput
+from cloud_server.errors import InvalidInput, Unsupported, shorten
 from protos.errors import WireError
 from protos.preprocess import decode_jpeg, preprocess_bgr
 from protos.wire import array_from_contents, array_from_raw
 
-__all__ = ["decode_request", "requested_outputs", "jpeg_size_px", "MAX_FRAME_PIXELS"]
+__all__ = ["decode_request", "requested_outputs", "jpeg_size_px", "MAX_FRAME_PIXELS", "MAX_BYTES_ELEMENTS"]
 
 #: Largest frame the 'input' cut decodes (a JPEG header can claim 65535 x 65535 in a few bytes).
 MAX_FRAME_PIXELS = 8192 * 8192
+
+#: Most elements one BYTES tensor may hold (checked from its shape before any element is split out).
+MAX_BYTES_ELEMENTS = 65536
+
+#: Tensor parameters of Triton's shared-memory extension, which this server does not serve.
+_SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+#: Request parameters of Triton's sequence batcher, which this server does not serve.
+_SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
 
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
@@ -40,15 +49,20 @@ def requested_outputs(model: TailModel, request: InferRequest) -> set[str]:
     requested = set(request.requested_outputs)
     unknown = sorted(requested - names)
     if unknown:
-        raise InvalidInput(f"model {model.name!r} has no output {unknown[0]!r}; expected one of {sorted(names)}")
+        raise InvalidInput(f"model {model.name!r} has no output {shorten(unknown[0])}; expected one of {sorted(names)}")
     return requested
 
 
-def decode_request(model: TailModel, request: InferRequest, *, limit_bytes: int) -> dict[str, np.ndarray]:
+def decode_request(
+    model: TailModel, request: InferRequest, *, limit_bytes: int, max_batch_size: int | None = None
+) -> dict[str, np.ndarray]:
     """Check `request` against the model signature; return the arrays to feed, keyed by graph input.
 
     `limit_bytes` bounds what a compressed BYTES tensor may inflate to (fixed-size tensors are bounded
-    by their shape)."""
+    by their shape); `max_batch_size` bounds the rows of a batched model's request (None = no bound).
+    Element counts are checked from the shapes before any data is decoded. BYTES tensors reach the model
+    as text (ONNX Runtime's string tensors), so their elements must be UTF-8."""
+    _check_unsupported(model, request)
     by_name = _check_names(model, request)
     raws = request.raw_input_contents
     if raws and len(raws) != len(request.inputs):
@@ -62,11 +76,18 @@ def decode_request(model: TailModel, request: InferRequest, *, limit_bytes: int)
         sig = by_name[inp.name]
         if inp.datatype != sig.datatype:
             raise InvalidInput(
-                f"model {model.name!r} input {inp.name!r} has datatype {inp.datatype!r}; expected {sig.datatype!r}"
+                f"model {model.name!r} input {inp.name!r} has datatype {shorten(inp.datatype)}; "
+                f"expected {sig.datatype!r}"
             )
         _check_shape(model, inp, sig)
         if model.batched:
             batch_sizes.add(inp.shape[0])
+            if max_batch_size is not None and inp.shape[0] > max_batch_size:
+                raise InvalidInput(
+                    f"model {model.name!r} input {inp.name!r} has batch size {inp.shape[0]}; "
+                    f"expected at most max_batch_size={max_batch_size}"
+                )
+        _check_count(model, inp, raws[i] if raws else None)
         arrays[inp.name] = _decode_input(model, inp, raws[i] if raws else None, limit_bytes)
     if len(batch_sizes) > 1:
         raise InvalidInput(
@@ -74,15 +95,75 @@ def decode_request(model: TailModel, request: InferRequest, *, limit_bytes: int)
         )
     shapes = {inp.name: inp.shape for inp in request.inputs}
     feeds: dict[str, np.ndarray] = {}
-    for sig, feed in zip(model.inputs, model.feed_names):
+    reshapes = model.input_reshapes or (None,) * len(model.inputs)
+    for sig, feed, reshape in zip(model.inputs, model.feed_names, reshapes):
         value = arrays[sig.name]
         if model.input_spec is not None:
             feeds[feed] = _decode_frames(model, sig.name, list(value))
-        elif isinstance(value, list):
-            feeds[feed] = np.array(value, dtype=object).reshape(shapes[sig.name])
+            continue
+        if isinstance(value, list):
+            array = np.array(_texts(model, sig.name, value), dtype=object).reshape(shapes[sig.name])
         else:
-            feeds[feed] = value
+            array = value
+        if reshape is not None:  # config.pbtxt `reshape`: the wire carries `dims`, the model takes `reshape`
+            lead = array.shape[:1] if model.batched else ()
+            array = array.reshape(lead + reshape)
+        feeds[feed] = array
     return feeds
+
+
+def _texts(model: TailModel, name: str, items: list[bytes]) -> list[str]:
+    try:
+        return [item.decode("utf-8") for item in items]
+    except UnicodeDecodeError:
+        bad = next(i for i, item in enumerate(items) if not _is_utf8(item))
+        raise InvalidInput(
+            f"model {model.name!r} BYTES input {name!r} element {bad} is not UTF-8 text "
+            f"(starts with 0x{items[bad][:8].hex()}); expected UTF-8, as ONNX Runtime string tensors hold text"
+        ) from None
+
+
+def _is_utf8(item: bytes) -> bool:
+    try:
+        item.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _check_unsupported(model: TailModel, request: InferRequest) -> None:
+    """Triton features we do not serve answer UNIMPLEMENTED, naming the feature."""
+    for key in _SEQUENCE_PARAMETERS:
+        if key in request.parameters:
+            raise Unsupported(
+                f"model {model.name!r}: request parameter {key!r} asks for sequence batching, which this server "
+                "does not serve; expected stateless requests"
+            )
+    for inp in request.inputs:
+        for key in _SHARED_MEMORY_PARAMETERS:
+            if key in inp.parameters:
+                raise Unsupported(
+                    f"model {model.name!r} input {shorten(inp.name)} uses {key!r}: shared memory is not served "
+                    "by this server; expected the data in raw_input_contents or contents"
+                )
+
+
+def _check_count(model: TailModel, inp: InferInput, raw: bytes | None) -> None:
+    """Element counts implied by the shape, checked before any decoding work."""
+    if inp.datatype != "BYTES":
+        return
+    count = math.prod(inp.shape)
+    if count > MAX_BYTES_ELEMENTS:
+        raise InvalidInput(
+            f"model {model.name!r} BYTES input {inp.name!r} has shape {_shape_str(inp.shape)} = {count} elements; "
+            f"expected at most {MAX_BYTES_ELEMENTS}"
+        )
+    compressed = bool(inp.parameters.get("compression"))
+    if raw is not None and not compressed and count * 4 > len(raw):
+        raise InvalidInput(
+            f"model {model.name!r} BYTES input {inp.name!r} has shape {_shape_str(inp.shape)} = {count} elements "
+            f"in {len(raw)} raw bytes; expected at least 4 bytes (the length prefix) per element"
+        )
 
 
 def _check_names(model: TailModel, request: InferRequest) -> dict[str, TensorSignature]:
@@ -90,7 +171,9 @@ def _check_names(model: TailModel, request: InferRequest) -> dict[str, TensorSig
     seen: set[str] = set()
     for inp in request.inputs:
         if inp.name not in by_name:
-            raise InvalidInput(f"model {model.name!r} has no input {inp.name!r}; expected inputs {sorted(by_name)}")
+            raise InvalidInput(
+                f"model {model.name!r} has no input {shorten(inp.name)}; expected inputs {sorted(by_name)}"
+            )
         if inp.name in seen:
             raise InvalidInput(f"model {model.name!r} input {inp.name!r} appears twice; expected once")
         seen.add(inp.name)
@@ -167,10 +250,19 @@ def jpeg_size_px(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
 def _decode_frames(model: TailModel, name: str, items: list[bytes]) -> np.ndarray:
     assert model.input_spec is not None
     frames = []
     for i, item in enumerate(items):
+        if not item:
+            raise InvalidInput(
+                f"model {model.name!r} input {name!r} element {i} is empty (0 bytes); expected a JPEG frame"
+            )
         size = jpeg_size_px(item)
         if size is not None and size[0] * size[1] > MAX_FRAME_PIXELS:
             raise InvalidInput(
@@ -179,9 +271,9 @@ def _decode_frames(model: TailModel, name: str, items: list[bytes]) -> np.ndarra
             )
         try:
             frames.append(preprocess_bgr(decode_jpeg(item), model.input_spec))
-        except ValueError as exc:
+        except Exception as exc:  # noqa: BLE001 - OpenCV raises cv2.error for some malformed streams
             raise InvalidInput(
-                f"model {model.name!r} input {name!r} element {i}: {exc} (starts with 0x{item[:4].hex()}); "
+                f"model {model.name!r} input {name!r} element {i}: {_first_line(exc)} (starts with 0x{item[:4].hex()}); "
                 "expected a JPEG frame (starts with 0xffd8)"
             ) from None
     return np.concatenate(frames, axis=0)

@@ -268,7 +268,7 @@ def test_token_accepted_with_tritonclient_headers(token_client: grpcclient.Infer
         ({"authorization": "Bearer wrong-token"}, "not valid"),
         ({"authorization": f"Bearer {TOKEN}x"}, "not valid"),
         ({"authorization": f"Bearer {TOKEN[:-1]}"}, "not valid"),
-        ({"authorization": f"Basic {TOKEN}"}, "scheme 'Basic'"),
+        ({"authorization": f"Basic {TOKEN}"}, "does not start with 'Bearer '"),
         ({"authorization": TOKEN}, "expected 'Bearer <token>'"),
     ],
 )
@@ -280,6 +280,7 @@ def test_token_rejected_with_unauthenticated(
     assert "UNAUTHENTICATED" in _status(info.value)
     assert reason in info.value.message()
     assert TOKEN not in info.value.message()
+    assert TOKEN[:8] not in info.value.message()  # not even a prefix (a token sent without 'Bearer ')
 
 
 def test_token_raw_grpc_unary_and_stream(token_server: RunningServer) -> None:

@@ -26,8 +26,11 @@ from partitioner.graph import graph_inputs, oip_datatype, opset_version, tensor_
 from partitioner.stages import ProfiledCut
 from protos import bundle as bundle_io
 from protos import bundle_pb2
+from protos.names import OUTPUT_CUT
 
 CREATED_BY = "splitinfer partition"
+#: Where the INT8 full model (the edge's fast local fallback) lives in the bundle.
+INT8_FULL_MODEL = "edge/full_model_int8.onnx"
 
 
 def _image_layout(shape: Sequence[int | str]) -> str:
@@ -47,7 +50,7 @@ def input_spec(model: onnx.ModelProto, config: PartitionConfig) -> bundle_pb2.In
     shape = tensor_shape(vi)
     if len(shape) != 4:
         raise UnsupportedModel(f"input {vi.name!r} has shape {shape}; expected an image batch [N, C, H, W] or [N, H, W, C]")
-    layout = _image_layout(shape)
+    layout = config.layout or _image_layout(shape)
     h, w = (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
     if config.input_size[0]:
         h, w = config.input_size
@@ -55,7 +58,7 @@ def input_spec(model: onnx.ModelProto, config: PartitionConfig) -> bundle_pb2.In
         raise UnsupportedModel(f"input {vi.name!r} has symbolic image size {shape}; pass the input size (--input-size HxW)")
     spec = bundle_pb2.InputSpec(
         width_px=w, height_px=h, layout=layout, color_order=config.color_order,
-        resize_shorter_px=config.resize_shorter_px, pixel_scale=1.0 / 255.0,
+        resize_shorter_px=config.resize_shorter_px, pixel_scale=config.pixel_scale,
         mean=list(config.mean), std=list(config.std), jpeg_quality=config.jpeg_quality,
     )
     dims = [-1, 3, h, w] if layout == "NCHW" else [-1, h, w, 3]
@@ -73,7 +76,7 @@ def fixed_input_shapes(model: onnx.ModelProto, config: PartitionConfig) -> dict[
         return None
     shape = tensor_shape(inputs[0])
     h, w = config.input_size
-    if len(shape) == 4 and _image_layout(shape) == "NHWC":
+    if len(shape) == 4 and (config.layout or _image_layout(shape)) == "NHWC":
         return {inputs[0].name: [1, h, w, int(shape[3])]}
     channels = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else 3
     return {inputs[0].name: [1, channels, h, w]}
@@ -87,9 +90,12 @@ def write_bundle(
     spec: bundle_pb2.InputSpec,
     labels: Sequence[str],
     cuts: Sequence[ProfiledCut],
+    evaluation: bundle_pb2.Evaluation | None = None,
 ) -> bundle_io.Bundle:
     """Write the bundle at ``config.out_dir`` (replacing it only with ``config.overwrite``):
-    the FP32 full model for offline fallback, labels, and each cut's head, tail and figures."""
+    the FP32 full model for offline fallback, the INT8 full model when the ``output`` cut
+    ships it (it passed the gate), labels, each cut's head, tail and figures, and how
+    fidelity was judged."""
     with bundle_io.BundleWriter(config.out_dir, overwrite=config.overwrite) as writer:
         manifest = bundle_pb2.Manifest(
             model_name=config.bundle_model_name,
@@ -102,6 +108,12 @@ def write_bundle(
         manifest.input.CopyFrom(spec)
         _describe_outputs(manifest, model, config.top_k, labels, writer)
         manifest.full_model.CopyFrom(writer.add_bytes("edge/full_model.onnx", model.SerializeToString()))
+        int8_full = next((p.cut.head for p in cuts if p.cut.candidate.id == OUTPUT_CUT
+                          and p.cut.head is not None and p.cut.head_precision == "int8"), None)
+        if int8_full is not None:
+            manifest.full_model_int8.CopyFrom(writer.add_bytes(INT8_FULL_MODEL, int8_full.SerializeToString()))
+        if evaluation is not None:
+            manifest.evaluation.CopyFrom(evaluation)
         for profiled in cuts:
             _add_cut(manifest, profiled, writer)
         return writer.commit(manifest)

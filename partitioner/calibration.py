@@ -162,16 +162,29 @@ def jpeg_roundtrip(frames: Sequence[np.ndarray], quality: int) -> tuple[list[np.
 
 @dataclass(frozen=True)
 class FrameFeeds:
-    """Model feeds of real frames: calibration and evaluation sets never share a frame.
+    """Model feeds of real frames: calibration and evaluation sets never share a frame,
+    and by default not even a source (``*_sources`` name where each set came from).
 
     ``evaluation_bgr`` are the evaluation frames as read (BGR), for measures that start
-    from the camera image (the JPEG ``input`` cut, profiling the encoder).
+    from the camera image (the JPEG baseline and ``input`` cut, profiling the encoder).
     """
 
     calibration: tuple[dict[str, np.ndarray], ...]
     evaluation: tuple[dict[str, np.ndarray], ...]
     evaluation_bgr: tuple[np.ndarray, ...]
-    description: str
+    calibration_sources: tuple[str, ...] = ()
+    evaluation_sources: tuple[str, ...] = ()
+
+    @property
+    def description(self) -> str:
+        return (f"{len(self.calibration)} calibration frames from {', '.join(self.calibration_sources)}; "
+                f"{len(self.evaluation)} evaluation frames from {', '.join(self.evaluation_sources)}")
+
+
+def _spread(frames: Sequence[np.ndarray], count: int) -> list[np.ndarray]:
+    if len(frames) <= count:
+        return list(frames)
+    return [frames[i] for i in np.linspace(0, len(frames) - 1, count).round().astype(int)]
 
 
 def gather_frames(
@@ -180,39 +193,48 @@ def gather_frames(
     *,
     calibration_frames: int,
     evaluation_frames: int,
+    evaluation_source: str | os.PathLike[str] | None = None,
 ) -> FrameFeeds:
-    """Up to ``calibration_frames`` frames of ``source`` (default: the sample video) for
-    calibration, and ``evaluation_frames`` others for evaluation: the rest of ``source``,
-    topped up from :func:`default_evaluation_paths`, spread evenly when there are more.
+    """Up to ``calibration_frames`` frames of ``source`` (default: the sample video bikes.mp4)
+    for calibration, and up to ``evaluation_frames`` held-out frames for fidelity, spread evenly.
 
-    Raises :class:`CalibrationError` when no frame is left for evaluation.
+    Held-out frames come from ``evaluation_source`` when given, else from the other sample
+    videos (:func:`default_evaluation_paths` minus ``source``): footage calibration never
+    saw. Only when neither exists are they the calibration source's remaining frames (the
+    description says so). Raises :class:`CalibrationError` when no frame is left.
     """
     source = pathlib.Path(source) if source is not None else default_calibration_path()
-    calib, rest = read_frames(source).split(calibration_frames)
-    eval_bgr = list(rest.frames)
-    sources = [str(source)]
-    if len(eval_bgr) < evaluation_frames:
-        for path in default_evaluation_paths():
-            if pathlib.Path(path).resolve() == source.resolve():
-                continue
-            eval_bgr.extend(read_frames(path).frames)
-            sources.append(str(path))
-            if len(eval_bgr) >= evaluation_frames:
-                break
-    if len(eval_bgr) > evaluation_frames:
-        picked = np.linspace(0, len(eval_bgr) - 1, evaluation_frames).round().astype(int)
-        eval_bgr = [eval_bgr[i] for i in picked]
+    if evaluation_source is not None:
+        paths = [pathlib.Path(evaluation_source)]
+        if paths[0].resolve() == source.resolve():
+            raise CalibrationError(f"evaluation source {str(paths[0])!r} is the calibration source; "
+                                   "expected footage the calibration never saw")
+    else:
+        paths = [p for p in default_evaluation_paths() if pathlib.Path(p).resolve() != source.resolve()]
+    read = read_frames(source)
+    calib = _spread(read.frames, calibration_frames)
+    eval_bgr: list[np.ndarray] = []
+    sources: list[str] = []
+    for path in paths:
+        eval_bgr.extend(read_frames(path).frames)
+        sources.append(str(path))
+    if not eval_bgr:
+        calib_set, rest = read.split(calibration_frames)
+        calib, eval_bgr = list(calib_set.frames), list(rest.frames)
+        sources = [f"{source} (frames not used for calibration)"]
+        logger.warning("no held-out footage: measuring fidelity on the calibration source's other frames")
+    eval_bgr = _spread(eval_bgr, evaluation_frames)
     if not eval_bgr:
         raise CalibrationError(f"no frames left for evaluation after taking {len(calib)} calibration frames from {source}")
     if len(eval_bgr) < evaluation_frames:
         logger.warning("only %d evaluation frames available (asked for %d)", len(eval_bgr), evaluation_frames)
     name = spec.tensor.name
     return FrameFeeds(
-        calibration=tuple({name: x} for x in preprocess_frames(calib.frames, spec)),
+        calibration=tuple({name: x} for x in preprocess_frames(calib, spec)),
         evaluation=tuple({name: x} for x in preprocess_frames(eval_bgr, spec)),
         evaluation_bgr=tuple(eval_bgr),
-        description=(f"{len(calib)} calibration frames from {source}; "
-                     f"{len(eval_bgr)} evaluation frames from {', '.join(sources)}"),
+        calibration_sources=(str(source),),
+        evaluation_sources=tuple(sources),
     )
 
 

@@ -89,16 +89,39 @@ def _partition_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-cuts", help=f"keep at most N cuts including input/output (default {d('max_cuts')})")
     p.add_argument("--max-tensors", help=f"largest multi-tensor cut to consider (default {d('max_tensors')})")
     p.add_argument("--calibration", help="folder of images or a video (default: the sample video)")
-    p.add_argument("--calibration-frames", help=f"frames for the first INT8 calibration (default {d('calibration_frames')})")
+    p.add_argument("--calibration-frames", help=f"calibration frames for INT8 quantization and the int8 wire (default {d('calibration_frames')})")
     p.add_argument("--frames", "--fidelity-frames", dest="fidelity_frames",
                    help=f"real frames for the fidelity measurement (default {d('fidelity_frames')})")
-    p.add_argument("--threshold", help=f"minimum top-1 agreement of the quantized pipeline (default {d('threshold')})")
+    p.add_argument("--fidelity-source", help="video or folder of held-out frames for fidelity "
+                   "(default: the sample videos calibration did not use)")
+    p.add_argument("--task", choices=("classification", "detection", "other"),
+                   help="what the outputs are, for the fidelity measure (default: classification for one [N, C] "
+                        "output, else other)")
+    p.add_argument("--gate", choices=("baseline", "absolute"),
+                   help=f"ship an INT8 variant when its fidelity >= the cloud-only JPEG baseline's - margin, "
+                        f"or >= --threshold (default {d('gate')})")
+    p.add_argument("--margin", help=f"allowance below the JPEG baseline (default {d('margin')})")
+    p.add_argument("--confident-at", help=f"FP32 confidence above which a variant must always agree "
+                                          f"(default {d('confident_at')})")
+    p.add_argument("--threshold", help=f"minimum fidelity of the quantized pipeline with --gate absolute "
+                                       f"(default {d('threshold')})")
+    p.add_argument("--quantization", help="post-training quantization method of partitioner.ptq "
+                                          "(default: its measured best)")
     p.add_argument("--wire-codec", choices=WIRE_CODECS, help=f"how activations travel (default {d('wire_codec')})")
     p.add_argument("--no-quantize", dest="quantize_heads", action="store_const", const=False, help="ship FP32 heads")
     p.add_argument("--tail-fp16", action="store_const", const=True, help="convert tails to FP16")
     p.add_argument("--threads", help=f"ONNX Runtime intra-op threads for profiling (default {d('threads')}; 0 = all)")
     p.add_argument("--runs", "--profile-runs", dest="profile_runs", help=f"timed runs per profile (default {d('profile_runs')})")
-    p.add_argument("--input-size", help="HxW when the model's image size is symbolic, e.g. 224x224")
+    p.add_argument("--input-size", help="HxW the network sees, e.g. 224x224 (default: the model's input shape)")
+    p.add_argument("--resize-shorter", dest="resize_shorter_px",
+                   help=f"resize the shorter side to N px, then centre-crop; 0 resizes straight to the input size "
+                        f"(default {d('resize_shorter_px')})")
+    p.add_argument("--mean", help=f"per-channel mean, comma-separated, after pixel scaling (default {d('mean')})")
+    p.add_argument("--std", help=f"per-channel std, comma-separated (default {d('std')})")
+    p.add_argument("--pixel-scale", help="multiplies each 0..255 pixel before mean/std: 1/255 (default) or 1")
+    p.add_argument("--color-order", choices=("RGB", "BGR"), help=f"channel order (default {d('color_order')})")
+    p.add_argument("--layout", choices=("NCHW", "NHWC"), help="the input tensor's layout (default: from its shape)")
+    p.add_argument("--jpeg-quality", help=f"JPEG quality of the input cut and the baseline (default {d('jpeg_quality')})")
     p.add_argument("--labels", help="JSON list or text file (one per line) of class names")
     p.add_argument("--overwrite", action="store_const", const=True, help="replace an existing bundle")
     p.add_argument("--report-png", help="also write the split-computing figure here")
@@ -135,6 +158,18 @@ def _parse_input_size(value: Any, source: str, base_dir: pathlib.Path) -> tuple[
     return h, w
 
 
+def _parse_pixel_scale(value: Any, source: str, base_dir: pathlib.Path) -> float:
+    """A number or a fraction such as ``1/255``."""
+    text = str(value).strip()
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            return float(num) / float(den)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise SettingsError(f"{source}: pixel_scale = {value!r}: expected a number or a fraction like 1/255") from None
+
+
 def _parse_labels(value: Any, source: str, base_dir: pathlib.Path) -> tuple[str, ...]:
     """A list of names (TOML), or a labels file; relative paths are relative to the TOML file."""
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
@@ -155,7 +190,8 @@ def partition_schema() -> settings.Schema:
 
     return settings.schema_of(
         PartitionConfig, env_prefix=ENV_PREFIX, toml_table="partition", strict_env=True,
-        parsers={"cuts": _parse_cuts, "input_size": _parse_input_size, "labels": _parse_labels},
+        parsers={"cuts": _parse_cuts, "input_size": _parse_input_size, "labels": _parse_labels,
+                 "pixel_scale": _parse_pixel_scale},
         extra=_EXTRA_KEYS, exclude=("model", "out_dir"),
     )
 

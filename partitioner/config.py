@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from partitioner.codecs import WIRE_CODECS
 from partitioner.evaluation import DEFAULT_THRESHOLD
+from partitioner.fidelity import GATE_MODES, TASKS, Gate
 
 #: The model ``partition`` builds when given this word instead of a path.
 DEFAULT_MODEL = "mobilenet_v2"
@@ -33,9 +34,15 @@ class PartitionConfig:
     max_tensors: int = 3
     calibration: pathlib.Path | None = None
     calibration_frames: int = 32
+    fidelity_source: pathlib.Path | None = None  # None = the sample videos calibration did not use
     fidelity_frames: int = 200
     verify_frames: int = 8
+    task: str = ""  # "" = from the outputs: one [N, C] output is a classifier, anything else "other"
+    gate: str = "baseline"  # or "absolute" (fidelity >= threshold)
+    margin: float = 0.02  # the baseline gate's allowance below the cloud-only JPEG pipeline
+    confident_at: float = 0.5  # FP32 confidence above which a variant must always agree
     threshold: float = DEFAULT_THRESHOLD
+    quantization: str = ""  # partitioner.ptq method; "" = ptq.DEFAULT_METHOD
     wire_codec: str = "int8"
     quantize_heads: bool = True
     tail_fp16: bool = False
@@ -49,6 +56,8 @@ class PartitionConfig:
     input_size: tuple[int, int] = (0, 0)  # (height, width); 0 = from the model's input shape
     resize_shorter_px: int = 256
     color_order: str = "RGB"
+    layout: str = ""  # "" = from the model's input shape; else "NCHW" or "NHWC"
+    pixel_scale: float = 1.0 / 255.0
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
@@ -84,10 +93,30 @@ class PartitionConfig:
             raise bad("resize_shorter_px", self.resize_shorter_px, ">= 0 (0 = resize straight to the input size)")
         if self.color_order not in ("RGB", "BGR"):
             raise bad("color_order", self.color_order, "'RGB' or 'BGR'")
+        if self.layout not in ("", "NCHW", "NHWC"):
+            raise bad("layout", self.layout, "'NCHW' or 'NHWC' (or empty for the model's own)")
+        if not self.pixel_scale > 0:
+            raise bad("pixel_scale", self.pixel_scale, "> 0, e.g. 0.00392156862745098 (1/255) or 1")
+        if self.task not in ("", *TASKS):
+            raise bad("task", self.task, f"one of {', '.join(TASKS)} (or empty to infer it)")
+        if self.gate not in GATE_MODES:
+            raise bad("gate", self.gate, f"one of {', '.join(GATE_MODES)}")
+        from partitioner.ptq import METHODS
+
+        if self.quantization and self.quantization not in METHODS:
+            raise bad("quantization", self.quantization, f"one of {', '.join(METHODS)}")
+        for name in ("margin", "confident_at"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise bad(name, getattr(self, name), "a fraction in [0, 1]")
         if len(self.mean) not in (1, 3) or len(self.std) != len(self.mean) or any(s <= 0 for s in self.std):
             raise bad("mean/std", (self.mean, self.std), "1 or 3 values each, std > 0")
         if self.model_name and not _MODEL_NAME.match(self.model_name):
             raise bad("model_name", self.model_name, "letters, digits, '_', '.', '-'")
+
+    @property
+    def fidelity_gate(self) -> Gate:
+        """The gate every optimized variant must pass."""
+        return Gate(mode=self.gate, margin=self.margin, threshold=self.threshold, confident_at=self.confident_at)
 
     @property
     def bundle_model_name(self) -> str:

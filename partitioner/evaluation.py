@@ -5,11 +5,10 @@ reproduces the FP32 full model (pure measurement: nothing here changes a model).
   :func:`collect_activations` run ONNX Runtime CPU sessions on in-memory models.
   ``run_frames`` batches frames when the models allow it and falls back to one frame
   at a time when they do not, so results never depend on batching beyond float rounding.
-* :func:`compare_outputs` and :func:`measure_fidelity` give the *fidelity* of a shipped
-  pipeline (head, wire codec, tail) against the full model's outputs on the same frames:
-  top-1 agreement (argmax over the last axis of every output, element by element) and
-  the mean cosine of the flattened outputs. This is a classifier's notion of fidelity;
-  task-aware measures (detections, regression outputs) belong here too.
+* :class:`Judge` runs a shipped pipeline (head, wire codec, tail) on the held-out
+  frames and scores it against the full model's outputs with the task-aware measures of
+  :mod:`partitioner.fidelity`, then applies the gate; :func:`infer_task` guesses the task
+  from the outputs. :func:`compare_outputs` is the plain top-1/cosine/max-error summary.
 * :func:`cosine`, :func:`is_classifier_like` and :func:`top1_agrees` are the per-output
   measures the FP32 verification (:mod:`partitioner.verify`) builds its verdict on.
 """
@@ -22,11 +21,12 @@ from typing import Mapping, Sequence, Union
 import numpy as np
 import onnx
 
+from partitioner import fidelity
 from protos import bundle_pb2
 
 logger = logging.getLogger(__name__)
 
-#: Minimum top-1 agreement of a quantized pipeline with the FP32 full model.
+#: The absolute gate's minimum fidelity (``--gate absolute``).
 DEFAULT_THRESHOLD = 0.99
 #: Frames per batched run.
 BATCH = 16
@@ -216,35 +216,38 @@ def compare_outputs(reference: Outputs, candidate: Outputs) -> tuple[float, floa
     return top1, float(np.mean(cosines)), max_abs
 
 
-def measure_fidelity(
-    reference: Outputs,
-    pipeline: Pipeline,
-    feeds: Sequence[Mapping[str, np.ndarray]],
-    *,
-    remedy: str = "none",
-    threshold: float = DEFAULT_THRESHOLD,
-    stop_below: float | None = None,
-) -> bundle_pb2.Fidelity:
-    """Fidelity of ``pipeline`` against the FP32 reference outputs on the same feeds.
+@dataclass(frozen=True)
+class Judge:
+    """Measures a pipeline on the held-out frames and applies the gate.
 
-    With ``stop_below``, evaluation stops as soon as so many frames disagree that the
-    final top-1 agreement must end below it (the decision is exact, the figures then
-    cover only the frames run: ``frames`` says how many).
+    ``reference`` holds the FP32 full model's outputs on ``feeds``; ``baseline`` is the
+    cloud-only JPEG pipeline's value of the task's metric on the same frames (see
+    :mod:`partitioner.fidelity`).
     """
-    if stop_below is None:
-        top1, cos, _ = compare_outputs(reference, run_frames(pipeline, feeds))
-        return bundle_pb2.Fidelity(frames=len(feeds), top1_agreement=top1, cosine=cos, remedy=remedy, threshold=threshold)
-    allowed = int(np.floor((1.0 - stop_below) * len(feeds) + 1e-9))
-    got: list[list[np.ndarray]] = []
-    disagreements = 0
-    step = 8
-    for start in range(0, len(feeds), step):
-        outs = run_frames(pipeline, feeds[start : start + step], batch=step)
-        for k, out in enumerate(outs, start):
-            got.append(out)
-            top1, _, _ = compare_outputs([reference[k]], [out])
-            disagreements += int(top1 < 1.0)
-        if disagreements > allowed:
-            break
-    top1, cos, _ = compare_outputs(reference[: len(got)], got)
-    return bundle_pb2.Fidelity(frames=len(got), top1_agreement=top1, cosine=cos, remedy=remedy, threshold=threshold)
+
+    task: str
+    gate: fidelity.Gate
+    baseline: float
+    reference: Outputs
+    feeds: Sequence[Mapping[str, np.ndarray]]
+
+    def score(self, pipeline: Pipeline, feeds: Sequence[Mapping[str, np.ndarray]] | None = None) -> fidelity.Score:
+        """The pipeline's task-aware fidelity (on ``feeds`` when given: the same frames, decoded from a JPEG, say)."""
+        got = run_frames(pipeline, self.feeds if feeds is None else feeds)
+        return fidelity.score_outputs(self.task, self.reference, got, confident_at=self.gate.confident_at)
+
+    def __call__(self, pipeline: Pipeline, *, remedy: str = "none",
+                 feeds: Sequence[Mapping[str, np.ndarray]] | None = None) -> bundle_pb2.Fidelity:
+        """The manifest's fidelity record of ``pipeline``, with the gate's verdict in ``passed``."""
+        score = self.score(pipeline, feeds)
+        passed, reason = self.gate.judge(score, self.baseline)
+        logger.info("%s: %s", remedy, reason)
+        return fidelity.to_proto(score, passed=passed, remedy=remedy, threshold=self.gate.required(self.baseline))
+
+
+def infer_task(outputs: Sequence[np.ndarray]) -> str:
+    """"classification" for one output of C > 1 float scores per frame, else "other"
+    (detectors are named on the command line: their outputs vary too much to guess)."""
+    if len(outputs) == 1 and is_classifier_like(np.asarray(outputs[0])):
+        return "classification"
+    return "other"

@@ -2,16 +2,19 @@
 
 Stages, in order: load (or export the default MobileNetV2) -> prepare -> enumerate,
 rank or select cuts -> split -> verify each pair in FP32 (a failing cut is rejected
-with its reason and never shipped) -> quantize heads to INT8 with fidelity remedies
--> wire codec at the cut -> profile -> write the bundle atomically. The per-cut steps
-and the values they pass are :mod:`partitioner.stages`; the manifest is
-:mod:`partitioner.assemble`'s.
+with its reason and never shipped) -> measure the cloud-only baseline -> quantize heads
+to INT8 under the fidelity gate (remedies only when it fails) -> wire codec at the cut
+-> profile -> write the bundle atomically. The per-cut steps and the values they pass
+are :mod:`partitioner.stages`; the manifest is :mod:`partitioner.assemble`'s.
 
 Frames: calibration frames come from the user's folder or video (default: the sample
-video); fidelity is measured on other real frames (the rest of that source, topped up
-with the shipped sample videos), never on the calibration frames themselves.
+video bikes.mp4); fidelity is measured on held-out footage calibration never saw
+(``fidelity_source``, default the other sample videos). Both go through exactly the
+preprocessing the manifest records. The baseline is the cloud-only pipeline on the same
+held-out frames: JPEG at the bundle's quality, decoded, preprocessed, FP32 full model.
 
-``edge/full_model.onnx`` is always the FP32 full model, for offline fallback.
+``edge/full_model.onnx`` is always the FP32 full model; ``edge/full_model_int8.onnx``
+is the INT8 one when it passed the gate (the edge's fast local fallback).
 """
 from __future__ import annotations
 
@@ -20,16 +23,18 @@ import os
 import pathlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import onnx
 
-from partitioner import assemble, calibration, evaluation, quantize, stages
+from partitioner import assemble, calibration, evaluation, fidelity, quantize, stages
 from partitioner.config import DEFAULT_MODEL, PartitionConfig
 from partitioner.cuts import CutCandidate
 from partitioner.errors import UnsupportedModel
 from partitioner.stages import RejectedCut
 from protos import bundle as bundle_io
+from protos import bundle_pb2
 from protos.names import OUTPUT_CUT
 
 __all__ = ["DEFAULT_MODEL", "PartitionConfig", "PartitionReport", "Progress", "RejectedCut", "build_default_bundle",
@@ -125,6 +130,43 @@ def _labels(config: PartitionConfig) -> tuple[str, ...]:
     return tuple(samples.imagenet_labels())
 
 
+# --------------------------------------------------------------------------- the baseline
+
+
+def measure_baseline(
+    config: PartitionConfig, model: onnx.ModelProto, spec: bundle_pb2.InputSpec, frames: calibration.FrameFeeds,
+    reference: tuple[Sequence[np.ndarray], ...],
+) -> tuple[evaluation.Judge, bundle_pb2.Fidelity]:
+    """The judge of every variant, and the cloud-only pipeline's fidelity it is judged against:
+    the held-out frames as JPEGs at ``config.jpeg_quality``, decoded, preprocessed, run
+    through the FP32 full model, scored with the task's metric against the raw frames' outputs."""
+    task = config.task or evaluation.infer_task(reference[0])
+    decoded, _ = calibration.jpeg_roundtrip(frames.evaluation_bgr, config.jpeg_quality)
+    feeds = [{spec.tensor.name: x} for x in calibration.preprocess_frames(decoded, spec)]
+    gate = config.fidelity_gate
+    scorer = evaluation.Judge(task, gate, 0.0, reference, frames.evaluation)
+    score = scorer.score(evaluation.Pipeline(model, None), feeds)
+    judge = evaluation.Judge(task, gate, score.value, reference, frames.evaluation)
+    logger.info("cloud-only baseline (JPEG q%d, FP32): %s %.4f over %d frames", config.jpeg_quality, score.metric,
+                score.value, score.frames)
+    return judge, fidelity.to_proto(score, passed=True, remedy="none", threshold=gate.required(score.value))
+
+
+def evaluation_record(config: PartitionConfig, judge: evaluation.Judge, baseline: bundle_pb2.Fidelity,
+                      frames: calibration.FrameFeeds, method: str) -> bundle_pb2.Evaluation:
+    """The manifest's account of how fidelity was measured and judged."""
+    gate = judge.gate
+    record = bundle_pb2.Evaluation(
+        task=judge.task, metric=fidelity.METRICS[judge.task], gate=gate.mode, margin=gate.margin,
+        confident_at=gate.confident_at, baseline=judge.baseline, calibration_frames=len(frames.calibration),
+        evaluation_frames=len(frames.evaluation), quantization=method if config.quantize_heads else "",
+    )
+    record.baseline_fidelity.CopyFrom(baseline)
+    record.calibration_sources.extend(pathlib.Path(s).name for s in frames.calibration_sources)
+    record.evaluation_sources.extend(pathlib.Path(s).name for s in frames.evaluation_sources)
+    return record
+
+
 # --------------------------------------------------------------------------- the pipeline
 
 
@@ -157,9 +199,9 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
     progress("cuts", 1, 1)
     clock.lap("cuts")
 
-    calibration_frames = config.calibration_frames * 4 if config.quantize_heads else config.calibration_frames
-    frames = calibration.gather_frames(config.calibration, spec, calibration_frames=calibration_frames,
-                                       evaluation_frames=config.fidelity_frames)
+    frames = calibration.gather_frames(config.calibration, spec, calibration_frames=config.calibration_frames,
+                                       evaluation_frames=config.fidelity_frames,
+                                       evaluation_source=config.fidelity_source)
     logger.info("%s", frames.description)
     clock.lap("frames")
 
@@ -178,11 +220,13 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
     clock.lap("split+verify")
 
     reference = evaluation.run_frames(evaluation.Pipeline(model, None), frames.evaluation)
-    context = stages.CutContext(model=model, spec=spec, frames=frames, reference=tuple(reference))
+    judge, baseline = measure_baseline(config, model, spec, frames, tuple(reference))
+    context = stages.CutContext(model=model, spec=spec, frames=frames, judge=judge)
     clock.lap("reference")
 
     optimized: list[stages.OptimizedCut] = []
-    with quantize.Quantizer(model, frames.calibration) as quantizer:
+    with quantize.Quantizer(model, frames.calibration, method=config.quantization,
+                            calibration_frames=config.calibration_frames) as quantizer:
         for k, pair in enumerate(verified):
             progress("optimize", k, len(verified))
             optimized.append(stages.optimize_cut(config, context, pair, quantizer))
@@ -197,7 +241,9 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
     clock.lap("profile")
 
     progress("write", 0, 1)
-    bundle = assemble.write_bundle(config, model, source=source, spec=spec, labels=_labels(config), cuts=profiled)
+    record = evaluation_record(config, judge, baseline, frames, quantizer.method)
+    bundle = assemble.write_bundle(config, model, source=source, spec=spec, labels=_labels(config), cuts=profiled,
+                                   evaluation=record)
     progress("write", 1, 1)
     clock.lap("write")
     logger.info("wrote %s: cuts %s; rejected %s", bundle.root, bundle.cut_ids, [r.id for r in rejected])

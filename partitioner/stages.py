@@ -5,12 +5,14 @@
     OptimizedCut --profile_cut-------> ProfiledCut                 edge and cloud latency on this machine
 
 Every cut's optimization shares one :class:`CutContext`: the prepared full model, its
-input spec, the real frames and the full model's outputs on the evaluation frames.
+input spec, the real frames, and the :class:`~partitioner.evaluation.Judge` that holds the
+full model's outputs on the held-out frames, the cloud-only baseline and the gate.
 
-The ``output`` cut's head is the INT8 full model when it reaches the fidelity threshold
-(else the FP32 one) and sends nothing. The ``input`` cut sends a JPEG; its tail is the
-float full model and the server decodes and preprocesses as ``manifest.input`` says, so
-its fidelity is measured through that JPEG round trip.
+The ``output`` cut's head is the INT8 full model when it passes the gate (else the FP32
+one) and sends nothing; the same INT8 model is the edge's local fallback. The ``input``
+cut sends a JPEG; its tail is the float full model and the server decodes and
+preprocesses as ``manifest.input`` says, so its fidelity is measured through that JPEG
+round trip (with an FP32 tail it *is* the baseline).
 """
 from __future__ import annotations
 
@@ -98,13 +100,13 @@ class ProfiledCut:
 
 @dataclass(frozen=True)
 class CutContext:
-    """What every cut's optimization shares; ``reference`` holds the full model's outputs
-    on ``frames.evaluation``."""
+    """What every cut's optimization shares; ``judge.reference`` holds the full model's
+    outputs on ``frames.evaluation``."""
 
     model: onnx.ModelProto
     spec: bundle_pb2.InputSpec
     frames: FrameFeeds
-    reference: tuple[Sequence[np.ndarray], ...]
+    judge: evaluation.Judge
 
 
 # --------------------------------------------------------------------------- split + verify
@@ -173,18 +175,16 @@ def optimize_cut(
 
     attempts: tuple[tuple[str, float], ...] = ()
     if config.quantize_heads:
-        opt = quantize.optimize_head(quantizer, fp32_head, finish, context.reference, context.frames.evaluation,
-                                     threshold=config.threshold, base_frames=config.calibration_frames)
+        opt = quantize.optimize_head(quantizer, fp32_head, finish, context.judge)
         head, precision, fidelity, attempts = opt.model, opt.precision, opt.fidelity, opt.attempts
     else:
         head, precision = fp32_head, "fp32"
-        fidelity = evaluation.measure_fidelity(context.reference, finish(head), context.frames.evaluation,
-                                               threshold=config.threshold)
+        fidelity = context.judge(finish(head))
     final_head, final_tail = codecs.apply_wire_codec(codec, head, tail, floats, int8_params)
-    if fidelity.top1_agreement < config.threshold:
+    if not fidelity.passed:
         logger.warning(
-            "cut %s: top-1 agreement %.3f stays below %.3f even with the %s head; the %s wire codec costs the rest "
-            "(it ships, with its fidelity recorded)", cand.id, fidelity.top1_agreement, config.threshold, precision, codec,
+            "cut %s: %.4f fails the gate (needs %.4f) even with the %s head; the %s wire codec costs the rest "
+            "(it ships, with its fidelity recorded)", cand.id, fidelity.value, fidelity.threshold, precision, codec,
         )
     return OptimizedCut(
         candidate=cand, verification=cut.verification, head=final_head, head_precision=precision,
@@ -202,8 +202,7 @@ def _optimize_input_cut(
     spec = context.spec
     decoded, sizes = calibration.jpeg_roundtrip(context.frames.evaluation_bgr, config.jpeg_quality)
     feeds = [{spec.tensor.name: x} for x in calibration.preprocess_frames(decoded, spec)]
-    fidelity = evaluation.measure_fidelity(context.reference, evaluation.Pipeline(None, tail), feeds,
-                                           remedy="none", threshold=config.threshold)
+    fidelity = context.judge(evaluation.Pipeline(None, tail), feeds=feeds)
     jpeg_bytes = int(round(float(np.mean(sizes))))
     fp32_bytes = int(np.prod(spec.tensor.shape[1:])) * 4
     jpeg = bundle_pb2.TensorSpec(name=JPEG_TENSOR, datatype="BYTES", shape=[-1],

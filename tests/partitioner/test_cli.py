@@ -164,6 +164,7 @@ def test_help_reads_the_config_defaults(capsys: pytest.CaptureFixture[str]) -> N
     text = " ".join(capsys.readouterr().out.split())
     for phrase, value in (("including input/output", defaults.max_cuts),
                           ("for the fidelity measurement", defaults.fidelity_frames),
-                          ("of the quantized pipeline", defaults.threshold), ("timed runs per profile", defaults.profile_runs),
-                          ("for the first INT8 calibration", defaults.calibration_frames)):
+                          ("of the quantized pipeline with --gate absolute", defaults.threshold),
+                              ("below the JPEG baseline", defaults.margin), ("timed runs per profile", defaults.profile_runs),
+                          ("for INT8 quantization and the int8 wire", defaults.calibration_frames)):
         assert f"{phrase} (default {value})" in text, phrase

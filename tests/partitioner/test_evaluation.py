@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from partitioner import evaluation
+from partitioner import evaluation, fidelity
 
 
 def _scores_model(batch_dim: int | str = "batch") -> onnx.ModelProto:
@@ -62,20 +62,54 @@ def test_collect_activations_names_missing_outputs() -> None:
         evaluation.collect_activations(_scores_model(), feeds, ["nope"])
 
 
-def test_measure_fidelity_stops_once_the_threshold_is_out_of_reach() -> None:
-    feeds = _feeds(32)
+def _toy_frames() -> list[dict[str, np.ndarray]]:
+    """24 frames the toy model is unsure about (top probability ~0.37), 8 it is sure of (~0.99)."""
+    unsure = [{"x": np.array([[1.0, 1.1, 1.2]], np.float32) + 0.01 * k} for k in range(24)]
+    sure = [{"x": np.array([[0.0, 5.0, 5.0]], np.float32) + 0.01 * k} for k in range(8)]
+    return unsure + sure
+
+
+def _reversed(feeds: list[dict[str, np.ndarray]], frames: list[int]) -> list[dict[str, np.ndarray]]:
+    """The feeds with the chosen frames' values reversed: exactly those frames change their top-1."""
+    return [{"x": f["x"][:, ::-1].copy()} if k in frames else f for k, f in enumerate(feeds)]
+
+
+def test_judge_gates_relative_to_a_known_baseline() -> None:
+    """On -relu(x), reversing a frame's values moves its argmax; so the baseline and each variant
+    disagree with the reference on exactly the frames chosen."""
     model = _scores_model()
-    reference = evaluation.run_frames(evaluation.Pipeline(model, None), feeds)
-    same = evaluation.measure_fidelity(reference, evaluation.Pipeline(model, None), feeds, threshold=0.9)
-    assert (same.frames, same.top1_agreement, same.threshold) == (32, 1.0, pytest.approx(0.9))
-    assert same.cosine == pytest.approx(1.0)
+    feeds = _toy_frames()
+    pipeline = evaluation.Pipeline(model, None)
+    reference = evaluation.run_frames(pipeline, feeds)
+    task = evaluation.infer_task(reference[0][:1])
+    assert task == "classification"
+    scorer = evaluation.Judge(task, fidelity.Gate(), 0.0, reference, feeds)
+    baseline = scorer.score(pipeline, _reversed(feeds, [0, 1, 2, 3]))
+    assert baseline.value == 28 / 32 and baseline.confident_frames == 8 and baseline.confident_agreement == 1.0
 
-    class Reversed(evaluation.Pipeline):
-        def run(self, feed):
-            return [o[..., ::-1].copy() for o in super().run(feed)]
+    five_unsure = _reversed(feeds, [0, 1, 2, 3, 4])  # 27/32 = 0.84375
+    table = [
+        (fidelity.Gate(margin=0.04), five_unsure, True),  # needs 0.835
+        (fidelity.Gate(margin=0.02), five_unsure, False),  # needs 0.855
+        (fidelity.Gate(margin=0.0), feeds, True),
+        (fidelity.Gate(margin=0.2), _reversed(feeds, [30]), False),  # 31/32, but a confident frame flips
+        (fidelity.Gate(mode="absolute", threshold=0.84), five_unsure, True),
+        (fidelity.Gate(mode="absolute", threshold=0.99), five_unsure, False),
+    ]
+    for gate, variant, ships in table:
+        judge = evaluation.Judge(task, gate, baseline.value, reference, feeds)
+        record = judge(pipeline, feeds=variant, remedy="none")
+        assert record.passed is ships, (gate, record)
+        assert record.threshold == pytest.approx(gate.required(baseline.value))
+    last = evaluation.Judge(task, fidelity.Gate(), baseline.value, reference, feeds)(pipeline, feeds=five_unsure)
+    assert (last.value, last.frames, last.top1_agreement) == (pytest.approx(27 / 32), 32, pytest.approx(27 / 32))
+    assert last.top5_containment == 1.0 and last.mean_kl > 0
 
-    wrong = evaluation.measure_fidelity(reference, Reversed(model, None), feeds, stop_below=0.9, remedy="x")
-    assert wrong.frames < 32 and wrong.top1_agreement < 0.9 and wrong.remedy == "x"
+
+def test_infer_task_from_outputs() -> None:
+    assert evaluation.infer_task([np.zeros((1, 10), np.float32)]) == "classification"
+    assert evaluation.infer_task([np.zeros((1, 10, 4), np.float32)]) == "other"
+    assert evaluation.infer_task([np.zeros((1, 10), np.float32), np.zeros((1, 3), np.float32)]) == "other"
 
 
 def test_measures_used_by_verification() -> None:

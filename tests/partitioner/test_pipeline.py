@@ -222,3 +222,77 @@ def test_fp16_tails(tmp_path: pathlib.Path) -> None:
         assert any(t.data_type == TensorProto.FLOAT16 for t in tail.graph.initializer)
         assert tail.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
         assert cut.fidelity.cosine > 0.99
+
+
+def test_manifest_records_the_gate_and_held_out_sources(tiny) -> None:
+    report, _ = tiny
+    manifest = bundle_io.read_bundle(report.bundle.root).manifest
+    ev = manifest.evaluation
+    assert (ev.task, ev.metric, ev.gate, ev.margin, ev.confident_at) == (
+        "classification", "top1_agreement", "baseline", pytest.approx(0.02), pytest.approx(0.5))
+    assert list(ev.calibration_sources) == ["bikes.mp4"] and ev.calibration_frames == 8
+    assert set(ev.evaluation_sources) == {"bigbuckbunny.mp4", "carphone_pristine.mp4"} and ev.evaluation_frames == 24
+    assert 0.0 < ev.baseline <= 1.0 and ev.baseline_fidelity.frames == 24 and ev.quantization == "ort"
+    for cut in manifest.cuts:
+        fid = cut.fidelity
+        assert fid.threshold == pytest.approx(ev.baseline - ev.margin), cut.id
+        assert fid.passed == (fid.value >= fid.threshold and fid.confident_agreement == 1.0), cut.id
+        if cut.head_precision == "int8":
+            assert fid.passed and fid.remedy in ("none", "fp32_sensitive"), cut.id
+    # with an FP32 tail the input cut is the cloud-only pipeline itself
+    assert manifest.cuts[0].fidelity.value == pytest.approx(ev.baseline)
+
+
+def test_int8_full_model_ships_when_the_output_cut_passes(tiny) -> None:
+    import onnxruntime as ort
+
+    report, _ = tiny
+    bundle = bundle_io.read_bundle(report.bundle.root)
+    output = bundle.cut("output")
+    if output.head_precision != "int8":
+        assert not bundle.manifest.HasField("full_model_int8")
+        pytest.fail(f"the tiny model's INT8 full model failed the gate: {output.fidelity}")
+    path = bundle.path(bundle.manifest.full_model_int8)
+    assert path.read_bytes() == bundle.path(output.head).read_bytes()
+    model = onnx.load(str(path))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in model.graph.node}
+    logits = ort.InferenceSession(str(path)).run(None, {"image": np.zeros((1, 3, SIZE, SIZE), np.float32)})[0]
+    assert logits.shape == (1, 5) and logits.dtype == np.float32
+
+
+def test_preprocessing_flags_reach_the_manifest(tmp_path: pathlib.Path) -> None:
+    from partitioner import cli
+
+    model_path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_model(), str(model_path))
+    config, _, _ = cli.build_partition_config(
+        [str(model_path), "--out", str(tmp_path / "b"), "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25",
+         "--pixel-scale", "1/127.5", "--color-order", "BGR", "--layout", "NCHW", "--resize-shorter", "0",
+         "--input-size", "32x32", "--task", "other", "--gate", "absolute", "--threshold", "0.9", "--jpeg-quality", "75",
+         "--calibration-frames", "4", "--frames", "6", "--max-cuts", "3", "--runs", "2", "--no-quantize"], environ={})
+    report = run_partition(config)
+    manifest = bundle_io.read_bundle(report.bundle.root).manifest
+    spec = manifest.input
+    assert list(spec.mean) == [0.5] * 3 and list(spec.std) == [0.25] * 3
+    assert spec.pixel_scale == pytest.approx(1 / 127.5)
+    assert (spec.color_order, spec.layout, spec.resize_shorter_px, spec.jpeg_quality) == ("BGR", "NCHW", 0, 75)
+    assert (spec.width_px, spec.height_px) == (SIZE, SIZE)
+    ev = manifest.evaluation
+    assert (ev.task, ev.metric, ev.gate, ev.quantization) == ("other", "min_output_cosine", "absolute", "")
+    assert all(c.fidelity.threshold == pytest.approx(0.9) for c in manifest.cuts)
+    assert not manifest.HasField("full_model_int8")  # --no-quantize: nothing INT8 to fall back on
+
+
+def test_fidelity_source_must_differ_from_calibration(tmp_path: pathlib.Path) -> None:
+    from partitioner import samples
+    from partitioner.errors import CalibrationError
+
+    model_path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_model(), str(model_path))
+    video = samples.video_path("carphone_pristine.mp4")
+    with pytest.raises(CalibrationError, match="is the calibration source"):
+        run_partition(tiny_config(model_path, tmp_path / "a", calibration=video, fidelity_source=video))
+    report = run_partition(tiny_config(model_path, tmp_path / "b", calibration=video, max_cuts=3, fidelity_frames=8,
+                                       fidelity_source=samples.video_path("bikes.mp4")))
+    ev = report.bundle.manifest.evaluation
+    assert (list(ev.calibration_sources), list(ev.evaluation_sources)) == (["carphone_pristine.mp4"], ["bikes.mp4"])

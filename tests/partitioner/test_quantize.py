@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from partitioner import calibration, codecs, evaluation, quantize
+from partitioner import calibration, codecs, evaluation, fidelity, quantize
 from partitioner.errors import CalibrationError
 from partitioner.split import split_model
 from protos import bundle_pb2
@@ -72,51 +72,66 @@ def tiny_parts():
     return model, head, tail, feeds[:16], feeds[16:]
 
 
-def test_quantized_head_is_qdq_int8_and_close(tiny_parts) -> None:
+def _judge(model, evals, *, gate: fidelity.Gate, baseline: float = 1.0) -> evaluation.Judge:
+    ref = evaluation.run_frames(evaluation.Pipeline(model, None), evals)
+    return evaluation.Judge("classification", gate, baseline, ref, evals)
+
+
+def test_quantized_head_is_qdq_int8_close_and_quantized_once(tiny_parts) -> None:
     model, head, tail, calib, evals = tiny_parts
-    with quantize.Quantizer(model, calib) as quantizer:
-        qhead = quantizer.quantize(head, quantize.QuantRecipe(calibration_frames=8))
+    with quantize.Quantizer(model, calib, calibration_frames=8) as quantizer:
+        qhead = quantizer.quantize(head)
+        assert quantizer.quantize(head) is qhead  # made once per model and recipe
     ops = {n.op_type for n in qhead.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     weights = [t for t in qhead.graph.initializer if t.data_type == TensorProto.INT8]
     assert weights, "weights should be stored as INT8"
-    ref = evaluation.run_frames(evaluation.Pipeline(model, None), evals)
-    fid = evaluation.measure_fidelity(ref, evaluation.Pipeline(qhead, tail), evals, remedy="none", threshold=0.5)
-    assert fid.frames == len(evals) and fid.cosine > 0.95 and fid.remedy == "none"
+    # quantize once: the cut tensor leaves the head in float, so only the wire codec quantizes it
+    producer = {o: n for n in qhead.graph.node for o in n.output}[qhead.graph.output[0].name]
+    assert producer.op_type not in ("QuantizeLinear", "DequantizeLinear")
+    params = {"merged": codecs.Int8Params(scale=0.05, zero_point=0)}
+    wired, _ = codecs.add_int8_wire(qhead, tail, params)
+    out = wired.graph.output[0].name
+    chain = {o: n for n in wired.graph.node for o in n.output}
+    assert chain[out].op_type == "QuantizeLinear" and chain[chain[out].input[0]].op_type != "DequantizeLinear"
+    record = _judge(model, evals, gate=fidelity.Gate(mode="absolute", threshold=0.5))(evaluation.Pipeline(qhead, tail))
+    assert record.frames == len(evals) and record.cosine > 0.95 and record.remedy == "none"
 
 
-def test_optimize_head_keeps_first_recipe_that_reaches_threshold(tiny_parts) -> None:
+def test_optimize_head_keeps_first_recipe_that_passes_the_gate(tiny_parts) -> None:
     model, head, tail, calib, evals = tiny_parts
-    ref = evaluation.run_frames(evaluation.Pipeline(model, None), evals)
-    with quantize.Quantizer(model, calib) as quantizer:
-        kept = quantize.optimize_head(quantizer, head, lambda h: evaluation.Pipeline(h, tail), ref, evals,
-                                      threshold=0.01, base_frames=8)
+    with quantize.Quantizer(model, calib, calibration_frames=8) as quantizer:
+        kept = quantize.optimize_head(quantizer, head, lambda h: evaluation.Pipeline(h, tail),
+                                      _judge(model, evals, gate=fidelity.Gate(margin=1.0)))
         assert kept.precision == "int8" and kept.fidelity.remedy == "none" and len(kept.attempts) == 1
-        fallback = quantize.optimize_head(quantizer, head, lambda h: evaluation.Pipeline(h, tail), ref, evals,
-                                          threshold=0.99, recipes=[])
+        assert kept.fidelity.passed
+        fallback = quantize.optimize_head(quantizer, head, lambda h: evaluation.Pipeline(h, tail),
+                                          _judge(model, evals, gate=fidelity.Gate(margin=0.0)), recipes=[])
     assert fallback.precision == "fp32" and fallback.fidelity.remedy == "fp32_head"
-    assert fallback.fidelity.top1_agreement == pytest.approx(1.0)
+    assert fallback.fidelity.top1_agreement == pytest.approx(1.0) and fallback.fidelity.passed
     assert fallback.model is head
 
 
 def test_remedies_are_tried_in_documented_order(tiny_parts) -> None:
     model, head, tail, calib, evals = tiny_parts
-    recipes = quantize.remedy_recipes(8, len(calib))
-    assert [r.remedy for r in recipes] == ["none", "more_calibration_frames", "percentile", "entropy",
-                                            "fp32_first_last", "fp32_sensitive"]
-    assert recipes[1].calibration_frames == 16 and recipes[2].method == "percentile"
-    ref = evaluation.run_frames(evaluation.Pipeline(model, None), evals)
+    recipes = quantize.remedy_recipes()
+    assert [r.remedy for r in recipes] == ["none", "fp32_sensitive"]
+    assert quantize.REMEDIES == ("none", "fp32_sensitive", "fp32_head")
 
-    # a pipeline that always disagrees forces every remedy, then the FP32 fallback
+    # a pipeline that always disagrees fails every INT8 recipe, then the FP32 fallback is recorded
     def finish(h: onnx.ModelProto) -> evaluation.Pipeline:
         return _Wrong(h, tail)
 
-    with quantize.Quantizer(model, calib) as quantizer:
-        result = quantize.optimize_head(quantizer, head, finish, ref, evals, threshold=0.9, recipes=recipes)
-        assert quantize.first_last_weight_nodes(head) == ["stem_conv", "body_conv"]
-        assert quantizer.sensitive_nodes(head, count=1)[0] in ("stem_conv", "body_conv")
-    assert [a[0] for a in result.attempts] == [r.remedy for r in recipes] + ["fp32_head"]
-    assert result.precision == "fp32"
+    with quantize.Quantizer(model, calib, calibration_frames=8) as quantizer:
+        result = quantize.optimize_head(quantizer, head, finish, _judge(model, evals, gate=fidelity.Gate()))
+        sensitive = quantizer.sensitive_nodes(head, count=1)
+        assert sensitive[0] in ("stem_conv", "body_conv")
+        kept_fp32 = quantizer.quantize(head, recipes[1])
+    assert [a[0] for a in result.attempts] == ["none", "fp32_sensitive", "fp32_head"]
+    assert result.precision == "fp32" and not result.fidelity.passed
+    assert kept_fp32.doc_string.startswith("kept in FP32: ")
+    float_weights = {t.name for t in kept_fp32.graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) == 4}
+    assert float_weights, "the sensitive convolutions keep FP32 weights"
 
 
 class _Wrong(evaluation.Pipeline):
@@ -166,8 +181,8 @@ def test_quantized_pipeline_keeps_top1_on_high_confidence_photos(mobilenet) -> N
     name = cut.tensors[0]
     acts = evaluation.run_frames(evaluation.Pipeline(head, None), calib)
     params = {name: codecs.calibrate_int8([a[0] for a in acts])}
-    with quantize.Quantizer(mobilenet, calib) as quantizer:
-        qhead = quantizer.quantize(head, quantize.QuantRecipe(calibration_frames=16))
+    with quantize.Quantizer(mobilenet, calib, calibration_frames=16) as quantizer:
+        qhead = quantizer.quantize(head)
     final_head, final_tail = codecs.add_int8_wire(qhead, tail, params)
     got = evaluation.run_frames(evaluation.Pipeline(final_head, final_tail), [feeds[i] for i in confident])
     assert [int(g[0].argmax()) for g in got] == [int(ref[i][0].argmax()) for i in confident]

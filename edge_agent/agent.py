@@ -123,7 +123,8 @@ class EdgeAgent:
         self._own_transport = transport is None
         self.transport: Optional[Transport] = transport
         first = sink if sink is not None else make_sink(config.results.sink, config.results.path)
-        extra = configured_sinks(config, agent_id=self.agent_id, model=self.bundle.name)  # MQTT, live view
+        extra = configured_sinks(config, agent_id=self.agent_id, model=self.bundle.name,  # MQTT, live view
+                                 cuts=[p.cut_id for p in sorted(self.profiles, key=lambda p: p.order)])
         self.sinks: list[ResultSink] = [first, *extra, *sinks]
         self._source = source
         self.telemetry = telemetry if telemetry is not None else build_hub(config.battery)
@@ -208,6 +209,8 @@ class EdgeAgent:
             self.metrics = self.feedback.metrics = serve_metrics(self.config.metrics.port, self.config.metrics.host)
         self._publish(decision)
         self._start_control()
+        for extra in self.sinks:  # the live view serves this agent: control operations and the latest frame
+            getattr(extra, "attach", lambda *_: None)(self, lambda: self._last_image)
         q = self.config.runtime.queue_depth
         self._capture_q: queue.Queue = queue.Queue(maxsize=q)
         self._net_q: queue.Queue = queue.Queue(maxsize=q)
@@ -230,10 +233,8 @@ class EdgeAgent:
             try:
                 fn()
             except Exception as exc:  # noqa: BLE001 - a stage must never die silently
-                if isinstance(exc, EdgeAgentError):  # e.g. a source that is not MJPEG: one line, no trace
-                    log.error("stage %s stopped: %s", name, exc)
-                else:
-                    log.exception("stage %s crashed", name)
+                # a domain error (e.g. a source that is not MJPEG) is one line; anything else gets its trace
+                log.error("stage %s stopped: %s", name, exc, exc_info=not isinstance(exc, EdgeAgentError))
                 self.errors.append(f"{name}: {exc!r}")
                 self._stop.set()
                 if name == "results":
@@ -465,6 +466,7 @@ class EdgeAgent:
                 telemetry=self.policy.telemetry,
                 frames_captured=self.frames_captured,
                 frames_dropped=self.frames_dropped,
+                frames_gated=self.frames_gated,
                 results=self.results,
                 results_by_path=dict(self.results_by_path),
                 circuit_state=self.breaker.state.value,

@@ -114,6 +114,7 @@ class AgentSnapshot:
     circuit_state: str
     uptime_s: float
     mean_latency_ms: Optional[float]
+    frames_gated: int = 0  # skipped by the frame gate before any model ran
 
 
 # --------------------------------------------------------------------------- transport seam

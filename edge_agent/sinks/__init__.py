@@ -1,12 +1,12 @@
 """Result sinks the configuration turns on beside the main one (``results.sink``).
 
 Each lives in its own module and imports its library only when enabled: ``mqtt``
-(paho-mqtt, Home Assistant discovery). The live view (:mod:`edge_agent.liveview`) is a
-sink too, but the daemon wires it since it also serves HTTP.
+(paho-mqtt, Home Assistant discovery) and the live view (:mod:`edge_agent.liveview`,
+http.server), which the daemon also ``attach``-es to itself once started.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from edge_agent.errors import ConfigError
 
@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     from edge_agent.results import ResultSink
 
 
-def configured_sinks(config: "EdgeConfig", *, agent_id: str, model: str) -> list["ResultSink"]:
-    """The extra sinks ``config`` enables (none by default)."""
+def configured_sinks(config: "EdgeConfig", *, agent_id: str, model: str,
+                     cuts: Sequence[str] = ()) -> list["ResultSink"]:
+    """The extra sinks ``config`` enables (none by default). ``cuts`` are the bundle's cut
+    ids in order (the live view's buttons and chart)."""
     sinks: list[ResultSink] = []
     if config.mqtt.enabled:
         try:
@@ -25,4 +27,9 @@ def configured_sinks(config: "EdgeConfig", *, agent_id: str, model: str) -> list
             raise ConfigError("mqtt.enabled = true needs paho-mqtt: pip install 'splitinfer[edge]' "
                               f"(or pip install paho-mqtt) ({exc})") from exc
         sinks.append(MqttSink(config.mqtt, agent_id=agent_id, model=model))
+    if config.liveview.enabled:
+        from edge_agent.liveview import LiveView
+
+        sinks.append(LiveView(config.liveview, token=config.control.token, codec=config.server.compression,
+                              cuts=tuple(cuts)))
     return sinks

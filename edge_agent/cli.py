@@ -35,6 +35,12 @@ FLAG_KEYS = {
     "metrics_port": "metrics.port",
     "control_socket": "control.socket_path",
     "log_level": "agent.log_level",
+    "liveview": "liveview.enabled",
+    "liveview_host": "liveview.host",
+    "liveview_port": "liveview.port",
+    "mqtt": "mqtt.enabled",
+    "mqtt_host": "mqtt.host",
+    "mqtt_port": "mqtt.port",
 }
 
 
@@ -45,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", help="bundle directory (bundle)")
     p.add_argument("--server", help="host:port of the tail server; omit to discover one (server.address)")
     p.add_argument("--token", help="bearer token for the server (server.token)")
-    p.add_argument("--source", help="camera index, rtsp/http URL, video file or image folder (source.uri)")
+    p.add_argument("--source", help="camera index, rtsp/http URL, video file, image folder, or '-' for MJPEG on "
+                   "stdin (rpicam-vid --codec mjpeg -o -) (source.uri)")
     p.add_argument("--fps-cap", type=float, help="frame-rate cap (source.fps_cap)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads (runtime.threads)")
     p.add_argument("--deadline-ms", type=float, help="per-offload deadline (runtime.deadline_ms)")
@@ -58,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (metrics.port)")
     p.add_argument("--control-socket", help="control endpoint unix socket (control.socket_path)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (agent.log_level)")
+    p.add_argument("--liveview", action="store_const", const=True, help="serve the live view (liveview.enabled)")
+    p.add_argument("--liveview-host", help="live view bind address; beyond localhost needs control.token "
+                   "(liveview.host)")
+    p.add_argument("--liveview-port", type=int, help="live view port (liveview.port)")
+    p.add_argument("--mqtt", action="store_const", const=True, help="publish results over MQTT (mqtt.enabled)")
+    p.add_argument("--mqtt-host", help="MQTT broker host (mqtt.host)")
+    p.add_argument("--mqtt-port", type=int, help="MQTT broker port (mqtt.port)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any setting by its dotted key, e.g. --set link.enabled=true (repeatable)")
     p.add_argument("--drain-timeout-s", type=float, default=10.0, help="how long SIGTERM waits for in-flight frames")

@@ -197,3 +197,31 @@ def test_browser_shows_the_overlay_and_the_buttons_drive_the_agent(tiny_bundle, 
     finally:
         page.close()
         agent.stop()
+
+
+def test_cli_flag_serves_the_live_view_and_sigterm_stops_it(tiny_bundle, tmp_path) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    cmd = [sys.executable, "-m", "splitinfer.cli", "edge", "--bundle", str(tiny_bundle.root), "--source",
+           str(_still_camera(tmp_path / "cam")), "--liveview", "--liveview-port", "0", "--results", "none",
+           "--threads", "1", "--set", "source.loop=true", "--set", "source.fps_cap=5", "--set",
+           "server.discovery=false", "--set", "control.enabled=false", "--set", "battery.source=none"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+    try:
+        assert _wait_for(lambda: any("live view on http" in x for x in lines), 30.0), "".join(lines)
+        url = re.search(r"live view on (http://\S+)", "".join(lines)).group(1)
+        assert _wait_for(lambda: json.loads(_get(url + "api/status")[1])["results"] > 0)
+        status, page = _get(url)
+        assert status == 200 and b"splitinfer live view" in page
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

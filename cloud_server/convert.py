@@ -93,7 +93,13 @@ def model_metadata_to_proto(model: TailModel, versions: list[str]) -> pb.ModelMe
 
 
 def model_config_to_proto(model: TailModel, *, max_batch_size: int, max_queue_delay_us: int) -> pb.ModelConfig:
-    """Triton's ModelConfig: dims exclude the batch dimension when the model is batched."""
+    """Triton's ModelConfig: dims exclude the batch dimension when the model is batched. A repository
+    model reports the config it was loaded with (format, reshape, label_filename included)."""
+    if model.config:
+        loaded = pb.ModelConfig.FromString(model.config)
+        loaded.name = model.name
+        loaded.platform = loaded.platform or model.platform
+        return loaded
     skip = 1 if model.batched else 0
     config = pb.ModelConfig(
         name=model.name,

@@ -280,9 +280,9 @@ class DataPlane:
             if pending.requested and sig.name not in pending.requested:
                 continue
             array = result.outputs[sig.name]
-            if reshape is not None:  # config.pbtxt `reshape`: the wire shows `dims`, the model makes `reshape`
+            if reshape is not None:  # config.pbtxt `reshape`: the model makes `reshape`, the wire shows `dims`
                 lead = array.shape[:1] if model.batched else ()
-                array = array.reshape(lead + reshape)
+                array = array.reshape(lead + (sig.shape[1:] if model.batched else sig.shape))
             datatype, raw = array_to_raw(array)
             outputs.append(InferOutput(sig.name, datatype, tuple(int(d) for d in array.shape), raw))
         decode_ns = pending.decode_ns

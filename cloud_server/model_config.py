@@ -165,7 +165,7 @@ def _to_repository_config(full: Message, source: str) -> RepositoryConfig:
                 f"{source}: field 'dynamic_batching.preferred_batch_size' holds {too_big[0]}; expected sizes "
                 f"from 1 to max_batch_size={config.max_batch_size}"
             )
-        return replace(
+    return replace(
         base,
         max_batch_size=int(config.max_batch_size),
         max_queue_delay_us=delay,

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from cloud_server.security import TLSConfigError, TokenAuthInterceptor, bearer_metadata, load_server_credentials
+from cloud_server.security import ClientNameInterceptor, TLSConfigError, TokenAuthInterceptor, bearer_metadata, load_server_credentials
 from cloud_server.server import RunningServer, create_server
 from cloud_server.settings import ServerSettings
 from protos import inference_pb2, inference_pb2_grpc
@@ -242,6 +242,45 @@ def test_mtls_rejects_client_certificate_from_another_ca(mtls_server: RunningSer
         assert "UNAVAILABLE" in _status(info.value)
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("allowed, served", [(("edge-device-1", "edge-device-9"), True), (("edge-device-2",), False)])
+def test_mtls_client_names_restrict_which_certificates_are_served(
+    tiny_bundle, pki: Pki, allowed: tuple[str, ...], served: bool  # type: ignore[no-untyped-def]
+) -> None:
+    """A certificate the CA signed is served only when its name is listed; health stays open."""
+    settings = _settings(tiny_bundle, tls_cert_file=pki.server_cert, tls_key_file=pki.server_key,
+                         tls_client_ca_file=pki.ca, tls_client_names=allowed)
+    creds = load_server_credentials(pki.server_cert, pki.server_key, pki.ca)
+    running = create_server(settings, server_credentials=creds, interceptors=[ClientNameInterceptor(allowed)])
+    client = grpcclient.InferenceServerClient(
+        f"localhost:{running.port}", ssl=True, root_certificates=str(pki.ca),
+        private_key=str(pki.client_key), certificate_chain=str(pki.client_cert),
+    )
+    try:
+        if served:
+            assert _infer(client).shape == (1, 5)
+        else:
+            with pytest.raises(InferenceServerException) as info:
+                _infer(client)
+            assert "PERMISSION_DENIED" in _status(info.value)
+            assert "edge-device-1" in info.value.message() and "tls_client_names" in info.value.message()
+            channel_creds = grpc.ssl_channel_credentials(
+                pki.ca.read_bytes(), pki.client_key.read_bytes(), pki.client_cert.read_bytes()
+            )
+            with grpc.secure_channel(f"localhost:{running.port}", channel_creds) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        client.close()
+        running.stop(0.5)
+
+
+def test_client_names_need_mutual_tls(tiny_bundle, pki: Pki) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="tls_client_names .*needs tls_client_ca_file"):
+        _settings(tiny_bundle, tls_cert_file=pki.server_cert, tls_key_file=pki.server_key,
+                  tls_client_names=("edge-device-1",))
 
 
 # --------------------------------------------------------------------------- bearer token

@@ -8,7 +8,7 @@ What it measures on this machine (2 shared cores; other processes may run):
    (export, prepare, cuts, split, verify, INT8 quantization with remedies, codecs,
    profiling, bundle write), wall clock and this process's CPU time. Goal < 90 s.
 2. **INT8 vs FP32 heads**: the full model (the ``output`` cut's head) and a mid cut's
-   head (``features.7``), quantized with the first recipe (MinMax, QDQ, per-channel):
+   head (``features.7``), quantized as the partitioner does (partitioner.ptq's default method):
    file size ratio and single-thread median latency ratio. Goals <= 0.3x size, <= 0.65x latency.
 3. **Top-1 agreement** with the FP32 full model over >= 200 real frames (sample videos,
    disjoint from the calibration frames): for every shipped cut (what the manifest
@@ -109,18 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     source, _ = load_source_model("mobilenet_v2")
     model = prepare_model(source)
     spec = assemble.input_spec(model, config)
-    frames = calibration.gather_frames(config.calibration, spec, calibration_frames=config.calibration_frames * 4,
+    frames = calibration.gather_frames(config.calibration, spec, calibration_frames=config.calibration_frames,
                                        evaluation_frames=config.fidelity_frames)
     feeds = frames.evaluation
     ref = evaluation.run_frames(evaluation.Pipeline(model, None), feeds)
     confident = np.array([_softmax_max(r[0][0]) >= 0.5 for r in ref])
     timing = profiling.TimingConfig(threads=1, warmup=5, runs=args.runs)
     heads = {}
-    with quantize.Quantizer(model, frames.calibration) as quantizer:
+    with quantize.Quantizer(model, frames.calibration, method=config.quantization,
+                            calibration_frames=config.calibration_frames) as quantizer:
         for label, cut_name in (("full_model", OUTPUT_CUT), ("features_7", MID_CUT)):
             cand = select_cuts(model, [cut_name])[0]
             head, tail = split_model(model, cand)
-            qhead = quantizer.quantize(head, quantize.QuantRecipe(calibration_frames=config.calibration_frames))
+            qhead = quantizer.quantize(head)
             fp32_ms = profiling.time_model(head, feeds[0], timing)
             int8_ms = profiling.time_model(qhead, feeds[0], timing)
             if tail is not None:

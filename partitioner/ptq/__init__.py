@@ -43,8 +43,51 @@ def _ort(model: onnx.ModelProto, calibration: Feeds, per_channel: bool, exclude:
     return quantize_ort(model, calibration, per_channel=per_channel, nodes_to_exclude=exclude)
 
 
+def _cle_ort(model: onnx.ModelProto, calibration: Feeds, per_channel: bool, exclude: Sequence[str]) -> onnx.ModelProto:
+    from partitioner.ptq.equalize import equalize
+
+    return _ort(equalize(model), calibration, per_channel, exclude)
+
+
+def _ort_bc(model: onnx.ModelProto, calibration: Feeds, per_channel: bool, exclude: Sequence[str]) -> onnx.ModelProto:
+    from partitioner.ptq.bias_correction import correct_biases
+
+    return correct_biases(model, _ort(model, calibration, per_channel, exclude), calibration)
+
+
+def _cle_bc(model: onnx.ModelProto, calibration: Feeds, per_channel: bool, exclude: Sequence[str]) -> onnx.ModelProto:
+    from partitioner.ptq.equalize import equalize
+
+    return _ort_bc(equalize(model), calibration, per_channel, exclude)
+
+
+def _nncf(model: onnx.ModelProto, calibration: Feeds, per_channel: bool, exclude: Sequence[str]) -> onnx.ModelProto:
+    from partitioner.ptq.nncf_ptq import quantize_nncf
+
+    return quantize_nncf(model, calibration, per_channel=per_channel, nodes_to_exclude=exclude)
+
+
+def _nncf_fast(model: onnx.ModelProto, calibration: Feeds, per_channel: bool, exclude: Sequence[str]) -> onnx.ModelProto:
+    from partitioner.ptq.nncf_ptq import quantize_nncf
+
+    return quantize_nncf(model, calibration, per_channel=per_channel, nodes_to_exclude=exclude,
+                         fast_bias_correction=True)
+
+
+def _cle_nncf(model: onnx.ModelProto, calibration: Feeds, per_channel: bool, exclude: Sequence[str]) -> onnx.ModelProto:
+    from partitioner.ptq.equalize import equalize
+
+    return _nncf(equalize(model), calibration, per_channel, exclude)
+
+
 _RECIPES: dict[str, Callable[[onnx.ModelProto, Feeds, bool, Sequence[str]], onnx.ModelProto]] = {
     "ort": _ort,
+    "cle+ort": _cle_ort,
+    "ort+bc": _ort_bc,
+    "cle+bc": _cle_bc,
+    "nncf": _nncf,
+    "nncf-fast": _nncf_fast,
+    "cle+nncf": _cle_nncf,
 }
 
 #: Every accepted ``method`` value.

@@ -134,3 +134,94 @@ def test_outputs_quantized_once(photo_feeds) -> None:
     with_qdq, without = run(quantized, photo_feeds), run(fp_out, photo_feeds)
     # dropping the output's own rounding changes it by at most half a step
     assert np.max(np.abs(with_qdq - without)) <= scales["logits"].scale * 0.5 + 1e-5
+
+
+# --------------------------------------------------------------------------- equalization
+
+
+def _weight(model: onnx.ModelProto, name: str) -> np.ndarray:
+    return next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name)
+
+
+def test_equalization_keeps_the_fp32_function(photo_feeds) -> None:
+    from partitioner.ptq.equalize import equalize
+
+    model = small_conv_net()
+    equalized = equalize(model)
+    onnx.checker.check_model(equalized)
+    assert equalized.SerializeToString() != model.SerializeToString()
+    before, after = run(model, photo_feeds), run(equalized, photo_feeds)
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * float(np.abs(before).max()))
+    # expand -> dw: every channel now has the same range on both sides of the pair
+    r1 = np.abs(_weight(equalized, "expand.w")).reshape(16, -1).max(axis=1)
+    r2 = np.abs(_weight(equalized, "dw.w")).reshape(16, -1).max(axis=1)
+    np.testing.assert_allclose(r1, r2, rtol=1e-2)
+    spread_before = np.abs(_weight(model, "expand.w")).reshape(16, -1).max(axis=1)
+    assert np.ptp(np.log(r1)) < np.ptp(np.log(spread_before))
+    # the Clip(0, 6) between rescaled channels became Relu -> per-channel Min
+    assert [n.op_type for n in equalized.graph.node].count("Min") == 2
+
+
+def test_equalization_is_idempotent_and_leaves_other_models_alone() -> None:
+    from partitioner.ptq.equalize import equalize
+
+    once = equalize(small_conv_net())
+    assert equalize(once).SerializeToString() == once.SerializeToString()
+    # nothing to equalize: a lone conv and the classifier
+    rng = np.random.default_rng(1)
+    node, params = _conv("only", "input", rng.standard_normal((4, 3, 3, 3)), np.zeros(4))
+    graph = helper.make_graph([node], "lone", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("only.out", TensorProto.FLOAT, None)], params)
+    lone = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert equalize(lone).SerializeToString() == lone.SerializeToString()
+
+
+def test_equalization_skips_activations_that_are_not_homogeneous(photo_feeds) -> None:
+    """Clip(-1, 1) does not commute with a positive scale: that pair must not move."""
+    from partitioner.ptq.equalize import equalize
+
+    model = small_conv_net()
+    clip = next(n for n in model.graph.node if n.name == "dw.clip")
+    model.graph.initializer.append(numpy_helper.from_array(np.array(-1.0, np.float32), "minus_one"))
+    clip.input[1] = "minus_one"
+    equalized = equalize(model)
+    np.testing.assert_array_equal(_weight(equalized, "project.w"), _weight(model, "project.w"))
+    before, after = run(model, photo_feeds), run(equalized, photo_feeds)
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * float(np.abs(before).max()))
+
+
+# --------------------------------------------------------------------------- bias correction
+
+
+def _mean_errors(fp32: onnx.ModelProto, qdq: onnx.ModelProto, feeds, nodes: list[str]) -> list[float]:
+    """Per node, the mean over channels of |mean(quantized output) - mean(FP32 output)|."""
+    import onnxruntime as ort
+
+    def means(model: onnx.ModelProto) -> list[np.ndarray]:
+        exposed = onnx.ModelProto()
+        exposed.CopyFrom(model)
+        names = [next(n.output[0] for n in model.graph.node if n.name == node) for node in nodes]
+        exposed.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        batch = np.concatenate([f["input"] for f in feeds])
+        return [v.mean(axis=(0, 2, 3)) for v in session.run(names, {"input": batch})]
+
+    return [float(np.mean(np.abs(q - f))) for q, f in zip(means(qdq), means(fp32))]
+
+
+def test_bias_correction_reduces_the_mean_activation_error(photo_feeds) -> None:
+    from partitioner.ptq.bias_correction import correct_biases
+    from partitioner.ptq.ort_qdq import quantize_ort
+
+    model = small_conv_net()
+    quantized = quantize_ort(model, photo_feeds)
+    corrected = correct_biases(model, quantized, photo_feeds)
+    convs = ["stem", "expand", "dw", "project"]
+    before = _mean_errors(model, quantized, photo_feeds, convs)
+    after = _mean_errors(model, corrected, photo_feeds, convs)
+    assert sum(after) < 0.5 * sum(before), f"mean errors {before} -> {after}"
+    # only the INT32 biases changed
+    changed = {t.name for t, u in zip(quantized.graph.initializer, corrected.graph.initializer) if t != u}
+    assert changed and all(name.endswith(".b_quantized") for name in changed), changed

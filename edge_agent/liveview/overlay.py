@@ -64,14 +64,14 @@ def draw_overlay(image: np.ndarray, payload: dict, *, cut: str, path: str, laten
                     (p1[0] + 2, max(line_h, p1[1] - 4)), FONT, scale, BOX_BGR, 1, cv2.LINE_AA)
     lines = overlay_lines(payload, cut, path, latency_ms)
     band_w = min(w, int(max(len(t) for t in lines) * 11 * scale / 0.6) + 12)
-    band = out[: line_h * len(lines) + 6, :band_w]
+    band = out[: line_h * len(lines) + 8, :band_w]
     band[:] = (band * 0.35 + np.array(BAND_BGR) * 0.65).astype(np.uint8)
     top = payload.get("top_k") or []
     for i, text in enumerate(lines):
         y = line_h * (i + 1)
         if i >= 1 and i - 1 < len(top) and "error" not in payload:
             bar = int((band_w - 12) * min(1.0, max(0.0, float(top[i - 1].get("score", 0.0)))))
-            cv2.rectangle(out, (6, y - line_h + 8), (6 + bar, y + 2), BAR_BGR, -1)
+            cv2.rectangle(out, (6, y + 1), (6 + bar, y + 3), BAR_BGR, -1)  # a score bar under the label
         cv2.putText(out, text, (8, y - 2), FONT, scale, TEXT_BGR, 1, cv2.LINE_AA)
     return out
 

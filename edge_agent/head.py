@@ -3,7 +3,8 @@
 :class:`HeadRunner` owns every ONNX Runtime session the agent holds:
 
 * the **full model**, always loaded: the "output" cut and the fallback for any frame
-  whose offload fails;
+  whose offload fails; the bundle's INT8 full model (``full_model_int8``) when it ships
+  one, else the FP32 one (:attr:`HeadRunner.full_precision` says which);
 * the **active cut's head**, plus the heads of its neighbours by cut order
   (``prewarm_neighbours`` on each side), loaded and run once on zeros so a switch
   costs no session creation; heads further away are released;
@@ -174,10 +175,15 @@ class HeadRunner:
         self._tails: dict[str, _Loaded] = {}
         self.active_cut: Optional[str] = None
         self.output_names = [t.name for t in self.manifest.output.tensors]
-        self.full = self._load(bundle.path(self.manifest.full_model))
+        # the INT8 full model when the bundle ships one (it passed the partitioner's fidelity gate):
+        # about a quarter of the FP32 model's weights held for the "output" cut and every fallback
+        self.full_precision = "int8" if self.manifest.HasField("full_model_int8") else "fp32"
+        full_ref = self.manifest.full_model_int8 if self.full_precision == "int8" else self.manifest.full_model
+        self.full = self._load(bundle.path(full_ref))
         self._warm(self.full)
         release_free_memory()
-        log.info("full model loaded with %s (%d threads)", [p if isinstance(p, str) else p[0] for p in self.providers], threads)
+        log.info("full model (%s, %s) loaded with %s (%d threads)", self.full_precision, full_ref.path,
+                 [p if isinstance(p, str) else p[0] for p in self.providers], threads)
 
     # ------------------------------------------------------------------ loading
 

@@ -108,3 +108,37 @@ def test_the_daemon_never_imports_torch_or_onnx() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_int8_full_model_is_preferred_when_the_bundle_ships_one(tiny_bundle, tmp_path) -> None:
+    import hashlib
+    import shutil
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from protos import bundle as bundle_io
+    from protos import bundle_pb2
+
+    root = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle.root, root)
+    fp32_runner = HeadRunner(bundle_io.read_bundle(root, bundle_io.Side.EDGE), threads=1)
+    assert fp32_runner.full_precision == "fp32"
+    int8_path = root / "edge" / "full_model_int8.onnx"
+    quantize_dynamic(str(root / tiny_bundle.manifest.full_model.path), str(int8_path), weight_type=QuantType.QUInt8)
+    manifest = bundle_io.read_bundle(root).manifest
+    data = int8_path.read_bytes()
+    manifest.full_model_int8.CopyFrom(bundle_pb2.FileRef(path="edge/full_model_int8.onnx",
+                                                         sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data)))
+    manifest.content_hash = bundle_io.compute_content_hash(manifest)
+    (root / "manifest.json").write_text(bundle_io.manifest_to_json(manifest))
+
+    runner = HeadRunner(bundle_io.read_bundle(root, bundle_io.Side.EDGE), threads=1)
+    assert runner.full_precision == "int8"
+    image = first_video_frame()
+    outputs, _ = runner.run_full(image)
+    direct = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
+    x = preprocess_bgr(image, tiny_bundle.manifest.input)
+    expected = direct.run(None, {direct.get_inputs()[0].name: x})
+    np.testing.assert_array_equal(list(outputs.values())[0], expected[0])  # the INT8 file is what runs
+    fp32_out, _ = fp32_runner.run_full(image)
+    assert not np.array_equal(list(fp32_out.values())[0], expected[0])

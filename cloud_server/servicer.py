@@ -15,7 +15,8 @@ Domain errors become gRPC statuses through `errors.grpc_status_code` (one table)
 server errors are logged as one line at most once per kind per interval (`logs.ThrottledLog`),
 anything unexpected with its stack trace (also throttled) and returned as INTERNAL. Deadlines come from
 `context.time_remaining()`. In `ModelStreamInfer` a failed request is answered with `error_message` and
-the stream goes on; requests on one stream run concurrently and are answered as they finish (clients
+the stream goes on (its `infer_response` carries the request's id and the advisory parameter
+`splitinfer_status`, the status name a unary call would have got); requests on one stream run concurrently and are answered as they finish (clients
 match responses by request id). Methods of Triton's service that we do not serve (shared memory,
 trace and log settings) answer UNIMPLEMENTED naming the method.
 """
@@ -49,13 +50,15 @@ from cloud_server.logs import ThrottledLog
 from cloud_server.model_config import repository_config_from_json
 from protos import inference_pb2 as pb
 
-__all__ = ["InferenceServicer", "SERVER_NAME", "EXTENSIONS", "INFERENCE_SERVICE"]
+__all__ = ["InferenceServicer", "SERVER_NAME", "EXTENSIONS", "INFERENCE_SERVICE", "STREAM_STATUS_PARAMETER"]
 
 logger = logging.getLogger(__name__)
 
 SERVER_NAME = "splitinfer"
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "splitinfer_advisory_parameters"]
 INFERENCE_SERVICE = "inference.GRPCInferenceService"
+#: Advisory parameter of a stream's error answer: the gRPC status name a unary call would have got.
+STREAM_STATUS_PARAMETER = "splitinfer_status"
 _PREFIX = f"/{INFERENCE_SERVICE}/"
 #: Responses smaller than this are serialized on the loop (a hop to the pool costs more).
 _INLINE_RESPONSE_BYTES = 64 * 1024
@@ -346,17 +349,20 @@ class InferenceServicer:
         try:
             return _stream_wrap(await self._infer(raw, context))
         except Exception as exc:  # noqa: BLE001 - reported in the stream, which goes on
-            _, message = self.describe(exc)
+            code, message = self.describe(exc)
         if len(raw) <= _INLINE_RESPONSE_BYTES:
             header = _request_header(raw)
         else:
             header = await asyncio.get_running_loop().run_in_executor(self.pool, _request_header, raw)
-        return pb.ModelStreamInferResponse(
+        reply = pb.ModelStreamInferResponse(
             error_message=message,
             infer_response=pb.ModelInferResponse(
                 model_name=header.model_name, model_version=header.model_version, id=header.id
             ),
-        ).SerializeToString()
+        )
+        # the status a unary call would have ended with (a stream's error is only text in Triton's protocol)
+        reply.infer_response.parameters[STREAM_STATUS_PARAMETER].string_param = code.name
+        return reply.SerializeToString()
 
 
 

@@ -172,6 +172,10 @@ def _num(value: float, unit: str, fmt: str = ".0f") -> str:
     return f"{value:{fmt}} {unit}" if value else "-"
 
 
+#: How the policy's reason starts when a configuration problem keeps the cloud unavailable.
+CONFIGURATION_PREFIX = "configuration:"
+
+
 def render_status(s: control_pb2.AgentStatus) -> str:
     t = s.telemetry
     by_path = ", ".join(f"{p.path} {p.results}" for p in s.results_by_path) or "none yet"
@@ -190,6 +194,9 @@ def render_status(s: control_pb2.AgentStatus) -> str:
         f"   mean latency {_num(s.mean_latency_ms, 'ms', '.1f')}",
         f"by path    {by_path}",
     ]
+    if s.current.reason.startswith(CONFIGURATION_PREFIX):
+        # not an outage: the server answers but lacks what this agent needs (e.g. its bundle version)
+        lines.insert(2, f"problem    {s.current.reason.split(';')[0]} -- fix the agent's or the server's bundles")
     return "\n".join(lines)
 
 

@@ -6,11 +6,20 @@ The tree::
     ├── ConfigError            edge.toml / environment / flags invalid (names the key and value)
     ├── SourceError            a camera, stream, file or folder cannot be opened or read
     ├── OffloadUnavailable     any transport failure: unreachable, deadline, server error;
-    │                          the agent answers it by completing the frame on the device
+    │                          the agent answers it by completing the frame on the device.
+    │                          ``code`` SERVER_BUSY (RESOURCE_EXHAUSTED): the server is up but full,
+    │                          a cost for the policy, not an outage (no breaker trip);
+    │                          MODEL_NOT_SERVED (NOT_FOUND): the server lacks this bundle version,
+    │                          a configuration problem (logged once, rechecked slowly)
     ├── UnknownCutError        a cut id not in the bundle (lists the valid ones)
     └── PolicyError            an illegal policy input (bad objective/SLO); state unchanged
 """
 from __future__ import annotations
+
+
+#: OffloadUnavailable codes with a meaning of their own (see the tree above).
+SERVER_BUSY = "SERVER_BUSY"
+MODEL_NOT_SERVED = "MODEL_NOT_SERVED"
 
 
 class EdgeAgentError(Exception):

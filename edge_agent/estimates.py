@@ -25,9 +25,11 @@ class Choice:
 
 
 def estimate_cuts(cuts: Sequence[CutProfile], t: Telemetry, *, uplink_kbps: float, rtt_ms: float,
-                  server_scale: float, cloud_available: bool, power: PowerModel) -> list[CutEstimate]:
-    """Predicted latency and energy of every cut under telemetry ``t`` (formulas in :mod:`edge_agent.policy`)."""
-    queue = t.server_queue_ms or 0.0
+                  server_scale: float, cloud_available: bool, power: PowerModel,
+                  busy_ms: float = 0.0) -> list[CutEstimate]:
+    """Predicted latency and energy of every cut under telemetry ``t`` (formulas in :mod:`edge_agent.policy`);
+    ``busy_ms`` is added to every offloading cut's server time while the server says it is busy."""
+    queue = (t.server_queue_ms or 0.0) + busy_ms
     out = []
     for cut in cuts:
         head = cut.head_ms * t.slowdown_factor

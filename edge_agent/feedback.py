@@ -11,6 +11,13 @@ trackers, so no stage reaches into the hub's parts. Three loops run through it:
 * **availability**: successes and failures drive the circuit breaker, whose openings and
   closings tell the policy (:meth:`health_checked`).
 
+Two failures are not outages. ``SERVER_BUSY`` (RESOURCE_EXHAUSTED: the server is up but full)
+leaves the breaker alone and tells the policy's cost model (``note_server_busy``) with a hold
+that doubles per consecutive busy answer (``BUSY_HOLD_MS``) and resets on a success.
+``MODEL_NOT_SERVED`` (the server lacks this bundle version) is configuration: logged once at
+ERROR, quoted in the decision's reason (``splitctl status`` shows it), and rechecked every
+``CONFIG_RECHECK_MS`` instead of at the breaker's pace.
+
 A report that changes the policy's decision returns it through ``on_decision`` (the
 daemon prewarms the new cut and publishes it), called without the lock held.
 """
@@ -22,7 +29,7 @@ from collections import Counter
 from typing import Callable, Optional
 
 from edge_agent.breaker import BreakerState, CircuitBreaker
-from edge_agent.errors import OffloadUnavailable
+from edge_agent.errors import MODEL_NOT_SERVED, SERVER_BUSY, OffloadUnavailable
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.policy import SplitPolicy
 from edge_agent.telemetry import TelemetryHub
@@ -30,6 +37,11 @@ from edge_agent.types import Decision, Telemetry
 from protos.names import INPUT_CUT
 
 log = logging.getLogger(__name__)
+
+#: Hold of the first busy answer and its cap (ms); doubles per consecutive busy answer.
+BUSY_HOLD_MS = (500, 8_000)
+#: How often a configuration problem (the server lacks our bundle version) is rechecked.
+CONFIG_RECHECK_MS = 60_000
 
 
 class Feedback:
@@ -53,6 +65,9 @@ class Feedback:
         self.lock = lock if lock is not None else threading.RLock()
         self.offload_failures: Counter[str] = Counter()
         self.last_failed_model: Optional[tuple[str, str]] = None  # (name, version) the health probe checks
+        self.busy_streak = 0  # consecutive SERVER_BUSY answers
+        self.config_problem = ""  # set while the server lacks our model version (MODEL_NOT_SERVED)
+        self._recheck_at_ms = 0
 
     # ------------------------------------------------------------------ questions
 
@@ -91,6 +106,7 @@ class Feedback:
             now = self.now_ms()
             before = self.breaker.state
             self.breaker.record_success(now)
+            self.busy_streak = 0
             server_ms = (queue_ms or 0.0) + (compute_ms or 0.0)
             self.telemetry.bandwidth.observe_transfer(wire_bytes, rtt_ms, now, server_ms=min(server_ms, rtt_ms))
             self.telemetry.server.observe(cut_id, queue_ms, compute_ms, now)
@@ -102,6 +118,9 @@ class Feedback:
 
     def offload_failed(self, exc: OffloadUnavailable, model: Optional[tuple[str, str]] = None, *,
                        sent_bytes: int = 0, waited_ms: float = 0.0) -> None:
+        if exc.code == SERVER_BUSY:
+            self._server_busy(exc)
+            return
         with self.lock:
             if model is not None:
                 self.last_failed_model = model
@@ -116,8 +135,19 @@ class Feedback:
             else:  # e.g. the server lacks this bundle version or rejects our token: stop at once
                 self.breaker.trip(now)
             opened = before is BreakerState.CLOSED and self.breaker.state is BreakerState.OPEN
-            decision = self.policy.note_cloud_available(False, now) if opened else None
+            first_problem = exc.code == MODEL_NOT_SERVED and not self.config_problem
+            if exc.code == MODEL_NOT_SERVED:
+                self.config_problem = self._problem_text(model)
+                self._recheck_at_ms = now + CONFIG_RECHECK_MS
+            decision = (self.policy.note_cloud_available(False, now, problem=self.config_problem)
+                        if opened or first_problem else None)
         self.metrics.offload_failed(exc.code)
+        if first_problem:
+            log.error("configuration: %s (%s); completing frames on the device, rechecking every %d s",
+                      self.config_problem, exc, CONFIG_RECHECK_MS // 1000)
+            if decision is not None:
+                self.on_decision(decision)
+            return
         if decision is not None:
             log.warning("offload failing (%s: %s); circuit open, completing frames on the device, retry in %d ms",
                         exc.code, exc, self.breaker.backoff_ms)
@@ -125,15 +155,42 @@ class Feedback:
         else:
             log.debug("offload failed: %s: %s", exc.code, exc)
 
+    def _problem_text(self, model: Optional[tuple[str, str]]) -> str:
+        what = f"model {model[0]!r} version {model[1]!r}" if model is not None else "this agent's model"
+        return f"the server does not serve {what} (bundle version mismatch between agent and server?)"
+
+    def _server_busy(self, exc: OffloadUnavailable) -> None:
+        """The server is up but full: a cost for the policy, never a breaker failure."""
+        with self.lock:
+            now = self.now_ms()
+            self.offload_failures[exc.code] += 1
+            self.busy_streak += 1
+            first, cap = BUSY_HOLD_MS
+            hold_ms = min(cap, first * 2 ** min(self.busy_streak - 1, 16))
+            before = self.policy.cut_id
+            decision = self.policy.note_server_busy(hold_ms, now)
+        self.metrics.offload_failed(exc.code)
+        log.log(logging.INFO if self.busy_streak == 1 else logging.DEBUG,
+                "server busy (%s); offloading counts %d ms dearer for %d ms", exc, hold_ms, hold_ms)
+        if decision.cut_id != before:
+            self.on_decision(decision)
+
     def begin_health_probe(self, now_ms: int) -> bool:
         with self.lock:
+            if self.config_problem and now_ms < self._recheck_at_ms:
+                return False  # configuration does not fix itself every 2 s
             return self.breaker.begin_probe(now_ms)
 
     def health_checked(self, ok: bool, rtt_ms: float, server: str) -> None:
         """The half-open breaker's probe came back."""
         with self.lock:
             now = self.now_ms()
+            if self.config_problem:
+                self._recheck_at_ms = now + CONFIG_RECHECK_MS
             if ok:
+                if self.config_problem:
+                    log.info("configuration problem resolved: the server serves our model again")
+                self.config_problem = ""
                 self.last_failed_model = None
                 self.telemetry.bandwidth.observe_rtt(rtt_ms, now)
                 self.breaker.record_success(now)

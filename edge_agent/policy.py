@@ -9,10 +9,12 @@ Predictions, per cut (``CutEstimate``)::
 
     head_ms    = profiled head_ms x telemetry.slowdown_factor
     wire_ms    = wire_bytes x 8 / uplink_kbps             (0 for "output")
-    server_ms  = server_queue_ms + tail_ms x server_scale (0 for "output")
+    server_ms  = server_queue_ms + busy_ms + tail_ms x server_scale (0 for "output")
     latency_ms = head_ms + wire_ms + rtt_ms + server_ms   (no rtt for "output")
     energy_mj  = PowerModel.energy_mj(head_ms, wire_bytes, uplink_kbps, wait_ms=rtt_ms + server_ms)
 
+``busy_ms`` is the hold of the last ``note_server_busy`` (RESOURCE_EXHAUSTED) while it lasts,
+else 0: a full server makes offloading dearer, it does not make the cloud unavailable.
 ``server_scale`` is measured server compute / profiled tail time of the cut in
 use when the server reports ``server_compute_ms`` (so for that cut
 ``server_ms = server_queue_ms + server_compute_ms`` exactly), else 1: the
@@ -40,6 +42,7 @@ Transitions (mode x event -> mode, cut). "best" is the objective's choice;
     AUTO            decide, gain >  hysteresis_pct           -> AUTO            best
     AUTO            decide, first measurements after priors  -> AUTO            best (forced)
     AUTO            decide, current cut became unavailable   -> AUTO            best (forced)
+    AUTO            note_server_busy, best != current        -> AUTO            best (forced)
     AUTO            objective/SLO/battery rule changed       -> AUTO            best (forced)
     AUTO, PINNED    cloud down (telemetry or note_*)         -> LOCAL_FALLBACK  "output" (forced)
     PINNED(output)  cloud down                               -> PINNED          "output"
@@ -158,6 +161,10 @@ class SplitPolicy:
         self._last_slo: Optional[float] = None
         self._measured_wire: set[str] = set()  # cuts whose wire_bytes come from real offloads
         self._last_on_priors = False  # the last decision rested on prior uplink/RTT, not measurements
+        self._busy_until_ms = 0  # the server answered RESOURCE_EXHAUSTED: offloading costs more until then
+        self._busy_ms = 0.0
+        self._busy_news = False  # a busy answer arrived since the last decision (forces a re-choice)
+        self._problem = ""  # a configuration problem keeping the cloud unavailable (e.g. version mismatch)
 
     # ------------------------------------------------------------------ read-only state
 
@@ -227,9 +234,11 @@ class SplitPolicy:
         self._cloud_available = telemetry.cloud_available
         self._battery_low = self._battery_rule(telemetry)
 
-    def note_cloud_available(self, available: bool, now_ms: int) -> Decision:
-        """The circuit breaker closed (True) or opened (False); returns the new decision."""
+    def note_cloud_available(self, available: bool, now_ms: int, *, problem: str = "") -> Decision:
+        """The circuit breaker closed (True) or opened (False); returns the new decision. `problem`
+        names a configuration problem behind an opening (quoted in the reason until the cloud is back)."""
         self._check_time(now_ms)
+        self._problem = "" if available else str(problem)
         self._cloud_available = bool(available)
         self._telemetry = replace(self._telemetry, cloud_available=bool(available))
         return self.decide(now_ms)
@@ -256,6 +265,17 @@ class SplitPolicy:
         updated = replace(cut, wire_bytes=int(wire_bytes))
         self._by_id[cut_id] = updated
         self._cuts = tuple(updated if c.cut_id == cut_id else c for c in self._cuts)
+
+    def note_server_busy(self, hold_ms: float, now_ms: int) -> Decision:
+        """The server refused a request as busy (RESOURCE_EXHAUSTED): for `hold_ms` every offloading
+        cut's predicted server time grows by `hold_ms` (a cost, not an outage); re-decides at once."""
+        self._check_time(now_ms)
+        if not is_positive(hold_ms):
+            raise PolicyError(f"hold_ms = {hold_ms!r}; expected a number of milliseconds > 0")
+        self._busy_until_ms = max(self._busy_until_ms, now_ms + int(hold_ms))
+        self._busy_ms = float(hold_ms)
+        self._busy_news = True
+        return self.decide(now_ms)
 
     def note_offload_failed(self, now_ms: int) -> Decision:
         """The server is gone (breaker opened): same as ``note_cloud_available(False, now_ms)``."""
@@ -299,7 +319,7 @@ class SplitPolicy:
     def estimates(self, now_ms: int) -> list[CutEstimate]:
         """Predicted latency and energy of every cut under the current telemetry (no state change)."""
         self._check_time(now_ms)
-        return self._estimate_all()
+        return self._estimate_all(now_ms)
 
     def decide(self, now_ms: int) -> Decision:
         """The cut for the next frames, with the mode and a reason quoting the numbers."""
@@ -307,7 +327,7 @@ class SplitPolicy:
         self._now_ms = now_ms
         objective = self.effective_objective
         slo = self._slo_ms if objective is Objective.SLO else None
-        ests = {e.cut_id: e for e in self._estimate_all()}
+        ests = {e.cut_id: e for e in self._estimate_all(now_ms)}
         mode = self.mode
         if mode is Mode.LOCAL_FALLBACK:
             cut, reason = self._fallback(ests)
@@ -319,6 +339,7 @@ class SplitPolicy:
             self._since_ms = now_ms
             self._cut_id = cut
         decision = Decision(cut_id=cut, mode=mode, reason=reason, objective=objective, at_ms=now_ms)
+        self._busy_news = False
         self._last = decision
         self._last_slo = slo
         self._last_on_priors = self._on_priors()
@@ -359,11 +380,14 @@ class SplitPolicy:
         low, high = _SERVER_SCALE_RANGE
         return min(max(t.server_compute_ms / current.tail_ms, low), high)
 
-    def _estimate_all(self) -> list[CutEstimate]:
+    def _estimate_all(self, now_ms: int) -> list[CutEstimate]:
         uplink, _, rtt, _ = self._network()
         return estimate_cuts(self._cuts, self._telemetry, uplink_kbps=uplink, rtt_ms=rtt,
                              server_scale=self._server_scale(), cloud_available=self._cloud_available,
-                             power=self._power)
+                             power=self._power, busy_ms=self._busy_penalty_ms(now_ms))
+
+    def _busy_penalty_ms(self, now_ms: int) -> float:
+        return self._busy_ms if now_ms < self._busy_until_ms else 0.0
 
     def _select(self, ests: dict[str, CutEstimate], objective: Objective, slo: Optional[float]) -> Choice:
         avail = [e for e in ests.values() if e.available]
@@ -406,6 +430,9 @@ class SplitPolicy:
         best = choice.best
         uplink_txt, rtt_txt = self._context()
         tail = f"; {rtt_txt}; {choice.note}"
+        if self._busy_penalty_ms(now_ms):
+            tail += (f"; server busy (RESOURCE_EXHAUSTED): +{self._busy_ms:.0f} ms server time for "
+                     f"{self._busy_until_ms - now_ms:.0f} ms more")
         cur_id = self._cut_id
         cur = ests.get(cur_id) if cur_id is not None else None
         last = self._last
@@ -424,6 +451,8 @@ class SplitPolicy:
             forced_why = f"{cur_id} unavailable ({cur.unavailable_reason})"
         elif self._last_on_priors and not self._on_priors():
             forced_why = "first measurements replace the priors"
+        elif self._busy_news and best.cut_id != cur_id:
+            forced_why = "server busy"
 
         if forced_why or best.cut_id == cur_id:
             other = cur if (cur is not None and cur.cut_id != best.cut_id) else runner_up(choice)
@@ -457,6 +486,8 @@ class SplitPolicy:
     def _fallback(self, ests: dict[str, CutEstimate]) -> tuple[str, str]:
         local = ests[OUTPUT_CUT]
         text = f"cloud unavailable: running {OUTPUT_CUT} locally ({fmt_ms(local.latency_ms)})"
+        if self._problem:
+            text = f"configuration: {self._problem}; running {OUTPUT_CUT} locally ({fmt_ms(local.latency_ms)})"
         if self._pinned is not None:
             text = (f"cloud unavailable: pinned {self._pinned} needs the server; running {OUTPUT_CUT} locally "
                     f"({fmt_ms(local.latency_ms)})")

@@ -12,7 +12,10 @@ responses may carry ``raw_output_contents`` or typed ``contents``; the advisory
 response parameters ``server_queue_us`` / ``server_compute_us`` are read when present.
 
 Every failure leaves as :class:`~edge_agent.errors.OffloadUnavailable` (``code`` is the
-gRPC status name, or ``STREAM_ERROR`` / ``BAD_RESPONSE``), chained ``from`` the cause.
+gRPC status name, or ``SERVER_BUSY`` / ``MODEL_NOT_SERVED`` / ``MESSAGE_TOO_LARGE`` /
+``STREAM_ERROR`` / ``BAD_RESPONSE``), chained ``from`` the cause. A stream's error answer is
+mapped by the status our server names in its ``splitinfer_status`` parameter (Triton's protocol
+carries only text there; without it the code is ``SERVER_ERROR``).
 This module and ``cloud_server`` are the only users of the generated stubs here.
 """
 from __future__ import annotations
@@ -30,13 +33,17 @@ from typing import TYPE_CHECKING, Iterator, Optional
 import grpc
 import numpy as np
 
-from edge_agent.errors import OffloadUnavailable
+from edge_agent.errors import MODEL_NOT_SERVED, SERVER_BUSY, OffloadUnavailable
 from edge_agent.types import OffloadRequest, OffloadResponse
 from protos import inference_pb2, inference_pb2_grpc, wire
 from protos.errors import ContractError, WireError
 
 if TYPE_CHECKING:
     from edge_agent.config import ServerConfig
+
+#: Advisory parameter of our server's stream error answers: the status a unary call would have got
+#: (the same name as cloud_server.servicer.STREAM_STATUS_PARAMETER; the products share no module).
+STREAM_STATUS_PARAMETER = "splitinfer_status"
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +120,15 @@ def map_rpc_error(exc: grpc.RpcError, what: str) -> OffloadUnavailable:
     """A gRPC error -> OffloadUnavailable with the status name as ``code`` (most specific first)."""
     code = exc.code() if hasattr(exc, "code") else None
     details = exc.details() if hasattr(exc, "details") else str(exc)
+    return map_status(code, details or "", what)
+
+
+def map_status(code: Optional[grpc.StatusCode], details: str, what: str) -> OffloadUnavailable:
+    """A status (of a unary call, or named in a stream's error answer) -> OffloadUnavailable.
+
+    RESOURCE_EXHAUSTED from the server's admission or queue is ``SERVER_BUSY`` (the server is up
+    but full: a cost, not an outage); gRPC's own message-size refusal is ``MESSAGE_TOO_LARGE``;
+    NOT_FOUND is ``MODEL_NOT_SERVED`` (the server lacks this bundle version: configuration)."""
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return OffloadUnavailable(f"{what}: deadline exceeded", code="DEADLINE_EXCEEDED")
     if code is grpc.StatusCode.UNAVAILABLE:
@@ -121,10 +137,20 @@ def map_rpc_error(exc: grpc.RpcError, what: str) -> OffloadUnavailable:
         return OffloadUnavailable(f"{what}: not authorized ({details}); check server.token / client certificate",
                                   code=code.name, retryable=False)
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return OffloadUnavailable(f"{what}: server overloaded or message too large ({details})", code=code.name)
+        if "larger than max" in details:
+            return OffloadUnavailable(f"{what}: message too large ({details})", code="MESSAGE_TOO_LARGE")
+        return OffloadUnavailable(f"{what}: RESOURCE_EXHAUSTED: server busy ({details})", code=SERVER_BUSY)
+    if code is grpc.StatusCode.NOT_FOUND:
+        return OffloadUnavailable(
+            f"{what}: NOT_FOUND: the server does not serve this model ({details}); the server's bundles differ from this "
+            "agent's (bundle version mismatch?)", code=MODEL_NOT_SERVED, retryable=False)
     if code is not None:
         return OffloadUnavailable(f"{what}: {code.name}: {details}", code=code.name, retryable=code not in _PERMANENT)
     return OffloadUnavailable(f"{what}: {details}", code="UNKNOWN")
+
+
+def _status_named(name: str) -> Optional[grpc.StatusCode]:
+    return next((c for c in grpc.StatusCode if c.name == name), None)
 
 
 # --------------------------------------------------------------------------- the stream
@@ -200,7 +226,12 @@ class _Stream:
             log.debug("dropping a late or unknown stream response id=%r", rid)
             return
         if msg.error_message:
-            fut.set_exception(OffloadUnavailable(f"server error: {msg.error_message}", code="SERVER_ERROR"))
+            status = msg.infer_response.parameters.get(STREAM_STATUS_PARAMETER)
+            code = _status_named(status.string_param) if status is not None else None
+            if code is None:  # a server that does not name the status (e.g. Triton)
+                fut.set_exception(OffloadUnavailable(f"server error: {msg.error_message}", code="SERVER_ERROR"))
+            else:
+                fut.set_exception(map_status(code, msg.error_message, msg.infer_response.model_name or "stream"))
         else:
             fut.set_result(msg.infer_response)
 

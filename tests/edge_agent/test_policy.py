@@ -443,3 +443,31 @@ def test_first_measurements_are_not_held_back_by_dwell_or_hysteresis() -> None:
     policy.observe(tel(1_200, uplink_kbps=100, rtt_ms=2.0), 1_200)
     third = policy.decide(1_200)
     assert third.cut_id == "input" and "dwell" in third.reason
+
+
+def test_server_busy_is_a_cost_not_an_outage() -> None:
+    """RESOURCE_EXHAUSTED makes offloading dearer for the hold (forced re-choice, dwell ignored); the
+    cloud stays available, and the penalty ends with the hold."""
+    p = SplitPolicy(CUTS, PolicyConfig(min_dwell_ms=60_000))
+    p.observe(tel(0, uplink_kbps=20_000), 0)
+    assert p.decide(0).cut_id == "input"
+    d = p.note_server_busy(500, 1_000)
+    assert (d.cut_id, d.mode) == ("output", Mode.AUTO) and p.cloud_available
+    assert d.reason.startswith("server busy: ") and "server busy (RESOURCE_EXHAUSTED): +500 ms" in d.reason
+    input_est = {e.cut_id: e for e in p.estimates(1_200)}["input"]
+    assert input_est.available and input_est.server_ms == pytest.approx(500 + 10.0)
+    assert {e.cut_id: e for e in p.estimates(1_600)}["input"].server_ms == pytest.approx(10.0)  # hold over
+    with pytest.raises(PolicyError, match="hold_ms = 0"):
+        p.note_server_busy(0, 1_700)
+    assert p.current is d
+
+
+def test_configuration_problem_is_quoted_until_the_cloud_is_back() -> None:
+    p = SplitPolicy(CUTS)
+    p.decide(0)
+    d = p.note_cloud_available(False, 100, problem="the server does not serve model 'm' version 'v1'")
+    assert (d.cut_id, d.mode) == ("output", Mode.LOCAL_FALLBACK)
+    assert d.reason.startswith("configuration: the server does not serve model 'm' version 'v1'; running output")
+    assert p.decide(200).reason.startswith("configuration:")
+    d = p.note_cloud_available(True, 300)
+    assert d.mode is Mode.AUTO and "configuration" not in d.reason

@@ -86,11 +86,13 @@ def test_errors_map_to_offload_unavailable(tiny_bundle, server, head) -> None:
     try:
         with pytest.raises(OffloadUnavailable) as info:
             transport.infer(unknown, 5.0)
-        assert info.value.code == "SERVER_ERROR" and "nope" in str(info.value)
+        # the stream's error answer names its status, so it maps like the unary call's
+        assert info.value.code == "MODEL_NOT_SERVED" and "nope" in str(info.value)
+        assert info.value.retryable is False and "bundle version mismatch" in str(info.value)
         unary = GrpcTransport(server.address, GrpcOptions(streaming=False))
         with pytest.raises(OffloadUnavailable) as info:
             unary.infer(unknown, 5.0)
-        assert info.value.code == "NOT_FOUND" and info.value.retryable is False
+        assert info.value.code == "MODEL_NOT_SERVED" and info.value.retryable is False
         assert isinstance(info.value.__cause__, grpc.RpcError)
         unary.close()
         # the stream survives a per-request error

@@ -354,14 +354,23 @@ def read_bundle(root: str | os.PathLike[str], side: Side = Side.ALL, *, check_ha
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
         raise BundleFileMissing(str(manifest_path), "(bundle root)")
-    manifest = parse_manifest(manifest_path.read_text(encoding="utf-8"), source=str(manifest_path))
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError("(document)", f"not UTF-8 text ({exc.reason} at byte {exc.start}); expected a JSON "
+                            "manifest in UTF-8", source=str(manifest_path)) from None
+    manifest = parse_manifest(text, source=str(manifest_path))
     bundle = Bundle(root=root, manifest=manifest, side=side)
+    real_root = root.resolve()
     for field, ref in iter_file_refs(manifest):
         if side is not Side.ALL and _side_of(ref.path) is not side:
             continue
         path = bundle.path(ref)
         if not path.is_file():
             raise BundleFileMissing(str(path), field)
+        if not path.resolve().is_relative_to(real_root):  # a symlink (or a linked folder) leading out
+            raise ManifestError(field, f"{ref.path!r} resolves to {str(path.resolve())!r}, outside the bundle "
+                                f"{str(real_root)!r}; expected the file inside the bundle", source=str(manifest_path))
         if check_hashes:
             actual = sha256_file(path)
             if actual != ref.sha256:

@@ -15,7 +15,7 @@ import threading
 from typing import Any, AsyncIterator, Iterable
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 __all__ = ["HealthState", "OVERALL"]
 
@@ -79,19 +79,41 @@ class HealthState:
             self._watchers[name] = [w for w in self._watchers.get(name, []) if w[1] is not queue]
 
 
-class _HealthServicer(health_pb2_grpc.HealthServicer):
+async def _parse(raw: bytes, context: Any) -> health_pb2.HealthCheckRequest:
+    request = health_pb2.HealthCheckRequest()
+    try:
+        request.ParseFromString(raw)
+    except Exception:  # noqa: BLE001 - DecodeError and friends: the client sent garbage
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"the request is not a valid grpc.health.v1.HealthCheckRequest ({len(raw)} bytes)")
+    return request
+
+
+class _HealthServicer(grpc.GenericRpcHandler):
+    """grpc.health.v1.Health with raw-bytes handlers: garbage is INVALID_ARGUMENT, not a logged traceback."""
+
     def __init__(self, state: HealthState) -> None:
         self._state = state
+        self._handlers = {
+            "/grpc.health.v1.Health/Check": grpc.unary_unary_rpc_method_handler(self.Check),
+            "/grpc.health.v1.Health/Watch": grpc.unary_stream_rpc_method_handler(self.Watch),
+        }
 
-    async def Check(self, request: health_pb2.HealthCheckRequest, context: Any) -> health_pb2.HealthCheckResponse:
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self._handlers.get(handler_call_details.method or "")
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers((self,))
+
+    async def Check(self, raw: bytes, context: Any) -> bytes:
+        request = await _parse(raw, context)
         status = self._state.status(request.service)
         if status is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service[:64]!r}")
-        return health_pb2.HealthCheckResponse(status=status)
+        return health_pb2.HealthCheckResponse(status=status).SerializeToString()
 
-    async def Watch(
-        self, request: health_pb2.HealthCheckRequest, context: Any
-    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+    async def Watch(self, raw: bytes, context: Any) -> AsyncIterator[bytes]:
+        request = await _parse(raw, context)
         queue = self._state._watch(request.service, asyncio.get_running_loop())
         try:
             last = None
@@ -99,6 +121,6 @@ class _HealthServicer(health_pb2_grpc.HealthServicer):
                 status = await queue.get()
                 if status != last:
                     last = status
-                    yield health_pb2.HealthCheckResponse(status=status)
+                    yield health_pb2.HealthCheckResponse(status=status).SerializeToString()
         finally:
             self._state._unwatch(request.service, queue)

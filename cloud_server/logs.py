@@ -22,7 +22,7 @@ import threading
 import time
 from typing import IO, Any, Callable
 
-__all__ = ["JsonFormatter", "TextFormatter", "ThrottledLog", "configure_logging", "record_fields"]
+__all__ = ["JsonFormatter", "TextFormatter", "ThrottledLog", "ThrottleFilter", "throttle_grpc_logs", "configure_logging", "record_fields"]
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD_ATTRS = frozenset(
@@ -143,3 +143,39 @@ class ThrottledLog:
             msg += f" (and {suppressed} more like it in the last {self.interval_s:g} s, not logged)"
         self._logger.log(level, msg, *args, exc_info=exc_info)
         return True
+
+
+class ThrottleFilter(logging.Filter):
+    """Lets each kind of record (logger + message template) through at most once per `interval_s`;
+    for gRPC's own loggers, which log a traceback for every message a servicer fails to handle
+    (e.g. a reflection request that does not parse)."""
+
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, str], float] = {}
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg)[:120])
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval_s:
+                self.suppressed += 1
+                return False
+            self._last[key] = now
+        return True
+
+
+_GRPC_LOGGERS = ("grpc._cython.cygrpc", "grpc._server", "grpc.aio._server")
+
+
+def throttle_grpc_logs(interval_s: float = 60.0) -> None:
+    """Install one ThrottleFilter on gRPC's server-side loggers (idempotent)."""
+    for name in _GRPC_LOGGERS:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, ThrottleFilter) for f in target.filters):
+            target.addFilter(ThrottleFilter(interval_s))

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, Coroutine, Sequence, TypeVar
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from cloud_server.admission import Admission
 from cloud_server.dataplane import DataPlane
 from cloud_server.errors import ServerStartError
 from cloud_server.health import HealthState
+from cloud_server.logs import throttle_grpc_logs
 from cloud_server.observe import Observer
 from cloud_server.registry import ModelRegistry, TailModel, load_registry
 from cloud_server.servicer import INFERENCE_SERVICE, InferenceServicer
@@ -199,6 +200,7 @@ async def _start(
     interceptors: Sequence[grpc.aio.ServerInterceptor],
     server_credentials: grpc.ServerCredentials | None,
 ) -> tuple[grpc.aio.Server, int]:
+    throttle_grpc_logs()
     limit = settings.max_message_bytes
     server = grpc.aio.server(
         interceptors=list(interceptors),
@@ -209,7 +211,7 @@ async def _start(
         ],
     )
     servicer.add_to_server(server)
-    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    health.servicer.add_to_server(server)
     reflection.enable_server_reflection(
         (INFERENCE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=POOL
     )

@@ -229,10 +229,10 @@ def test_manifest_records_the_gate_and_held_out_sources(tiny) -> None:
     manifest = bundle_io.read_bundle(report.bundle.root).manifest
     ev = manifest.evaluation
     assert (ev.task, ev.metric, ev.gate, ev.margin, ev.confident_at) == (
-        "classification", "top1_agreement", "baseline", pytest.approx(0.02), pytest.approx(0.5))
+        "classification", "top1_agreement", "baseline", pytest.approx(0.02), pytest.approx(0.8))
     assert list(ev.calibration_sources) == ["bikes.mp4"] and ev.calibration_frames == 8
     assert set(ev.evaluation_sources) == {"bigbuckbunny.mp4", "carphone_pristine.mp4"} and ev.evaluation_frames == 24
-    assert 0.0 < ev.baseline <= 1.0 and ev.baseline_fidelity.frames == 24 and ev.quantization == "ort"
+    assert 0.0 < ev.baseline <= 1.0 and ev.baseline_fidelity.frames == 24 and ev.quantization == "nncf"
     for cut in manifest.cuts:
         fid = cut.fidelity
         assert fid.threshold == pytest.approx(ev.baseline - ev.margin), cut.id

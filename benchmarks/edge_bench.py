@@ -11,11 +11,15 @@ The split is pinned to ``--cut`` (default: the middle one of the cuts with an IN
 
 Figures and goals:
 
-1. **RSS** of the agent process with the INT8 head loaded: the median of samples taken every
-   100 ms while results flow (goal <= 150 MB); also the maximum, the value after the run once
-   freed heap pages are returned (``malloc_trim``, which the daemon does every second), and USS
-   (RSS without shared library pages). The agent also holds the full FP32 model for fallback and
-   the neighbouring heads (prewarm).
+1. **RSS** of the agent process: the median of samples taken every 100 ms while results flow
+   (goal <= 150 MB); also the maximum, the value after the run once freed heap pages are
+   returned (``malloc_trim``, which the daemon does every second), and USS (RSS without shared
+   library pages). What is loaded is reported as it is: each loaded head with the precision
+   the manifest records for it (``head_precision``), the full model held for fallback (the
+   INT8 one when the bundle ships ``full_model_int8``, else FP32), and ``prewarm_neighbours``.
+   A separate fresh process (``footprint``) loads the same parts one at a time and reports
+   RSS/USS after each, then the resident memory by owner (/proc/self/smaps): OpenCV+FFmpeg,
+   ONNX Runtime, Python, anonymous memory (heap, weights, arenas).
 2. **Cold start**: process launch -> first result written (goal <= 3 s); includes Python imports,
    bundle verification (sha256 of every edge file), session creation and warm-up.
 3. **Pipelined frames/s** vs the slowest stage's bound (goal >= 0.9x). Stages: capture (decode +
@@ -25,6 +29,9 @@ Figures and goals:
 4. **Per-frame runtime overhead** on loopback = end-to-end latency - (preprocess + head + wire +
    server) in a paced run (no queueing): the agent's own cost (queue hand-offs, request building,
    postprocess, sink). Goal <= 1 ms (median).
+5. **Live view cost**: the same paced run with the live view on and one viewer reading the
+   MJPEG stream: the time to draw the overlay and encode one JPEG, and the overhead per frame
+   watched vs not.
 
 The machine is shared: the server, the agent's four stages and the video decoder all
 compete for the same cores, which the figures include.
@@ -109,6 +116,10 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         values["source.width_px"], values["source.height_px"] = spec["width_px"], spec["height_px"]
     if spec.get("fps_cap"):
         values["source.fps_cap"] = spec["fps_cap"]
+    if spec.get("prewarm_neighbours") is not None:
+        values["runtime.prewarm_neighbours"] = spec["prewarm_neighbours"]
+    if spec.get("liveview"):
+        values.update({"liveview.enabled": True, "liveview.port": 0, "liveview.fps": spec["fps_cap"] or 10})
     sink = TimedSink()
     agent = EdgeAgent(build_config(values), sink=sink)
     proc = psutil.Process()
@@ -123,6 +134,9 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     monitor = threading.Thread(target=sample_rss, daemon=True)
     agent.start()
     monitor.start()
+    view = next((v for v in agent.sinks if hasattr(v, "render_history_ms")), None)
+    if view is not None:  # one viewer watching the MJPEG stream for the whole run
+        threading.Thread(target=_watch_stream, args=(view.url + "stream.mjpg", running), daemon=True).start()
     ok = agent.run_until_done(600)
     done = time.time()
     running.set()
@@ -163,6 +177,12 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         "paths": paths,
         "cut": spec["cut"],
         "loaded_heads": agent.head.loaded_heads(),
+        "loaded_head_precision": {c: _head_precision(agent.bundle, c) for c in agent.head.loaded_heads()},
+        "full_model_precision": agent.head.full_precision,
+        "prewarm_neighbours": agent.config.runtime.prewarm_neighbours,
+        "liveview_render_ms": ({"median": round(statistics.median(view.render_history_ms), 3),
+                                "p90": round(_pct(list(view.render_history_ms), 0.9), 3),
+                                "renders": view.renders} if view is not None and view.render_history_ms else None),
         "providers": [p if isinstance(p, str) else p[0] for p in agent.head.providers],
         "rss_mb": round(rss_mb, 1),
         "rss_max_mb": round(max(samples_mb), 1) if samples_mb else None,
@@ -190,6 +210,120 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _head_precision(bundle: Any, cut_id: str) -> str:
+    """What a cut's head really is: the manifest's head_precision (the partitioner records it)."""
+    cut = next(c for c in bundle.manifest.cuts if c.id == cut_id)
+    return cut.head_precision or "unknown"
+
+
+def _watch_stream(url: str, stop: threading.Event) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as stream:
+        while not stop.is_set() and stream.read(65536):
+            pass
+
+
+def _smaps_by_owner() -> dict[str, dict[str, float]]:
+    """This process's resident memory by what maps it (/proc/self/smaps): RSS and USS in MB."""
+    groups = (("opencv+ffmpeg", ("cv2", "opencv")), ("onnxruntime", ("onnxruntime",)),
+              ("grpc+protobuf", ("grpc", "protobuf", "google")), ("numpy", ("numpy",)),
+              ("python", ("python", "lib-dynload")))
+    out: dict[str, dict[str, float]] = {}
+    owner = "anonymous (heap, model weights, arenas)"
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and not head[0].endswith(":"):
+                path = head[5] if len(head) > 5 else ""
+                owner = "anonymous (heap, model weights, arenas)" if not path or path.startswith("[") else next(
+                    (name for name, keys in groups if any(k in path for k in keys)), "other libraries and files")
+                out.setdefault(owner, {"rss_mb": 0.0, "uss_mb": 0.0})
+            elif head and head[0] == "Rss:":
+                out[owner]["rss_mb"] += int(head[1]) / 1024
+            elif head and head[0] in ("Private_Clean:", "Private_Dirty:"):
+                out[owner]["uss_mb"] += int(head[1]) / 1024
+    return {k: {m: round(v, 1) for m, v in d.items()} for k, d in sorted(out.items(), key=lambda kv: -kv[1]["rss_mb"])}
+
+
+def footprint_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """What the agent's memory is made of, step by step in a fresh process (RSS/USS after each)."""
+    import psutil
+
+    proc = psutil.Process()
+    steps: list[dict[str, Any]] = []
+
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+
+    def mark(step: str) -> None:
+        libc.malloc_trim(0)  # what the daemon's periodic trim gives back
+        full = proc.memory_full_info()
+        steps.append({"step": step, "rss_mb": round(full.rss / 2**20, 1), "uss_mb": round(full.uss / 2**20, 1)})
+
+    mark("python + psutil")
+    import numpy  # noqa: F401
+
+    mark("+ numpy")
+    import grpc  # noqa: F401
+
+    from edge_agent.agent import EdgeAgent  # noqa: F401 - the daemon's own imports
+
+    mark("+ the daemon's modules (grpc, protobuf, protos)")
+    import onnxruntime  # noqa: F401
+
+    mark("+ onnxruntime")
+    import cv2  # noqa: F401
+
+    mark("+ cv2 (OpenCV with its FFmpeg)")
+    from edge_agent.head import HeadRunner
+    from protos.bundle import Side, read_bundle
+
+    bundle = read_bundle(pathlib.Path(spec["bundle"]), Side.EDGE)
+    if spec.get("full") == "fp32":
+        bundle.manifest.ClearField("full_model_int8")
+    runner = HeadRunner(bundle, threads=spec["threads"], prewarm_neighbours=0)
+    mark(f"+ full model ({runner.full_precision})")
+    start = time.perf_counter()
+    runner.activate(spec["cut"])  # what a switch to a head that is not prewarmed costs
+    switch_ms = (time.perf_counter() - start) * 1000.0
+    mark(f"+ head {spec['cut']} ({_head_precision(bundle, spec['cut'])})")
+    runner.prewarm_neighbours = 1
+    runner.activate(spec["cut"])
+    mark(f"+ neighbour heads {[c for c in runner.loaded_heads() if c != spec['cut']]}")
+    from edge_agent.config import SourceConfig
+    from edge_agent.sources import open_source
+    from partitioner import samples
+
+    video = str(samples.video_path("bikes.mp4"))
+    if spec.get("source") == "pipe":  # what a Pi camera module gives: rpicam-vid's MJPEG through a pipe
+        import tempfile
+
+        cap = cv2.VideoCapture(video)
+        with tempfile.NamedTemporaryFile(suffix=".mjpeg", delete=False) as f:
+            for _ in range(60):
+                f.write(cv2.imencode(".jpg", cap.read()[1], [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
+        cap.release()
+        src = open_source(SourceConfig(kind="pipe", uri=f.name))
+        label = "MJPEG pipe decoding"
+    else:
+        src = open_source(SourceConfig(uri=video, loop=True))
+        label = "H.264 video decoding (FFmpeg)"
+    for _ in range(30):  # only the last frame is kept, as in the daemon
+        frame = src.read()
+    mark(f"+ {label} (30 frames)")
+    for _ in range(30):
+        frame = src.read()
+        runner.run_head(spec["cut"], frame.image_bgr)
+        runner.run_full(frame.image_bgr)
+    mark("+ 30 frames through the head and the full model")
+    src.close()
+    return {"steps": steps, "by_owner": _smaps_by_owner(), "full_model_precision": runner.full_precision,
+            "cold_switch_ms": round(switch_ms, 1),
+            "loaded_heads": {c: _head_precision(bundle, c) for c in runner.loaded_heads()}}
+
+
 def _spawn(spec: dict[str, Any]) -> dict[str, Any]:
     spec = dict(spec, launched_unix_s=time.time())
     proc = subprocess.run([sys.executable, "-m", "benchmarks.edge_bench", "--child", json.dumps(spec)],
@@ -212,11 +346,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--width-px", type=int, default=None, help="resize frames at capture (default: as decoded)")
     parser.add_argument("--height-px", type=int, default=None)
+    parser.add_argument("--prewarm-neighbours", type=int, default=None,
+                        help="runtime.prewarm_neighbours for the agent runs (default: the config default)")
     parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(run_child(json.loads(args.child))))
+        spec = json.loads(args.child)
+        print(json.dumps(footprint_child(spec) if spec.get("footprint") else run_child(spec)))
         return 0
     if not (args.bundle / "manifest.json").is_file():
         print(f"edge_bench: no bundle at {args.bundle}; build it with `splitinfer partition mobilenet_v2 "
@@ -233,13 +370,21 @@ def main(argv: Optional[list[str]] = None) -> int:
                                           metrics_port=None, discovery=False, max_queue_delay_us=0,
                                           intra_op_threads=1))
     base = {"bundle": str(args.bundle.resolve()), "server": server.address, "cut": cut, "threads": args.threads,
-            "width_px": args.width_px, "height_px": args.height_px}
+            "width_px": args.width_px, "height_px": args.height_px, "prewarm_neighbours": args.prewarm_neighbours}
     try:
         _spawn(dict(base, frames=5))  # warm the server's sessions and the OS page cache
         pipelined = _spawn(dict(base, frames=args.frames))
         paced = _spawn(dict(base, frames=args.paced_frames, fps_cap=args.paced_fps))
+        watched = _spawn(dict(base, frames=args.paced_frames, fps_cap=args.paced_fps, liveview=True))
+        # the same pipelined run with one prewarmed neighbour on each side (the old default), for the record
+        prewarmed = (_spawn(dict(base, frames=args.frames, prewarm_neighbours=1))
+                     if pipelined["prewarm_neighbours"] != 1 else None)
     finally:
         server.stop(0)
+    footprint = {"video": _spawn(dict(base, footprint=True)),
+                 "mjpeg_pipe": _spawn(dict(base, footprint=True, source="pipe"))}
+    if footprint["video"]["full_model_precision"] == "int8":
+        footprint["video_fp32_full_model"] = _spawn(dict(base, footprint=True, full="fp32"))
 
     stages = dict(pipelined["stage_ms"])
     stages["capture"] = paced["stage_ms"]["capture"]
@@ -279,20 +424,45 @@ def main(argv: Optional[list[str]] = None) -> int:
                        "stage_capacity_fps": {k: round(v, 2) for k, v in capacity_fps.items()}},
         "pipelined_run": pipelined,
         "paced_run": paced,
+        "liveview": {"overhead_ms_median_watched": watched["overhead_ms"]["median"],
+                     "overhead_ms_median_unwatched": paced["overhead_ms"]["median"],
+                     "render_ms": watched["liveview_render_ms"], "rss_mb_watched": watched["rss_mb"],
+                     "rss_mb_unwatched": paced["rss_mb"]},
+        "footprint": footprint,
+        "prewarmed_neighbours_run": None if prewarmed is None else {
+            k: prewarmed[k] for k in ("rss_mb", "rss_max_mb", "rss_after_trim_mb", "uss_after_trim_mb", "fps",
+                                      "loaded_head_precision", "prewarm_neighbours")},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"edge agent on {report['machine']['platform']} ({os.cpu_count()} cores), bundle {args.bundle.name}, cut {cut}")
-    print(f"  RSS with INT8 head loaded   {figures['rss_mb']:8.1f} MB   (goal <= {GOALS['rss_mb']:g}; median while "
+    heads = ", ".join(f"{c} {p}" for c, p in pipelined["loaded_head_precision"].items()) or "none"
+    print(f"  agent RSS                   {figures['rss_mb']:8.1f} MB   (goal <= {GOALS['rss_mb']:g}; median while "
           f"running, max {pipelined['rss_max_mb']}, after trim {pipelined['rss_after_trim_mb']}, "
           f"USS {pipelined['uss_after_trim_mb']}, peak {pipelined['peak_rss_mb']})")
-    print(f"      loaded: heads {pipelined['loaded_heads']} + the full model for fallback")
+    print(f"      loaded: heads [{heads}] (prewarm_neighbours {pipelined['prewarm_neighbours']}) + the "
+          f"{pipelined['full_model_precision'].upper()} full model for fallback")
+    if prewarmed is not None:
+        print(f"      with prewarm_neighbours 1 (heads {list(prewarmed['loaded_head_precision'])}): RSS median "
+              f"{prewarmed['rss_mb']} MB, max {prewarmed['rss_max_mb']}, after trim {prewarmed['rss_after_trim_mb']}, "
+              f"USS {prewarmed['uss_after_trim_mb']}")
+    for name, fp in footprint.items():
+        print(f"  footprint ({name}), RSS / USS MB after each step:")
+        for step in fp["steps"]:
+            print(f"      {step['rss_mb']:7.1f} / {step['uss_mb']:6.1f}  {step['step']}")
+        print("      by owner: " + ", ".join(f"{k} {v['rss_mb']}/{v['uss_mb']}" for k, v in fp["by_owner"].items()))
+        print(f"      a switch to a head that is not prewarmed: {fp['cold_switch_ms']} ms (load + warm-up)")
     print(f"  cold start -> first result  {figures['cold_start_s']:8.2f} s    (goal <= {GOALS['cold_start_s']:g})")
     print(f"  pipelined frames/s          {pipelined['fps']:8.2f}      bound {bound_fps:.2f} ({slowest}), "
           f"ratio {ratio:.2f} (goal >= {GOALS['pipeline_ratio']}); sequential {sequential_fps:.2f}")
     print("  stage ms: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
     print(f"  runtime overhead / frame    {figures['overhead_ms']:8.3f} ms   (goal <= {GOALS['overhead_ms']:g}; "
           f"p90 {paced['overhead_ms']['p90']} ms, paced {args.paced_fps:g} fps)")
+    lv = report["liveview"]
+    if lv["render_ms"]:
+        print(f"  live view, one viewer       {lv['render_ms']['median']:8.3f} ms   per drawn frame (overlay + JPEG, "
+              f"p90 {lv['render_ms']['p90']}, {lv['render_ms']['renders']} renders); overhead/frame "
+              f"{lv['overhead_ms_median_watched']} ms watched vs {lv['overhead_ms_median_unwatched']} ms not")
     print(f"  results by path: {pipelined['paths']}; torch imported: {pipelined['torch_imported']}, "
           f"onnx imported: {pipelined['onnx_imported']}")
     print(f"wrote {args.out}")

@@ -127,7 +127,10 @@ class RuntimeConfig:
     threads: int = 2
     execution_provider: str = "auto"  # XNNPACK when the installed build has it, else CPU
     deadline_ms: float = 500.0  # per-offload budget; a miss completes on the device
-    prewarm_neighbours: int = 1  # heads kept ready on each side of the active cut (by order)
+    # heads kept ready on each side of the active cut (by order). 0: a switch loads the new head
+    # first (frames keep running on the old cut meanwhile); measured on MobileNetV2 at
+    # features_14_conv_2 the neighbours cost ~23 MB of RSS while running (edge_bench)
+    prewarm_neighbours: int = 0
     local_tails: bool = False  # load tails found beside the bundle for cheaper fallback
     cpu_mem_arena: bool = False  # ONNX Runtime memory arena: slightly faster, ~25 MB more RSS
     queue_depth: int = 2  # bounded queue between each pipeline stage

@@ -27,6 +27,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional
@@ -66,6 +67,7 @@ class LiveView:
         self._cache: tuple[Any, int, bytes] = (None, -1, b"")
         self._render_lock = threading.Lock()
         self.render_ms: Optional[float] = None
+        self.render_history_ms: deque[float] = deque(maxlen=1000)  # the benchmark reads it
         self.renders = 0
         self._target: Optional[ControlTarget] = None
         self._latest_image: Callable[[], Optional[np.ndarray]] = lambda: None
@@ -171,6 +173,7 @@ class LiveView:
                                      latency_ms=last.latency_ms.get("total"))
             jpeg = encode_jpeg(shown, self.cfg.jpeg_quality)
             self.render_ms = (time.perf_counter() - start) * 1000.0
+            self.render_history_ms.append(self.render_ms)
             self.renders += 1
             self._cache = (image, seq, jpeg)
             return jpeg

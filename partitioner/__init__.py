@@ -11,8 +11,11 @@ The modules, in the order ``splitinfer partition`` uses them:
 * ``loading``, ``graph``: read or export a model; prepare it (shapes, folding, order).
 * ``cuts``, ``cut_names``, ``cut_selection``: enumerate valid cuts, name them, rank or resolve them.
 * ``split``, ``verify``: cut a model into head and tail; check the pair in FP32.
-* ``calibration``, ``evaluation``: real frames; running them and measuring fidelity.
-* ``quantize``, ``codecs``: INT8 heads with remedies, FP16 tails; the wire codec at the cut.
+* ``calibration``, ``evaluation``, ``fidelity``: real frames (calibration and held-out
+  footage apart); running them; task-aware fidelity and the gate against the cloud-only
+  JPEG baseline.
+* ``ptq``, ``quantize``, ``codecs``: post-training INT8 quantization passes; INT8 heads under
+  the gate with remedies, FP16 tails; the wire codec at the cut.
 * ``profile``: latency on this machine.
 * ``stages`` (the per-cut steps and the frozen values they pass), ``assemble`` (the
   manifest), ``pipeline`` (all of it, in order).

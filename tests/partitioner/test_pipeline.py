@@ -296,3 +296,24 @@ def test_fidelity_source_must_differ_from_calibration(tmp_path: pathlib.Path) ->
                                        fidelity_source=samples.video_path("bikes.mp4")))
     ev = report.bundle.manifest.evaluation
     assert (list(ev.calibration_sources), list(ev.evaluation_sources)) == (["carphone_pristine.mp4"], ["bikes.mp4"])
+
+
+def test_report_shows_fidelity_next_to_the_baseline(tiny, tmp_path: pathlib.Path) -> None:
+    from partitioner import report as reporting
+
+    report, _ = tiny
+    manifest = report.bundle.manifest
+    text = reporting.format_table(manifest)
+    ev = manifest.evaluation
+    assert "top1_agreement" in text.splitlines()[1] and "gate" in text.splitlines()[1]
+    assert f"cloud-only JPEG q90 baseline {ev.baseline:.3f}" in text
+    assert "calibrated on 8 frames of bikes.mp4 (nncf PTQ)" in text
+    int8_line = "INT8 full model for local fallback: " + (
+        "edge/full_model_int8.onnx" if manifest.HasField("full_model_int8") else "none")
+    assert int8_line in text
+    for cut in manifest.cuts:
+        row = next(line for line in text.splitlines() if line.startswith(cut.id + " "))
+        assert f"{cut.fidelity.value:.3f}" in row and ("pass" if cut.fidelity.passed else "FAIL") in row
+    png = tmp_path / "report.png"
+    reporting.plot_report(manifest, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

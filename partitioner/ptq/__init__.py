@@ -3,20 +3,33 @@
 One entry point, :func:`quantize_static`, over small ModelProto -> ModelProto passes:
 
 * :mod:`.ort_qdq` — ONNX Runtime's static quantizer (MinMax ranges, INT8 weights per
-  channel, UINT8 activations): method ``"ort"``.
+  channel, UINT8 activations).
 * :mod:`.equalize` — cross-layer equalization of Conv -> (Relu | Clip | none) -> Conv
   pairs, depthwise pairs included; the FP32 function is kept up to float error
   (a Clip(0, m) between rescaled channels becomes Relu then a per-channel Min).
 * :mod:`.bias_correction` — empirical bias correction: the mean error of each quantized
   Conv/Gemm output against the FP32 model on the calibration feeds is removed from its
   INT32 bias, layer by layer in graph order.
-* :mod:`.nncf_ptq` — NNCF's ONNX post-training quantization (MinMax + fast bias
+* :mod:`.nncf_ptq` — NNCF's ONNX post-training quantization (MinMax + bias
   correction), imported only when asked for.
+* :mod:`.fold` — exact rewrites so ORT fuses every Conv of an NNCF model into
+  ``QLinearConv`` (per-channel activation scales folded into weight scales, INT8
+  activations as UINT8, INT32 biases).
 * :mod:`.qdq` — facts about QDQ graphs: already quantized?, an output's scale, and the
   outputs with their last Q/DQ pair removed ("quantize once" with the wire codec).
 
-Methods are names joined by ``+`` in the order they run; :data:`METHODS` lists them and
-:data:`DEFAULT_METHOD` is the one ``benchmarks/ptq_bench.py`` measured best.
+Methods (:data:`METHODS`), passes joined by ``+`` in the order they run:
+
+* ``ort``: ORT's quantizer; ``cle+ort``: equalize first; ``ort+bc``: then bias
+  correction; ``cle+bc``: both;
+* ``nncf``: NNCF with full bias correction, rewritten for ORT's fused kernels;
+  ``nncf-fast``: with NNCF's fast bias correction; ``nncf-7bit``: 7-bit weights
+  against the UINT8 x INT8 saturation of x86 CPUs without VNNI; ``nncf-raw``: NNCF's
+  model as written (per-channel activation scales: depthwise convolutions run in
+  float); ``cle+nncf``: equalize first.
+
+:data:`DEFAULT_METHOD` is the one ``benchmarks/ptq_bench.py`` measured best (see
+``benchmarks/results/ptq.json``).
 """
 from __future__ import annotations
 
@@ -61,17 +74,34 @@ def _cle_bc(model: onnx.ModelProto, calibration: Feeds, per_channel: bool, exclu
     return _ort_bc(equalize(model), calibration, per_channel, exclude)
 
 
-def _nncf(model: onnx.ModelProto, calibration: Feeds, per_channel: bool, exclude: Sequence[str]) -> onnx.ModelProto:
+def _for_ort_kernels(model: onnx.ModelProto) -> onnx.ModelProto:
+    from partitioner.ptq.fold import activations_to_uint8, fold_channel_scales, quantize_float_biases
+
+    return quantize_float_biases(activations_to_uint8(fold_channel_scales(model)))
+
+
+def _nncf_raw(model: onnx.ModelProto, calibration: Feeds, per_channel: bool, exclude: Sequence[str]) -> onnx.ModelProto:
     from partitioner.ptq.nncf_ptq import quantize_nncf
 
     return quantize_nncf(model, calibration, per_channel=per_channel, nodes_to_exclude=exclude)
 
 
+def _nncf(model: onnx.ModelProto, calibration: Feeds, per_channel: bool, exclude: Sequence[str]) -> onnx.ModelProto:
+    return _for_ort_kernels(_nncf_raw(model, calibration, per_channel, exclude))
+
+
 def _nncf_fast(model: onnx.ModelProto, calibration: Feeds, per_channel: bool, exclude: Sequence[str]) -> onnx.ModelProto:
     from partitioner.ptq.nncf_ptq import quantize_nncf
 
-    return quantize_nncf(model, calibration, per_channel=per_channel, nodes_to_exclude=exclude,
-                         fast_bias_correction=True)
+    return _for_ort_kernels(quantize_nncf(model, calibration, per_channel=per_channel, nodes_to_exclude=exclude,
+                                          fast_bias_correction=True))
+
+
+def _nncf_7bit(model: onnx.ModelProto, calibration: Feeds, per_channel: bool, exclude: Sequence[str]) -> onnx.ModelProto:
+    from partitioner.ptq.nncf_ptq import quantize_nncf
+
+    return _for_ort_kernels(quantize_nncf(model, calibration, per_channel=per_channel, nodes_to_exclude=exclude,
+                                          seven_bit_weights=True))
 
 
 def _cle_nncf(model: onnx.ModelProto, calibration: Feeds, per_channel: bool, exclude: Sequence[str]) -> onnx.ModelProto:
@@ -87,6 +117,8 @@ _RECIPES: dict[str, Callable[[onnx.ModelProto, Feeds, bool, Sequence[str]], onnx
     "cle+bc": _cle_bc,
     "nncf": _nncf,
     "nncf-fast": _nncf_fast,
+    "nncf-7bit": _nncf_7bit,
+    "nncf-raw": _nncf_raw,
     "cle+nncf": _cle_nncf,
 }
 

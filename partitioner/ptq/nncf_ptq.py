@@ -39,17 +39,27 @@ def quantize_nncf(
     per_channel: bool = True,
     nodes_to_exclude: Sequence[str] = (),
     fast_bias_correction: bool = False,
+    seven_bit_weights: bool = False,
 ) -> onnx.ModelProto:
-    """``model`` as a QDQ model quantized by ``nncf.quantize`` over every calibration feed."""
+    """``model`` as a QDQ model quantized by ``nncf.quantize`` over every calibration feed.
+
+    ``seven_bit_weights`` is NNCF's overflow fix for every layer: weights use 7 of the 8
+    bits so x86 CPUs without VNNI (whose UINT8 x INT8 kernels add pairs of products in
+    16 bits and can saturate) compute exactly; it costs accuracy everywhere else. Otherwise NNCF's default
+    applies (7 bits for the first layer only)."""
     from partitioner.ptq.ort_qdq import model_feeds
 
     nncf = _import_nncf()
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+        QuantizationParameters,
+    )
 
     feeds = model_feeds(model, calibration)
-    advanced = None
+    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE if seven_bit_weights else None)
     if not per_channel:
-        advanced = AdvancedQuantizationParameters(weights_quantization_params=QuantizationParameters(per_channel=False))
+        advanced.weights_quantization_params = QuantizationParameters(per_channel=False)
     ignored = nncf.IgnoredScope(names=list(nodes_to_exclude)) if nodes_to_exclude else None
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         quantized = nncf.quantize(

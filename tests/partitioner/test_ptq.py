@@ -225,3 +225,75 @@ def test_bias_correction_reduces_the_mean_activation_error(photo_feeds) -> None:
     # only the INT32 biases changed
     changed = {t.name for t, u in zip(quantized.graph.initializer, corrected.graph.initializer) if t != u}
     assert changed and all(name.endswith(".b_quantized") for name in changed), changed
+
+
+# --------------------------------------------------------------------------- rewrites for ORT's fused kernels
+
+
+def run_exact(model: onnx.ModelProto, feeds) -> np.ndarray:
+    """Outputs with graph optimizations off: every QDQ op computed as written (no fused kernel)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, feed)[0] for feed in feeds])
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.fixture(scope="module")
+def nncf_raw(photo_feeds) -> onnx.ModelProto:
+    return ptq.quantize_static(small_conv_net(), photo_feeds, method="nncf-raw")
+
+
+def test_per_channel_activation_scales_fold_into_the_weights(nncf_raw, photo_feeds) -> None:
+    from partitioner.ptq.fold import fold_channel_scales
+
+    def per_channel_activation_quantizers(model: onnx.ModelProto) -> list[str]:
+        inits = {t.name: t for t in model.graph.initializer}
+        return [n.name for n in model.graph.node if n.op_type == "QuantizeLinear" and len(inits[n.input[1]].dims) == 1]
+
+    assert per_channel_activation_quantizers(nncf_raw), "NNCF no longer quantizes the depthwise input per channel"
+    folded = fold_channel_scales(nncf_raw)
+    onnx.checker.check_model(folded)
+    assert per_channel_activation_quantizers(folded) == []
+    # the same integers up to float rounding at exact ties
+    assert _cosine(run_exact(nncf_raw, photo_feeds), run_exact(folded, photo_feeds)) > 0.9999
+
+
+def test_int8_activations_become_uint8_bit_for_bit(nncf_raw, photo_feeds) -> None:
+    from partitioner.ptq.fold import activations_to_uint8
+
+    moved = activations_to_uint8(nncf_raw)
+    inits = {t.name: numpy_helper.to_array(t) for t in moved.graph.initializer}
+    activation_zero_points = [inits[n.input[2]] for n in moved.graph.node if n.op_type == "QuantizeLinear"]
+    assert activation_zero_points and all(z.dtype == np.uint8 for z in activation_zero_points)
+    np.testing.assert_array_equal(run_exact(moved, photo_feeds), run_exact(nncf_raw, photo_feeds))
+
+
+def test_float_biases_get_int32_quantization(nncf_raw, photo_feeds) -> None:
+    from partitioner.ptq.fold import fold_channel_scales, quantize_float_biases
+
+    folded = fold_channel_scales(nncf_raw)  # every Conv input now has one scale
+    biased = quantize_float_biases(folded)
+    onnx.checker.check_model(biased)
+    inits = {t.name for t in folded.graph.initializer}
+    assert sum(n.input[2] in inits for n in folded.graph.node if n.op_type == "Conv") == 4
+    inits = {t.name for t in biased.graph.initializer}
+    assert all(n.input[2] not in inits for n in biased.graph.node if n.op_type == "Conv")
+    assert _cosine(run_exact(folded, photo_feeds), run_exact(biased, photo_feeds)) > 0.9999
+
+
+def test_ort_fuses_every_conv_of_the_nncf_method(photo_feeds, tmp_path) -> None:
+    import onnxruntime as ort
+
+    quantized = ptq.quantize_static(small_conv_net(), photo_feeds, method="nncf")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(quantized.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+    assert ops.count("QLinearConv") == 4 and "Conv" not in ops, ops

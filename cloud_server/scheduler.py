@@ -146,9 +146,9 @@ class BatchScheduler:
                     f"expected fewer than max_queue_size={self.max_queue_size}, retry later"
                 )
             self._queue.append(pending)
-            depth = len(self._queue)
+            # reported under the lock: otherwise a stale depth can land after the batcher's newer one
+            self._observer.on_queue_depth(self.model, len(self._queue))
             self._cond.notify()
-        self._observer.on_queue_depth(self.model, depth)
         return pending.future
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -180,8 +180,7 @@ class BatchScheduler:
                 self._cond.wait(remaining)
             count = select_batch([p.rows for p in self._queue], [p.key for p in self._queue], self.max_batch_size)
             batch = [self._queue.popleft() for _ in range(count)]
-            depth = len(self._queue)
-        self._observer.on_queue_depth(self.model, depth)
+            self._observer.on_queue_depth(self.model, len(self._queue))
         return batch
 
     def _work(self) -> None:

@@ -15,7 +15,8 @@ Per set: top-1 agreement, top-1 agreement on the frames where FP32's softmax top
 >= 0.5, FP32's top-1 inside the candidate's top-5, and mean KL(FP32 || candidate) of the
 softmax outputs. The same for the cloud-only baseline: the frame as a q90 JPEG,
 decoded, preprocessed and run through the FP32 model. Also per method: quantization
-wall time, model size and single-thread median latency (batch 1) as ratios to FP32.
+wall time, model size and single-thread median latency (batch 1) as ratios to FP32
+(FP32 and INT8 runs take turns, so the ratio holds on a machine others share).
 
 INT8 figures come twice: ``fused`` is what ONNX Runtime computes here with its default
 optimizations (QLinearConv kernels), ``exact`` runs the QDQ graph op by op. They differ
@@ -94,19 +95,23 @@ def cpu_flags() -> list[str]:
     return sorted({flag for flag in text.split() if flag in wanted})
 
 
-def latency_ms(model, feed: dict, runs: int) -> float:
-    """Median single-thread latency of one batch-1 run (after 3 warm-up runs)."""
+def paired_latency_ms(models: list, feed: dict, runs: int) -> list[float]:
+    """Median single-thread latency of one batch-1 run of each model (after 3 warm-up
+    runs), the models taking turns run by run so that load from other processes on a
+    shared machine falls on all of them alike."""
     from partitioner.evaluation import make_session
 
-    session = make_session(model, threads=1)
-    for _ in range(3):
-        session.run(None, feed)
-    times = []
+    sessions = [make_session(model, threads=1) for model in models]
+    for session in sessions:
+        for _ in range(3):
+            session.run(None, feed)
+    times: list[list[float]] = [[] for _ in sessions]
     for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return float(np.median(times))
+        for session, record in zip(sessions, times):
+            start = time.perf_counter()
+            session.run(None, feed)
+            record.append((time.perf_counter() - start) * 1000.0)
+    return [float(np.median(t)) for t in times]
 
 
 def _spread(frames: list, count: int) -> list:
@@ -121,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="", help="comma-separated methods (default: all of partitioner.ptq.METHODS)")
     parser.add_argument("--calibration-frames", type=int, default=32, help="bikes.mp4 frames to calibrate on (default 32)")
     parser.add_argument("--eval-frames", type=int, default=120, help="frames per evaluation set (default 120)")
-    parser.add_argument("--runs", type=int, default=30, help="timed runs per latency figure (default 30)")
+    parser.add_argument("--runs", type=int, default=60, help="timed runs per latency figure (default 60)")
     parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
@@ -178,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     results["jpeg_q90_baseline"] = jpeg
     probe = calibration[0]
     fp32_size = len(model.SerializeToString())
-    fp32_latency = latency_ms(model, probe, args.runs)
+    (fp32_latency,) = paired_latency_ms([model], probe, args.runs)
     results["fp32"] = {"size_bytes": fp32_size, "latency_ms_1thread": fp32_latency}
     print(f"FP32: {fp32_size / 1e6:.2f} MB, {fp32_latency:.2f} ms (1 thread)", flush=True)
     for key, fid in jpeg.items():
@@ -195,11 +200,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{method}: FAILED {exc}", flush=True)
             continue
         wall = time.monotonic() - started
+        fp32_ms, int8_ms = paired_latency_ms([model, quantized], probe, args.runs)
         row = {"method": method, "quantize_wall_s": round(wall, 1),
                "size_bytes": len(quantized.SerializeToString()),
-               "latency_ms_1thread": latency_ms(quantized, probe, args.runs)}
+               "latency_ms_1thread": int8_ms, "fp32_latency_ms_same_turns": fp32_ms}
         row["size_vs_fp32"] = row["size_bytes"] / fp32_size
-        row["latency_vs_fp32"] = row["latency_ms_1thread"] / fp32_latency
+        row["latency_vs_fp32"] = int8_ms / fp32_ms
         for key, feeds in inputs.items():
             for mode, run in (("fused", logits_of), ("exact", exact_logits_of)):
                 fid = fidelity(reference[key], run(quantized, feeds, name))

@@ -118,6 +118,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         values["source.fps_cap"] = spec["fps_cap"]
     if spec.get("prewarm_neighbours") is not None:
         values["runtime.prewarm_neighbours"] = spec["prewarm_neighbours"]
+    values.update(spec.get("settings") or {})
     if spec.get("liveview"):
         values.update({"liveview.enabled": True, "liveview.port": 0, "liveview.fps": spec["fps_cap"] or 10})
     sink = TimedSink()
@@ -348,6 +349,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--height-px", type=int, default=None)
     parser.add_argument("--prewarm-neighbours", type=int, default=None,
                         help="runtime.prewarm_neighbours for the agent runs (default: the config default)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an agent setting for every run, e.g. --set runtime.cpu_mem_arena=true")
     parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -370,7 +373,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                                           metrics_port=None, discovery=False, max_queue_delay_us=0,
                                           intra_op_threads=1))
     base = {"bundle": str(args.bundle.resolve()), "server": server.address, "cut": cut, "threads": args.threads,
-            "width_px": args.width_px, "height_px": args.height_px, "prewarm_neighbours": args.prewarm_neighbours}
+            "width_px": args.width_px, "height_px": args.height_px, "prewarm_neighbours": args.prewarm_neighbours,
+            "settings": dict(item.split("=", 1) for item in args.set)}
     try:
         _spawn(dict(base, frames=5))  # warm the server's sessions and the OS page cache
         pipelined = _spawn(dict(base, frames=args.frames))

@@ -93,6 +93,26 @@ def release_free_memory() -> None:
 
 
 _MALLOC_TRIM: Any = None
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def set_heap_mmap_threshold(threshold_bytes: int) -> bool:
+    """Serve every allocation of at least ``threshold_bytes`` from its own mapping, returned
+    to the OS when freed (glibc ``mallopt(M_MMAP_THRESHOLD)``); True if it took effect.
+
+    glibc's default raises this threshold to the largest block freed so far, so ONNX
+    Runtime's per-run activation buffers (without its arena) end up in heaps that keep
+    them between the daemon's periodic trims. A fixed threshold trades page faults on
+    every run for memory: see ``runtime.heap_mmap_threshold_kb``.
+    """
+    if threshold_bytes < 4096:
+        raise ValueError(f"threshold_bytes {threshold_bytes}: expected >= 4096")
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, int(threshold_bytes)))
+    except (OSError, AttributeError):
+        return False
 
 
 def choose_providers(preference: str, threads: int) -> tuple[list[Any], int]:
@@ -144,6 +164,7 @@ class HeadRunner:
         local_tails: bool = False,
         cpu_mem_arena: bool = False,
         emulated_slowdown: float = 1.0,
+        heap_mmap_threshold_kb: Optional[int] = None,
     ) -> None:
         """``emulated_slowdown`` > 1 pads every on-device model run (and JPEG encoding, the
         "input" cut's head) with a sleep so it takes
@@ -151,6 +172,8 @@ class HeadRunner:
         against a current x86 core) for demos and benchmarks; 1.0 (off) by default."""
         import onnxruntime as ort
 
+        if heap_mmap_threshold_kb is not None and not set_heap_mmap_threshold(heap_mmap_threshold_kb * 1024):
+            log.warning("runtime.heap_mmap_threshold_kb = %d has no effect here (not glibc)", heap_mmap_threshold_kb)
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.threads = threads

@@ -142,3 +142,24 @@ def test_the_int8_full_model_is_preferred_when_the_bundle_ships_one(tiny_bundle,
     np.testing.assert_array_equal(list(outputs.values())[0], expected[0])  # the INT8 file is what runs
     fp32_out, _ = fp32_runner.run_full(image)
     assert not np.array_equal(list(fp32_out.values())[0], expected[0])
+
+
+def test_heap_mmap_threshold_is_set_in_a_fresh_process(tiny_bundle) -> None:
+    import subprocess
+    import sys
+
+    from edge_agent.config import RuntimeConfig
+    from edge_agent.errors import ConfigError
+    from edge_agent.head import set_heap_mmap_threshold
+
+    with pytest.raises(ValueError, match="threshold_bytes 100: expected >= 4096"):
+        set_heap_mmap_threshold(100)
+    with pytest.raises(ConfigError, match="runtime.heap_mmap_threshold_kb = 2: expected KiB in 4..32768"):
+        RuntimeConfig(heap_mmap_threshold_kb=2)
+    # process-wide, so in a child: the runner applies it and still runs frames
+    code = (f"import pathlib; from edge_agent.head import HeadRunner; from protos.bundle import read_bundle, Side; "
+            f"from tests.edge_agent.conftest import first_video_frame; "
+            f"r = HeadRunner(read_bundle(pathlib.Path({str(tiny_bundle.root)!r}), Side.EDGE), threads=1, "
+            f"heap_mmap_threshold_kb=1024); out, ms = r.run_full(first_video_frame()); assert out; "
+            f"from edge_agent.head import set_heap_mmap_threshold; assert set_heap_mmap_threshold(1 << 20)")
+    subprocess.run([sys.executable, "-c", code], check=True)

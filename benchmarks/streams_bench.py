@@ -13,7 +13,9 @@ What it measures, against a real `splitinfer serve` subprocess on loopback (so i
    frame's tensor every 1/`--fps` s (open loop, like a camera: frames do not wait for answers) for
    `--seconds`; every answer's latency and status is recorded (errors by status, p50/p99 of the
    answered, server RSS sampled every 0.5 s).
-3. **Deliberate overload**: the same cameras at `--overload-fps`, beyond what the server computes:
+3. **Liveness under large messages**: ServerLive latency while 4 clients send 5 MB tensors back to
+   back (the aio loop only moves bytes; parsing happens on the pool).
+4. **Deliberate overload**: the same cameras at `--overload-fps`, beyond what the server computes:
    the share answered RESOURCE_EXHAUSTED (and by which limit), and the latency of the admitted.
 
 The tensor is the cut's real activation shape (random values) of the bundle's middle cut; the server
@@ -42,6 +44,7 @@ import numpy as np
 from benchmarks.server_bench import (
     DEFAULT_BUNDLE,
     ServeProcess,
+    build_payload_bundle,
     build_standin_bundle,
     infer_request,
     percentiles_ms,
@@ -152,6 +155,54 @@ async def streams_vs_live(address: str, pid: int, counts: Sequence[int], request
     return rows
 
 
+def _send_large(address: str, request: bytes, senders: int, seconds: float, counter: Any) -> None:
+    """In a child process (so the prober's event loop is not shared): `senders` threads send `request`
+    back to back for `seconds`."""
+    import threading
+
+    def loop() -> None:
+        with grpc.insecure_channel(address, options=OPTIONS) as channel:
+            call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                call(request, timeout=60)
+                with counter.get_lock():
+                    counter.value += 1
+
+    threads = [threading.Thread(target=loop) for _ in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+async def live_under_large_messages(address: str, request: bytes, senders: int, seconds: float) -> dict[str, Any]:
+    """ServerLive latency while `senders` clients (another process) send `request` (MBs) back to back:
+    does receiving large messages stall the server's event loop? (We parse them on the pool.)"""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    counter = ctx.Value("l", 0)
+    child = ctx.Process(target=_send_large, args=(address, request, senders, seconds + 2.0, counter))
+    child.start()
+    await asyncio.sleep(1.5)  # the child is up and sending
+    latencies = []
+    before, t0 = counter.value, time.perf_counter()
+    async with grpc.aio.insecure_channel(address) as channel:
+        live = channel.unary_unary(LIVE)
+        while time.perf_counter() - t0 < seconds:
+            t1 = time.perf_counter()
+            await live(b"", timeout=10)
+            latencies.append(time.perf_counter() - t1)
+            await asyncio.sleep(0.01)
+    rate = (counter.value - before) / (time.perf_counter() - t0)
+    await asyncio.get_running_loop().run_in_executor(None, child.join, 60)
+    out = {"senders": senders, "request_mb": round(len(request) / 1e6, 2), "seconds": seconds,
+           "large_requests_per_s": round(rate, 1), "live_calls": len(latencies)}
+    out.update({f"live_{k}": v for k, v in percentiles_ms(latencies).items()})
+    return out
+
+
 async def cameras(address: str, pid: int, count: int, fps: float, seconds: float, request: bytes) -> dict[str, Any]:
     """Open-loop cameras: each sends a frame every 1/fps s on its own stream and reads answers by id."""
     streams = Streams(address, count)
@@ -227,10 +278,13 @@ async def cameras(address: str, pid: int, count: int, fps: float, seconds: float
     return out
 
 
-async def run(address: str, pid: int, args: argparse.Namespace, request: bytes) -> dict[str, Any]:
+async def run(address: str, pid: int, args: argparse.Namespace, request: bytes, large: bytes) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     print("open streams vs ServerLive", flush=True)
     doc["streams_vs_live"] = await streams_vs_live(address, pid, args.streams, request)
+    print("ServerLive while 4 clients send 5 MB requests", flush=True)
+    doc["live_under_large_messages"] = await live_under_large_messages(address, large, 4, 5.0)
+    print("  " + json.dumps(doc["live_under_large_messages"]), flush=True)
     print(f"{args.cameras} cameras at {args.fps} fps for {args.seconds} s", flush=True)
     doc["cameras"] = await cameras(address, pid, args.cameras, args.fps, args.seconds, request)
     print("  " + json.dumps(doc["cameras"]), flush=True)
@@ -265,7 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cut = pick_cut(bundle.manifest, args.cut)
     feeds = random_inputs(cut, 1, np.random.default_rng(1))
     request = infer_request(tail_model_name(bundle.manifest, cut.id), feeds).SerializeToString()
-    serve = ServeProcess(["--bundle", str(bundle_root), "--port", "0", "--metrics-port", "off", "--no-discovery"])
+    payload = build_payload_bundle(work / "payload")
+    blob = np.random.default_rng(2).standard_normal((1, 1_250_000)).astype(np.float32)  # 5 MB
+    large = infer_request("payload.blob", {"blob": blob}).SerializeToString()
+    serve = ServeProcess(["--bundle", str(bundle_root), "--bundle", str(payload), "--port", "0",
+                          "--metrics-port", "off", "--no-discovery"])
     doc: dict[str, Any] = {
         "benchmark": "streams_bench",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -280,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "notes": ["clients and server share this machine's cores; other helpers' work adds noise"],
     }
     try:
-        doc.update(asyncio.run(run(f"127.0.0.1:{serve.port}", serve.proc.pid, args, request)))
+        doc.update(asyncio.run(run(f"127.0.0.1:{serve.port}", serve.proc.pid, args, request, large)))
     finally:
         doc["server_exit_code"] = serve.stop()
     doc["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

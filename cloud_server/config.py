@@ -87,6 +87,8 @@ KEYS: dict[str, Key] = {
         Key("max_batch_size", "dynamic batching: most rows per execution, 1 = no merging", "N"),
         Key("max_queue_delay_us", "dynamic batching: longest wait for companions in microseconds", "US"),
         Key("max_queue_size", "requests waiting per model before RESOURCE_EXHAUSTED", "N"),
+        Key("max_queue_wait_ms", "refuse (RESOURCE_EXHAUSTED) a request whose estimated wait for its batch "
+            "is longer, 0 = no bound", "MS"),
         Key("tls_cert_file", "server certificate (PEM); needs --tls-key-file", "FILE", show_default=False),
         Key("tls_key_file", "server private key (PEM); needs --tls-cert-file", "FILE", show_default=False),
         Key("tls_client_ca_file", "require client certificates signed by this CA (mutual TLS)", "FILE",

@@ -194,6 +194,7 @@ class DataPlane:
                 eager=self.eager_batching,
                 on_batch_done=lambda rows, a, b, c: self._stats.record_batch(model, rows, a, b, c),
                 preferred_batch_sizes=model.preferred_batch_sizes,
+                max_queue_wait_ms=self.settings.max_queue_wait_ms or None,
             )
             self._schedulers[model.key] = scheduler
             return scheduler

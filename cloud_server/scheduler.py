@@ -13,7 +13,8 @@ load a lone request then runs at once instead of paying the whole window; under 
 while a batch runs and the next batch takes them together. `eager=False` always waits the whole window
 (Triton's behaviour), which makes merging deterministic in tests. `preferred_batch_sizes` (a
 Triton config's) close the window as soon as the queued rows equal one of them. A full queue raises `QueueFull` at once (memory stays
-bounded); a request whose deadline passed while queued fails with `DeadlineExceeded` without running;
+bounded), and so does a request that would wait longer than `max_queue_wait_ms` or past its own
+deadline, estimated from the batches ahead of it and the smoothed run time of a batch; a request whose deadline passed while queued fails with `DeadlineExceeded` without running;
 a cancelled future is skipped.
 """
 
@@ -83,6 +84,7 @@ class BatchScheduler:
         eager: bool = True,
         on_batch_done: Callable[[int, int, int, int], None] | None = None,
         preferred_batch_sizes: tuple[int, ...] = (),
+        max_queue_wait_ms: float | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_us < 0:
             raise ValueError(
@@ -98,6 +100,9 @@ class BatchScheduler:
         self.max_queue_delay_s = max_queue_delay_us / 1e6
         self.max_queue_size = max_queue_size
         self.preferred_batch_sizes = frozenset(preferred_batch_sizes)
+        self.max_queue_wait_s = None if max_queue_wait_ms is None else max_queue_wait_ms / 1e3
+        self._batch_s: float | None = None  # smoothed run time of one batch (EWMA, weight 0.2)
+        self._running = 0  # batches running now (0 or 1: one worker)
         self._observer = observer or NullObserver()
         self._on_batch_done = on_batch_done
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -145,11 +150,37 @@ class BatchScheduler:
                     f"model {self.model!r} queue is full ({len(self._queue)} requests waiting); "
                     f"expected fewer than max_queue_size={self.max_queue_size}, retry later"
                 )
+            self._refuse_long_wait(pending)
             self._queue.append(pending)
             # reported under the lock: otherwise a stale depth can land after the batcher's newer one
             self._observer.on_queue_depth(self.model, len(self._queue))
             self._cond.notify()
         return pending.future
+
+    def estimated_wait_s(self, rows: int = 1) -> float:
+        """How long a request of `rows` rows would wait now: the batches ahead of it (those queued and
+        the one running) times the smoothed batch run time; 0 before any batch ran."""
+        if self._batch_s is None:
+            return 0.0
+        ahead = -(-(self._queued_rows() + rows) // self.max_batch_size) - 1 + self._running
+        return ahead * self._batch_s
+
+    def _refuse_long_wait(self, pending: _Pending) -> None:
+        """Admission by expected wait (called under the lock): a request that would wait longer than
+        `max_queue_wait_ms`, or past its own deadline, is refused now rather than answered too late."""
+        wait_s = self.estimated_wait_s(pending.rows)
+        if self.max_queue_wait_s is not None and wait_s > self.max_queue_wait_s:
+            raise QueueFull(
+                f"model {self.model!r} is saturated: estimated wait {wait_s * 1e3:.0f} ms behind "
+                f"{len(self._queue)} queued requests; expected at most max_queue_wait_ms="
+                f"{self.max_queue_wait_s * 1e3:.0f}, retry later or run locally"
+            )
+        if pending.deadline_s is not None and pending.enqueued_s + wait_s > pending.deadline_s:
+            left_ms = (pending.deadline_s - pending.enqueued_s) * 1e3
+            raise QueueFull(
+                f"model {self.model!r} is saturated: estimated wait {wait_s * 1e3:.0f} ms exceeds the "
+                f"{left_ms:.0f} ms left of the request's deadline; retry later or run locally"
+            )
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop accepting work, finish what is queued, stop the worker."""
@@ -180,6 +211,7 @@ class BatchScheduler:
                 self._cond.wait(remaining)
             count = select_batch([p.rows for p in self._queue], [p.key for p in self._queue], self.max_batch_size)
             batch = [self._queue.popleft() for _ in range(count)]
+            self._running = 1
             self._observer.on_queue_depth(self.model, len(self._queue))
         return batch
 
@@ -188,10 +220,15 @@ class BatchScheduler:
             batch = self._take_batch()
             if batch is None:
                 return
+            started_s = time.monotonic()
             try:
                 self._run(batch)
             except Exception:  # never let the worker die; _run already failed the futures
                 logger.exception("model %r: batch worker failed", self.model)
+            with self._cond:
+                took_s = time.monotonic() - started_s
+                self._batch_s = took_s if self._batch_s is None else self._batch_s + 0.2 * (took_s - self._batch_s)
+                self._running = 0
 
     def _run(self, batch: list[_Pending]) -> None:
         start_s = time.monotonic()

@@ -55,6 +55,8 @@ class ServerSettings:
         max_batch_size: dynamic batching upper bound in rows (1 disables merging).
         max_queue_delay_us: how long the first queued request may wait for companions.
         max_queue_size: requests waiting per model before RESOURCE_EXHAUSTED.
+        max_queue_wait_ms: a request that would wait longer than this for its batch (estimated from the
+            batches ahead and the measured batch time) is refused with RESOURCE_EXHAUSTED; 0 = no bound.
         max_inflight: inference requests the server holds at once (decoding, queued, running) before it
             answers RESOURCE_EXHAUSTED; open streams and idle connections do not count.
         grpc_workers: threads that decode requests and encode responses (open streams and requests waiting
@@ -82,6 +84,7 @@ class ServerSettings:
     max_batch_size: int = 8
     max_queue_delay_us: int = 2000
     max_queue_size: int = 64
+    max_queue_wait_ms: int = 500
     max_inflight: int = 128
     grpc_workers: int = 16
     tls_cert_file: Path | None = None
@@ -119,6 +122,7 @@ class ServerSettings:
         _check_int("max_batch_size", self.max_batch_size, minimum=1)
         _check_int("max_queue_delay_us", self.max_queue_delay_us, minimum=0)
         _check_int("max_queue_size", self.max_queue_size, minimum=1)
+        _check_int("max_queue_wait_ms", self.max_queue_wait_ms, minimum=0)
         _check_int("max_inflight", self.max_inflight, minimum=1)
         _check_int("grpc_workers", self.grpc_workers, minimum=1)
         for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):

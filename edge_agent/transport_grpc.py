@@ -291,6 +291,9 @@ class GrpcTransport:
 
     def infer(self, request: OffloadRequest, timeout_s: float) -> OffloadResponse:
         msg = request_to_proto(request)
+        # Triton's request parameter (microseconds): a stream carries no per-request deadline, and a
+        # server that knows it refuses at once (RESOURCE_EXHAUSTED) what it could only answer too late
+        msg.parameters["timeout"].int64_param = max(1, int(timeout_s * 1e6))
         start = time.monotonic()
         if self._streaming:
             try:

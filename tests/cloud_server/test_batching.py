@@ -195,3 +195,39 @@ def test_eager_scheduler_runs_a_lone_request_at_once_and_waits_for_announced_one
     finally:
         scheduler.close()
     assert seen == [1, 2, 1]
+
+
+def test_requests_that_would_wait_too_long_are_refused_at_once() -> None:
+    """Admission by expected wait: after a batch took ~100 ms, a request behind a running and a queued
+    batch (~200 ms) exceeds max_queue_wait_ms=150 and is refused without queueing; so is one whose own
+    deadline is nearer than the estimated wait."""
+    gate = threading.Event()
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        gate.wait(5)
+        time.sleep(0.1)
+        return {"y": feeds["x"]}
+
+    sched = BatchScheduler("m", run, max_batch_size=1, max_queue_delay_us=0, max_queue_size=16,
+                           max_queue_wait_ms=150, batched=True, eager=True)
+    try:
+        gate.set()
+        sched.submit(_req(1)).result(5)  # teaches it a batch takes ~100 ms
+        gate.clear()
+        running = sched.submit(_req(1))
+        deadline = time.monotonic() + 5
+        while sched.queue_depth and time.monotonic() < deadline:  # the worker took it: one batch running
+            time.sleep(0.005)
+        with pytest.raises(QueueFull, match="left of the request's deadline"):  # ~100 ms > its 10 ms
+            sched.submit(_req(1), deadline_s=time.monotonic() + 0.01)
+        queued = sched.submit(_req(1))  # waits ~100 ms: admitted
+        with pytest.raises(QueueFull, match=r"estimated wait \d+ ms behind 1 queued requests; expected at most "
+                                            r"max_queue_wait_ms=150"):
+            sched.submit(_req(1))
+        assert sched.estimated_wait_s() >= 0.15
+        assert sched.queue_depth == 1  # the refused ones never queued
+        gate.set()
+        assert running.result(5).outputs["y"].shape == (1, 4) and queued.result(5).batch_size == 1
+    finally:
+        gate.set()
+        sched.close()

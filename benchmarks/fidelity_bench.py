@@ -46,13 +46,16 @@ def _light_model_path(name: str) -> pathlib.Path:
     return path
 
 
-def _config(name: str, out_dir: pathlib.Path, frames: int):
+def _config(spec: str, out_dir: pathlib.Path, frames: int):
+    """``name`` or ``name@method`` (a partitioner.ptq method instead of the default)."""
     from partitioner.pipeline import PartitionConfig
 
+    name, _, method = spec.partition("@")
+    extra = {"quantization": method} if method else {}
     if name == "mobilenet_v2":
-        return PartitionConfig(model=name, out_dir=out_dir, fidelity_frames=frames, overwrite=True)
+        return PartitionConfig(model=name, out_dir=out_dir, fidelity_frames=frames, overwrite=True, **extra)
     return PartitionConfig(model=str(_light_model_path(name)), out_dir=out_dir, fidelity_frames=frames, overwrite=True,
-                           task="other", model_name=name)
+                           task="other", model_name=name, **extra)
 
 
 def _fp32_head_with_wire(model, cut) -> object:
@@ -156,10 +159,12 @@ def measure_model(name: str, frames: int, runs: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="mobilenet_v2,light_squeezenet",
-                        help="comma-separated: mobilenet_v2 and/or onnx light model names (default %(default)s)")
+                        help="comma-separated: mobilenet_v2 and/or onnx light model names, each optionally @ptq-method "
+                             "(default %(default)s)")
     parser.add_argument("--frames", type=int, default=200, help="held-out evaluation frames (default %(default)s)")
     parser.add_argument("--runs", type=int, default=30, help="timed runs per latency figure (default %(default)s)")
     parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
+    parser.add_argument("--append", action="store_true", help="keep the models already in --out and add these")
     args = parser.parse_args(argv)
 
     import onnx
@@ -174,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"frames": args.frames, "runs": args.runs},
         "models": [],
     }
+    if args.append and args.out.is_file():
+        results["models"] = json.loads(args.out.read_text())["models"]
+        results["command"] += " (appended to the earlier run's models)"
     for name in (n.strip() for n in args.models.split(",") if n.strip()):
         try:
             results["models"].append(measure_model(name, args.frames, args.runs))

@@ -21,7 +21,7 @@ from onnx import helper
 
 from partitioner.cuts import CutCandidate
 from protos.names import INPUT_CUT, OUTPUT_CUT
-from partitioner.errors import CutNotFound
+from partitioner.errors import CutNotFound, UnsupportedModel
 from partitioner.graph import BATCH_DIM, graph_inputs, value_infos
 
 logger = logging.getLogger(__name__)
@@ -65,8 +65,11 @@ def split_model(
 
     tail_inputs = [_batched(_info_for(t, infos)) for t in tensors]
     tail = _build(model, f"{graph.name or 'model'}_tail", tail_idx, tail_inputs, list(graph.output), infos)
-    for part in (head, tail):
-        onnx.checker.check_model(part)
+    for side, part in (("head", head), ("tail", tail)):
+        try:
+            onnx.checker.check_model(part)
+        except onnx.checker.ValidationError as exc:
+            raise UnsupportedModel(f"the {side} of a split at {list(tensors)} is not a valid ONNX model: {exc}") from exc
     logger.debug("split at %s: head %d nodes, tail %d nodes", tensors, len(head_idx), len(tail_idx))
     return head, tail
 

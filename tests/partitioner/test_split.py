@@ -101,3 +101,21 @@ def test_tensors_that_do_not_separate_the_graph_are_refused(prepared_mobilenet_v
         split_model(prepared_mobilenet_v2, ["/features/features.6/conv/conv.2/Conv_output_0"])
     with pytest.raises(CutNotFound, match=r"\['no/such/tensor'\] are not in the graph"):
         split_model(prepared_mobilenet_v2, ["no/such/tensor"])
+
+
+def test_a_split_onnx_rejects_is_an_unsupported_cut_not_a_crash() -> None:
+    """The onnx package's light SqueezeNet: the two-tensor cut before its softmax yields a head
+    the ONNX checker rejects (a tensor without a shape); the error names the cut so the
+    pipeline rejects that cut and ships the others."""
+    import pathlib
+
+    from partitioner.config import PartitionConfig
+    from partitioner.errors import UnsupportedModel
+    from partitioner.pipeline import choose_candidates, prepare_source_model
+
+    path = pathlib.Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_squeezenet.onnx"
+    config = PartitionConfig(model=str(path), out_dir=pathlib.Path("unused"), task="other")
+    model = prepare_source_model(onnx.load(str(path)), config)
+    cut = next(c for c in choose_candidates(model, config) if "softmaxout_1_intermediate" in c.tensors)
+    with pytest.raises(UnsupportedModel, match=r"the head of a split at \['_v_103', 'softmaxout_1_intermediate'\]"):
+        split_model(model, cut)

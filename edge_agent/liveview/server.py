@@ -130,7 +130,7 @@ class LiveView:
         order = self.cuts.index(cut) if cut in self.cuts else -1
         with self._lock:
             self._timeline.tick(snap.uptime_s, cut=cut, cut_order=order,
-                                gated=getattr(snap, "frames_gated", 0), captured=snap.frames_captured)
+                                gated=snap.frames_gated, captured=snap.frames_captured)
 
     # ------------------------------------------------------------------ what the routes return
 
@@ -147,7 +147,7 @@ class LiveView:
             "objective": snap.objective.value, "slo_ms": snap.slo_ms,
             "codec": {"input": "jpeg", "output": "none (fully on device)"}.get(d.cut_id, f"tensors, {self.codec}"),
             "frames_captured": snap.frames_captured, "frames_dropped": snap.frames_dropped,
-            "frames_gated": getattr(snap, "frames_gated", 0), "results": snap.results,
+            "frames_gated": snap.frames_gated, "results": snap.results,
             "results_by_path": dict(snap.results_by_path), "mean_latency_ms": snap.mean_latency_ms,
             "circuit": snap.circuit_state, "uplink_kbps": snap.telemetry.uplink_kbps,
             "cuts": list(self.cuts), "last_result": last, "timeline": timeline, "render_ms": self.render_ms,

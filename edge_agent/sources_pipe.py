@@ -176,6 +176,9 @@ class PipeSource:
         self.is_stdin = cfg.uri == "-"
         self.name = "stdin" if self.is_stdin else os.path.basename(cfg.uri)
         self._stdin_fd = sys.stdin.fileno() if stdin_fd is None and self.is_stdin else stdin_fd
+        if self._stdin_fd is not None and os.isatty(self._stdin_fd):
+            raise SourceError("source '-' reads MJPEG from stdin, but stdin is a terminal; expected a pipe, e.g. "
+                              "`rpicam-vid -t 0 --codec mjpeg -o - | splitinfer edge --source -`")
         mode = os.fstat(self._stdin_fd).st_mode if self._stdin_fd is not None else os.stat(cfg.uri).st_mode
         self.is_fifo = not self.is_stdin and stat.S_ISFIFO(mode)
         # a recording (stdin redirected from a file) is read whole, never dropped; a pipe is a live camera

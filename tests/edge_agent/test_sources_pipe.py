@@ -82,6 +82,16 @@ def test_dash_and_fifo_resolve_to_pipe(tmp_path) -> None:
         open_source(SourceConfig(kind="pipe", uri=str(tmp_path / "missing")))
 
 
+def test_stdin_on_a_terminal_is_a_clear_error() -> None:
+    master, slave = os.openpty()
+    try:
+        with pytest.raises(SourceError, match="stdin is a terminal; expected a pipe"):
+            PipeSource(SourceConfig(uri="-"), stdin_fd=slave)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_fifo_source_reads_frames_and_reconnects_when_the_writer_comes_back(tmp_path) -> None:
     fifo = tmp_path / "cam.mjpeg"
     os.mkfifo(fifo)

@@ -18,7 +18,9 @@ What it measures, against a real `splitinfer serve` subprocess on loopback (so i
 4. **Deliberate overload**: the same cameras at `--overload-fps`, beyond what the server computes:
    the share answered RESOURCE_EXHAUSTED (and by which limit), and the latency of the admitted.
 
-The tensor is the cut's real activation shape (random values) of the bundle's middle cut; the server
+Every frame carries the edge agent's per-frame deadline (`--deadline-ms`, 500) as Triton's `timeout`
+request parameter, as the agent sends it. The tensor is the cut's real activation shape (random
+values) of the bundle's middle cut; the server
 runs with its defaults (max_inflight 128, max_queue_size 64, max_batch_size 8, grpc_workers 16).
 Clients and server share this machine's cores (the client is one asyncio process), so the figures are
 conservative. Bundle: `--bundle`, else the MobileNetV2-architecture stand-in of `server_bench`.
@@ -88,7 +90,9 @@ def reply_status(raw: bytes) -> tuple[str, str]:
     param = reply.infer_response.parameters.get("splitinfer_status")
     status = param.string_param if param is not None else "UNKNOWN"
     if status == "RESOURCE_EXHAUSTED":
-        status += " (server full)" if "server is full" in reply.error_message else " (model queue full)"
+        message = reply.error_message
+        status += (" (max_inflight)" if "server is full" in message else " (max_queue_size)" if "queue is full"
+                   in message else " (estimated wait)" if "estimated wait" in message else " (other)")
     return reply.infer_response.id, status
 
 
@@ -113,8 +117,8 @@ class Streams:
             if status != "OK":
                 errors.append(status)
 
-        for start in range(0, self.count, 64):  # waves below the default max_inflight
-            await asyncio.gather(*(first(i) for i in range(start, min(start + 64, self.count))))
+        for start in range(0, self.count, 16):  # small waves: opening is not the measured load
+            await asyncio.gather(*(first(i) for i in range(start, min(start + 16, self.count))))
         return errors
 
     async def close(self) -> None:
@@ -303,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--overload-fps", type=float, default=2.0)
     p.add_argument("--overload-seconds", type=float, default=20.0)
+    p.add_argument("--deadline-ms", type=float, default=500.0,
+                   help="per-frame deadline sent as Triton's 'timeout' parameter (the edge agent's default)")
     p.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")], default=[0, 128, 256, 512])
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
@@ -318,7 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bundle = read_bundle(bundle_root, Side.CLOUD)
     cut = pick_cut(bundle.manifest, args.cut)
     feeds = random_inputs(cut, 1, np.random.default_rng(1))
-    request = infer_request(tail_model_name(bundle.manifest, cut.id), feeds).SerializeToString()
+    message = infer_request(tail_model_name(bundle.manifest, cut.id), feeds)
+    message.parameters["timeout"].int64_param = int(args.deadline_ms * 1000)  # as the edge agent sends it
+    request = message.SerializeToString()
     payload = build_payload_bundle(work / "payload")
     blob = np.random.default_rng(2).standard_normal((1, 1_250_000)).astype(np.float32)  # 5 MB
     large = infer_request("payload.blob", {"blob": blob}).SerializeToString()

@@ -233,6 +233,7 @@ class DataPlane:
         try:
             deadline_s = self._deadline(request, received_s, timeout_s)
             scheduler = self.scheduler(model)
+            scheduler.check_admission(deadline_s=deadline_s)  # before decoding: a refusal costs no work
             scheduler.expect()
             try:
                 t0 = time.monotonic_ns()

@@ -103,6 +103,7 @@ class BatchScheduler:
         self.max_queue_wait_s = None if max_queue_wait_ms is None else max_queue_wait_ms / 1e3
         self._batch_s: float | None = None  # smoothed run time of one batch (EWMA, weight 0.2)
         self._running = 0  # batches running now (0 or 1: one worker)
+        self._wait_s = 0.0  # smoothed queue wait of the requests that started lately (EWMA, weight 0.2)
         self._observer = observer or NullObserver()
         self._on_batch_done = on_batch_done
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -150,7 +151,7 @@ class BatchScheduler:
                     f"model {self.model!r} queue is full ({len(self._queue)} requests waiting); "
                     f"expected fewer than max_queue_size={self.max_queue_size}, retry later"
                 )
-            self._refuse_long_wait(pending)
+            self._refuse_long_wait(pending.rows, pending.enqueued_s, pending.deadline_s)
             self._queue.append(pending)
             # reported under the lock: otherwise a stale depth can land after the batcher's newer one
             self._observer.on_queue_depth(self.model, len(self._queue))
@@ -163,20 +164,36 @@ class BatchScheduler:
         if self._batch_s is None:
             return 0.0
         ahead = -(-(self._queued_rows() + rows) // self.max_batch_size) - 1 + self._running
-        return ahead * self._batch_s
+        # what requests really waited lately corrects the estimate when the CPU is contended (the batch
+        # time alone then lags); it decays as soon as the queue is empty again
+        observed = self._wait_s if self._queue or self._running else 0.0
+        return max(ahead * self._batch_s, observed)
 
-    def _refuse_long_wait(self, pending: _Pending) -> None:
+    def check_admission(self, *, deadline_s: float | None = None, rows: int = 1) -> None:
+        """Raise QueueFull now when a request would be refused by `submit` for its expected wait or a
+        full queue: called before decoding, so a refused request costs no decoding work."""
+        now = time.monotonic()
+        with self._cond:
+            if len(self._queue) >= self.max_queue_size:
+                raise QueueFull(
+                    f"model {self.model!r} queue is full ({len(self._queue)} requests waiting); "
+                    f"expected fewer than max_queue_size={self.max_queue_size}, retry later"
+                )
+            self._refuse_long_wait(rows, now, deadline_s)
+
+    def _refuse_long_wait(self, rows: int, now_s: float, deadline_s: float | None) -> None:
         """Admission by expected wait (called under the lock): a request that would wait longer than
         `max_queue_wait_ms`, or past its own deadline, is refused now rather than answered too late."""
-        wait_s = self.estimated_wait_s(pending.rows)
-        if self.max_queue_wait_s is not None and wait_s > self.max_queue_wait_s:
+        wait_s = self.estimated_wait_s(rows)
+        # the batch window is a wait the operator chose: it never counts against max_queue_wait_ms
+        if self.max_queue_wait_s is not None and wait_s > self.max_queue_wait_s + self.max_queue_delay_s:
             raise QueueFull(
                 f"model {self.model!r} is saturated: estimated wait {wait_s * 1e3:.0f} ms behind "
                 f"{len(self._queue)} queued requests; expected at most max_queue_wait_ms="
                 f"{self.max_queue_wait_s * 1e3:.0f}, retry later or run locally"
             )
-        if pending.deadline_s is not None and pending.enqueued_s + wait_s > pending.deadline_s:
-            left_ms = (pending.deadline_s - pending.enqueued_s) * 1e3
+        if deadline_s is not None and now_s + wait_s > deadline_s:
+            left_ms = (deadline_s - now_s) * 1e3
             raise QueueFull(
                 f"model {self.model!r} is saturated: estimated wait {wait_s * 1e3:.0f} ms exceeds the "
                 f"{left_ms:.0f} ms left of the request's deadline; retry later or run locally"
@@ -212,6 +229,9 @@ class BatchScheduler:
             count = select_batch([p.rows for p in self._queue], [p.key for p in self._queue], self.max_batch_size)
             batch = [self._queue.popleft() for _ in range(count)]
             self._running = 1
+            now = time.monotonic()
+            for p in batch:
+                self._wait_s += 0.2 * ((now - p.enqueued_s) - self._wait_s)
             self._observer.on_queue_depth(self.model, len(self._queue))
         return batch
 

@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from edge_agent.config_owner import LiveViewConfig, is_loopback
-from edge_agent.errors import EdgeAgentError, UnknownCutError
+from edge_agent.errors import ConfigError, EdgeAgentError, UnknownCutError
 from edge_agent.liveview.overlay import draw_overlay, encode_jpeg, scale_to_width
 from edge_agent.liveview.page import PAGE
 from edge_agent.liveview.timeline import Timeline
@@ -81,7 +81,11 @@ class LiveView:
         """Serve ``target`` (the agent): start the HTTP server and the 1 Hz timeline sampler."""
         self._target, self._latest_image = target, latest_image
         handler = type("Handler", (_Handler,), {"view": self})
-        self._server = ThreadingHTTPServer((self.cfg.host, self.cfg.port), handler)
+        try:
+            self._server = ThreadingHTTPServer((self.cfg.host, self.cfg.port), handler)
+        except OSError as exc:
+            raise ConfigError(f"liveview.port = {self.cfg.port}: cannot listen on {self.cfg.host}:{self.cfg.port} "
+                              f"({exc.strerror or exc}); expected a free port (0 = any)") from exc
         self._server.daemon_threads = True
         for name, fn in (("http", self._server.serve_forever), ("timeline", self._sample_loop)):
             t = threading.Thread(target=fn, name=f"liveview-{name}", daemon=True)

@@ -127,6 +127,22 @@ def test_bound_beyond_localhost_needs_the_token(tiny_bundle, tail_server, tmp_pa
         agent.stop()
 
 
+def test_a_port_in_use_is_a_clear_error(tiny_bundle, tail_server, tmp_path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = agent_config(tiny_bundle, liveview__enabled=True, liveview__port=port)
+        agent = EdgeAgent(cfg, transport=FakeTransport(tail_server), sink=MemorySink())
+        try:
+            with pytest.raises(ConfigError, match=f"liveview.port = {port}: cannot listen on 127.0.0.1:{port}"):
+                agent.start()
+        finally:
+            agent.stop(timeout_s=0.5)  # its stage threads never started
+
+
 # --------------------------------------------------------------------------- in the browser
 
 

@@ -133,6 +133,7 @@ class MqttSink:
         client.will_set(self.availability_topic, "offline", qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
@@ -166,6 +167,14 @@ class MqttSink:
             self._warned_down = True
             log.warning("MQTT disconnected from %s:%d (%s); reconnecting with backoff up to %.0f s, results queued",
                         self.cfg.host, self.cfg.port, reason, self.cfg.reconnect_max_s)
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        if self._warned_down:
+            log.debug("MQTT broker %s:%d still unreachable", self.cfg.host, self.cfg.port)
+        else:
+            self._warned_down = True
+            log.warning("MQTT broker %s:%d unreachable (check mqtt.host/mqtt.port); retrying with backoff up to "
+                        "%.0f s, results queued", self.cfg.host, self.cfg.port, self.cfg.reconnect_max_s)
 
     def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason: Any, _props: Any) -> None:
         with self._lock:

@@ -215,6 +215,34 @@ def test_broker_restart_mid_run_loses_no_result_at_qos1(tiny_bundle, tail_server
     watcher.close()
 
 
+def test_an_unreachable_broker_is_reported_once_and_results_wait_for_it(tmp_path, caplog) -> None:
+    from edge_agent.results import FrameResult
+    from edge_agent.types import Path
+
+    caplog.set_level(logging.DEBUG, logger="edge_agent.sinks.mqtt")
+    later = Mosquitto(tmp_path / "later")  # its port is free until it starts
+    sink = MqttSink(MqttConfig(enabled=True, host="127.0.0.1", port=later.port, reconnect_initial_s=0.1,
+                               reconnect_max_s=0.2, discovery=False), agent_id="early")
+    try:
+        results = [FrameResult(frame_id=i, capture_unix_ms=0, source="s", cut="conv1", path=Path.SPLIT, stages={},
+                               latency_ms={"total": 1.0}, payload={"top_k": [{"index": 0, "label": "cat",
+                                                                                "score": 0.9}]}) for i in range(5)]
+        for r in results:
+            sink.write(r)
+        end = time.monotonic() + 10
+        while time.monotonic() < end and "unreachable" not in caplog.text:
+            time.sleep(0.05)
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "unreachable" in r.getMessage()]
+        assert len(warnings) == 1 and f"127.0.0.1:{later.port}" in warnings[0].getMessage()
+        assert sink.unacknowledged == 6  # 5 results + the state, queued
+        later.start()
+        assert sink.flush(15.0), "queued results were not acknowledged once the broker came up"
+        assert sink.connects == 1
+    finally:
+        sink.close()
+        later.stop()
+
+
 def test_tls_and_credentials_and_the_password_is_never_logged(tiny_bundle, tmp_path, caplog) -> None:
     user, password = "camera", "s3cret-Pa55"
     ca, cert, key = write_server_pki(tmp_path)

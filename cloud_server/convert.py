@@ -63,6 +63,8 @@ def request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
         ),
         requested_outputs=tuple(out.name for out in request.outputs),
         raw_input_contents=tuple(request.raw_input_contents),
+        output_classes={out.name: parameters_from_proto(out.parameters)["classification"]
+                        for out in request.outputs if "classification" in out.parameters},
     )
 
 

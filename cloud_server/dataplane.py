@@ -44,6 +44,20 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------- the data plane
 
 
+def classify(array: np.ndarray, count: int, labels: tuple[str, ...], *, batched: bool) -> np.ndarray:
+    """Triton's classification extension: the top `count` values of each batch row (of the whole tensor
+    when unbatched) as BYTES "value:index" or "value:index:label", highest first."""
+    rows = array.reshape(array.shape[0], -1) if batched else array.reshape(1, -1)
+    count = min(count, rows.shape[1])
+    out = []
+    for row in rows:
+        top = np.argsort(-row, kind="stable")[:count]
+        out.append([(f"{float(row[i]):f}:{int(i)}" + (f":{labels[i]}" if i < len(labels) else "")).encode()
+                    for i in top])
+    result = np.array(out, dtype=object)
+    return result if batched else result.reshape(count)
+
+
 @dataclass(frozen=True)
 class PendingRequest:
     """A validated request queued on its model's scheduler; `future` resolves to a BatchResult."""
@@ -278,6 +292,7 @@ class DataPlane:
         """The response of a request whose batch ran; accounts its success."""
         model, request = pending.model, pending.request
         outputs = []
+        labels_of = dict(zip((o.name for o in model.outputs), model.output_labels))
         for sig, reshape in zip(model.outputs, model.output_reshapes or (None,) * len(model.outputs)):
             if pending.requested and sig.name not in pending.requested:
                 continue
@@ -285,6 +300,9 @@ class DataPlane:
             if reshape is not None:  # config.pbtxt `reshape`: the model makes `reshape`, the wire shows `dims`
                 lead = array.shape[:1] if model.batched else ()
                 array = array.reshape(lead + (sig.shape[1:] if model.batched else sig.shape))
+            if sig.name in request.output_classes:
+                array = classify(array, int(request.output_classes[sig.name]), labels_of.get(sig.name, ()),
+                                 batched=model.batched)
             datatype, raw = array_to_raw(array)
             outputs.append(InferOutput(sig.name, datatype, tuple(int(d) for d in array.shape), raw))
         decode_ns = pending.decode_ns

@@ -75,6 +75,7 @@ class RepositoryConfig:
     output_reshapes: tuple[tuple[int, ...] | None, ...] = ()
     version_policy: tuple[str, tuple[int, ...]] = ("latest", (1,))
     config: bytes = b""
+    output_label_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class TailModel:
         takes or makes when the config's `reshape` differs from the wire `dims`; None where equal, empty
         when no tensor is reshaped.
     config: the serialized `ModelConfig` read from config.pbtxt (repository models), reported as is.
+    output_labels: per output, the lines of its config `label_filename` (empty when none).
     """
 
     name: str
@@ -113,6 +115,7 @@ class TailModel:
     input_reshapes: tuple[tuple[int, ...] | None, ...] = ()
     output_reshapes: tuple[tuple[int, ...] | None, ...] = ()
     config: bytes = b""
+    output_labels: tuple[tuple[str, ...], ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -150,6 +153,8 @@ class InferRequest:
     inputs: tuple[InferInput, ...] = ()
     requested_outputs: tuple[str, ...] = ()
     raw_input_contents: tuple[bytes, ...] = ()
+    #: Triton's classification extension: output name -> how many top classes to answer (as BYTES).
+    output_classes: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

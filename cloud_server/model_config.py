@@ -5,8 +5,8 @@ Every field a config sets is either honoured or refused at load with the field n
 from Triton. Honoured:
 
 * `name`, `platform` / `backend` (ONNX only), `default_model_filename`, `input` / `output` (`name`,
-  `data_type`, `dims`, `format` -- reported back -- , `reshape`, and `label_filename` on outputs, which is
-  reported back), `max_batch_size` (requests with more rows are refused),
+  `data_type`, `dims`, `format` -- reported back -- , `reshape`, and `label_filename` on outputs, whose
+  labels answer Triton's classification requests), `max_batch_size` (requests with more rows are refused),
 * `dynamic_batching.max_queue_delay_microseconds` (the model's batch window) and
   `preferred_batch_size` (the window closes early when the queued rows reach one of them),
 * `version_policy` (`latest { num_versions }`, `all {}`, `specific { versions }`),
@@ -172,6 +172,7 @@ def _to_repository_config(full: Message, source: str) -> RepositoryConfig:
         preferred_batch_sizes=preferred,
         input_reshapes=reshapes(config.input),
         output_reshapes=reshapes(config.output),
+        output_label_files=tuple(t.label_filename for t in config.output),
         version_policy=_version_policy(full),
         config=config.SerializeToString(),
     )

@@ -112,6 +112,15 @@ def _read_text(path: Path) -> str:
         raise RegistryError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); expected a text config") from None
 
 
+def _labels(model_dir: Path, filename: str, config_path: Path) -> tuple[str, ...]:
+    if "/" in filename or "\\" in filename or filename in (".", ".."):
+        raise RegistryError(f"{config_path}: label_filename {filename!r}; expected a plain file name in {model_dir}")
+    path = model_dir / filename
+    if not path.is_file():
+        raise RegistryError(f"{config_path}: label_filename {filename!r} does not exist in {model_dir}")
+    return tuple(line.strip() for line in _read_text(path).splitlines())
+
+
 def _repository_versions(repo: Path, model_dir: Path, config: RepositoryConfig, config_path: Path) -> list[TailModel]:
     name = model_dir.name
     if config.name and config.name != name:
@@ -142,6 +151,7 @@ def _repository_versions(repo: Path, model_dir: Path, config: RepositoryConfig, 
         found = found[-numbers[0]:]
     elif policy == "specific":
         found = [f for f in found if f[0] in numbers]
+    labels = tuple(_labels(model_dir, f, config_path) if f else () for f in config.output_label_files)
     return [
         TailModel(
             name=name,
@@ -158,6 +168,7 @@ def _repository_versions(repo: Path, model_dir: Path, config: RepositoryConfig, 
             input_reshapes=config.input_reshapes,
             output_reshapes=config.output_reshapes,
             config=config.config,
+            output_labels=labels if any(labels) else (),
         )
         for _, version, model_path in found
     ]

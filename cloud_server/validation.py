@@ -50,6 +50,12 @@ def requested_outputs(model: TailModel, request: InferRequest) -> set[str]:
     unknown = sorted(requested - names)
     if unknown:
         raise InvalidInput(f"model {model.name!r} has no output {shorten(unknown[0])}; expected one of {sorted(names)}")
+    for name, count in request.output_classes.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidInput(
+                f"model {model.name!r} output {name!r} parameter 'classification' is {shorten(count)}; "
+                "expected a number of classes >= 1"
+            )
     return requested
 
 

@@ -101,6 +101,8 @@ def write_repository(root: pathlib.Path, configs: dict[str, tuple] = CONFIGS) ->
         (root / name / "1").mkdir(parents=True, exist_ok=True)
         (root / name / "config.pbtxt").write_text(config)
         (root / name / "1" / "model.onnx").write_bytes(build())
+        if "label_filename" in config:
+            (root / name / "labels.txt").write_text("".join(f"class_{i}\n" for i in range(5)))
     return root
 
 
@@ -248,3 +250,21 @@ def test_shared_memory_and_sequences_answer_unimplemented(client: grpcclient.Inf
     with pytest.raises(InferenceServerException) as info:
         client.infer("batch2", [shm])
     assert "UNIMPLEMENTED" in str(info.value.status()) and "shared memory" in info.value.message()
+
+
+def test_classification_extension_answers_top_classes_with_labels(client: grpcclient.InferenceServerClient) -> None:
+    """What Triton's image_client does with --classes: the top k as "value:index:label" strings."""
+    image = np.random.default_rng(4).random((3, 4, 4), dtype=np.float32)
+    inp = grpcclient.InferInput("data_0", [3, 4, 4], "FP32")
+    inp.set_data_from_numpy(image)
+    result = client.infer("image_like", [inp], outputs=[grpcclient.InferRequestedOutput("prob", class_count=3)])
+    got = [x.decode().split(":") for x in result.as_numpy("prob")]
+    scores = ort.InferenceSession(_image_model()).run(None, {"data_0": image[None]})[0].reshape(5)
+    top = np.argsort(-scores)[:3]
+    assert [int(i) for _, i, _ in got] == top.tolist()
+    assert [label for _, _, label in got] == [f"class_{i}" for i in top]
+    np.testing.assert_allclose([float(v) for v, _, _ in got], scores[top], rtol=1e-5)
+    with pytest.raises(InferenceServerException, match="expected a number of classes >= 1"):
+        bad = grpcclient.InferRequestedOutput("prob")
+        bad._output.parameters["classification"].int64_param = 0
+        client.infer("image_like", [inp], outputs=[bad])

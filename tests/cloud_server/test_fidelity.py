@@ -264,7 +264,40 @@ def test_classification_extension_answers_top_classes_with_labels(client: grpccl
     assert [int(i) for _, i, _ in got] == top.tolist()
     assert [label for _, _, label in got] == [f"class_{i}" for i in top]
     np.testing.assert_allclose([float(v) for v, _, _ in got], scores[top], rtol=1e-5)
-    with pytest.raises(InferenceServerException, match="expected a number of classes >= 1"):
-        bad = grpcclient.InferRequestedOutput("prob")
-        bad._output.parameters["classification"].int64_param = 0
-        client.infer("image_like", [inp], outputs=[bad])
+
+def test_classification_of_zero_classes_is_invalid(repo_server: RunningServer) -> None:
+    import grpc
+
+    from protos import inference_pb2 as pb
+    from protos import inference_pb2_grpc
+
+    request = pb.ModelInferRequest(model_name="image_like")
+    request.inputs.add(name="data_0", datatype="FP32", shape=[3, 4, 4])
+    request.raw_input_contents.append(np.zeros((3, 4, 4), np.float32).tobytes())
+    request.outputs.add(name="prob").parameters["classification"].int64_param = 0
+    with grpc.insecure_channel(repo_server.address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            inference_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "parameter 'classification' is 0; expected a number of classes >= 1" in info.value.details()
+
+
+@pytest.mark.parametrize("policy, served", [
+    ("", ["3"]),  # Triton's default: latest { num_versions: 1 }
+    ("version_policy: { latest: { num_versions: 2 } }", ["2", "3"]),
+    ("version_policy: { all: { } }", ["1", "2", "3"]),
+    ("version_policy: { specific: { versions: [ 1, 3 ] } }", ["1", "3"]),
+])
+def test_version_policy_chooses_the_served_versions(
+    tmp_path: pathlib.Path, tiny_bundle: bundle_io.Bundle, policy: str, served: list[str]
+) -> None:
+    config, build = CONFIGS["batch2"]
+    repo = write_repository(tmp_path / "repo", {"batch2": (config + policy, build)})
+    for version in ("2", "3"):
+        (repo / "batch2" / version).mkdir()
+        (repo / "batch2" / version / "model.onnx").write_bytes(build())
+    running = create_server(make_settings(tiny_bundle, repo))
+    try:
+        assert running.registry.versions("batch2") == served
+    finally:
+        running.stop(0.5)

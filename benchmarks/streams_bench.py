@@ -93,6 +93,10 @@ def reply_status(raw: bytes) -> tuple[str, str]:
         message = reply.error_message
         status += (" (max_inflight)" if "server is full" in message else " (max_queue_size)" if "queue is full"
                    in message else " (estimated wait)" if "estimated wait" in message else " (other)")
+    if status == "DEADLINE_EXCEEDED":
+        message = reply.error_message
+        status += (" (in the batch queue)" if "in the queue" in message else " (waiting for the batch)"
+                   if "no result after" in message else " (other)")
     return reply.infer_response.id, status
 
 

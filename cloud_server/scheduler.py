@@ -192,11 +192,13 @@ class BatchScheduler:
                 f"{len(self._queue)} queued requests; expected at most max_queue_wait_ms="
                 f"{self.max_queue_wait_s * 1e3:.0f}, retry later or run locally"
             )
-        if deadline_s is not None and now_s + wait_s > deadline_s:
+        done_s = wait_s + (self._batch_s or 0.0)  # its own batch must run too before the answer
+        if deadline_s is not None and now_s + done_s > deadline_s:
             left_ms = (deadline_s - now_s) * 1e3
             raise QueueFull(
-                f"model {self.model!r} is saturated: estimated wait {wait_s * 1e3:.0f} ms exceeds the "
-                f"{left_ms:.0f} ms left of the request's deadline; retry later or run locally"
+                f"model {self.model!r} is saturated: estimated wait {wait_s * 1e3:.0f} ms plus "
+                f"{(done_s - wait_s) * 1e3:.0f} ms to run exceeds the {left_ms:.0f} ms left of the request's "
+                "deadline; retry later or run locally"
             )
 
     def close(self, timeout_s: float = 5.0) -> None:

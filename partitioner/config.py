@@ -45,10 +45,9 @@ class PartitionConfig:
     # and 1 of 75 at >= 0.6, none at >= 0.7; "confident" must be a level where the baseline never flips.
     confident_at: float = 0.8
     threshold: float = DEFAULT_THRESHOLD
-    # partitioner.ptq method ("" = ptq.DEFAULT_METHOD). NNCF (MinMax + bias correction): MobileNetV2 top-1
-    # agreement with FP32 on 100 held-out frames, head to features_2/4/14 + int8 wire: nncf 0.84/0.81/0.90,
-    # ort 0.62/0.62/-; full model on 200 frames: nncf 0.750, ort 0.705 (calibrated on 32 bikes.mp4 frames).
-    quantization: str = "nncf"
+    # partitioner.ptq method; "" = ptq.DEFAULT_METHOD, the one benchmarks/ptq_bench.py measured best
+    # (nncf-fast: MobileNetV2 on held-out footage, KL to FP32 closest to the q90 JPEG baseline's, 0.28x size).
+    quantization: str = ""
     wire_codec: str = "int8"
     quantize_heads: bool = True
     tail_fp16: bool = False

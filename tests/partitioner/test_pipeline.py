@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from partitioner import ptq
 from protos import bundle as bundle_io
 from partitioner.errors import CutNotFound
 from protos.errors import BundleExists
@@ -232,7 +233,7 @@ def test_manifest_records_the_gate_and_held_out_sources(tiny) -> None:
         "classification", "top1_agreement", "baseline", pytest.approx(0.02), pytest.approx(0.8))
     assert list(ev.calibration_sources) == ["bikes.mp4"] and ev.calibration_frames == 8
     assert set(ev.evaluation_sources) == {"bigbuckbunny.mp4", "carphone_pristine.mp4"} and ev.evaluation_frames == 24
-    assert 0.0 < ev.baseline <= 1.0 and ev.baseline_fidelity.frames == 24 and ev.quantization == "nncf"
+    assert 0.0 < ev.baseline <= 1.0 and ev.baseline_fidelity.frames == 24 and ev.quantization == ptq.DEFAULT_METHOD
     for cut in manifest.cuts:
         fid = cut.fidelity
         assert fid.threshold == pytest.approx(ev.baseline - ev.margin), cut.id
@@ -307,7 +308,7 @@ def test_report_shows_fidelity_next_to_the_baseline(tiny, tmp_path: pathlib.Path
     ev = manifest.evaluation
     assert "top1_agreement" in text.splitlines()[1] and "gate" in text.splitlines()[1]
     assert f"cloud-only JPEG q90 baseline {ev.baseline:.3f}" in text
-    assert "calibrated on 8 frames of bikes.mp4 (nncf PTQ)" in text
+    assert f"calibrated on 8 frames of bikes.mp4 ({ptq.DEFAULT_METHOD} PTQ)" in text
     int8_line = "INT8 full model for local fallback: " + (
         "edge/full_model_int8.onnx" if manifest.HasField("full_model_int8") else "none")
     assert int8_line in text

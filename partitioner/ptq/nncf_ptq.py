@@ -61,9 +61,16 @@ def quantize_nncf(
     if not per_channel:
         advanced.weights_quantization_params = QuantizationParameters(per_channel=False)
     ignored = nncf.IgnoredScope(names=list(nodes_to_exclude)) if nodes_to_exclude else None
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        quantized = nncf.quantize(
-            model, nncf.Dataset(feeds), subset_size=len(feeds), fast_bias_correction=fast_bias_correction,
-            ignored_scope=ignored, advanced_parameters=advanced,
-        )
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            quantized = nncf.quantize(
+                model, nncf.Dataset(feeds), subset_size=len(feeds), fast_bias_correction=fast_bias_correction,
+                ignored_scope=ignored, advanced_parameters=advanced,
+            )
+    except Exception as exc:  # noqa: BLE001 - NNCF and the ORT sessions it builds raise assorted types
+        detail = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
+        hint = ("; NNCF's full bias correction builds sub-models that fail on some graphs (a tensor read by "
+                "two convolutions, as in SqueezeNet's fire modules): method 'nncf-fast' quantizes them"
+                if not fast_bias_correction else "")
+        raise ValueError(f"NNCF could not quantize model {model.graph.name!r}: {detail}{hint}") from exc
     return quantized

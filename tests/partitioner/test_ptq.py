@@ -297,3 +297,25 @@ def test_ort_fuses_every_conv_of_the_nncf_method(photo_feeds, tmp_path) -> None:
     ort.InferenceSession(quantized.SerializeToString(), options, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
     assert ops.count("QLinearConv") == 4 and "Conv" not in ops, ops
+
+
+def test_nncf_failures_are_reported_with_the_way_out(photo_feeds) -> None:
+    """NNCF's full bias correction fails on a tensor read by two convolutions (SqueezeNet's
+    fire module): the error says so and names the method that works; nncf-fast quantizes it."""
+    rng = np.random.default_rng(3)
+    nodes, inits = [], []
+    for name, x, w in (("squeeze", "input", rng.standard_normal((4, 3, 1, 1))),
+                       ("e1", "squeeze.act", rng.standard_normal((4, 4, 1, 1))),
+                       ("e3", "squeeze.act", rng.standard_normal((4, 4, 3, 3)))):
+        node, params = _conv(name, x, w * 0.3, np.zeros(w.shape[0]))
+        nodes.append(node)
+        inits += params
+    nodes.insert(1, helper.make_node("Relu", ["squeeze.out"], ["squeeze.act"], name="squeeze.relu"))
+    nodes.append(helper.make_node("Concat", ["e1.out", "e3.out"], ["fire"], name="concat", axis=1))
+    graph = helper.make_graph(nodes, "fire", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+                              [helper.make_tensor_value_info("fire", TensorProto.FLOAT, None)], inits)
+    fire = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ValueError, match=r"NNCF could not quantize model 'fire'.*'nncf-fast' quantizes them"):
+        ptq.quantize_static(fire, photo_feeds, method="nncf")
+    quantized = ptq.quantize_static(fire, photo_feeds, method="nncf-fast")
+    assert run(quantized, photo_feeds).shape == (len(photo_feeds), 8, SIZE, SIZE)

@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rescore:
         results = json.loads(args.out.read_text())
+        results["rescored"] = "best methods and goals recomputed by --rescore from the measured rows (no new measurement)"
         summarize(results)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
         print(f"rescored {args.out}")

@@ -107,6 +107,9 @@ def _partition_parser() -> argparse.ArgumentParser:
                                        f"(default {d('threshold')})")
     p.add_argument("--quantization", help="post-training quantization method of partitioner.ptq "
                                           "(default: its measured best)")
+    p.add_argument("--int8-arithmetic", choices=("auto", "exact", "fused"),
+                   help="how fidelity runs INT8 variants: exact = op by op, as a Pi computes; fused = this host's "
+                        f"kernels; auto = exact on x86 without VNNI (default {d('int8_arithmetic')})")
     p.add_argument("--wire-codec", choices=WIRE_CODECS, help=f"how activations travel (default {d('wire_codec')})")
     p.add_argument("--no-quantize", dest="quantize_heads", action="store_const", const=False, help="ship FP32 heads")
     p.add_argument("--tail-fp16", action="store_const", const=True, help="convert tails to FP16")

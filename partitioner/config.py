@@ -48,6 +48,10 @@ class PartitionConfig:
     # partitioner.ptq method; "" = ptq.DEFAULT_METHOD, the one benchmarks/ptq_bench.py measured best
     # (nncf-fast: MobileNetV2 on held-out footage, KL to FP32 closest to the q90 JPEG baseline's, 0.28x size).
     quantization: str = ""
+    # How fidelity runs INT8 variants: "exact" (the quantized graph op by op: what a Pi's ONNX Runtime
+    # computes), "fused" (this host's default kernels) or "auto" (exact on x86 without VNNI, whose fused
+    # u8s8 kernels saturate 16-bit pair sums; benchmarks/ptq_bench.py measures both).
+    int8_arithmetic: str = "auto"
     wire_codec: str = "int8"
     quantize_heads: bool = True
     tail_fp16: bool = False
@@ -104,6 +108,8 @@ class PartitionConfig:
             raise bad("pixel_scale", self.pixel_scale, "> 0, e.g. 0.00392156862745098 (1/255) or 1")
         if self.task not in ("", *TASKS):
             raise bad("task", self.task, f"one of {', '.join(TASKS)} (or empty to infer it)")
+        if self.int8_arithmetic not in ("auto", "exact", "fused"):
+            raise bad("int8_arithmetic", self.int8_arithmetic, "one of auto, exact, fused")
         if self.gate not in GATE_MODES:
             raise bad("gate", self.gate, f"one of {', '.join(GATE_MODES)}")
         from partitioner.ptq import METHODS

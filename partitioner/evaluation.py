@@ -15,6 +15,7 @@ reproduces the FP32 full model (pure measurement: nothing here changes a model).
 from __future__ import annotations
 
 import logging
+import pathlib
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence, Union
 
@@ -40,12 +41,51 @@ Outputs = Sequence[Sequence[np.ndarray]]
 # --------------------------------------------------------------------------- running
 
 
-def make_session(model: onnx.ModelProto, *, threads: int = 0):  # -> onnxruntime.InferenceSession
+INT8_ARITHMETIC = ("auto", "exact", "fused")
+_QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
+                            "ConvInteger"})
+
+
+def host_int8_saturates(cpuinfo: str, machine: str) -> bool:
+    """True on an x86 CPU without VNNI: ONNX Runtime's fused u8s8 kernels there add pairs of
+    8-bit products in 16 bits (vpmaddubsw), which saturates, so a fused INT8 model computes
+    something else than it does on a Pi (ARM kernels accumulate in 32 bits) or with VNNI."""
+    if machine.lower() not in ("x86_64", "amd64", "i686", "i386"):
+        return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return not ({"avx512_vnni", "avx_vnni"} & flags)
+
+
+def resolve_int8_arithmetic(setting: str) -> str:
+    """How fidelity runs INT8 models: "exact" (the quantized graph op by op, what the edge
+    computes) or "fused" (ONNX Runtime's default kernels on this host); "auto" is exact
+    where this host's fused kernels saturate (see :func:`host_int8_saturates`)."""
+    if setting not in INT8_ARITHMETIC:
+        raise ValueError(f"int8_arithmetic {setting!r} is not one of {', '.join(INT8_ARITHMETIC)}")
+    if setting != "auto":
+        return setting
+    import platform
+
+    try:
+        cpuinfo = pathlib.Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        cpuinfo = ""
+    return "exact" if host_int8_saturates(cpuinfo, platform.machine()) else "fused"
+
+
+def make_session(model: onnx.ModelProto, *, threads: int = 0, exact_int8: bool = False):  # -> InferenceSession
     """An ONNX Runtime CPU session for an in-memory model (default optimizations);
-    ``threads`` intra-op threads, 0 for ONNX Runtime's default."""
+    ``threads`` intra-op threads, 0 for ONNX Runtime's default. With ``exact_int8`` a model
+    holding quantization ops runs without graph optimizations, so no fused INT8 kernel
+    replaces the quantized arithmetic (see :func:`resolve_int8_arithmetic`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if exact_int8 and any(node.op_type in _QUANTIZED_OPS for node in model.graph.node):
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
@@ -61,10 +101,12 @@ class Pipeline:
     tail: onnx.ModelProto | None
     threads: int = 0
     batchable: bool | None = None  # learned on the first batched run
+    exact_int8: bool = False  # run quantization ops unfused (see make_session)
     _sessions: list = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._sessions = [make_session(m, threads=self.threads) for m in (self.head, self.tail) if m is not None]
+        self._sessions = [make_session(m, threads=self.threads, exact_int8=self.exact_int8)
+                          for m in (self.head, self.tail) if m is not None]
 
     def run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         values = dict(feed)

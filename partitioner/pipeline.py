@@ -221,7 +221,9 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
 
     reference = evaluation.run_frames(evaluation.Pipeline(model, None), frames.evaluation)
     judge, baseline = measure_baseline(config, model, spec, frames, tuple(reference))
-    context = stages.CutContext(model=model, spec=spec, frames=frames, judge=judge)
+    arithmetic = evaluation.resolve_int8_arithmetic(config.int8_arithmetic)
+    logger.info("INT8 variants are judged with %s arithmetic", arithmetic)
+    context = stages.CutContext(model=model, spec=spec, frames=frames, judge=judge, exact_int8=arithmetic == "exact")
     clock.lap("reference")
 
     optimized: list[stages.OptimizedCut] = []
@@ -242,6 +244,7 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
 
     progress("write", 0, 1)
     record = evaluation_record(config, judge, baseline, frames, quantizer.method)
+    record.int8_arithmetic = arithmetic if config.quantize_heads else ""
     bundle = assemble.write_bundle(config, model, source=source, spec=spec, labels=_labels(config), cuts=profiled,
                                    evaluation=record)
     progress("write", 1, 1)

@@ -107,6 +107,7 @@ class CutContext:
     spec: bundle_pb2.InputSpec
     frames: FrameFeeds
     judge: evaluation.Judge
+    exact_int8: bool = False  # run INT8 variants unfused when judging them (evaluation.make_session)
 
 
 # --------------------------------------------------------------------------- split + verify
@@ -171,7 +172,8 @@ def optimize_cut(
     int8_params = params if codec == "int8" else None
 
     def finish(head: onnx.ModelProto) -> evaluation.Pipeline:
-        return evaluation.Pipeline(*codecs.apply_wire_codec(codec, head, tail, floats, int8_params))
+        return evaluation.Pipeline(*codecs.apply_wire_codec(codec, head, tail, floats, int8_params),
+                                   exact_int8=context.exact_int8)
 
     attempts: tuple[tuple[str, float], ...] = ()
     if config.quantize_heads:

@@ -143,7 +143,7 @@ class Fidelity(_message.Message):
     def __init__(self, frames: _Optional[int] = ..., top1_agreement: _Optional[float] = ..., cosine: _Optional[float] = ..., remedy: _Optional[str] = ..., threshold: _Optional[float] = ..., value: _Optional[float] = ..., passed: _Optional[bool] = ..., confident_frames: _Optional[int] = ..., confident_agreement: _Optional[float] = ..., top5_containment: _Optional[float] = ..., mean_kl: _Optional[float] = ...) -> None: ...
 
 class Evaluation(_message.Message):
-    __slots__ = ("task", "metric", "gate", "margin", "confident_at", "baseline", "baseline_fidelity", "calibration_sources", "calibration_frames", "evaluation_sources", "evaluation_frames", "quantization")
+    __slots__ = ("task", "metric", "gate", "margin", "confident_at", "baseline", "baseline_fidelity", "calibration_sources", "calibration_frames", "evaluation_sources", "evaluation_frames", "quantization", "int8_arithmetic")
     TASK_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     GATE_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class Evaluation(_message.Message):
     EVALUATION_SOURCES_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_FRAMES_FIELD_NUMBER: _ClassVar[int]
     QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    INT8_ARITHMETIC_FIELD_NUMBER: _ClassVar[int]
     task: str
     metric: str
     gate: str
@@ -168,7 +169,8 @@ class Evaluation(_message.Message):
     evaluation_sources: _containers.RepeatedScalarFieldContainer[str]
     evaluation_frames: int
     quantization: str
-    def __init__(self, task: _Optional[str] = ..., metric: _Optional[str] = ..., gate: _Optional[str] = ..., margin: _Optional[float] = ..., confident_at: _Optional[float] = ..., baseline: _Optional[float] = ..., baseline_fidelity: _Optional[_Union[Fidelity, _Mapping]] = ..., calibration_sources: _Optional[_Iterable[str]] = ..., calibration_frames: _Optional[int] = ..., evaluation_sources: _Optional[_Iterable[str]] = ..., evaluation_frames: _Optional[int] = ..., quantization: _Optional[str] = ...) -> None: ...
+    int8_arithmetic: str
+    def __init__(self, task: _Optional[str] = ..., metric: _Optional[str] = ..., gate: _Optional[str] = ..., margin: _Optional[float] = ..., confident_at: _Optional[float] = ..., baseline: _Optional[float] = ..., baseline_fidelity: _Optional[_Union[Fidelity, _Mapping]] = ..., calibration_sources: _Optional[_Iterable[str]] = ..., calibration_frames: _Optional[int] = ..., evaluation_sources: _Optional[_Iterable[str]] = ..., evaluation_frames: _Optional[int] = ..., quantization: _Optional[str] = ..., int8_arithmetic: _Optional[str] = ...) -> None: ...
 
 class LatencyProfile(_message.Message):
     __slots__ = ("device", "threads", "runs", "head_ms", "tail_ms", "onnxruntime_version", "measured_at")

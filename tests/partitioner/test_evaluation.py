@@ -118,3 +118,57 @@ def test_measures_used_by_verification() -> None:
     assert evaluation.is_classifier_like(np.zeros((2, 5, 1, 1), np.float32))
     assert not evaluation.is_classifier_like(np.zeros((2, 5, 2), np.float32))
     assert not evaluation.is_classifier_like(np.zeros((2, 5), np.int64))
+
+
+@pytest.mark.parametrize("flags, machine, saturates", [
+    ("fpu sse2 avx avx2 fma", "x86_64", True),            # AVX2 only: vpmaddubsw pair sums saturate
+    ("fpu sse2 avx avx2 avx512f avx512_vnni", "x86_64", False),
+    ("fpu sse2 avx avx2 avx_vnni", "x86_64", False),
+    ("fp asimd asimddp", "aarch64", False),               # ARM kernels accumulate in 32 bits
+    ("", "aarch64", False),
+])
+def test_host_int8_saturation_is_read_from_cpu_flags(flags: str, machine: str, saturates: bool) -> None:
+    cpuinfo = f"processor\t: 0\nflags\t\t: {flags}\n" if machine == "x86_64" else f"Features\t: {flags}\n"
+    assert evaluation.host_int8_saturates(cpuinfo, machine) is saturates
+
+
+def test_int8_arithmetic_setting_resolves_and_rejects_unknown_values() -> None:
+    assert evaluation.resolve_int8_arithmetic("exact") == "exact"
+    assert evaluation.resolve_int8_arithmetic("fused") == "fused"
+    assert evaluation.resolve_int8_arithmetic("auto") in ("exact", "fused")
+    with pytest.raises(ValueError, match="'approx' is not one of auto, exact, fused"):
+        evaluation.resolve_int8_arithmetic("approx")
+
+
+def test_exact_int8_sessions_compute_the_quantized_graph_itself() -> None:
+    """Activations at 255 times weights at 127: pair sums of 64,770 overflow 16 bits, so a
+    saturating fused kernel would be off; the exact session matches numpy's arithmetic."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, n = 16, 4
+    w = np.full((k, n), 127, dtype=np.int8)
+    w[:, 1] = -127
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["wd"]),
+        helper.make_node("MatMul", ["xd", "wd"], ["y0"]),
+        helper.make_node("QuantizeLinear", ["y0", "ys", "yz"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(1.0, np.float32), "xs"), numpy_helper.from_array(np.array(0, np.uint8), "xz"),
+        numpy_helper.from_array(w, "wq"), numpy_helper.from_array(np.array(1.0, np.float32), "ws"),
+        numpy_helper.from_array(np.array(4096.0, np.float32), "ys"), numpy_helper.from_array(np.array(128, np.uint8), "yz"),
+    ]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.full((1, k), 255.0, dtype=np.float32)
+    exact = evaluation.make_session(model, exact_int8=True).run(None, {"x": x})[0]
+    real = x.astype(np.float64) @ w.astype(np.float64)
+    expected = (np.clip(np.rint(real / 4096.0) + 128, 0, 255) - 128) * 4096.0
+    np.testing.assert_array_equal(exact, expected.astype(np.float32))
+    fused = evaluation.make_session(model).run(None, {"x": x})[0]
+    assert fused.shape == exact.shape  # what the fused kernels give depends on this host's CPU

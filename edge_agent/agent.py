@@ -18,7 +18,8 @@ module only owns the threads, the queues and the published Decision.
     prewarm the new cut's head before publishing the decision, half-open breaker
     health probes, low-duty bandwidth probes while fully local, events to subscribers.
 
-Guarantees: every frame that enters the head stage gets exactly one result. An offload
+Guarantees: every frame that enters the head stage gets exactly one result (a frame the
+gate skips gets a ``gated`` one repeating the last computed frame's payload). An offload
 that fails or misses ``runtime.deadline_ms`` completes on the device (local tail if
 loaded, else the full model) with path ``fallback``; the circuit breaker
 (:mod:`edge_agent.breaker`) stops offloading after repeated failures, and the control
@@ -55,8 +56,10 @@ from edge_agent.probes import Prober
 from edge_agent.results import ResultSink, make_sink
 from edge_agent.sinks import configured_sinks
 from edge_agent.sources import Frame, FrameSource, open_source
-from edge_agent.stages import AdmitAll, ExitCheck, FrameGate, FrameJob, HeadStage, NeverExit, Offloader, ResultStage
-from edge_agent.stages import WireEncoder, complete_on_device
+from edge_agent.stages import (ExitCheck, FrameGate, FrameJob, HeadStage, NeverExit, Offloader, ResultStage,
+                               WireEncoder, complete_on_device)
+from edge_agent.stages.hooks import configured_gate
+from edge_agent.stages.result import GatedFrame
 from edge_agent.telemetry import ProbeScheduler, TelemetryHub
 from edge_agent.types import AgentSnapshot, CutEstimate, Decision, Objective, Telemetry, Transport
 from protos.bundle import Side, read_bundle, tail_model_version
@@ -93,7 +96,7 @@ class EdgeAgent:
         source: Optional[FrameSource] = None,
         clock: Callable[[], float] = time.monotonic,
         telemetry: Optional[TelemetryHub] = None,
-        gate: FrameGate = AdmitAll(),
+        gate: Optional[FrameGate] = None,  # None: config.gate's motion gate, per source kind
         exit_check: ExitCheck = NeverExit(),
         serve_control: bool = False,
     ) -> None:
@@ -197,6 +200,7 @@ class EdgeAgent:
             log.warning("no server configured or discovered: running fully local")
         if self._source is None:
             self._source = open_source(self.config.source)
+        self.gate = self.gate or configured_gate(self.config.gate, live_source=self._source.live)
         with self._lock:
             now = self._now_ms()
             self.policy.observe(self._sample_telemetry(now), now)
@@ -308,6 +312,8 @@ class EdgeAgent:
             self._capture_q.put(_END)
 
     def _head_loop(self) -> None:
+        gate, admitted = self.gate, -1
+        assert gate is not None, "start() sets the gate"
         try:
             while True:
                 item = self._capture_q.get()
@@ -315,10 +321,13 @@ class EdgeAgent:
                     break
                 frame: Frame = item
                 self._last_image = frame.image_bgr
-                if not self.gate.admit(frame):
+                if not gate.admit(frame) and admitted >= 0:  # the first frame is always computed
                     with self._lock:
                         self.frames_gated += 1
+                    self.metrics.frame_gated()
+                    self._result_q.put(GatedFrame(frame, admitted))  # repeats the last computed frame's result
                     continue
+                admitted = frame.frame_id
                 job = FrameJob(frame=frame, decision=self.decision, head_start_s=self._clock())
                 try:
                     self.head_stage.run(job)
@@ -361,13 +370,13 @@ class EdgeAgent:
                 item = self._result_q.get()
                 if item is _END:
                     break
-                result = self.result_stage.emit(item)
-                total_ms = result.latency_ms["total"]
-                with self._lock:
-                    self.results += 1
-                    self.results_by_path[result.path.value] += 1
-                    self._latencies_ms.append(total_ms)
-                self.metrics.result(result.path.value, total_ms)
+                for result in self.result_stage.emit_all(item):
+                    total_ms = result.latency_ms["total"]
+                    with self._lock:
+                        self.results += 1
+                        self.results_by_path[result.path.value] += 1
+                        self._latencies_ms.append(total_ms)
+                    self.metrics.result(result.path.value, total_ms)
         finally:
             self._done.set()
 
@@ -456,21 +465,12 @@ class EdgeAgent:
         with self._lock:
             lat = list(self._latencies_ms)
             return AgentSnapshot(
-                agent_id=self.agent_id,
-                bundle_name=self.bundle.name,
-                bundle_version=self.model_version,
-                server_address=self.server_address,
-                decision=self.decision,
-                objective=self.policy.objective,
-                slo_ms=self.policy.slo_ms,
-                telemetry=self.policy.telemetry,
-                frames_captured=self.frames_captured,
-                frames_dropped=self.frames_dropped,
-                frames_gated=self.frames_gated,
-                results=self.results,
-                results_by_path=dict(self.results_by_path),
-                circuit_state=self.breaker.state.value,
-                uptime_s=self._clock() - self._t0,
+                agent_id=self.agent_id, bundle_name=self.bundle.name, bundle_version=self.model_version,
+                server_address=self.server_address, decision=self.decision, objective=self.policy.objective,
+                slo_ms=self.policy.slo_ms, telemetry=self.policy.telemetry,
+                frames_captured=self.frames_captured, frames_dropped=self.frames_dropped,
+                frames_gated=self.frames_gated, results=self.results, results_by_path=dict(self.results_by_path),
+                circuit_state=self.breaker.state.value, uptime_s=self._clock() - self._t0,
                 mean_latency_ms=float(np.mean(lat)) if lat else None,
             )
 

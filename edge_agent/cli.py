@@ -41,6 +41,10 @@ FLAG_KEYS = {
     "mqtt": "mqtt.enabled",
     "mqtt_host": "mqtt.host",
     "mqtt_port": "mqtt.port",
+    "gate": "gate.mode",
+    "gate_pixel_delta": "gate.pixel_delta",
+    "gate_min_area": "gate.min_area_fraction",
+    "gate_mask": "gate.mask",
 }
 
 
@@ -72,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt", action="store_const", const=True, help="publish results over MQTT (mqtt.enabled)")
     p.add_argument("--mqtt-host", help="MQTT broker host (mqtt.host)")
     p.add_argument("--mqtt-port", type=int, help="MQTT broker port (mqtt.port)")
+    p.add_argument("--gate", choices=["auto", "on", "off"],
+                   help="motion gate; auto = on for live cameras/streams, off for files/folders (gate.mode)")
+    p.add_argument("--gate-pixel-delta", type=int, help="grey levels a pixel must change by (gate.pixel_delta)")
+    p.add_argument("--gate-min-area", type=float,
+                   help="changed fraction of the unmasked frame that counts as motion (gate.min_area_fraction)")
+    p.add_argument("--gate-mask", help="ignored areas: 'x,y x,y x,y; ...' in frame fractions (gate.mask)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any setting by its dotted key, e.g. --set link.enabled=true (repeatable)")
     p.add_argument("--drain-timeout-s", type=float, default=10.0, help="how long SIGTERM waits for in-flight frames")

@@ -29,6 +29,7 @@ from typing import Any, Mapping, NoReturn, Optional
 from edge_agent.breaker import BreakerConfig
 from edge_agent.config_owner import LiveViewConfig, MqttConfig, is_loopback
 from edge_agent.errors import ConfigError
+from edge_agent.gate import MotionGate
 from edge_agent.policy import PolicyConfig
 from edge_agent.types import Objective
 from protos import settings
@@ -40,6 +41,7 @@ SINK_KINDS = ("stdout", "file", "none")
 BATTERY_SOURCES = ("auto", "none", "psutil", "sysfs", "trace")
 PROVIDERS = ("auto", "cpu", "xnnpack")
 CODECS = ("auto", "none", "zlib")
+GATE_MODES = ("auto", "on", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -298,6 +300,34 @@ class LinkConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GateConfig:
+    """The motion gate (:mod:`edge_agent.gate`). ``mode`` "auto" gates live sources (camera,
+    stream, pipe, picamera2: fixed cameras) and not video files or folders; ``mask`` lists
+    polygons of (x, y) frame fractions whose pixels are ignored."""
+
+    mode: str = "auto"
+    width: int = 160  # pixels across of the grey frame that is compared
+    pixel_delta: int = 25  # grey levels a pixel must change by to count
+    min_area_fraction: float = 0.002  # changed fraction of the unmasked pixels that admits a frame
+    scene_change_fraction: float = 0.5  # above it: a scene cut or lighting change
+    max_gated_s: float = 10.0  # admit at least this often (0 = never)
+    mask: tuple[tuple[tuple[float, float], ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.mode not in GATE_MODES:
+            _fail("gate.mode", self.mode, f"one of {list(GATE_MODES)}")
+        self.motion_gate()  # checks every threshold and polygon
+
+    def motion_gate(self) -> MotionGate:
+        try:
+            return MotionGate(width=self.width, pixel_delta=self.pixel_delta, min_area_fraction=self.min_area_fraction,
+                              scene_change_fraction=self.scene_change_fraction, max_gated_s=self.max_gated_s,
+                              mask=self.mask)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+
+@dataclass(frozen=True, kw_only=True)
 class AgentSection:
     agent_id: str = ""  # "" = hostname
     log_level: str = "INFO"
@@ -321,6 +351,7 @@ class EdgeConfig:
     metrics: MetricsConfig = MetricsConfig()
     control: ControlConfig = ControlConfig()
     link: LinkConfig = LinkConfig()
+    gate: GateConfig = GateConfig()
     agent: AgentSection = AgentSection()
     mqtt: MqttConfig = MqttConfig()
     liveview: LiveViewConfig = LiveViewConfig()
@@ -351,9 +382,21 @@ def _parse_outages(value: Any, source: str, base_dir: pathlib.Path) -> tuple[tup
         raise settings.SettingsError(f"{source}: link.outages = {value!r}: expected {expected}") from None
 
 
+def _parse_mask(value: Any, source: str, base_dir: pathlib.Path) -> tuple[tuple[tuple[float, float], ...], ...]:
+    """``gate.mask``: TOML ``[[[x, y], ...], ...]`` or text ``x,y x,y x,y; x,y ...`` (frame fractions)."""
+    expected = "polygons of (x, y) frame fractions: [[[x, y], ...], ...] or 'x,y x,y x,y; ...'"
+    items: Any = value
+    if isinstance(value, str):
+        items = [[pt.split(",") for pt in poly.split()] for poly in value.split(";") if poly.strip()]
+    try:
+        return tuple(tuple((float(x), float(y)) for x, y in poly) for poly in items)
+    except (TypeError, ValueError):
+        raise settings.SettingsError(f"{source}: gate.mask = {value!r}: expected {expected}") from None
+
+
 def schema() -> settings.Schema:
     """Every key of the edge agent, as the settings loader reads them."""
-    return settings.schema_of(EdgeConfig, env_prefix=ENV_PREFIX, parsers={"link.outages": _parse_outages},
+    return settings.schema_of(EdgeConfig, env_prefix=ENV_PREFIX, parsers={"link.outages": _parse_outages, "gate.mask": _parse_mask},
                               secrets=("server.token", "control.token", "mqtt.password"))
 
 

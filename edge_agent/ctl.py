@@ -176,6 +176,14 @@ def _num(value: float, unit: str, fmt: str = ".0f") -> str:
 CONFIGURATION_PREFIX = "configuration:"
 
 
+def _gate_rate(s: control_pb2.AgentStatus) -> str:
+    """Frames the motion gate skipped, as a share of all results (path "gated")."""
+    gated = sum(p.results for p in s.results_by_path if p.path == "gated")
+    if not s.results:
+        return "no results yet"
+    return f"{gated} gated of {s.results} results ({100.0 * gated / s.results:.1f}%)"
+
+
 def render_status(s: control_pb2.AgentStatus) -> str:
     t = s.telemetry
     by_path = ", ".join(f"{p.path} {p.results}" for p in s.results_by_path) or "none yet"
@@ -193,6 +201,7 @@ def render_status(s: control_pb2.AgentStatus) -> str:
         f"frames     captured {s.frames_captured}   dropped {s.frames_dropped}   results {s.results}"
         f"   mean latency {_num(s.mean_latency_ms, 'ms', '.1f')}",
         f"by path    {by_path}",
+        f"gate       {_gate_rate(s)}",
     ]
     if s.current.reason.startswith(CONFIGURATION_PREFIX):
         # not an outage: the server answers but lacks what this agent needs (e.g. its bundle version)

@@ -24,6 +24,7 @@ class EdgeMetrics:
 
     captured: Any = None
     dropped: Any = None
+    gated: Any = None
     results: Any = None
     offload_failures: Any = None
     cut: Any = None
@@ -51,6 +52,10 @@ class EdgeMetrics:
     def frame_dropped(self) -> None:
         if self.enabled:
             self.dropped.inc()
+
+    def frame_gated(self) -> None:
+        if self.enabled:
+            self.gated.inc()
 
     def result(self, path: str, latency_ms: float) -> None:
         if self.enabled:
@@ -91,6 +96,8 @@ def serve_metrics(port: int, host: str) -> EdgeMetrics:
         captured=Counter("splitinfer_edge_frames_captured", "Frames read from the source", registry=reg),
         dropped=Counter("splitinfer_edge_frames_dropped", "Live frames dropped because the pipeline was behind",
                         registry=reg),
+        gated=Counter("splitinfer_edge_frames_gated", "Frames the motion gate skipped (their result repeats the "
+                      "last computed frame's)", registry=reg),
         results=Counter("splitinfer_edge_results", "Results by path", ["path"], registry=reg),
         offload_failures=Counter("splitinfer_edge_offload_failures", "Failed offloads by code", ["code"], registry=reg),
         cut=Gauge("splitinfer_edge_chosen_cut", "1 for the cut in use", ["cut"], registry=reg),

@@ -10,7 +10,10 @@ One line per frame (schema ``splitinfer.edge.result/1``)::
      "wire_bytes": 12544, "fallback_reason": null,
      "top_k": [{"index": 671, "label": "mountain bike", "score": 0.83}, ...]}
 
-``path`` is :class:`edge_agent.types.Path` (split / cloud / local / fallback). Detection
+``path`` is :class:`edge_agent.types.Path` (split / cloud / local / fallback / gated). A
+frame the motion gate skipped has ``"path": "gated"``, every stage "skipped", and carries
+the payload of the last computed frame, named by ``"source_frame_id"`` (a key only gated
+results have). Detection
 bundles carry ``"detections"`` instead of ``"top_k"``. ``stages`` says where each stage
 ran ("edge", "cloud" or "skipped"). A user adds MQTT or a webhook by writing a class with
 ``write(result)`` and ``close()``.
@@ -43,6 +46,7 @@ class FrameResult:
     payload: dict  # {"top_k": [...]} or {"detections": [...]} or {"error": "..."}
     wire_bytes: int = 0
     fallback_reason: Optional[str] = None
+    source_frame_id: Optional[int] = None  # gated results: the computed frame whose payload this repeats
 
     def to_json(self) -> dict:
         line = {
@@ -57,6 +61,8 @@ class FrameResult:
             "wire_bytes": self.wire_bytes,
             "fallback_reason": self.fallback_reason,
         }
+        if self.source_frame_id is not None:
+            line["source_frame_id"] = self.source_frame_id
         line.update(self.payload)
         return line
 

@@ -32,6 +32,7 @@ class Path(enum.Enum):
     CLOUD = "cloud"  # JPEG sent, everything on the server ("input" cut)
     LOCAL = "local"  # everything on the device by choice ("output" cut)
     FALLBACK = "fallback"  # offload failed or missed its deadline; completed on the device
+    GATED = "gated"  # nothing moved: no model ran, the result repeats the last computed frame's
 
 
 @dataclass(frozen=True)

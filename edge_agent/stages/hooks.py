@@ -1,7 +1,8 @@
 """Documented extension points of the frame path, with no-op defaults.
 
-* :class:`FrameGate` runs before preprocessing: a frame it rejects costs no model run
-  and yields no result (motion gating: skip frames where nothing moved).
+* :class:`FrameGate` runs before preprocessing: a frame it rejects costs no model run;
+  its result (path ``gated``) repeats the last computed frame's. The configured gate is
+  :func:`configured_gate` (the motion gate of :mod:`edge_agent.gate`, or :class:`AdmitAll`).
 * :class:`ExitCheck` runs after the head: outputs it returns finish the frame on the
   device without an offload (early exit: a confident intermediate classifier).
 
@@ -14,13 +15,14 @@ from typing import Mapping, Optional, Protocol
 
 import numpy as np
 
+from edge_agent.config import GateConfig
 from edge_agent.head import HeadOutput
 from edge_agent.sources import Frame
 
 
 class FrameGate(Protocol):
     def admit(self, frame: Frame) -> bool:
-        """True to compute this frame; False drops it before preprocessing (counted as gated)."""
+        """True to compute this frame; False skips it before preprocessing (counted as gated)."""
         ...
 
 
@@ -42,3 +44,11 @@ class NeverExit:
 
     def check(self, head: HeadOutput) -> Optional[Mapping[str, np.ndarray]]:
         return None
+
+
+def configured_gate(cfg: GateConfig, *, live_source: bool) -> FrameGate:
+    """``gate.mode`` "on": the motion gate; "off": :class:`AdmitAll`; "auto": the motion
+    gate for live sources (fixed cameras, streams, live pipes) and none for files and folders."""
+    if cfg.mode == "on" or (cfg.mode == "auto" and live_source):
+        return cfg.motion_gate()
+    return AdmitAll()

@@ -21,6 +21,7 @@ from cloud_server.domain import (
 )
 from cloud_server.errors import RegistryError
 from protos import inference_pb2 as pb
+from protos.bundle import BUNDLE_HASH_PARAMETER
 from protos.wire import contents_from_proto, parameters_from_proto, set_parameters
 
 __all__ = [
@@ -119,6 +120,8 @@ def model_config_to_proto(model: TailModel, *, max_batch_size: int, max_queue_de
         config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
     if model.cut_id:
         config.parameters["splitinfer_cut"].string_value = model.cut_id
+    if model.bundle_hash:
+        config.parameters[BUNDLE_HASH_PARAMETER].string_value = model.bundle_hash
     return config
 
 

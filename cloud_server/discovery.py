@@ -1,7 +1,9 @@
 """Advertise a running server over zeroconf (mDNS/DNS-SD) as ``_splitinfer._tcp.local.``.
 
 TXT record (see the wire conventions): ``role=server``, ``proto=v2`` (the Open Inference Protocol),
-``tls=1|0``, ``auth=1|0`` (a bearer token is required), ``bundles=<model_name>@<version12>,...`` and
+``tls=1|0``, ``auth=1|0`` (a bearer token is required), ``bundles=<model_name>@<version>,...`` (the integer
+tail version, ``protos.bundle.tail_model_version``; which bundle is checked at the first offload through
+ModelConfig's ``splitinfer_bundle_hash``) and
 ``models=<served model>,...``. A TXT string holds at most 255 bytes, so ``bundles`` and ``models`` are
 cut at a name boundary to fit and ``models_truncated=1`` is added when they were cut; a client that needs
 the full list asks the server (``RepositoryIndex``).
@@ -43,7 +45,7 @@ class Advertisement:
     port: int
     tls: bool
     auth: bool = False
-    bundles: tuple[str, ...] = ()  # "<model_name>@<version12>"
+    bundles: tuple[str, ...] = ()  # "<model_name>@<version>"
     models: tuple[str, ...] = ()  # served model names, e.g. "mobilenet_v2.features_6"
 
 

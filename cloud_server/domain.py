@@ -96,6 +96,8 @@ class TailModel:
         when no tensor is reshaped.
     config: the serialized `ModelConfig` read from config.pbtxt (repository models), reported as is.
     output_labels: per output, the lines of its config `label_filename` (empty when none).
+    bundle_hash: the content-hash prefix of the bundle a tail comes from (`protos.bundle.bundle_hash`),
+        reported as the ModelConfig parameter `splitinfer_bundle_hash`; empty for repository models.
     """
 
     name: str
@@ -116,6 +118,7 @@ class TailModel:
     output_reshapes: tuple[tuple[int, ...] | None, ...] = ()
     config: bytes = b""
     output_labels: tuple[tuple[str, ...], ...] = ()
+    bundle_hash: str = ""
 
     @property
     def key(self) -> tuple[str, str]:

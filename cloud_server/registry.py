@@ -1,7 +1,9 @@
 """The models the server knows: bundle tails and a Triton-layout repository, looked up by name.
 
 One `TailModel` per (bundle, cut with a tail), named `protos.bundle.tail_model_name` (e.g.
-`mobilenet_v2.features_6`) with version `tail_model_version` (12 hex digits of the content hash).
+`mobilenet_v2.features_6`) with the integer version `tail_model_version` ("1", as `export-triton` writes);
+the bundle's content hash is carried as `TailModel.bundle_hash` (ModelConfig parameter
+`splitinfer_bundle_hash`), so two bundles of one model cannot be served side by side.
 A Triton-layout repository (`<repo>/<name>/config.pbtxt`, `<repo>/<name>/<version>/model.onnx`) adds one
 model per directory and numeric version, its signature read from `config.pbtxt` (text-format
 `ModelConfig`, parsed strictly so typos are caught; inputs and outputs must be listed).
@@ -27,7 +29,7 @@ from cloud_server.domain import PLATFORM, ModelState, RepositoryConfig, TailMode
 from cloud_server.errors import ModelNotFound, ModelUnavailable, RegistryError, shorten
 from cloud_server.model_config import repository_config_from_text
 from protos import bundle_pb2
-from protos.bundle import Side, read_bundle, tail_model_name, tail_model_version
+from protos.bundle import Side, bundle_hash, read_bundle, tail_model_name, tail_model_version
 from protos.errors import BundleError
 from protos.names import INPUT_CUT
 
@@ -76,6 +78,7 @@ def models_from_bundle(root: Path) -> list[TailModel]:
                 input_spec=input_spec,
                 source=f"bundle:{root}",
                 cut_id=cut.id,
+                bundle_hash=bundle_hash(manifest),
             )
         )
     return models

@@ -2,11 +2,11 @@
 
 Service type ``_splitinfer._tcp.local.``; TXT keys (the wire conventions):
 ``role`` (``server`` | ``agent``), ``proto`` (``v2`` | ``control.v1``), ``tls``
-(``1``/``0``), ``bundles`` (``<model_name>@<version12>,...``), ``models``; agents
+(``1``/``0``), ``bundles`` (``<model_name>@<version>,...``), ``models``; agents
 add ``control`` (``unix:/path`` or ``tcp:host:port``) and ``agent_id``.
 
 Servers are ranked (:func:`rank_servers`, pure): first those whose ``bundles``
-holds our ``<model_name>@<version12>``, then those holding another version of
+holds our ``<model_name>@<version>``, then those holding another version of
 our model, then the rest; within each group TLS before plaintext; then by
 name. A server whose TXT ``bundles`` was truncated (``models_truncated=1``)
 and does not list ours counts as "maybe" (after the exact matches).
@@ -50,7 +50,8 @@ SERVICE_TYPE = "_splitinfer._tcp.local."
 
 
 def bundle_key(model_name: str, model_version: str) -> str:
-    """``<model_name>@<version12>`` as servers list it in TXT ``bundles``."""
+    """``<model_name>@<version>`` as servers list it in TXT ``bundles`` (the integer tail version;
+    the bundle itself is checked at the first offload, through ModelConfig's bundle hash)."""
     return f"{model_name}@{model_version[:12]}"
 
 
@@ -226,7 +227,7 @@ def browse_all(timeout_s: float = 3.0, **kwargs: Any) -> list[dict[str, Any]]:
 
 def discover_servers(want_bundle: Optional[str] = None, *, timeout_s: float = 3.0, settle_s: float = 0.5,
                      interfaces: Optional[Sequence[str]] = None, zc: Any = None) -> list[DiscoveredService]:
-    """Servers on the LAN, best first for ``want_bundle`` (``<model_name>@<version12>``)."""
+    """Servers on the LAN, best first for ``want_bundle`` (``<model_name>@<version>``)."""
     return rank_servers(browse(timeout_s, settle_s=settle_s, interfaces=interfaces, zc=zc), want_bundle)
 
 

@@ -10,6 +10,10 @@ and is reopened by the next call.
 Works against our server and stock Triton: requests use ``raw_input_contents``,
 responses may carry ``raw_output_contents`` or typed ``contents``; the advisory
 response parameters ``server_queue_us`` / ``server_compute_us`` are read when present.
+Model versions are integers (``protos.bundle.TAIL_MODEL_VERSION``, as Triton requires); which
+bundle a server holds is checked once per model (and again after a failure that may mean a
+restart) through ``ModelConfig``: its ``splitinfer_bundle_hash`` parameter must equal the
+request's, or the call fails with ``MODEL_NOT_SERVED`` (configuration, not an outage).
 
 Every failure leaves as :class:`~edge_agent.errors.OffloadUnavailable` (``code`` is the
 gRPC status name, or ``SERVER_BUSY`` / ``MODEL_NOT_SERVED`` / ``MESSAGE_TOO_LARGE`` /
@@ -36,6 +40,7 @@ import numpy as np
 from edge_agent.errors import MODEL_NOT_SERVED, SERVER_BUSY, OffloadUnavailable
 from edge_agent.types import OffloadRequest, OffloadResponse
 from protos import inference_pb2, inference_pb2_grpc, wire
+from protos.bundle import BUNDLE_HASH_PARAMETER
 from protos.errors import ContractError, WireError
 
 if TYPE_CHECKING:
@@ -147,6 +152,10 @@ def map_status(code: Optional[grpc.StatusCode], details: str, what: str) -> Offl
     if code is not None:
         return OffloadUnavailable(f"{what}: {code.name}: {details}", code=code.name, retryable=code not in _PERMANENT)
     return OffloadUnavailable(f"{what}: {details}", code="UNKNOWN")
+
+
+# failures that say the server is up and unchanged: the bundle it was checked to serve still holds
+_SERVER_UP_CODES = frozenset({SERVER_BUSY, "DEADLINE_EXCEEDED", "MESSAGE_TOO_LARGE", "DUPLICATE_ID"})
 
 
 def _status_named(name: str) -> Optional[grpc.StatusCode]:
@@ -274,6 +283,8 @@ class GrpcTransport:
         self._stream: Optional[_Stream] = None
         self._lock = threading.Lock()
         self._closed = False
+        self._verified: set[tuple[str, str]] = set()  # (model, bundle hash) the server's ModelConfig confirmed
+        self._expected: dict[tuple[str, str], str] = {}  # (model, version) -> the bundle hash requests carry
 
     @property
     def streaming(self) -> bool:
@@ -289,11 +300,56 @@ class GrpcTransport:
                 self._stream = _Stream(self._stub, self._metadata)
             return self._stream
 
+    def _check_bundle(self, name: str, version: str, expected: str, timeout_s: float) -> None:
+        """Once per (model, bundle) while the server stays up: does the server's ModelConfig name our
+        bundle (parameter ``splitinfer_bundle_hash``)? A different hash is ``MODEL_NOT_SERVED``
+        (configuration, like NOT_FOUND); a server whose config carries no hash (a repository not
+        written by ``export-triton``) or that has no ModelConfig cannot be checked and is trusted."""
+        if not expected or (name, expected) in self._verified:
+            return
+        self._expected[(name, version)] = expected
+        try:
+            reply = self._stub.ModelConfig(inference_pb2.ModelConfigRequest(name=name, version=version),
+                                           timeout=timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                raise map_rpc_error(exc, f"ModelConfig {name}") from exc
+            log.info("server at %s has no ModelConfig; bundle of %s not checked", self.address, name)
+        else:
+            served = reply.config.parameters.get(BUNDLE_HASH_PARAMETER)
+            if served is None:
+                log.info("server at %s names no bundle for %s (no %s parameter); not checked",
+                         self.address, name, BUNDLE_HASH_PARAMETER)
+            elif served.string_value != expected:
+                raise OffloadUnavailable(
+                    f"{name} version {version}: the server at {self.address} serves bundle "
+                    f"{served.string_value[:64]!r}; this agent runs bundle {expected!r} (ModelConfig parameter "
+                    f"{BUNDLE_HASH_PARAMETER}); expected the same bundle on both sides",
+                    code=MODEL_NOT_SERVED, retryable=False)
+        self._verified.add((name, expected))
+
     def infer(self, request: OffloadRequest, timeout_s: float) -> OffloadResponse:
         msg = request_to_proto(request)
+        check_start = time.monotonic()
+        try:
+            self._check_bundle(request.model_name, request.model_version,
+                               str(request.parameters.get(BUNDLE_HASH_PARAMETER, "")), timeout_s)
+        except OffloadUnavailable:
+            self._verified.clear()
+            raise
+        timeout_s = max(0.001, timeout_s - (time.monotonic() - check_start))
         # Triton's request parameter (microseconds): a stream carries no per-request deadline, and a
         # server that knows it refuses at once (RESOURCE_EXHAUSTED) what it could only answer too late
         msg.parameters["timeout"].int64_param = max(1, int(timeout_s * 1e6))
+        try:
+            return self._infer_checked(request, msg, timeout_s)
+        except OffloadUnavailable as exc:
+            if exc.code not in _SERVER_UP_CODES:
+                self._verified.clear()  # the server may have restarted with another bundle: check again
+            raise
+
+    def _infer_checked(self, request: OffloadRequest, msg: inference_pb2.ModelInferRequest,
+                       timeout_s: float) -> OffloadResponse:
         start = time.monotonic()
         if self._streaming:
             try:
@@ -350,12 +406,23 @@ class GrpcTransport:
         return bool(reply.ready)
 
     def model_ready(self, name: str, version: str, timeout_s: float) -> bool:
+        """ModelReady, and (when requests for it carried a bundle hash) the server's ModelConfig
+        names that bundle: a server holding another bundle under the same name is not ready for us."""
         try:
             reply = self._stub.ModelReady(inference_pb2.ModelReadyRequest(name=name, version=version),
                                           timeout=timeout_s, metadata=self._metadata)
         except grpc.RpcError:
             return False
-        return bool(reply.ready)
+        expected = self._expected.get((name, version))
+        if not reply.ready or expected is None:
+            return bool(reply.ready)
+        self._verified.discard((name, expected))
+        try:
+            self._check_bundle(name, version, expected, timeout_s)
+        except OffloadUnavailable as exc:
+            log.debug("model %s at %s is not ours: %s", name, self.address, exc)
+            return False
+        return True
 
     def close(self) -> None:
         with self._lock:

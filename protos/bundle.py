@@ -42,6 +42,7 @@ from protos.errors import (
 )
 from protos import bundle_pb2
 from protos.names import INPUT_CUT, OUTPUT_CUT
+from protos.serving import BUNDLE_HASH_PARAMETER, TAIL_MODEL_VERSION, bundle_hash, tail_model_name, tail_model_version  # noqa: F401 - re-exported
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -485,16 +486,3 @@ class BundleWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- serving names
-
-
-def tail_model_name(manifest: bundle_pb2.Manifest, cut_id: str) -> str:
-    """Name a server gives the tail of ``cut_id``: ``<model_name>.<cut_id>`` (e.g. ``mobilenet_v2.features_6``)."""
-    return f"{manifest.model_name}.{cut_id}"
-
-
-def tail_model_version(manifest: bundle_pb2.Manifest) -> str:
-    """Version a server gives every tail of a bundle: the first 12 hex digits of the content hash."""
-    return manifest.content_hash[:12]

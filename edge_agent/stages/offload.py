@@ -17,7 +17,7 @@ from edge_agent.head import HeadRunner
 from edge_agent.stages.job import FrameJob
 from edge_agent.stages.local import complete_on_device
 from edge_agent.types import OffloadRequest, OffloadResponse, Path, Transport, WireTensor
-from protos.bundle import Bundle, tail_model_name, tail_model_version
+from protos.bundle import BUNDLE_HASH_PARAMETER, Bundle, bundle_hash, tail_model_name, tail_model_version
 from protos.names import INPUT_CUT
 
 
@@ -34,6 +34,7 @@ class Offloader:
     ) -> None:
         self.manifest = bundle.manifest
         self.model_version = tail_model_version(bundle.manifest)
+        self.bundle_hash = bundle_hash(bundle.manifest)
         self.runner = runner
         self.feedback = feedback
         self.agent_id = agent_id
@@ -48,7 +49,9 @@ class Offloader:
             request_id=f"{self.agent_id}-{frame_id}-{next(self._seq)}",
             inputs=tuple(tensors),
             output_names=tuple(self.runner.output_names),
-            parameters={"splitinfer_cut": cut_id, "edge_sent_unix_us": int(time.time() * 1_000_000)},
+            # the bundle hash lets the transport check the server's ModelConfig names the same bundle
+            parameters={"splitinfer_cut": cut_id, "edge_sent_unix_us": int(time.time() * 1_000_000),
+                        BUNDLE_HASH_PARAMETER: self.bundle_hash},
         )
 
     def send(self, request: OffloadRequest, transport: Transport) -> OffloadResponse:

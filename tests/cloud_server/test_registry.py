@@ -18,10 +18,11 @@ from .conftest import FC_B, FC_W, MODEL_NAME, REPO_MODEL, write_tiny_repository
 
 def test_one_model_per_cut_with_a_tail(tiny_bundle: bundle_io.Bundle, tiny_repository: pathlib.Path) -> None:
     registry = load_registry((tiny_bundle.root,), tiny_repository)
-    version = tiny_bundle.content_hash[:12]
+    version = "1"  # integer, as Triton and export-triton; the bundle is named by bundle_hash
     assert registry.names() == [f"{MODEL_NAME}.feat", f"{MODEL_NAME}.input", f"{MODEL_NAME}.pool", REPO_MODEL]
     pool = registry.get(f"{MODEL_NAME}.pool")
     assert pool.version == version and pool.batched
+    assert pool.bundle_hash == tiny_bundle.content_hash[:12] == bundle_io.bundle_hash(tiny_bundle.manifest)
     assert [(s.name, s.datatype, s.shape) for s in pool.inputs] == [("pooled", "FP32", (-1, 8))]
     assert [(s.name, s.shape) for s in pool.outputs] == [("logits", (-1, 5))]
     inp = registry.get(f"{MODEL_NAME}.input")
@@ -35,9 +36,17 @@ def test_unknown_model_and_version_name_the_available_ones(tiny_bundle: bundle_i
     registry = load_registry((tiny_bundle.root,))
     with pytest.raises(ModelNotFound, match=r"'resnet\.feat' is not served; available models: tiny_net\.feat, tiny_net\.input"):
         registry.get("resnet.feat")
-    version = tiny_bundle.content_hash[:12]
-    with pytest.raises(ModelNotFound, match=rf"no version 'abc'; available versions: {version}"):
+    with pytest.raises(ModelNotFound, match=r"no version 'abc'; available versions: 1$"):
         registry.get(f"{MODEL_NAME}.pool", "abc")
+
+
+def test_two_bundles_of_one_model_are_refused_naming_both(tiny_bundle: bundle_io.Bundle,
+                                                          tmp_path: pathlib.Path) -> None:
+    """Every bundle's tails are version 1, so a second bundle of the same model would be ambiguous."""
+    copy = pathlib.Path(shutil.copytree(tiny_bundle.root, tmp_path / "copy"))
+    with pytest.raises(RegistryError, match=r"model 'tiny_net\.\w+' version '1' is served twice") as info:
+        load_registry((tiny_bundle.root, copy))
+    assert str(tiny_bundle.root) in str(info.value) and str(copy) in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["../tiny_net", "tiny_net.feat/../../etc", "/etc/passwd", "tiny_net.feat\x00"])

@@ -38,7 +38,8 @@ def test_live_ready_and_server_metadata(triton_client: grpcclient.InferenceServe
 
 
 def test_model_metadata_and_config(triton_client: grpcclient.InferenceServerClient, tiny_bundle: bundle_io.Bundle) -> None:
-    version = tiny_bundle.content_hash[:12]
+    version = "1"  # an integer version, as Triton and `export-triton` use; the bundle is a config parameter
+    assert bundle_io.tail_model_version(tiny_bundle.manifest) == version
     assert triton_client.is_model_ready(POOL)
     assert triton_client.is_model_ready(POOL, version)
     meta = triton_client.get_model_metadata(POOL, as_json=True)
@@ -51,6 +52,7 @@ def test_model_metadata_and_config(triton_client: grpcclient.InferenceServerClie
     assert config["max_batch_size"] == 8
     assert config["input"][0]["dims"] == ["8", "-1", "-1"]
     assert config["parameters"]["splitinfer_cut"]["string_value"] == "feat"
+    assert config["parameters"]["splitinfer_bundle_hash"]["string_value"] == tiny_bundle.content_hash[:12]
 
 
 def test_infer_raw_with_parameters_returns_advisory_times(triton_client: grpcclient.InferenceServerClient) -> None:
@@ -137,7 +139,7 @@ def test_unknown_model_or_version_is_not_found(
     with pytest.raises(InferenceServerException) as info:
         triton_client.get_model_metadata(POOL, "deadbeef0000")
     assert info.value.status() == "StatusCode.NOT_FOUND"
-    assert "'deadbeef0000'" in info.value.message() and tiny_bundle.content_hash[:12] in info.value.message()
+    assert "'deadbeef0000'" in info.value.message() and "available versions: 1" in info.value.message()
     with pytest.raises(InferenceServerException) as info:
         triton_client.get_inference_statistics("nope")
     assert info.value.status() == "StatusCode.NOT_FOUND"

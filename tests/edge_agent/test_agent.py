@@ -416,9 +416,36 @@ def test_bandwidth_collapse_through_the_link_emulator(tiny_bundle, tail_server) 
     _assert_one_result_per_frame(agent, sink)
 
 
+def test_offloads_to_the_repository_export_triton_writes(tiny_bundle, tmp_path) -> None:
+    """The agent against a real server holding only `export-triton`'s repository (version 1, the bundle
+    hash in config.pbtxt): every pinned frame is offloaded and answered by the cloud."""
+    from cloud_server.server import create_server
+    from cloud_server.settings import ServerSettings
+    from partitioner.triton_export import export_triton
+
+    repo = tmp_path / "repo"
+    export_triton(tiny_bundle.root, repo)
+    assert (repo / "tiny_net.conv1" / "1" / "model.onnx").is_file()
+    server = create_server(ServerSettings(host="127.0.0.1", port=0, triton_repository=repo,
+                                          metrics_port=None, discovery=False, max_queue_delay_us=0))
+    transport = GrpcTransport(server.address)
+    sink = MemorySink()
+    cfg = agent_config(tiny_bundle, runtime__max_frames=12, policy__pinned_cut="conv1")
+    agent = EdgeAgent(cfg, transport=transport, sink=sink).start()
+    try:
+        assert agent.run_until_done(30)
+    finally:
+        transport.close()
+        server.stop(0)
+    _assert_one_result_per_frame(agent, sink)
+    assert [r.path for r in sink.results] == [Path.SPLIT] * 12
+    assert sum(agent.offload_failures.values()) == 0
+
+
 def test_server_without_our_bundle_version_is_not_hammered(tiny_bundle, tmp_path) -> None:
     from cloud_server.server import create_server
     from cloud_server.settings import ServerSettings
+    from protos.bundle import bundle_hash
     from tests.edge_agent.edge_bundle import LABELS, write_tiny_bundle
 
     other = write_tiny_bundle(tmp_path / "other", labels=[x.upper() for x in LABELS])  # same model, new version
@@ -440,7 +467,11 @@ def test_server_without_our_bundle_version_is_not_hammered(tiny_bundle, tmp_path
     assert sum(agent.offload_failures.values()) <= cfg.runtime.breaker_failures + 1
     assert {r.path for r in sink.results} == {Path.FALLBACK}
     first = min(sink.results, key=lambda r: r.frame_id)
-    assert "SERVER_ERROR" in first.fallback_reason or "NOT_FOUND" in first.fallback_reason
+    # same model name and integer version, another bundle: the ModelConfig hash check says so
+    assert first.fallback_reason.startswith("MODEL_NOT_SERVED: ")
+    assert repr(bundle_hash(other.manifest)) in first.fallback_reason
+    assert repr(bundle_hash(tiny_bundle.manifest)) in first.fallback_reason
+    assert agent.offload_failures["MODEL_NOT_SERVED"] >= 1
     _assert_one_result_per_frame(agent, sink)
 
 

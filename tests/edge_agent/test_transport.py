@@ -20,7 +20,7 @@ from edge_agent.head import HeadRunner
 from edge_agent.transport_fake import FakeTransport
 from edge_agent.transport_grpc import GrpcOptions, GrpcTransport, request_to_proto, response_to_outputs
 from edge_agent.types import OffloadRequest, WireTensor
-from protos.bundle import tail_model_name, tail_model_version
+from protos.bundle import BUNDLE_HASH_PARAMETER, bundle_hash, tail_model_name, tail_model_version
 from protos import inference_pb2, inference_pb2_grpc
 from tests.edge_agent.conftest import first_video_frame
 
@@ -44,10 +44,12 @@ def head(tiny_bundle) -> HeadRunner:
     return runner
 
 
-def _request(bundle, head: HeadRunner, cut: str, rid: str = "r1") -> OffloadRequest:
+def _request(bundle, head: HeadRunner, cut: str, rid: str = "r1", bundle_id: str | None = None) -> OffloadRequest:
+    """What the agent's Offloader sends: the integer version and the bundle hash to check."""
     out = head.run_head(cut, first_video_frame())
     return OffloadRequest(tail_model_name(bundle.manifest, cut), tail_model_version(bundle.manifest), rid,
-                          out.tensors, ("logits",), {"splitinfer_cut": cut, "edge_sent_unix_us": 1})
+                          out.tensors, ("logits",), {"splitinfer_cut": cut, "edge_sent_unix_us": 1,
+                                                     BUNDLE_HASH_PARAMETER: bundle_id or bundle_hash(bundle.manifest)})
 
 
 def test_stream_round_trip_every_cut_matches_local(tiny_bundle, server, head) -> None:
@@ -105,6 +107,52 @@ def test_errors_map_to_offload_unavailable(tiny_bundle, server, head) -> None:
     assert info.value.code == "UNAVAILABLE"
     assert dead.healthy(0.5) is False
     dead.close()
+
+
+def test_integer_version_and_bundle_check_through_model_config(tiny_bundle, server, head) -> None:
+    """The agent asks for version "1"; the bundle is checked against the server's ModelConfig
+    parameter, and another bundle's hash is configuration (MODEL_NOT_SERVED), never an outage."""
+    assert tail_model_version(tiny_bundle.manifest) == "1"
+    stub = inference_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(server.address))
+    config = stub.ModelConfig(inference_pb2.ModelConfigRequest(name="tiny_net.conv1", version="1"), timeout=5).config
+    assert config.parameters[BUNDLE_HASH_PARAMETER].string_value == bundle_hash(tiny_bundle.manifest)
+    for options in (GrpcOptions(), GrpcOptions(streaming=False)):
+        transport = GrpcTransport(server.address, options)
+        try:
+            ok = transport.infer(_request(tiny_bundle, head, "conv1", "ok1"), 5.0)
+            assert ok.outputs["logits"].shape == (1, 5)
+            with pytest.raises(OffloadUnavailable) as info:
+                transport.infer(_request(tiny_bundle, head, "conv1", "other", bundle_id="0123456789ab"), 5.0)
+            assert info.value.code == "MODEL_NOT_SERVED" and info.value.retryable is False
+            message = str(info.value)
+            assert "'0123456789ab'" in message and repr(bundle_hash(tiny_bundle.manifest)) in message
+            assert BUNDLE_HASH_PARAMETER in message
+            # the right bundle still offloads after the refusal (checked again, not stuck)
+            assert transport.infer(_request(tiny_bundle, head, "conv1", "ok2"), 5.0).outputs["logits"].shape == (1, 5)
+        finally:
+            transport.close()
+
+
+def test_offloads_to_an_exported_triton_repository(tiny_bundle, head, tmp_path: pathlib.Path) -> None:
+    """`export-triton`'s layout (version directory 1, hash in config.pbtxt) served by a real server:
+    the agent's version and bundle check agree with it; a different bundle is refused as configuration."""
+    from partitioner.triton_export import export_triton
+
+    repo = tmp_path / "repo"
+    export_triton(tiny_bundle.root, repo)
+    running = create_server(ServerSettings(host="127.0.0.1", port=0, triton_repository=repo, metrics_port=None,
+                                           discovery=False, max_queue_delay_us=0))
+    transport = GrpcTransport(running.address)
+    try:
+        local, _ = head.run_full(first_video_frame())
+        resp = transport.infer(_request(tiny_bundle, head, "conv1", "t1"), 5.0)
+        np.testing.assert_allclose(resp.outputs["logits"], local["logits"], atol=1e-4)
+        with pytest.raises(OffloadUnavailable) as info:
+            transport.infer(_request(tiny_bundle, head, "conv1", "t2", bundle_id="ffffffffffff"), 5.0)
+        assert info.value.code == "MODEL_NOT_SERVED" and "'ffffffffffff'" in str(info.value)
+    finally:
+        transport.close()
+        running.stop(0)
 
 
 class UnaryOnlyServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):

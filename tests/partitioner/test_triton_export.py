@@ -34,8 +34,12 @@ def test_one_model_per_tail_with_parsable_config(repo) -> None:
         cfg = _config(out / name / "config.pbtxt")
         assert cfg.name == name and cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 8
         assert cfg.dynamic_batching.max_queue_delay_microseconds == 2000
+        # an integer version, the one the edge agent asks for; the bundle is named by its hash parameter
+        assert sorted(p.name for p in (out / name).iterdir() if p.is_dir()) == ["1"]
+        assert bundle_io.tail_model_version(bundle.manifest) == "1"
         assert (out / name / "1" / "model.onnx").read_bytes() == bundle.path(cut.tail).read_bytes()
-        assert cfg.parameters["splitinfer_bundle_version"].string_value == bundle_io.tail_model_version(bundle.manifest)
+        assert cfg.parameters["splitinfer_bundle_hash"].string_value == bundle.manifest.content_hash[:12]
+        assert len(cfg.parameters["splitinfer_bundle_hash"].string_value) == 12
         assert [o.name for o in cfg.output] == [t.name for t in bundle.manifest.output.tensors]
         assert list(cfg.output[0].dims) == [5]
         if cut.id != "input":

@@ -1,8 +1,8 @@
 """The motion gate: skip frames where nothing moved, before any model runs.
 
 Frame differencing on a downscaled grey frame, in the spirit of Frigate's motion
-detector: the frame is shrunk to ``width`` pixels across (area averaging, which also
-averages sensor noise away), turned grey, and compared with the *reference* -- the grey
+detector: the frame is turned grey and shrunk to ``width`` pixels across (area averaging,
+which also averages sensor noise away), and compared with the *reference* -- the grey
 frame of the last admitted (computed) frame. A pixel has changed when it differs by more
 than ``pixel_delta`` grey levels; the frame is admitted when the changed pixels cover at
 least ``min_area_fraction`` of the pixels outside the mask polygons (areas that are
@@ -144,8 +144,9 @@ class MotionGate:
         h, w = image_bgr.shape[:2]
         small_w = min(self.width, w)
         small_h = max(1, round(h * small_w / w))
-        small = cv2.resize(image_bgr, (small_w, small_h), interpolation=cv2.INTER_AREA)
-        return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        # grey first, then shrink one channel: 0.36 ms vs 0.60 ms for shrink-then-grey at 640x480 here
+        grey = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+        return cv2.resize(grey, (small_w, small_h), interpolation=cv2.INTER_AREA)
 
 
 def _check_polygon(poly: Polygon) -> None:

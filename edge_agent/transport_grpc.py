@@ -5,7 +5,11 @@ long-lived ``ModelStreamInfer`` bidirectional stream and waits for the response 
 the request's id, at most ``timeout_s`` (the per-frame deadline). A late response is
 dropped. When the server does not implement streaming (``UNIMPLEMENTED``) the client
 switches to unary ``ModelInfer`` for good. A broken stream fails every pending request
-and is reopened by the next call.
+and is reopened by the next call; so is a stream after a per-request failure other than
+busy / too large / model not served (a deadline, a server error: it may be bound to a server
+that was replaced, e.g. behind a proxy), and the stream in use when a health probe succeeds
+after failures (the circuit is about to close). A dropped stream is half-closed and cancelled
+after ``RETIRED_STREAM_GRACE_S``.
 
 Works against our server and stock Triton: requests use ``raw_input_contents``,
 responses may carry ``raw_output_contents`` or typed ``contents``; the advisory
@@ -156,6 +160,9 @@ def map_status(code: Optional[grpc.StatusCode], details: str, what: str) -> Offl
 
 # failures that say the server is up and unchanged: the bundle it was checked to serve still holds
 _SERVER_UP_CODES = frozenset({SERVER_BUSY, "DEADLINE_EXCEEDED", "MESSAGE_TOO_LARGE", "DUPLICATE_ID"})
+# per-request answers a working stream gives; after any other failure the stream is dropped (issue 15)
+_STREAM_KEEP_CODES = frozenset({SERVER_BUSY, "MESSAGE_TOO_LARGE", "DUPLICATE_ID", MODEL_NOT_SERVED})
+RETIRED_STREAM_GRACE_S = 5.0
 
 
 def _status_named(name: str) -> Optional[grpc.StatusCode]:
@@ -248,6 +255,14 @@ class _Stream:
         self._requests.put(self._END)
         self._call.cancel()
 
+    def retire(self, grace_s: float) -> None:
+        """Take no more requests: half-close now (a live server still answers what is pending) and
+        cancel the call after ``grace_s`` (a stale connection never answers)."""
+        self._requests.put(self._END)
+        timer = threading.Timer(grace_s, self._call.cancel)
+        timer.daemon = True
+        timer.start()
+
 
 class GrpcTransport:
     """Thread-safe Transport over one channel. ``infer`` may be called from several threads."""
@@ -283,6 +298,7 @@ class GrpcTransport:
         self._stream: Optional[_Stream] = None
         self._lock = threading.Lock()
         self._closed = False
+        self._suspect = False  # an offload failed since the last good health probe
         self._verified: set[tuple[str, str]] = set()  # (model, bundle hash) the server's ModelConfig confirmed
         self._expected: dict[tuple[str, str], str] = {}  # (model, version) -> the bundle hash requests carry
 
@@ -346,6 +362,8 @@ class GrpcTransport:
         except OffloadUnavailable as exc:
             if exc.code not in _SERVER_UP_CODES:
                 self._verified.clear()  # the server may have restarted with another bundle: check again
+            if exc.code not in _STREAM_KEEP_CODES:
+                self._suspect = True
             raise
 
     def _infer_checked(self, request: OffloadRequest, msg: inference_pb2.ModelInferRequest,
@@ -382,13 +400,28 @@ class GrpcTransport:
 
     def _infer_stream(self, msg: inference_pb2.ModelInferRequest, timeout_s: float) -> inference_pb2.ModelInferResponse:
         stream = self._get_stream()
-        fut = stream.submit(msg)
         try:
-            return fut.result(timeout=timeout_s)
-        except FutureTimeout as exc:
-            stream.forget(msg.id)
-            raise OffloadUnavailable(f"{msg.model_name}: deadline of {timeout_s * 1000:.0f} ms exceeded",
-                                     code="DEADLINE_EXCEEDED") from exc
+            fut = stream.submit(msg)
+            try:
+                return fut.result(timeout=timeout_s)
+            except FutureTimeout as exc:
+                stream.forget(msg.id)
+                raise OffloadUnavailable(f"{msg.model_name}: deadline of {timeout_s * 1000:.0f} ms exceeded",
+                                         code="DEADLINE_EXCEEDED") from exc
+        except OffloadUnavailable as exc:
+            if exc.code not in _STREAM_KEEP_CODES and not stream.unimplemented:
+                self._retire_stream(stream)  # a stale stream (old server, proxy) must not take the next request
+            raise
+
+    def _retire_stream(self, stream: Optional[_Stream] = None) -> None:
+        """Stop sending on ``stream`` (default: the current one); the next call opens a fresh stream."""
+        with self._lock:
+            current = self._stream
+            if current is None or (stream is not None and current is not stream):
+                return
+            self._stream = None
+        log.debug("dropping the offload stream to %s; the next request opens a new one", self.address)
+        current.retire(RETIRED_STREAM_GRACE_S)
 
     def _infer_unary(self, msg: inference_pb2.ModelInferRequest, timeout_s: float) -> inference_pb2.ModelInferResponse:
         try:
@@ -403,6 +436,9 @@ class GrpcTransport:
         except grpc.RpcError as exc:
             log.debug("health probe of %s failed: %s", self.address, exc.code() if hasattr(exc, "code") else exc)
             return False
+        if reply.ready and self._suspect:  # the server is back after failures: do not reuse the old stream
+            self._suspect = False
+            self._retire_stream()
         return bool(reply.ready)
 
     def model_ready(self, name: str, version: str, timeout_s: float) -> bool:

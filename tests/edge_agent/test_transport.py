@@ -224,6 +224,56 @@ def test_stream_deadline_drops_the_late_answer(tiny_bundle, head, tail_server) -
         srv.stop(0)
 
 
+def test_a_stalled_stream_is_dropped_after_its_deadline(tiny_bundle, head, tail_server) -> None:
+    """A stream bound to a server that no longer answers (a replaced server behind a proxy) while
+    unary calls work: the request after a deadline goes over a fresh stream, and succeeds."""
+    class StallFirstStream(UnaryOnlyServicer):
+        streams = 0
+
+        def ModelStreamInfer(self, request_iterator, context):  # noqa: N802
+            StallFirstStream.streams += 1
+            stale = StallFirstStream.streams == 1
+            for request in request_iterator:
+                if not stale:
+                    yield inference_pb2.ModelStreamInferResponse(infer_response=self.ModelInfer(request, context))
+
+    srv, address = _serve(StallFirstStream(tail_server))
+    transport = GrpcTransport(address)
+    try:
+        with pytest.raises(OffloadUnavailable) as info:
+            transport.infer(_request(tiny_bundle, head, "conv1", "lost"), 0.3)
+        assert info.value.code == "DEADLINE_EXCEEDED"
+        resp = transport.infer(_request(tiny_bundle, head, "conv1", "fresh"), 5.0)
+        assert resp.request_id == "fresh" and resp.outputs["logits"].shape == (1, 5)
+        assert StallFirstStream.streams == 2 and transport.streaming
+    finally:
+        transport.close()
+        srv.stop(0)
+
+
+def test_server_restarted_on_the_same_port_offloads_at_the_first_request(tiny_bundle, head) -> None:
+    first = create_server(_settings(tiny_bundle))
+    port = first.port
+    transport = GrpcTransport(f"127.0.0.1:{port}")
+    try:
+        assert transport.infer(_request(tiny_bundle, head, "conv1", "a"), 5.0).request_id == "a"
+        first.stop(0)
+        with pytest.raises(OffloadUnavailable):
+            transport.infer(_request(tiny_bundle, head, "conv1", "b"), 1.0)
+        second = create_server(ServerSettings(host="127.0.0.1", port=port, bundles=(tiny_bundle.root,),
+                                              metrics_port=None, discovery=False, max_queue_delay_us=0))
+        try:
+            deadline = time.monotonic() + 10
+            while not transport.healthy(0.5) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # the circuit would close now: the very next offload must work (no stale stream)
+            assert transport.infer(_request(tiny_bundle, head, "conv1", "c"), 5.0).request_id == "c"
+        finally:
+            second.stop(0)
+    finally:
+        transport.close()
+
+
 def _pki(tmp: pathlib.Path) -> dict[str, pathlib.Path]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization

@@ -55,12 +55,14 @@ const auth = token ? {"Authorization": "Bearer " + token} : {};
 const q = token ? "?token=" + encodeURIComponent(token) : "";
 document.getElementById("feed").src = "stream.mjpg" + q;
 
+let opError = "";  // an operation's error stays shown until the next operation, not the next refresh
 async function call(path, body) {
   const r = await fetch(path, {method: body === undefined ? "GET" : "POST",
     headers: Object.assign({"Content-Type": "application/json"}, auth),
     body: body === undefined ? undefined : JSON.stringify(body)});
   const data = await r.json();
-  document.getElementById("error").textContent = r.ok ? "" : (data.error || r.statusText);
+  if (body !== undefined) opError = r.ok ? "" : (data.error || r.statusText);
+  document.getElementById("error").textContent = r.ok ? opError : (data.error || r.statusText);
   return data;
 }
 function text(id, value) { document.getElementById(id).textContent = value; }

@@ -54,12 +54,14 @@ HONOURED_FIELDS: dict[str, frozenset[str]] = {
 }
 
 
-def _full_schema() -> Any:
+def _empty_model_config() -> Message:
+    """An empty ModelConfig of Triton's full schema when tritonclient is installed (so every
+    Triton field parses and unhonoured ones can be refused by name), else of our subset."""
     try:
         from tritonclient.grpc import model_config_pb2  # optional: Triton's full schema
     except ImportError:
-        return None
-    return model_config_pb2
+        return pb.ModelConfig()
+    return model_config_pb2.ModelConfig()
 
 
 def _checked_subset(full: Message, source: str) -> pb.ModelConfig:
@@ -181,8 +183,7 @@ def _to_repository_config(full: Message, source: str) -> RepositoryConfig:
 def repository_config_from_text(text: str, *, source: str = "config.pbtxt") -> RepositoryConfig:
     """A Triton `config.pbtxt` -> RepositoryConfig; RegistryError on typos or unknown data types,
     ModelConfigRefused naming a field we do not honour."""
-    schema = _full_schema()
-    full: Message = schema.ModelConfig() if schema is not None else pb.ModelConfig()
+    full = _empty_model_config()
     try:
         text_format.Parse(text, full)
     except text_format.ParseError as exc:
@@ -193,8 +194,7 @@ def repository_config_from_text(text: str, *, source: str = "config.pbtxt") -> R
 def repository_config_from_json(text: str, *, source: str) -> RepositoryConfig:
     """A JSON ModelConfig (RepositoryModelLoad's `config` parameter, as Triton takes it) ->
     RepositoryConfig; RegistryError naming `source` when it is not a ModelConfig."""
-    schema = _full_schema()
-    full: Message = schema.ModelConfig() if schema is not None else pb.ModelConfig()
+    full = _empty_model_config()
     try:
         json_format.Parse(text, full)
     except json_format.ParseError as exc:

@@ -197,17 +197,6 @@ def collect_activations(
 # --------------------------------------------------------------------------- measures
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity of two flattened arrays; 1.0 when both are zero, 0.0 when one is."""
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0.0 and nb == 0.0:
-        return 1.0
-    if na == 0.0 or nb == 0.0:
-        return 0.0
-    return float(np.dot(a, b) / (na * nb))
-
-
 def is_classifier_like(value: np.ndarray) -> bool:
     """Per frame a vector of C > 1 float scores: ``[B, C]`` or ``[B, C, 1, 1]``."""
     if value.ndim < 2 or not np.issubdtype(value.dtype, np.floating):

@@ -248,7 +248,9 @@ class OutputFidelity:
     normalised_error: float
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two flattened arrays; 1.0 when both are zero, 0.0 when one is."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     if na == 0.0 and nb == 0.0:
         return 1.0
@@ -269,7 +271,7 @@ def output_fidelity(reference: Outputs, candidate: Outputs) -> tuple[OutputFidel
             b = np.asarray(got_outs[k], np.float64).ravel()
             if a.shape != b.shape:
                 raise ValueError(f"output {k} has {b.size} values, the reference {a.size}")
-            cos.append(_cosine(a, b))
+            cos.append(cosine(a, b))
             norm = float(np.linalg.norm(a))
             err.append(float(np.linalg.norm(a - b)) / norm if norm else float(np.linalg.norm(b) > 0))
         results.append(OutputFidelity(k, float(np.mean(cos)), float(np.min(cos)), float(np.mean(err))))

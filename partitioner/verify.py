@@ -28,7 +28,8 @@ import numpy as np
 import onnx
 
 from partitioner.errors import VerificationFailed
-from partitioner.evaluation import Frame, cosine, is_classifier_like, make_session, run_model, run_session, top1_agrees
+from partitioner.evaluation import Frame, is_classifier_like, make_session, run_model, run_session, top1_agrees
+from partitioner.fidelity import cosine
 from protos import bundle_pb2
 
 logger = logging.getLogger(__name__)

@@ -113,8 +113,8 @@ def test_infer_task_from_outputs() -> None:
 
 
 def test_measures_used_by_verification() -> None:
-    assert evaluation.cosine(np.zeros(3), np.zeros(3)) == 1.0
-    assert evaluation.cosine(np.zeros(3), np.ones(3)) == 0.0
+    assert fidelity.cosine(np.zeros(3), np.zeros(3)) == 1.0
+    assert fidelity.cosine(np.zeros(3), np.ones(3)) == 0.0
     assert evaluation.is_classifier_like(np.zeros((2, 5, 1, 1), np.float32))
     assert not evaluation.is_classifier_like(np.zeros((2, 5, 2), np.float32))
     assert not evaluation.is_classifier_like(np.zeros((2, 5), np.int64))

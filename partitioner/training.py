@@ -1,0 +1,288 @@
+"""One small trainer for everything the partitioner fine-tunes on unlabelled frames.
+
+Bottlenecks at a cut, early-exit heads and distilled (pruned or factorized) students
+all learn the same way: a student mimics a frozen teacher on camera frames that carry
+no labels. :func:`train` owns the loop — seeded shuffling, AdamW, an epoch cap and a
+wall-clock cap checked after every step, a progress bar with ETA on stderr — and the
+caller owns what is learned, through ``loss_fn(batch) -> scalar`` (which runs the
+student and whatever teacher it needs). :func:`kd_loss` and :func:`feature_loss` are
+the two losses they combine; :func:`frames_tensor` turns a video or an image folder
+into the batch of preprocessed frames the loop draws from.
+
+Train and held-out frames are meant to come from different footage: the held-out loss
+in :class:`TrainReport` is only honest if the student never saw those frames.
+
+Nothing here reads configuration or writes files. Importing this module imports torch:
+import it only where something is trained (like :mod:`partitioner.models.mobilenet_v2`).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import pathlib
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from partitioner.calibration import read_frames
+from partitioner.errors import CalibrationError
+
+logger = logging.getLogger(__name__)
+
+STOPPED_BY = ("epochs", "time")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How long and how to train; invalid values raise ``ValueError`` naming the field and value."""
+
+    seed: int = 0
+    max_epochs: int = 20
+    max_seconds: float = 600.0  # wall-clock cap; training stops after the step that crosses it
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    threads: int = 1  # torch.set_num_threads while training (restored afterwards)
+    progress: bool = True  # progress bar with ETA on stderr (tqdm when installed, else one log line per epoch)
+    # Keep BatchNorm layers in eval mode (running statistics frozen) while the rest trains:
+    # fine-tuning on a few hundred frames of one scene otherwise drags the statistics towards it.
+    freeze_batchnorm: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed {self.seed!r} must be an integer >= 0")
+        if isinstance(self.max_epochs, bool) or not isinstance(self.max_epochs, int) or self.max_epochs < 1:
+            raise ValueError(f"max_epochs {self.max_epochs!r} must be an integer >= 1")
+        if not _positive_finite(self.max_seconds):
+            raise ValueError(f"max_seconds {self.max_seconds!r} must be a finite number > 0")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size {self.batch_size!r} must be an integer >= 1")
+        if not _positive_finite(self.learning_rate):
+            raise ValueError(f"learning_rate {self.learning_rate!r} must be a finite number > 0")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay {self.weight_decay!r} must be a finite number >= 0")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ValueError(f"threads {self.threads!r} must be an integer >= 1")
+
+
+def _positive_finite(value: object) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What a run did. ``train_loss`` is the mean loss of the last (possibly partial) epoch as
+    trained; ``heldout_loss`` the mean loss on the held-out frames afterwards, in eval mode;
+    ``loss_history`` one mean training loss per epoch run."""
+
+    epochs: int
+    steps: int
+    seconds: float
+    stopped_by: str  # "epochs" | "time"
+    train_loss: float
+    heldout_loss: float
+    loss_history: tuple[float, ...]
+
+
+def train(
+    module: torch.nn.Module,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    train_inputs: torch.Tensor,
+    heldout_inputs: torch.Tensor,
+    config: TrainConfig,
+    *,
+    parameters: Iterable[torch.nn.Parameter] | None = None,
+    description: str = "training",
+    clock: Callable[[], float] = time.monotonic,
+) -> TrainReport:
+    """Fine-tune ``parameters`` (default: every parameter of ``module`` that requires grad) to
+    minimise ``loss_fn`` over ``train_inputs`` (first dimension = samples) with AdamW.
+
+    Deterministic for a seed: ``torch.manual_seed(config.seed)`` is set first and the order of
+    samples comes from a generator of that seed (seed before building the module too if its
+    initialisation should repeat). Stops after ``max_epochs`` or after the step at which
+    ``clock() - start >= max_seconds``, whichever comes first. ``module`` is left in eval mode.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config is a {type(config).__name__}; expected a TrainConfig")
+    _check_inputs("train_inputs", train_inputs)
+    _check_inputs("heldout_inputs", heldout_inputs)
+    params = [p for p in (module.parameters() if parameters is None else parameters) if p.requires_grad]
+    if not params:
+        raise ValueError(f"{description}: no trainable parameters (none requires grad); expected at least one")
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    order_rng = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    n = int(train_inputs.shape[0])
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    bar = _progress_bar(config, total=config.max_epochs * steps_per_epoch, description=description)
+    history: list[float] = []
+    steps = 0
+    stopped_by = "epochs"
+    start = clock()
+    try:
+        _set_train_mode(module, config.freeze_batchnorm)
+        for epoch in range(config.max_epochs):
+            order = torch.randperm(n, generator=order_rng)
+            total, seen = 0.0, 0
+            for first in range(0, n, config.batch_size):
+                batch = train_inputs[order[first : first + config.batch_size]]
+                loss = loss_fn(batch)
+                _check_loss(loss, description, steps)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                steps += 1
+                total += float(loss.detach()) * batch.shape[0]
+                seen += batch.shape[0]
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.4g}")
+                if clock() - start >= config.max_seconds:
+                    stopped_by = "time"
+                    break
+            history.append(total / seen)
+            if bar is None and config.progress:
+                logger.info("%s: epoch %d/%d, loss %.4g, %.1f s", description, epoch + 1, config.max_epochs,
+                            history[-1], clock() - start)
+            if stopped_by == "time":
+                break
+        module.eval()
+        heldout = _mean_loss(loss_fn, heldout_inputs, config.batch_size)
+    finally:
+        module.eval()
+        if bar is not None:
+            bar.close()
+        torch.set_num_threads(old_threads)
+    seconds = clock() - start
+    logger.info("%s: %d epochs, %d steps in %.1f s (stopped by %s); train loss %.4g, held-out loss %.4g",
+                description, len(history), steps, seconds, stopped_by, history[-1], heldout)
+    return TrainReport(epochs=len(history), steps=steps, seconds=seconds, stopped_by=stopped_by,
+                       train_loss=history[-1], heldout_loss=heldout, loss_history=tuple(history))
+
+
+def _check_inputs(name: str, inputs: object) -> None:
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"{name} is a {type(inputs).__name__}; expected a torch.Tensor of samples")
+    if inputs.ndim < 1 or inputs.shape[0] == 0:
+        raise ValueError(f"{name} has shape {tuple(inputs.shape)}; expected at least one sample in dimension 0")
+
+
+def _check_loss(loss: object, description: str, step: int) -> None:
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"{description}: loss_fn returned {shape} at step {step}; expected a scalar tensor")
+    if not torch.isfinite(loss.detach()):
+        raise ValueError(f"{description}: loss is {float(loss.detach())} at step {step}; "
+                         "expected a finite value (try a lower learning_rate)")
+
+
+def _set_train_mode(module: torch.nn.Module, freeze_batchnorm: bool) -> None:
+    module.train()
+    if freeze_batchnorm:
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                layer.eval()
+
+
+@torch.no_grad()
+def _mean_loss(loss_fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int) -> float:
+    total = 0.0
+    for first in range(0, int(inputs.shape[0]), batch_size):
+        batch = inputs[first : first + batch_size]
+        total += float(loss_fn(batch)) * batch.shape[0]
+    return total / int(inputs.shape[0])
+
+
+def _progress_bar(config: TrainConfig, *, total: int, description: str):  # noqa: ANN202 - tqdm or None
+    if not config.progress:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=description, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+    """Hinton's distillation loss: KL(teacher ‖ student) of the softened class distributions
+    (softmax over the last dimension at ``temperature``), scaled by T² so gradients keep their
+    size across temperatures; mean over the other dimensions' samples."""
+    if not _positive_finite(temperature):
+        raise ValueError(f"temperature {temperature!r} must be a finite number > 0")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits have shape {tuple(student_logits.shape)} but the teacher's are "
+                         f"{tuple(teacher_logits.shape)}; expected the same shape")
+    classes = student_logits.shape[-1]
+    log_p_student = F.log_softmax(student_logits.reshape(-1, classes) / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits.detach().reshape(-1, classes) / temperature, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return kl * (temperature * temperature)
+
+
+def feature_loss(student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
+    """Mean squared error divided by the teacher features' mean square: 0 is a perfect copy,
+    1 is as far off as predicting zeros, whatever the features' scale."""
+    if student_features.shape != teacher_features.shape:
+        raise ValueError(f"student features have shape {tuple(student_features.shape)} but the teacher's are "
+                         f"{tuple(teacher_features.shape)}; expected the same shape")
+    target = teacher_features.detach()
+    return F.mse_loss(student_features, target) / target.pow(2).mean().clamp_min(1e-12)
+
+
+def frames_tensor(
+    source: str | pathlib.Path,
+    *,
+    count: int,
+    size_hw: tuple[int, int],
+    preprocess: Callable[[np.ndarray], np.ndarray],
+    stride: int = 1,
+    start: int = 0,
+) -> torch.Tensor:
+    """Up to ``count`` unlabelled frames of a video file or an image folder (sorted by name):
+    frames ``start``, ``start + stride``, ... each passed through ``preprocess`` (an HxWx3 uint8
+    BGR frame -> the model's input, with or without a batch dimension of one — e.g. the
+    bundle's :func:`protos.preprocess.preprocess_bgr`), stacked on dimension 0.
+
+    ``size_hw`` is the model's input height and width; a preprocessed frame of any other size
+    raises ``ValueError`` naming its shape. Fewer frames than ``count`` are returned (with a
+    warning) when the source runs out; none at all raises :class:`CalibrationError`.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count {count!r} must be an integer >= 1")
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride {stride!r} must be an integer >= 1")
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ValueError(f"start {start!r} must be an integer >= 0")
+    if len(size_hw) != 2 or not all(isinstance(v, int) and v > 0 for v in size_hw):
+        raise ValueError(f"size_hw {size_hw!r} must be (height, width) in pixels, both > 0")
+    read = read_frames(source, max_frames=start + (count - 1) * stride + 1)
+    picked = read.frames[start::stride][:count]
+    if not picked:
+        raise CalibrationError(f"{str(source)!r} has {len(read.frames)} frames; expected more than start={start}")
+    if len(picked) < count:
+        logger.warning("%s: only %d frames from start=%d stride=%d (asked for %d)", source, len(picked), start,
+                       stride, count)
+    tensors = [_sample(preprocess(frame), size_hw, source) for frame in picked]
+    return torch.from_numpy(np.stack(tensors))
+
+
+def _sample(x: np.ndarray, size_hw: tuple[int, int], source: str | pathlib.Path) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 4 and x.shape[0] == 1:
+        x = x[0]
+    height, width = size_hw
+    if x.ndim != 3 or not (x.shape[1:] == (height, width) or x.shape[:2] == (height, width)):
+        raise ValueError(f"a preprocessed frame of {str(source)!r} has shape {x.shape}; expected CxHxW or HxWxC "
+                         f"with H, W = {height}, {width}")
+    return x

@@ -296,13 +296,18 @@ def export_triton_main(argv: Sequence[str]) -> int:
                    help="Triton max_batch_size (default %(default)s)")
     p.add_argument("--max-queue-delay-us", type=int, default=triton_export.DEFAULT_MAX_QUEUE_DELAY_US,
                    help="dynamic batching delay (default %(default)s)")
+    p.add_argument("--backend", choices=triton_export.BACKENDS, default="onnxruntime",
+                   help="onnxruntime_onnx models (default), or Triton's Python backend running the tails with "
+                        "ONNX Runtime, whose 'input' model decodes the edge's JPEG")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per python-backend model (default 1)")
     args = p.parse_args(list(argv))
     if args.max_batch_size < 1 or args.max_queue_delay_us < 0:
         print("splitinfer export-triton: --max-batch-size must be >= 1 and --max-queue-delay-us >= 0", file=sys.stderr)
         return 2
     try:
         written = triton_export.export_triton(args.bundle, args.out, overwrite=args.overwrite, max_batch_size=args.max_batch_size,
-                                max_queue_delay_us=args.max_queue_delay_us)
+                                max_queue_delay_us=args.max_queue_delay_us, backend=args.backend,
+                                threads=args.threads)
     except (PartitionerError, ContractError, ValueError, FileExistsError) as exc:
         print(f"splitinfer export-triton: {exc}", file=sys.stderr)
         return 2

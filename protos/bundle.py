@@ -129,10 +129,9 @@ def iter_file_refs(manifest: bundle_pb2.Manifest) -> Iterator[tuple[str, bundle_
         if spec.HasField("labels"):
             yield f"output.{post}.labels", spec.labels
     for i, cut in enumerate(manifest.cuts):
-        if cut.HasField("head"):
-            yield f"cuts[{i}].head", cut.head
-        if cut.HasField("tail"):
-            yield f"cuts[{i}].tail", cut.tail
+        for side in ("head", "tail", "exit_head"):  # exit_head: an early exit (protos.exits)
+            if cut.HasField(side):
+                yield f"cuts[{i}].{side}", getattr(cut, side)
 
 
 def compute_content_hash(manifest: bundle_pb2.Manifest) -> str:

@@ -191,7 +191,7 @@ class LatencyProfile(_message.Message):
     def __init__(self, device: _Optional[str] = ..., threads: _Optional[int] = ..., runs: _Optional[int] = ..., head_ms: _Optional[float] = ..., tail_ms: _Optional[float] = ..., onnxruntime_version: _Optional[str] = ..., measured_at: _Optional[str] = ...) -> None: ...
 
 class Cut(_message.Message):
-    __slots__ = ("id", "display_name", "tensors", "wire_bytes", "wire_bytes_by_codec", "head", "tail", "head_precision", "tail_precision", "head_flops", "head_params", "tail_flops", "tail_params", "verification", "fidelity", "edge_profiles", "cloud_profiles", "order")
+    __slots__ = ("id", "display_name", "tensors", "wire_bytes", "wire_bytes_by_codec", "head", "tail", "head_precision", "tail_precision", "head_flops", "head_params", "tail_flops", "tail_params", "verification", "fidelity", "edge_profiles", "cloud_profiles", "order", "exit_head", "early_exit")
     class WireBytesByCodecEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +217,8 @@ class Cut(_message.Message):
     EDGE_PROFILES_FIELD_NUMBER: _ClassVar[int]
     CLOUD_PROFILES_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
+    EXIT_HEAD_FIELD_NUMBER: _ClassVar[int]
+    EARLY_EXIT_FIELD_NUMBER: _ClassVar[int]
     id: str
     display_name: str
     tensors: _containers.RepeatedCompositeFieldContainer[TensorSpec]
@@ -235,7 +237,41 @@ class Cut(_message.Message):
     edge_profiles: _containers.RepeatedCompositeFieldContainer[LatencyProfile]
     cloud_profiles: _containers.RepeatedCompositeFieldContainer[LatencyProfile]
     order: int
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., wire_bytes: _Optional[int] = ..., wire_bytes_by_codec: _Optional[_Mapping[str, int]] = ..., head: _Optional[_Union[FileRef, _Mapping]] = ..., tail: _Optional[_Union[FileRef, _Mapping]] = ..., head_precision: _Optional[str] = ..., tail_precision: _Optional[str] = ..., head_flops: _Optional[int] = ..., head_params: _Optional[int] = ..., tail_flops: _Optional[int] = ..., tail_params: _Optional[int] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., fidelity: _Optional[_Union[Fidelity, _Mapping]] = ..., edge_profiles: _Optional[_Iterable[_Union[LatencyProfile, _Mapping]]] = ..., cloud_profiles: _Optional[_Iterable[_Union[LatencyProfile, _Mapping]]] = ..., order: _Optional[int] = ...) -> None: ...
+    exit_head: FileRef
+    early_exit: EarlyExit
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., wire_bytes: _Optional[int] = ..., wire_bytes_by_codec: _Optional[_Mapping[str, int]] = ..., head: _Optional[_Union[FileRef, _Mapping]] = ..., tail: _Optional[_Union[FileRef, _Mapping]] = ..., head_precision: _Optional[str] = ..., tail_precision: _Optional[str] = ..., head_flops: _Optional[int] = ..., head_params: _Optional[int] = ..., tail_flops: _Optional[int] = ..., tail_params: _Optional[int] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., fidelity: _Optional[_Union[Fidelity, _Mapping]] = ..., edge_profiles: _Optional[_Iterable[_Union[LatencyProfile, _Mapping]]] = ..., cloud_profiles: _Optional[_Iterable[_Union[LatencyProfile, _Mapping]]] = ..., order: _Optional[int] = ..., exit_head: _Optional[_Union[FileRef, _Mapping]] = ..., early_exit: _Optional[_Union[EarlyExit, _Mapping]] = ...) -> None: ...
+
+class EarlyExit(_message.Message):
+    __slots__ = ("kind", "threshold", "outputs", "heldout_frames", "exit_rate", "exit_agreement", "target", "train_frames", "epochs", "seed", "heldout_loss", "train_sources", "heldout_sources", "exit_ms")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    HELDOUT_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    EXIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    HELDOUT_LOSS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    HELDOUT_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    EXIT_MS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    threshold: float
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    heldout_frames: int
+    exit_rate: float
+    exit_agreement: float
+    target: float
+    train_frames: int
+    epochs: int
+    seed: int
+    heldout_loss: float
+    train_sources: _containers.RepeatedScalarFieldContainer[str]
+    heldout_sources: _containers.RepeatedScalarFieldContainer[str]
+    exit_ms: float
+    def __init__(self, kind: _Optional[str] = ..., threshold: _Optional[float] = ..., outputs: _Optional[_Iterable[str]] = ..., heldout_frames: _Optional[int] = ..., exit_rate: _Optional[float] = ..., exit_agreement: _Optional[float] = ..., target: _Optional[float] = ..., train_frames: _Optional[int] = ..., epochs: _Optional[int] = ..., seed: _Optional[int] = ..., heldout_loss: _Optional[float] = ..., train_sources: _Optional[_Iterable[str]] = ..., heldout_sources: _Optional[_Iterable[str]] = ..., exit_ms: _Optional[float] = ...) -> None: ...
 
 class Manifest(_message.Message):
     __slots__ = ("schema_version", "model_name", "model_version", "content_hash", "created_by", "created_at", "input", "output", "cuts", "full_model", "source", "opset", "evaluation", "full_model_int8")

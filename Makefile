@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint install protos bench clean system-deps
+.PHONY: demo test lint install protos bench clean system-deps test-triton
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,20 @@ test: lint system-deps
 
 demo: $(STAMP)
 	$(VENV)/bin/splitinfer demo
+
+# The edge agent against a real Triton (2.51, the server bundled in nvidia-pytriton, CPU, Python
+# backend) serving `export-triton --backend python`. pytriton pins numpy<2, so it gets its own
+# virtualenv; Triton's Python backend imports numpy, onnxruntime and OpenCV from there.
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
+$(TRITON_STAMP):
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet 'nvidia-pytriton==0.7.0' 'onnxruntime>=1.17' \
+		'opencv-python-headless>=4.8,<4.12' 'numpy<2'
+	touch $(TRITON_STAMP)
+
+test-triton: $(STAMP) $(TRITON_STAMP)
+	SPLITINFER_TRITON_PYTHON=$(abspath $(TRITON_VENV))/bin/python $(PY) -m pytest -q tests/triton $(PYTEST_ARGS)
 
 # Regenerate protos/*_pb2*.py from protos/*.proto (the generated files are committed,
 # so users never run protoc; tests check the committed files are up to date).

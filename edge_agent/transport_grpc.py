@@ -9,7 +9,10 @@ and is reopened by the next call; so is a stream after a per-request failure oth
 busy / too large / model not served (a deadline, a server error: it may be bound to a server
 that was replaced, e.g. behind a proxy), and the stream in use when a health probe succeeds
 after failures (the circuit is about to close). A dropped stream is half-closed and cancelled
-after ``RETIRED_STREAM_GRACE_S``.
+after ``RETIRED_STREAM_GRACE_S``. The channel itself is replaced (new connections, see
+:mod:`edge_agent.channels`) after a failure that says the server is gone or broken (not busy, not
+a deadline) and after every failed health probe that follows one, so neither the next request nor
+the next probe waits on a connection bound to a server or proxy that was replaced.
 
 Works against our server and stock Triton: requests use ``raw_input_contents``,
 responses may carry ``raw_output_contents`` or typed ``contents``; the advisory
@@ -39,13 +42,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator, Optional
 
 import grpc
-import numpy as np
 
+from edge_agent.channels import channel_target, service_config
 from edge_agent.errors import MODEL_NOT_SERVED, SERVER_BUSY, OffloadUnavailable
+from edge_agent.oip import advisory_ms, request_to_proto, response_to_outputs
 from edge_agent.types import OffloadRequest, OffloadResponse
-from protos import inference_pb2, inference_pb2_grpc, wire
+from protos import inference_pb2, inference_pb2_grpc
 from protos.bundle import BUNDLE_HASH_PARAMETER
-from protos.errors import ContractError, WireError
+from protos.errors import ContractError
 
 if TYPE_CHECKING:
     from edge_agent.config import ServerConfig
@@ -80,49 +84,6 @@ class GrpcOptions:
     token: Optional[str] = field(default=None, repr=False)
     max_message_bytes: int = 64 * 1024 * 1024
     streaming: bool = True
-
-
-# --------------------------------------------------------------------------- conversion
-
-
-def request_to_proto(request: OffloadRequest) -> inference_pb2.ModelInferRequest:
-    msg = inference_pb2.ModelInferRequest(model_name=request.model_name, model_version=request.model_version,
-                                          id=request.request_id)
-    wire.set_parameters(msg.parameters, request.parameters)
-    for tensor in request.inputs:
-        inp = msg.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
-        wire.set_parameters(inp.parameters, tensor.parameters)
-        msg.raw_input_contents.append(tensor.raw)
-    for name in request.output_names:
-        msg.outputs.add(name=name)
-    return msg
-
-
-def response_to_outputs(msg: inference_pb2.ModelInferResponse) -> dict[str, np.ndarray]:
-    """Output tensors as numpy arrays (BYTES as object arrays); WireError when malformed."""
-    outputs: dict[str, np.ndarray] = {}
-    raw = list(msg.raw_output_contents)
-    if raw and len(raw) != len(msg.outputs):
-        raise WireError(f"response has {len(msg.outputs)} outputs but {len(raw)} raw_output_contents")
-    for i, out in enumerate(msg.outputs):
-        shape = tuple(int(d) for d in out.shape)
-        compression = str(wire.parameters_from_proto(out.parameters).get("compression", ""))
-        try:
-            if raw:
-                value = wire.array_from_raw(out.datatype, shape, raw[i], compression=compression)
-            else:
-                value = wire.array_from_contents(out.datatype, shape, wire.contents_from_proto(out.contents))
-        except WireError as exc:
-            raise WireError(f"output {out.name!r} {exc}") from None
-        outputs[out.name] = np.array(value, dtype=object).reshape(shape) if isinstance(value, list) else value
-    return outputs
-
-
-def _advisory_ms(msg: inference_pb2.ModelInferResponse, key: str) -> Optional[float]:
-    if key not in msg.parameters:
-        return None
-    value = wire.parameter_value(msg.parameters[key])
-    return float(value) / 1000.0 if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def map_rpc_error(exc: grpc.RpcError, what: str) -> OffloadUnavailable:
@@ -265,13 +226,15 @@ class _Stream:
 
 
 class GrpcTransport:
-    """Thread-safe Transport over one channel. ``infer`` may be called from several threads."""
+    """Thread-safe Transport over one channel (to one server, or balanced over several: see
+    :mod:`edge_agent.channels`). ``infer`` may be called from several threads."""
 
     def __init__(self, address: str, options: GrpcOptions = GrpcOptions()) -> None:
         self.address = address
         self.options = options
+        self._target = channel_target(address)
         self._metadata = [("authorization", f"Bearer {options.token}")] if options.token else []
-        channel_options = [
+        self._channel_options = [
             ("grpc.max_send_message_length", options.max_message_bytes),
             ("grpc.max_receive_message_length", options.max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),
@@ -281,26 +244,53 @@ class GrpcTransport:
             # channel's own reconnect backoff must not be longer, or a probe meets a
             # channel still waiting out its backoff and the server looks dead for longer
             ("grpc.max_reconnect_backoff_ms", 1_000),
+            # a recreated channel must open new connections, not reuse the process-wide pool's
+            ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.service_config", service_config(self._target.balanced)),
         ]
-        if options.tls:
-            if options.server_name:
-                channel_options.append(("grpc.ssl_target_name_override", options.server_name))
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=options.ca_file.read_bytes() if options.ca_file else None,
-                private_key=options.key_file.read_bytes() if options.key_file else None,
-                certificate_chain=options.cert_file.read_bytes() if options.cert_file else None,
-            )
-            self._channel = grpc.secure_channel(address, creds, options=channel_options)
-        else:
-            self._channel = grpc.insecure_channel(address, options=channel_options)
-        self._stub = inference_pb2_grpc.GRPCInferenceServiceStub(self._channel)
-        self._streaming = options.streaming
-        self._stream: Optional[_Stream] = None
+        if options.tls and options.server_name:
+            self._channel_options.append(("grpc.ssl_target_name_override", options.server_name))
         self._lock = threading.Lock()
+        self._channel, self._stub = self._open_channel()
+        # a stream is bound to one server: balanced over several, every request is a unary call
+        self._streaming = options.streaming and not self._target.balanced
+        self._stream: Optional[_Stream] = None
         self._closed = False
         self._suspect = False  # an offload failed since the last good health probe
         self._verified: set[tuple[str, str]] = set()  # (model, bundle hash) the server's ModelConfig confirmed
         self._expected: dict[tuple[str, str], str] = {}  # (model, version) -> the bundle hash requests carry
+        self.channels_opened = 1
+
+    def _open_channel(self) -> tuple[grpc.Channel, inference_pb2_grpc.GRPCInferenceServiceStub]:
+        if self.options.tls:
+            o = self.options
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=o.ca_file.read_bytes() if o.ca_file else None,
+                private_key=o.key_file.read_bytes() if o.key_file else None,
+                certificate_chain=o.cert_file.read_bytes() if o.cert_file else None,
+            )
+            channel = grpc.secure_channel(self._target.target, creds, options=self._channel_options)
+        else:
+            channel = grpc.insecure_channel(self._target.target, options=self._channel_options)
+        return channel, inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+    def _reset_channel(self) -> None:
+        """A new channel (new connections) for the next call; the old one and its stream are closed
+        after ``RETIRED_STREAM_GRACE_S`` (a live server still answers what is in flight)."""
+        channel, stub = self._open_channel()
+        with self._lock:
+            if self._closed:
+                channel.close()
+                return
+            old_channel, old_stream = self._channel, self._stream
+            self._channel, self._stub, self._stream = channel, stub, None
+            self.channels_opened += 1
+        log.debug("new channel to %s (the old one may be bound to a replaced server)", self.address)
+        if old_stream is not None:
+            old_stream.retire(RETIRED_STREAM_GRACE_S)
+        timer = threading.Timer(RETIRED_STREAM_GRACE_S, old_channel.close)
+        timer.daemon = True
+        timer.start()
 
     @property
     def streaming(self) -> bool:
@@ -364,6 +354,8 @@ class GrpcTransport:
                 self._verified.clear()  # the server may have restarted with another bundle: check again
             if exc.code not in _STREAM_KEEP_CODES:
                 self._suspect = True
+                if exc.code not in _SERVER_UP_CODES:  # gone, reset, failed: its connection may be stale
+                    self._reset_channel()
             raise
 
     def _infer_checked(self, request: OffloadRequest, msg: inference_pb2.ModelInferRequest,
@@ -393,8 +385,8 @@ class GrpcTransport:
         return OffloadResponse(
             request_id=request.request_id,
             outputs=outputs,
-            server_queue_ms=_advisory_ms(response, "server_queue_us"),
-            server_compute_ms=_advisory_ms(response, "server_compute_us"),
+            server_queue_ms=advisory_ms(response, "server_queue_us"),
+            server_compute_ms=advisory_ms(response, "server_compute_us"),
             round_trip_ms=round_trip_ms,
         )
 
@@ -435,6 +427,8 @@ class GrpcTransport:
             reply = self._stub.ServerReady(inference_pb2.ServerReadyRequest(), timeout=timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             log.debug("health probe of %s failed: %s", self.address, exc.code() if hasattr(exc, "code") else exc)
+            if self._suspect:  # the next probe must not wait on a connection bound to a dead server or proxy
+                self._reset_channel()
             return False
         if reply.ready and self._suspect:  # the server is back after failures: do not reuse the old stream
             self._suspect = False

@@ -64,17 +64,20 @@ def channel_target(address: str) -> ChannelTarget:
         return ChannelTarget(entries[0], False, (entries[0],))
     resolved: list[str] = []
     families = set()
-    for entry in entries:
-        host, port = _split_host_port(entry)
+    for host, port in [_split_host_port(entry) for entry in entries]:
         family = _literal(host)
         if family is None:  # a name: its addresses now (a list target takes literal addresses only)
-            for info in socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM):
+            try:
+                infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise ValueError(f"server address {address!r}: cannot resolve {host!r} ({exc})") from exc
+            for info in infos:
                 ip = str(info[4][0])
                 family = _literal(ip)
                 resolved.append(f"[{ip}]:{port}" if family == "ipv6" else f"{ip}:{port}")
                 families.add(family)
         else:
-            resolved.append(entry)
+            resolved.append(f"{host}:{port}")
             families.add(family)
     if len(families) != 1:
         raise ValueError(f"server address {address!r} mixes IPv4 and IPv6 servers; expected one family")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, NoReturn, Optional
 
 from edge_agent.breaker import BreakerConfig
-from edge_agent.config_owner import LiveViewConfig, MqttConfig, is_loopback
+from edge_agent.config_owner import ExitsConfig, LiveViewConfig, MqttConfig, is_loopback
 from edge_agent.errors import ConfigError
 from edge_agent.gate import MotionGate
 from edge_agent.policy import PolicyConfig
@@ -73,7 +73,8 @@ class ServerConfig:
     compression: str = "none"  # wire codec; "zlib" only for our server (stock Triton does not decompress)
 
     def __post_init__(self) -> None:
-        _check_host_port("server.address", self.address, "host:port, e.g. 'cloud.example.com:8001'")
+        _check_host_port("server.address", self.address, "host:port, e.g. 'cloud.example.com:8001' (several: "
+                         "'h1:8001,h2:8001' or 'dns:///name:8001', balanced round_robin, see edge_agent.channels)")
         if self.discovery_timeout_s <= 0:
             _fail("server.discovery_timeout_s", self.discovery_timeout_s, "a number > 0")
         if (self.cert_file is None) != (self.key_file is None):
@@ -352,6 +353,7 @@ class EdgeConfig:
     control: ControlConfig = ControlConfig()
     link: LinkConfig = LinkConfig()
     gate: GateConfig = GateConfig()
+    exits: ExitsConfig = ExitsConfig()
     agent: AgentSection = AgentSection()
     mqtt: MqttConfig = MqttConfig()
     liveview: LiveViewConfig = LiveViewConfig()

@@ -119,13 +119,14 @@ def _models_of(running: Any) -> list[tuple[str, str]]:
 
 
 def _bundle_labels(settings: ServerSettings) -> list[str]:
-    """``<model_name>@<version12>`` of every served bundle (for the zeroconf TXT record)."""
-    from protos.bundle import Side, read_bundle, tail_model_version
+    """``<model_name>@<bundle hash>`` of every served bundle (for the zeroconf TXT record): the
+    identity the agent looks for (``protos.bundle.bundle_hash``; every tail's version is ``1``)."""
+    from protos.bundle import Side, bundle_hash, read_bundle
 
     labels = []
     for root in settings.bundles:
         bundle = read_bundle(root, Side.CLOUD, check_hashes=False)
-        labels.append(f"{bundle.manifest.model_name}@{tail_model_version(bundle.manifest)}")
+        labels.append(f"{bundle.manifest.model_name}@{bundle_hash(bundle.manifest)}")
     return labels
 
 

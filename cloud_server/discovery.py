@@ -1,9 +1,9 @@
 """Advertise a running server over zeroconf (mDNS/DNS-SD) as ``_splitinfer._tcp.local.``.
 
 TXT record (see the wire conventions): ``role=server``, ``proto=v2`` (the Open Inference Protocol),
-``tls=1|0``, ``auth=1|0`` (a bearer token is required), ``bundles=<model_name>@<version>,...`` (the integer
-tail version, ``protos.bundle.tail_model_version``; which bundle is checked at the first offload through
-ModelConfig's ``splitinfer_bundle_hash``) and
+``tls=1|0``, ``auth=1|0`` (a bearer token is required), ``bundles=<model_name>@<bundle hash>,...``
+(``protos.bundle.bundle_hash``, the same identity ModelConfig's ``splitinfer_bundle_hash`` carries and the
+agent checks at the first offload; every tail's version is ``1``, so a version names no bundle) and
 ``models=<served model>,...``. A TXT string holds at most 255 bytes, so ``bundles`` and ``models`` are
 cut at a name boundary to fit and ``models_truncated=1`` is added when they were cut; a client that needs
 the full list asks the server (``RepositoryIndex``).
@@ -45,7 +45,7 @@ class Advertisement:
     port: int
     tls: bool
     auth: bool = False
-    bundles: tuple[str, ...] = ()  # "<model_name>@<version>"
+    bundles: tuple[str, ...] = ()  # "<model_name>@<bundle hash>"
     models: tuple[str, ...] = ()  # served model names, e.g. "mobilenet_v2.features_6"
 
 

@@ -62,7 +62,7 @@ from edge_agent.stages.hooks import configured_gate
 from edge_agent.stages.result import GatedFrame
 from edge_agent.telemetry import ProbeScheduler, TelemetryHub
 from edge_agent.types import AgentSnapshot, CutEstimate, Decision, Objective, Telemetry, Transport
-from protos.bundle import Side, read_bundle, tail_model_version
+from protos.bundle import Side, bundle_hash, read_bundle, tail_model_version
 
 __all__ = ["EdgeAgent"]
 
@@ -122,7 +122,7 @@ class EdgeAgent:
         self._profile_by_id = {p.cut_id: p for p in self.profiles}
         self.policy = SplitPolicy(self.profiles, config.policy.policy_config())
         self.breaker = CircuitBreaker(rt.breaker_config())
-        self.connector = Connector(config, self.bundle.name, self.model_version)
+        self.connector = Connector(config, self.bundle.name, bundle_hash(m))
         self._own_transport = transport is None
         self.transport: Optional[Transport] = transport
         first = sink if sink is not None else make_sink(config.results.sink, config.results.path)
@@ -448,7 +448,7 @@ class EdgeAgent:
         )
         if ctl.advertise:
             advertise_in_background(self.agent_id, self.control_server.advertised, self.bundle.name,
-                                    self.model_version, self._advertised)
+                                    bundle_hash(self.bundle.manifest), self._advertised)
 
     def _advertised(self, advertisement: Any) -> None:
         self._advertisement = advertisement

@@ -22,10 +22,11 @@ REDISCOVER_MS = 30_000  # how often a daemon without a server browses zeroconf a
 
 
 class Connector:
-    def __init__(self, config: EdgeConfig, bundle_name: str, model_version: str) -> None:
+    def __init__(self, config: EdgeConfig, bundle_name: str, bundle_id: str) -> None:
+        """``bundle_id``: :func:`protos.bundle.bundle_hash`, what servers advertise over zeroconf."""
         self.config = config
         self.bundle_name = bundle_name
-        self.model_version = model_version
+        self.bundle_id = bundle_id
         self.address = config.server.address or ""
         self._discovering = threading.Event()
         self._next_discovery_ms = REDISCOVER_MS
@@ -60,7 +61,7 @@ class Connector:
         from edge_agent import discovery
 
         try:
-            return discovery.find_server_for(self.bundle_name, self.model_version,
+            return discovery.find_server_for(self.bundle_name, self.bundle_id,
                                              timeout_s=self.config.server.discovery_timeout_s)
         except Exception as exc:  # noqa: BLE001 - discovery is best effort
             log.warning("zeroconf discovery failed: %s", exc)
@@ -88,7 +89,7 @@ class Connector:
         threading.Thread(target=run, name="edge-discovery", daemon=True).start()
 
 
-def advertise_in_background(agent_id: str, advertised: Any, bundle_name: str, model_version: str,
+def advertise_in_background(agent_id: str, advertised: Any, bundle_name: str, bundle_id: str,
                             on_done: Callable[[Any], None]) -> None:
     """Announce this agent over zeroconf for ``splitctl discover`` (registration blocks ~1.5 s,
     hence a thread); ``on_done`` receives the advertisement to close at shutdown."""
@@ -97,7 +98,7 @@ def advertise_in_background(agent_id: str, advertised: Any, bundle_name: str, mo
 
         try:
             on_done(discovery.advertise_agent(agent_id, advertised,
-                                              bundles=[discovery.bundle_key(bundle_name, model_version)]))
+                                              bundles=[discovery.bundle_key(bundle_name, bundle_id)]))
         except Exception as exc:  # noqa: BLE001 - advertising is best effort
             log.warning("zeroconf: cannot advertise the agent: %s", exc)
 

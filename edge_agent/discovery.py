@@ -2,12 +2,12 @@
 
 Service type ``_splitinfer._tcp.local.``; TXT keys (the wire conventions):
 ``role`` (``server`` | ``agent``), ``proto`` (``v2`` | ``control.v1``), ``tls``
-(``1``/``0``), ``bundles`` (``<model_name>@<version>,...``), ``models``; agents
+(``1``/``0``), ``bundles`` (``<model_name>@<bundle hash>,...``), ``models``; agents
 add ``control`` (``unix:/path`` or ``tcp:host:port``) and ``agent_id``.
 
 Servers are ranked (:func:`rank_servers`, pure): first those whose ``bundles``
-holds our ``<model_name>@<version>``, then those holding another version of
-our model, then the rest; within each group TLS before plaintext; then by
+holds our ``<model_name>@<bundle hash>`` (:func:`protos.bundle.bundle_hash`), then those holding
+another bundle of our model, then the rest; within each group TLS before plaintext; then by
 name. A server whose TXT ``bundles`` was truncated (``models_truncated=1``)
 and does not list ours counts as "maybe" (after the exact matches).
 
@@ -49,10 +49,11 @@ logger = logging.getLogger(__name__)
 SERVICE_TYPE = "_splitinfer._tcp.local."
 
 
-def bundle_key(model_name: str, model_version: str) -> str:
-    """``<model_name>@<version>`` as servers list it in TXT ``bundles`` (the integer tail version;
-    the bundle itself is checked at the first offload, through ModelConfig's bundle hash)."""
-    return f"{model_name}@{model_version[:12]}"
+def bundle_key(model_name: str, bundle_id: str) -> str:
+    """``<model_name>@<bundle hash>`` as servers list it in TXT ``bundles`` (``bundle_id`` is
+    :func:`protos.bundle.bundle_hash`: every tail's version is ``1``, so the version names no bundle;
+    the transport checks the same hash again through ModelConfig at the first offload)."""
+    return f"{model_name}@{bundle_id[:12]}"
 
 
 def parse_txt(properties: Mapping[Any, Any]) -> dict[str, str]:
@@ -238,14 +239,14 @@ def discover_agents(*, timeout_s: float = 3.0, interfaces: Optional[Sequence[str
     return [s for s in found if s.role == "agent"]
 
 
-def find_server_for(model_name: str, model_version: str, *, timeout_s: float = 3.0,
+def find_server_for(model_name: str, bundle_id: str, *, timeout_s: float = 3.0,
                     interfaces: Optional[Sequence[str]] = None) -> Optional[tuple[str, bool]]:
     """``(host:port, tls)`` of the best server for this bundle, or None when none answered.
 
     A server that lists neither this model nor a truncated list is still returned
     when it is the only one (it may hold the tails under a stock Triton), with a warning.
     """
-    want = bundle_key(model_name, model_version)
+    want = bundle_key(model_name, bundle_id)
     servers = discover_servers(want, timeout_s=timeout_s, interfaces=interfaces)
     if not servers:
         logger.info("zeroconf: no %s server found within %.1f s", SERVICE_TYPE, timeout_s)

@@ -5,6 +5,10 @@ as Triton requires; ``export-triton`` writes that version directory and our serv
 The bundle itself is identified by :func:`bundle_hash`, which our server reports and ``export-triton``
 writes as the ModelConfig parameter :data:`BUNDLE_HASH_PARAMETER`; the edge agent compares it with
 its own bundle, so a server holding another bundle of the same model is a configuration error.
+Requests also carry the hash as the request parameter :data:`BUNDLE_HASH_PARAMETER`, for the record
+(logs, traces): no server checks it, by design. Stock Triton cannot (a model never sees request
+parameters), so the one check is the agent's, through ModelConfig, the same against every server;
+zeroconf advertisements name a bundle as ``<model_name>@<bundle_hash>`` for the same reason.
 Re-exported by :mod:`protos.bundle`.
 """
 from __future__ import annotations

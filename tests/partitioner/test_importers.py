@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -13,7 +14,7 @@ tf = pytest.importorskip("tensorflow", reason="the TensorFlow importer tests nee
 
 from partitioner.errors import ModelLoadError  # noqa: E402
 from partitioner.importers.source import SourceInfo  # noqa: E402
-from partitioner.importers.tensorflow import convert_frozen_graph, convert_saved_model  # noqa: E402
+from partitioner.importers.tensorflow import convert_frozen_graph, convert_saved_model, convert_tflite  # noqa: E402
 
 
 class TinyNet(tf.Module):
@@ -102,3 +103,58 @@ def test_saved_model_converts_and_matches_tensorflow(tmp_path):
 def test_source_info_rejects_unknown_format():
     with pytest.raises(ValueError, match="source format 'caffe' is not one of"):
         SourceInfo(format="caffe")
+
+
+def _tflite(tmp_path, *, quantized: bool):
+    net = TinyNet()
+    fn = tf.function(lambda image: net(image)["logits"],
+                     input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32, name="image")])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], net)
+    if quantized:
+        rng = np.random.default_rng(4)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([rng.random((1, 16, 16, 3), dtype=np.float32)] for _ in range(16))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    path = tmp_path / ("tiny_int8.tflite" if quantized else "tiny.tflite")
+    path.write_bytes(converter.convert())
+    return net, path
+
+
+def _run_tflite(path, image):
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def test_tflite_converts_and_matches_the_interpreter(tmp_path):
+    _, path = _tflite(tmp_path, quantized=False)
+    model, info = convert_tflite(path, opset=17)
+    image = np.random.default_rng(5).random((1, 16, 16, 3), dtype=np.float32)
+    (logits,) = _run(model, {model.graph.input[0].name: image})
+    np.testing.assert_allclose(logits, _run_tflite(path, image), rtol=1e-4, atol=1e-5)
+    assert info.format == "tflite" and info.converter == "tf2onnx" and not info.pre_quantized
+
+
+def test_pre_quantized_tflite_keeps_its_quantization(tmp_path):
+    _, path = _tflite(tmp_path, quantized=True)
+    model, info = convert_tflite(path, opset=17)
+    assert info.pre_quantized
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in model.graph.node}
+    image = np.random.default_rng(6).integers(0, 256, size=(1, 16, 16, 3), dtype=np.uint8)
+    (scores,) = _run(model, {model.graph.input[0].name: image})
+    reference = _run_tflite(path, image)
+    assert scores.dtype == np.uint8
+    # Same integer model, different kernels: at most one quantization step apart.
+    assert np.abs(scores.astype(int) - reference.astype(int)).max() <= 1
+
+
+def test_tflite_rejects_other_files(tmp_path):
+    junk = tmp_path / "model.tflite"
+    junk.write_bytes(b"\x00" * 16)
+    with pytest.raises(ModelLoadError, match="not a TensorFlow Lite flatbuffer"):
+        convert_tflite(junk, opset=17)

@@ -40,7 +40,7 @@ from protos.errors import (
     UnknownCut,
     UnsupportedSchemaVersion,
 )
-from protos import bundle_pb2
+from protos import bundle_pb2, codec
 from protos.names import INPUT_CUT, OUTPUT_CUT
 from protos.serving import BUNDLE_HASH_PARAMETER, TAIL_MODEL_VERSION, bundle_hash, tail_model_name, tail_model_version  # noqa: F401 - re-exported
 
@@ -53,8 +53,8 @@ DATATYPES = frozenset(
     {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
      "FP16", "FP32", "FP64", "BYTES", "BF16"}
 )
-CODECS = frozenset({"fp32", "fp16", "int8", "jpeg", "raw"})
-COMPRESSIONS = frozenset({"", "none", "zlib"})
+CODECS = frozenset({"fp32", "fp16", "int8", "jpeg", "raw", "lowbit"})  # lowbit: protos.codec
+COMPRESSIONS = frozenset({"", "none", "zlib", "zstd"})
 TASKS = frozenset({"classification", "detection", "other"})
 GATES = frozenset({"baseline", "absolute"})
 _CUT_ID = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -234,9 +234,9 @@ def _validate_tensor(field: str, tensor: bundle_pb2.TensorSpec, fail: Callable[[
         if enc.codec not in CODECS:
             fail(f"{field}.encoding.codec", f"{enc.codec!r} is not one of {sorted(CODECS)}")
         if enc.compression not in COMPRESSIONS:
-            fail(f"{field}.encoding.compression", f"{enc.compression!r} is not one of ['none', 'zlib']")
-        if enc.codec == "int8" and not enc.scale > 0:
-            fail(f"{field}.encoding.scale", f"{enc.scale} must be > 0 for the int8 codec")
+            fail(f"{field}.encoding.compression", f"{enc.compression!r} is not one of ['none', 'zlib', 'zstd']")
+        for where, problem in codec.codec_problems(enc, tensor):  # int8 scale, lowbit parameters
+            fail(f"{field}.{where}", problem)
 
 
 def _validate_input(spec: bundle_pb2.InputSpec, fail: Callable[[str, str], None]) -> None:

@@ -17,16 +17,28 @@ class FileRef(_message.Message):
     def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class WireEncoding(_message.Message):
-    __slots__ = ("codec", "scale", "zero_point", "compression")
+    __slots__ = ("codec", "scale", "zero_point", "compression", "bits", "scales", "zero_points", "axis", "packed_bits", "compression_level")
     CODEC_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     ZERO_POINT_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    SCALES_FIELD_NUMBER: _ClassVar[int]
+    ZERO_POINTS_FIELD_NUMBER: _ClassVar[int]
+    AXIS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_BITS_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_LEVEL_FIELD_NUMBER: _ClassVar[int]
     codec: str
     scale: float
     zero_point: int
     compression: str
-    def __init__(self, codec: _Optional[str] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ..., compression: _Optional[str] = ...) -> None: ...
+    bits: int
+    scales: _containers.RepeatedScalarFieldContainer[float]
+    zero_points: _containers.RepeatedScalarFieldContainer[int]
+    axis: int
+    packed_bits: int
+    compression_level: int
+    def __init__(self, codec: _Optional[str] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ..., compression: _Optional[str] = ..., bits: _Optional[int] = ..., scales: _Optional[_Iterable[float]] = ..., zero_points: _Optional[_Iterable[int]] = ..., axis: _Optional[int] = ..., packed_bits: _Optional[int] = ..., compression_level: _Optional[int] = ...) -> None: ...
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "datatype", "shape", "encoding")
@@ -191,7 +203,7 @@ class LatencyProfile(_message.Message):
     def __init__(self, device: _Optional[str] = ..., threads: _Optional[int] = ..., runs: _Optional[int] = ..., head_ms: _Optional[float] = ..., tail_ms: _Optional[float] = ..., onnxruntime_version: _Optional[str] = ..., measured_at: _Optional[str] = ...) -> None: ...
 
 class Cut(_message.Message):
-    __slots__ = ("id", "display_name", "tensors", "wire_bytes", "wire_bytes_by_codec", "head", "tail", "head_precision", "tail_precision", "head_flops", "head_params", "tail_flops", "tail_params", "verification", "fidelity", "edge_profiles", "cloud_profiles", "order", "exit_head", "early_exit")
+    __slots__ = ("id", "display_name", "tensors", "wire_bytes", "wire_bytes_by_codec", "head", "tail", "head_precision", "tail_precision", "head_flops", "head_params", "tail_flops", "tail_params", "verification", "fidelity", "edge_profiles", "cloud_profiles", "order", "codec", "codec_of", "exit_head", "early_exit")
     class WireBytesByCodecEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +229,8 @@ class Cut(_message.Message):
     EDGE_PROFILES_FIELD_NUMBER: _ClassVar[int]
     CLOUD_PROFILES_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    CODEC_OF_FIELD_NUMBER: _ClassVar[int]
     EXIT_HEAD_FIELD_NUMBER: _ClassVar[int]
     EARLY_EXIT_FIELD_NUMBER: _ClassVar[int]
     id: str
@@ -237,9 +251,11 @@ class Cut(_message.Message):
     edge_profiles: _containers.RepeatedCompositeFieldContainer[LatencyProfile]
     cloud_profiles: _containers.RepeatedCompositeFieldContainer[LatencyProfile]
     order: int
+    codec: CutCodec
+    codec_of: str
     exit_head: FileRef
     early_exit: EarlyExit
-    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., wire_bytes: _Optional[int] = ..., wire_bytes_by_codec: _Optional[_Mapping[str, int]] = ..., head: _Optional[_Union[FileRef, _Mapping]] = ..., tail: _Optional[_Union[FileRef, _Mapping]] = ..., head_precision: _Optional[str] = ..., tail_precision: _Optional[str] = ..., head_flops: _Optional[int] = ..., head_params: _Optional[int] = ..., tail_flops: _Optional[int] = ..., tail_params: _Optional[int] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., fidelity: _Optional[_Union[Fidelity, _Mapping]] = ..., edge_profiles: _Optional[_Iterable[_Union[LatencyProfile, _Mapping]]] = ..., cloud_profiles: _Optional[_Iterable[_Union[LatencyProfile, _Mapping]]] = ..., order: _Optional[int] = ..., exit_head: _Optional[_Union[FileRef, _Mapping]] = ..., early_exit: _Optional[_Union[EarlyExit, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., display_name: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., wire_bytes: _Optional[int] = ..., wire_bytes_by_codec: _Optional[_Mapping[str, int]] = ..., head: _Optional[_Union[FileRef, _Mapping]] = ..., tail: _Optional[_Union[FileRef, _Mapping]] = ..., head_precision: _Optional[str] = ..., tail_precision: _Optional[str] = ..., head_flops: _Optional[int] = ..., head_params: _Optional[int] = ..., tail_flops: _Optional[int] = ..., tail_params: _Optional[int] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., fidelity: _Optional[_Union[Fidelity, _Mapping]] = ..., edge_profiles: _Optional[_Iterable[_Union[LatencyProfile, _Mapping]]] = ..., cloud_profiles: _Optional[_Iterable[_Union[LatencyProfile, _Mapping]]] = ..., order: _Optional[int] = ..., codec: _Optional[_Union[CutCodec, _Mapping]] = ..., codec_of: _Optional[str] = ..., exit_head: _Optional[_Union[FileRef, _Mapping]] = ..., early_exit: _Optional[_Union[EarlyExit, _Mapping]] = ...) -> None: ...
 
 class EarlyExit(_message.Message):
     __slots__ = ("kind", "threshold", "outputs", "heldout_frames", "exit_rate", "exit_agreement", "target", "train_frames", "epochs", "seed", "heldout_loss", "train_sources", "heldout_sources", "exit_ms")
@@ -272,6 +288,32 @@ class EarlyExit(_message.Message):
     heldout_sources: _containers.RepeatedScalarFieldContainer[str]
     exit_ms: float
     def __init__(self, kind: _Optional[str] = ..., threshold: _Optional[float] = ..., outputs: _Optional[_Iterable[str]] = ..., heldout_frames: _Optional[int] = ..., exit_rate: _Optional[float] = ..., exit_agreement: _Optional[float] = ..., target: _Optional[float] = ..., train_frames: _Optional[int] = ..., epochs: _Optional[int] = ..., seed: _Optional[int] = ..., heldout_loss: _Optional[float] = ..., train_sources: _Optional[_Iterable[str]] = ..., heldout_sources: _Optional[_Iterable[str]] = ..., exit_ms: _Optional[float] = ...) -> None: ...
+
+class CutCodec(_message.Message):
+    __slots__ = ("name", "source_channels", "wire_channels", "bits", "compression", "packed_bits", "needs_splitinfer_server", "encode_ms", "decode_ms", "wire_bytes", "projection")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    WIRE_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    PACKED_BITS_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_SPLITINFER_SERVER_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_MS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_MS_FIELD_NUMBER: _ClassVar[int]
+    WIRE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PROJECTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    source_channels: int
+    wire_channels: int
+    bits: int
+    compression: str
+    packed_bits: int
+    needs_splitinfer_server: bool
+    encode_ms: float
+    decode_ms: float
+    wire_bytes: int
+    projection: str
+    def __init__(self, name: _Optional[str] = ..., source_channels: _Optional[int] = ..., wire_channels: _Optional[int] = ..., bits: _Optional[int] = ..., compression: _Optional[str] = ..., packed_bits: _Optional[int] = ..., needs_splitinfer_server: _Optional[bool] = ..., encode_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., wire_bytes: _Optional[int] = ..., projection: _Optional[str] = ...) -> None: ...
 
 class Manifest(_message.Message):
     __slots__ = ("schema_version", "model_name", "model_version", "content_hash", "created_by", "created_at", "input", "output", "cuts", "full_model", "source", "opset", "evaluation", "full_model_int8")

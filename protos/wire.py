@@ -4,8 +4,8 @@
   (:func:`array_to_raw`, :func:`array_from_raw`);
 * typed ``InferTensorContents`` to numpy (:data:`CONTENTS_FIELD`, :func:`array_from_contents`);
 * optional compression of a raw tensor, announced by the tensor parameter
-  ``compression`` (:func:`compress`, :func:`decompress`; only splitinfer's server
-  understands it, stock Triton does not);
+  ``compression`` ("zlib" or "zstd"; :func:`compress`, :func:`decompress`; only
+  splitinfer's server understands it, stock Triton does not);
 * ``InferParameter`` values to and from plain Python values.
 
 Every decoding failure raises :class:`~protos.errors.WireError` whose message quotes
@@ -18,6 +18,7 @@ import zlib
 from typing import Any, Mapping, MutableMapping, Sequence, Union
 
 import numpy as np
+import zstandard
 
 from protos import datatypes, inference_pb2
 from protos.errors import WireError
@@ -55,7 +56,7 @@ CONTENT_FIELDS = (
     "uint64_contents", "fp32_contents", "fp64_contents", "bytes_contents",
 )
 #: Values of the ``compression`` tensor parameter ("" and "none" mean uncompressed).
-COMPRESSIONS = ("", "none", "zlib")
+COMPRESSIONS = ("", "none", "zlib", "zstd")
 
 Decoded = Union[np.ndarray, "list[bytes]"]
 
@@ -104,11 +105,13 @@ def set_parameters(target: MutableMapping[str, inference_pb2.InferParameter], va
 
 
 def compress(raw: bytes, method: str, *, level: int = 1) -> bytes:
-    """``raw`` compressed with ``method`` ("zlib"), or unchanged for "" / "none"."""
+    """``raw`` compressed with ``method`` ("zlib" or "zstd"), or unchanged for "" / "none"."""
     if method in ("", "none"):
         return raw
     if method == "zlib":
         return zlib.compress(raw, level)
+    if method == "zstd":
+        return zstandard.ZstdCompressor(level=level).compress(raw)
     raise WireError(f"compression {method!r} is not one of {list(COMPRESSIONS[1:])}")
 
 
@@ -116,8 +119,10 @@ def decompress(raw: bytes, method: str, limit_bytes: int) -> bytes:
     """Undo :func:`compress`; never inflates beyond ``limit_bytes`` (a zip bomb is an error)."""
     if method in ("", "none"):
         return raw
+    if method == "zstd":
+        return _zstd_decompress(raw, limit_bytes)
     if method != "zlib":
-        raise WireError(f"has compression {method!r}; expected 'zlib' or 'none'")
+        raise WireError(f"has compression {method!r}; expected 'zlib' or 'none' or 'zstd'")
     decompressor = zlib.decompressobj()
     try:
         data = decompressor.decompress(raw, limit_bytes + 1)
@@ -130,6 +135,21 @@ def decompress(raw: bytes, method: str, limit_bytes: int) -> bytes:
     if not decompressor.eof:
         raise WireError("zlib stream is truncated; expected a complete stream")
     return data
+
+
+def _zstd_decompress(raw: bytes, limit_bytes: int) -> bytes:
+    """One zstd frame that declares its size (as :func:`compress` writes it), inflated only when that fits."""
+    try:
+        declared = zstandard.frame_content_size(raw)
+        if declared < 0:
+            raise WireError("zstd frame does not declare its content size; expected a frame written with it")
+        if declared > limit_bytes:
+            raise WireError(f"zstd data declares {declared} bytes; expected at most the tensor's {limit_bytes}")
+        return zstandard.ZstdDecompressor().decompress(raw)
+    except zstandard.ZstdError as exc:
+        raise WireError(
+            f"{len(raw)} bytes are not a complete zstd frame ({exc}); expected zstd-compressed raw tensor bytes"
+        ) from None
 
 
 # --------------------------------------------------------------------------- raw tensors

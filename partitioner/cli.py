@@ -111,6 +111,8 @@ def _partition_parser() -> argparse.ArgumentParser:
                    help="how fidelity runs INT8 variants: exact = op by op, as a Pi computes; fused = this host's "
                         f"kernels; auto = exact on x86 without VNNI (default {d('int8_arithmetic')})")
     p.add_argument("--wire-codec", choices=WIRE_CODECS, help=f"how activations travel (default {d('wire_codec')})")
+    p.add_argument("--feature-codecs", help="feature-codec variant cuts (issue 13): 'auto', or codecs like "
+                                            "q4+zstd,pca16+q4p; each cut ships the passing one with the fewest bytes")
     p.add_argument("--no-quantize", dest="quantize_heads", action="store_const", const=False, help="ship FP32 heads")
     p.add_argument("--tail-fp16", action="store_const", const=True, help="convert tails to FP16")
     p.add_argument("--threads", help=f"ONNX Runtime intra-op threads for profiling (default {d('threads')}; 0 = all)")

@@ -16,6 +16,7 @@ entropy coding need splitinfer's server. Rewrites take and return ``ModelProto``
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,9 +28,10 @@ from protos.codec import MAX_BITS, MIN_BITS, LowBitParams
 from protos.wire import COMPRESSIONS
 
 __all__ = ["CodecSpec", "Projection", "add_lowbit_wire", "add_projection", "apply_codec", "calibrate_lowbit",
-           "fit_projection", "single_feature_map"]
+           "fit_projection", "parse_codec", "single_feature_map"]
 
 CLIP_FRACTIONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
+_CODEC = re.compile(r"^(?:pca(?P<rank>\d+)\+)?q(?P<bits>\d)(?P<packed>p?)(?:\+(?P<compression>zlib|zstd))?$")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,17 @@ class CodecSpec:
     @property
     def needs_splitinfer_server(self) -> bool:
         return self.packed_bits != 8 or self.compression not in ("", "none")
+
+
+def parse_codec(name: str) -> CodecSpec:
+    """``[pca<rank>+]q<bits>[p][+zstd|+zlib]`` -> CodecSpec (``p``: codes packed ``bits`` bits each)."""
+    m = _CODEC.match(name)
+    if not m:
+        raise ValueError(f"feature codec {name!r}: expected [pca<rank>+]q<bits>[p][+zstd|+zlib], e.g. 'q4+zstd' "
+                         "or 'pca16+q4p'")
+    return CodecSpec(bits=int(m["bits"]), rank=int(m["rank"]) if m["rank"] else None,
+                     compression=m["compression"] or "none", packed=bool(m["packed"]))
+
 
 
 # --------------------------------------------------------------------------- fitting

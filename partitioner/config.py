@@ -53,6 +53,9 @@ class PartitionConfig:
     # u8s8 kernels saturate 16-bit pair sums; benchmarks/ptq_bench.py measures both).
     int8_arithmetic: str = "auto"
     wire_codec: str = "int8"
+    # Feature-codec variants of each mid-graph cut (issue 13, partitioner.codec_stage): () none, ("auto",) or
+    # names like "q4+zstd", "pca16+q4p"; the passing one with the fewest bytes ships as a cut of its own.
+    feature_codecs: tuple[str, ...] = ()
     quantize_heads: bool = True
     tail_fp16: bool = False
     threads: int = 1
@@ -83,6 +86,13 @@ class PartitionConfig:
                 raise bad(name, getattr(self, name), "a tuple")
         if self.wire_codec not in WIRE_CODECS:
             raise bad("wire_codec", self.wire_codec, f"one of {', '.join(WIRE_CODECS)}")
+        if not isinstance(self.feature_codecs, tuple):
+            raise bad("feature_codecs", self.feature_codecs, "a tuple of codec names, or ('auto',)")
+        if self.feature_codecs != ("auto",):
+            from partitioner.codec_fit import parse_codec
+
+            for name in self.feature_codecs:
+                parse_codec(name)  # a ValueError names the codec and the expected form
         if not 0.0 < self.threshold <= 1.0:
             raise bad("threshold", self.threshold, "a fraction in (0, 1]")
         for name in ("calibration_frames", "fidelity_frames", "verify_frames", "profile_runs", "max_tensors", "top_k"):

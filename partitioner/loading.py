@@ -5,9 +5,16 @@ writer) that touches model paths.
   to :class:`~partitioner.errors.ModelLoadError` naming the path and the cause.
 - :func:`export_torch_module` turns a ``torch.nn.Module`` into a ``ModelProto`` (torch is
   imported lazily, inside the function).
+- :func:`load_any_model` reads what ``splitinfer partition`` accepts by its form: an
+  ``.onnx`` file, a TensorFlow frozen graph (``.pb``), a SavedModel folder, or a
+  ``.tflite`` file (converted by :mod:`partitioner.importers.tensorflow`; TensorFlow is
+  imported only then), optionally between inner ``inputs``/``outputs`` tensors, which cuts
+  a graph's own pre/post-processing away. The model carries its
+  :class:`~partitioner.importers.SourceInfo` in its metadata.
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import pathlib
@@ -15,9 +22,11 @@ import tempfile
 from typing import Any, Sequence
 
 import onnx
+import onnx.utils
 from google.protobuf.message import DecodeError
 
 from partitioner.errors import ModelLoadError
+from partitioner.importers.source import SourceInfo, attach_source_info, file_sha256
 from partitioner.graph import opset_version
 
 logger = logging.getLogger(__name__)
@@ -50,6 +59,81 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         raise ModelLoadError(f"{path}: invalid ONNX model: {first_line}") from exc
     logger.debug("loaded %s: %d nodes, opset %s", path, len(model.graph.node), opset_version(model))
     return model
+
+
+def load_any_model(
+    path: str | os.PathLike[str],
+    *,
+    inputs: Sequence[str] = (),
+    outputs: Sequence[str] = (),
+    input_size: tuple[int, int] = (0, 0),
+    opset: int = 17,
+) -> tuple[onnx.ModelProto, SourceInfo]:
+    """The ONNX model for ``path`` and where it came from (see the module docstring).
+
+    ``inputs``/``outputs`` are tensor names of the source (TensorFlow names such as
+    ``Preprocessor/sub:0`` for TensorFlow files); empty keeps the model's own. For a frozen
+    graph without them, its placeholders are the inputs and the nodes nothing reads are
+    the outputs. ``input_size`` (H, W) fixes a TensorFlow image input's symbolic size.
+    A pre-quantized ``.tflite`` keeps its quantization; uint8 image input and outputs are
+    wrapped as float (:func:`partitioner.importers.adapt.float_image_io`).
+    """
+    path = pathlib.Path(path)
+    inputs, outputs = list(inputs), list(outputs)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        from partitioner.importers.tensorflow import convert_saved_model
+
+        model, info = convert_saved_model(path, inputs=inputs or None, outputs=outputs or None, opset=opset)
+    elif path.suffix.lower() == ".tflite":
+        from partitioner.importers.adapt import float_image_io
+        from partitioner.importers.tensorflow import convert_tflite
+
+        model, info = convert_tflite(path, inputs=inputs or None, outputs=outputs or None, opset=opset)
+        model, _ = float_image_io(model)
+    elif path.suffix.lower() == ".pb":
+        from partitioner.importers.tensorflow import convert_frozen_graph, frozen_graph_ends
+
+        if not inputs or not outputs:
+            found_inputs, found_outputs = frozen_graph_ends(path)
+            inputs, outputs = inputs or found_inputs, outputs or found_outputs
+            logger.info("%s: converting from %s to %s", path.name, inputs, outputs)
+        shapes = _image_shapes(inputs, input_size)
+        model, info = convert_frozen_graph(path, inputs=inputs, outputs=outputs, input_shapes=shapes, opset=opset)
+    else:
+        model = load_model(path)
+        if inputs or outputs:
+            model = extract_between(model, inputs, outputs)
+        info = SourceInfo(format="onnx", file_name=path.name, sha256=file_sha256(path), inputs=tuple(inputs),
+                          outputs=tuple(outputs),
+                          pre_quantized=any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in model.graph.node))
+        attach_source_info(model, info)
+    return model, info
+
+
+def extract_between(model: onnx.ModelProto, inputs: Sequence[str], outputs: Sequence[str]) -> onnx.ModelProto:
+    """The part of an ONNX model from ``inputs`` to ``outputs`` (each defaults to the model's own)."""
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    known = {vi.name for vi in graph.input} | {out for node in graph.node for out in node.output}
+    missing = [name for name in [*inputs, *outputs] if name not in known]
+    if missing:
+        hints = {name: difflib.get_close_matches(name, known, n=3) for name in missing}
+        raise ValueError("tensors not in the model: " + "; ".join(
+            f"{name!r} (nearest: {', '.join(hints[name]) or 'none'})" for name in missing))
+    in_names = list(inputs) or [vi.name for vi in graph.input if vi.name not in initializers]
+    out_names = list(outputs) or [o.name for o in graph.output]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+        return onnx.utils.Extractor(inferred).extract_model(in_names, out_names)
+    except Exception as exc:  # the extractor raises KeyError/ValueError for names that do not separate the graph
+        raise ValueError(f"cannot extract the model from {in_names} to {out_names}: {type(exc).__name__}: {exc}") from exc
+
+
+def _image_shapes(inputs: Sequence[str], input_size: tuple[int, int]) -> dict[str, list[int]] | None:
+    """A TensorFlow image input's NHWC shape at ``input_size`` (one input only)."""
+    if not input_size[0] or len(inputs) != 1:
+        return None
+    return {inputs[0]: [1, input_size[0], input_size[1], 3]}
 
 
 def _load_external_data(model: onnx.ModelProto, path: pathlib.Path) -> None:

@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from partitioner import assemble, calibration, evaluation, fidelity, quantize, stages
+from partitioner import assemble, calibration, codec_stage, evaluation, fidelity, quantize, stages
 from partitioner.config import DEFAULT_MODEL, PartitionConfig
 from partitioner.cuts import CutCandidate
 from partitioner.errors import UnsupportedModel
@@ -244,11 +244,14 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
             optimized.append(stages.optimize_cut(config, context, pair, quantizer))
             clock.lap("optimize")
         progress("optimize", len(verified), len(verified))
+    codec_cuts = codec_stage.codec_variants(config, context, verified)  # issue 13: feature-codec variant cuts
+    clock.lap("codecs")
 
     profiled: list[stages.ProfiledCut] = []
     for k, shipped in enumerate(optimized):
         progress("profile", k, len(optimized))
         profiled.append(stages.profile_cut(config, shipped, frames))
+    profiled = codec_stage.profile_variants(config, codec_cuts, frames, profiled)
     progress("profile", len(optimized), len(optimized))
     clock.lap("profile")
 
@@ -257,6 +260,7 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
     record.int8_arithmetic = arithmetic if config.quantize_heads else ""
     bundle = assemble.write_bundle(config, model, source=source, spec=spec, labels=_labels(config), cuts=profiled,
                                    evaluation=record)
+    bundle = codec_stage.record_codecs(bundle, codec_cuts)
     progress("write", 1, 1)
     clock.lap("write")
     logger.info("wrote %s: cuts %s; rejected %s", bundle.root, bundle.cut_ids, [r.id for r in rejected])

@@ -108,6 +108,7 @@ class CutContext:
     frames: FrameFeeds
     judge: evaluation.Judge
     exact_int8: bool = False  # run INT8 variants unfused when judging them (evaluation.make_session)
+    pre_quantized: bool = False  # the source carried its own quantization: its heads are already INT8
 
 
 # --------------------------------------------------------------------------- split + verify
@@ -180,7 +181,7 @@ def optimize_cut(
         opt = quantize.optimize_head(quantizer, fp32_head, finish, context.judge)
         head, precision, fidelity, attempts = opt.model, opt.precision, opt.fidelity, opt.attempts
     else:
-        head, precision = fp32_head, "fp32"
+        head, precision = fp32_head, "int8" if context.pre_quantized else "fp32"
         fidelity = context.judge(finish(head))
     final_head, final_tail = codecs.apply_wire_codec(codec, head, tail, floats, int8_params)
     if not fidelity.passed:

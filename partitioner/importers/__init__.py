@@ -5,6 +5,6 @@ package never imports TensorFlow.
 """
 from __future__ import annotations
 
-from partitioner.importers.source import FORMATS, SourceInfo
+from partitioner.importers.source import FORMATS, SourceInfo, attach_source_info, source_info_of
 
-__all__ = ["FORMATS", "SourceInfo"]
+__all__ = ["FORMATS", "SourceInfo", "attach_source_info", "source_info_of"]

@@ -10,8 +10,15 @@ import os
 import pathlib
 from dataclasses import dataclass
 
-#: Source formats ``splitinfer partition`` reads, as recorded in ``Manifest.source_format``.
-FORMATS = ("onnx", "pytorch", "tensorflow-frozen-graph", "tensorflow-saved-model", "tflite")
+import onnx
+from google.protobuf import json_format
+
+from protos import bundle_pb2
+from protos.source_format import FORMATS, validate_source_format
+
+#: The ONNX ``metadata_props`` key under which a converted model carries its SourceInfo
+#: (protobuf JSON of ``SourceFormat``), so a saved conversion keeps its provenance.
+METADATA_KEY = "splitinfer.source_format"
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,43 @@ class SourceInfo:
         if self.pre_quantized:
             text += ", pre-quantized"
         return text
+
+    def to_proto(self) -> bundle_pb2.SourceFormat:
+        """The manifest's ``SourceFormat`` record (checked)."""
+        record = bundle_pb2.SourceFormat(
+            format=self.format, file_name=self.file_name, sha256=self.sha256, converter=self.converter,
+            converter_version=self.converter_version, framework_version=self.framework_version,
+            inputs=list(self.inputs), outputs=list(self.outputs), pre_quantized=self.pre_quantized,
+        )
+        validate_source_format(record, source="the converted model")
+        return record
+
+    @classmethod
+    def from_proto(cls, record: bundle_pb2.SourceFormat) -> SourceInfo:
+        return cls(format=record.format, file_name=record.file_name, sha256=record.sha256,
+                   converter=record.converter, converter_version=record.converter_version,
+                   framework_version=record.framework_version, inputs=tuple(record.inputs),
+                   outputs=tuple(record.outputs), pre_quantized=record.pre_quantized)
+
+
+def attach_source_info(model: onnx.ModelProto, info: SourceInfo) -> onnx.ModelProto:
+    """``model`` with ``info`` in its metadata (replacing an earlier record); in place, returned."""
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=METADATA_KEY, value=json_format.MessageToJson(info.to_proto(), indent=None))
+    return model
+
+
+def source_info_of(model: onnx.ModelProto) -> SourceInfo | None:
+    """The SourceInfo a converted model carries in its metadata, or None."""
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            record = bundle_pb2.SourceFormat()
+            json_format.Parse(prop.value, record)
+            validate_source_format(record, source=f"model metadata {METADATA_KEY!r}")
+            return SourceInfo.from_proto(record)
+    return None
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import onnx
 
 from partitioner.errors import ModelLoadError, UnsupportedModel
-from partitioner.importers.source import SourceInfo, file_sha256
+from partitioner.importers.source import SourceInfo, attach_source_info, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def convert_frozen_graph(
         converter_version=tf2onnx.__version__, framework_version=tf.__version__,
         inputs=tuple(inputs), outputs=tuple(outputs),
     )
-    return _checked(model, path), info
+    return attach_source_info(_checked(model, path), info), info
 
 
 def convert_saved_model(
@@ -113,7 +113,32 @@ def convert_saved_model(
         converter_version=tf2onnx.__version__, framework_version=tf.__version__,
         inputs=tuple(in_names), outputs=tuple(out_names),
     )
-    return _checked(model, path), info
+    return attach_source_info(_checked(model, path), info), info
+
+
+#: Node types that are never a model output (bookkeeping, not values).
+_NOT_OUTPUTS = frozenset({"NoOp", "Const", "Assert", "Placeholder", "SaveV2", "RestoreV2", "VarHandleOp",
+                          "VariableV2", "Identity_n"})
+
+
+def frozen_graph_ends(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+    """A frozen graph's own ends: its placeholders, and the nodes nothing reads (output 0 of each)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such TensorFlow frozen graph; expected an existing .pb file")
+    tf, _ = _import_tensorflow()
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(path.read_bytes())
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: not a TensorFlow GraphDef ({type(exc).__name__}: {exc})") from exc
+    read = {name.lstrip("^").split(":")[0] for node in graph_def.node for name in node.input}
+    inputs = [f"{node.name}:0" for node in graph_def.node if node.op == "Placeholder"]
+    outputs = [f"{node.name}:0" for node in graph_def.node if node.name not in read and node.op not in _NOT_OUTPUTS]
+    if not inputs or not outputs:
+        raise ModelLoadError(f"{path}: cannot tell the graph's inputs ({inputs}) and outputs ({outputs}); "
+                             "name them with --inputs and --outputs")
+    return inputs, outputs
 
 
 #: Operators that carry a model's own quantization (a pre-quantized ``.tflite`` becomes these).
@@ -159,7 +184,7 @@ def convert_tflite(
         inputs=tuple(i.name for i in model.graph.input), outputs=tuple(o.name for o in model.graph.output),
         pre_quantized=any(node.op_type in QUANTIZED_OPS for node in _all_nodes(model.graph)),
     )
-    return model, info
+    return attach_source_info(model, info), info
 
 
 def _import_tensorflow() -> tuple[Any, Any]:

@@ -13,36 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow", reason="the TensorFlow importer tests need the 'tensorflow' extra")
 
 from partitioner.errors import ModelLoadError  # noqa: E402
+from tests.partitioner.tf_models import TinyNet, frozen_graph, run_tflite, tflite_file  # noqa: E402
 from partitioner.importers.source import SourceInfo  # noqa: E402
 from partitioner.importers.tensorflow import convert_frozen_graph, convert_saved_model, convert_tflite  # noqa: E402
-
-
-class TinyNet(tf.Module):
-    """Conv 3x3 + ReLU + pooling + dense: a small image classifier with fixed weights."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        rng = np.random.default_rng(0)
-        self.kernel = tf.Variable(rng.normal(size=(3, 3, 3, 8)).astype(np.float32) * 0.3)
-        self.bias = tf.Variable(rng.normal(size=(8,)).astype(np.float32) * 0.1)
-        self.dense = tf.Variable(rng.normal(size=(8, 5)).astype(np.float32) * 0.5)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 16, 16, 3], tf.float32, name="image")])
-    def __call__(self, image):
-        scaled = tf.subtract(image * 2.0, 1.0, name="scaled")
-        features = tf.nn.relu(tf.nn.conv2d(scaled, self.kernel, 1, "SAME") + self.bias, name="features")
-        pooled = tf.reduce_mean(features, axis=[1, 2], name="pooled")
-        return {"logits": tf.identity(tf.matmul(pooled, self.dense), name="logits")}
-
-
-def _frozen_graph(tmp_path):
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    net = TinyNet()
-    frozen = convert_variables_to_constants_v2(net.__call__.get_concrete_function())
-    path = tmp_path / "tiny.pb"
-    path.write_bytes(frozen.graph.as_graph_def().SerializeToString())
-    return net, path
 
 
 def _run(model, feeds):
@@ -51,7 +24,7 @@ def _run(model, feeds):
 
 
 def test_frozen_graph_converts_and_matches_tensorflow(tmp_path):
-    net, path = _frozen_graph(tmp_path)
+    net, path = frozen_graph(tmp_path)
     images = np.random.default_rng(1).random((2, 16, 16, 3), dtype=np.float32)
     model, info = convert_frozen_graph(path, inputs=["image"], outputs=["logits"], input_shapes=None, opset=17)
     (logits,) = _run(model, {model.graph.input[0].name: images})
@@ -62,7 +35,7 @@ def test_frozen_graph_converts_and_matches_tensorflow(tmp_path):
 
 
 def test_frozen_graph_inner_tensors_cut_preprocessing_away(tmp_path):
-    net, path = _frozen_graph(tmp_path)
+    net, path = frozen_graph(tmp_path)
     model, _ = convert_frozen_graph(path, inputs=["scaled:0"], outputs=["pooled:0"],
                                     input_shapes={"scaled:0": [1, 16, 16, 3]}, opset=17)
     assert [i.name for i in model.graph.input] == ["scaled:0"]
@@ -74,7 +47,7 @@ def test_frozen_graph_inner_tensors_cut_preprocessing_away(tmp_path):
 
 
 def test_frozen_graph_names_missing_tensors(tmp_path):
-    _, path = _frozen_graph(tmp_path)
+    _, path = frozen_graph(tmp_path)
     with pytest.raises(ValueError, match=r"'logitz:0' \(nearest: logits"):
         convert_frozen_graph(path, inputs=["image"], outputs=["logitz"], input_shapes=None, opset=17)
     with pytest.raises(ValueError, match="input_shapes: 'other' is not one of the inputs"):
@@ -105,49 +78,24 @@ def test_source_info_rejects_unknown_format():
         SourceInfo(format="caffe")
 
 
-def _tflite(tmp_path, *, quantized: bool):
-    net = TinyNet()
-    fn = tf.function(lambda image: net(image)["logits"],
-                     input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32, name="image")])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], net)
-    if quantized:
-        rng = np.random.default_rng(4)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([rng.random((1, 16, 16, 3), dtype=np.float32)] for _ in range(16))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
-    path = tmp_path / ("tiny_int8.tflite" if quantized else "tiny.tflite")
-    path.write_bytes(converter.convert())
-    return net, path
-
-
-def _run_tflite(path, image):
-    interpreter = tf.lite.Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
 def test_tflite_converts_and_matches_the_interpreter(tmp_path):
-    _, path = _tflite(tmp_path, quantized=False)
+    _, path = tflite_file(tmp_path, quantized=False)
     model, info = convert_tflite(path, opset=17)
     image = np.random.default_rng(5).random((1, 16, 16, 3), dtype=np.float32)
     (logits,) = _run(model, {model.graph.input[0].name: image})
-    np.testing.assert_allclose(logits, _run_tflite(path, image), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(logits, run_tflite(path, image), rtol=1e-4, atol=1e-5)
     assert info.format == "tflite" and info.converter == "tf2onnx" and not info.pre_quantized
 
 
 def test_pre_quantized_tflite_keeps_its_quantization(tmp_path):
-    _, path = _tflite(tmp_path, quantized=True)
+    _, path = tflite_file(tmp_path, quantized=True)
     model, info = convert_tflite(path, opset=17)
     assert info.pre_quantized
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in model.graph.node}
     image = np.random.default_rng(6).integers(0, 256, size=(1, 16, 16, 3), dtype=np.uint8)
     (scores,) = _run(model, {model.graph.input[0].name: image})
-    reference = _run_tflite(path, image)
+    reference = run_tflite(path, image)
     assert scores.dtype == np.uint8
     # Same integer model, different kernels: at most one quantization step apart.
     assert np.abs(scores.astype(int) - reference.astype(int)).max() <= 1

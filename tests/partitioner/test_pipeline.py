@@ -186,19 +186,20 @@ def test_cut_failing_verification_is_rejected_with_reason(tmp_path: pathlib.Path
     assert report.bundle.cut_ids == ["input", "flat", "output"]
 
 
-def test_symbolic_image_size_needs_input_size(tmp_path: pathlib.Path) -> None:
-    from partitioner.errors import UnsupportedModel
-
+def test_symbolic_image_size_gets_a_documented_default(tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 12 part 8: no --input-size for a symbolic image size -> 224x224 for a one-output model
+    (a multiple of its stride 2), said in the output; --input-size still chooses."""
     model = tiny_model()
     dims = model.graph.input[0].type.tensor_type.shape.dim
     dims[2].dim_param, dims[3].dim_param = "height", "width"
     path = tmp_path / "sym.onnx"
     onnx.save(model, str(path))
-    with pytest.raises(UnsupportedModel, match="--input-size"):
-        run_partition(tiny_config(path, tmp_path / "a"))
+    with caplog.at_level("WARNING", logger="partitioner.source_defaults"):
+        report = run_partition(tiny_config(path, tmp_path / "a", fidelity_frames=8, max_cuts=3, resize_shorter_px=0))
+    assert list(report.bundle.manifest.input.tensor.shape) == [-1, 3, 224, 224]
+    assert "image size is symbolic; using 224x224" in caplog.text and "--input-size" in caplog.text
     report = run_partition(tiny_config(path, tmp_path / "b", input_size=(SIZE, SIZE), fidelity_frames=8, max_cuts=3))
     assert list(report.bundle.manifest.input.tensor.shape) == [-1, 3, SIZE, SIZE]
-    assert not (tmp_path / "a").exists()
 
 
 def test_old_opset_model_is_upgraded_for_int8(tmp_path: pathlib.Path) -> None:

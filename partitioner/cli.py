@@ -81,7 +81,12 @@ def _partition_parser() -> argparse.ArgumentParser:
                 "> defaults. Every PartitionConfig field is a key (e.g. verify_frames, jpeg_quality, top_k, "
                 "color_order, mean, std), and so is report_png."),
     )
-    p.add_argument("model", help=f"an .onnx file (external data next to it) or the word {DEFAULT_MODEL!r}")
+    p.add_argument("model", help=f"an .onnx file (external data next to it), a TensorFlow frozen graph (.pb), "
+                                 f"a SavedModel folder, a .tflite file, or the word {DEFAULT_MODEL!r}")
+    p.add_argument("--inputs", help="source tensor names to start at, ',' separated (e.g. Preprocessor/sub:0): "
+                                    "cuts the model's own preprocessing away (default: its inputs)")
+    p.add_argument("--outputs", help="source tensor names to stop at, ',' separated: cuts the model's own "
+                                     "postprocessing away (default: its outputs)")
     p.add_argument("--out", required=True, type=pathlib.Path, help="bundle directory to write (atomically)")
     p.add_argument("--config", type=pathlib.Path, help="TOML file with a [partition] table")
     p.add_argument("--name", "--model-name", dest="model_name", help="model name in the bundle (default: the file stem)")
@@ -154,6 +159,14 @@ def _parse_cuts(value: Any, source: str, base_dir: pathlib.Path) -> tuple[str, .
     return tuple(item.strip().replace("+", ",") for item in items if item.strip())
 
 
+def _parse_names(value: Any, source: str, base_dir: pathlib.Path) -> tuple[str, ...]:
+    """Tensor names separated by ',' (or a TOML list)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise SettingsError(f"{source}: {value!r}: expected tensor names separated by ','")
+    return tuple(item.strip() for item in items if item.strip())
+
+
 def _parse_input_size(value: Any, source: str, base_dir: pathlib.Path) -> tuple[int, int]:
     parts = value.lower().split("x") if isinstance(value, str) else value
     try:
@@ -196,14 +209,15 @@ def partition_schema() -> settings.Schema:
     return settings.schema_of(
         PartitionConfig, env_prefix=ENV_PREFIX, toml_table="partition", strict_env=True,
         parsers={"cuts": _parse_cuts, "input_size": _parse_input_size, "labels": _parse_labels,
-                 "pixel_scale": _parse_pixel_scale},
+                 "pixel_scale": _parse_pixel_scale, "inputs": _parse_names, "outputs": _parse_names},
         extra=_EXTRA_KEYS, exclude=("model", "out_dir"),
     )
 
 
 def build_partition_config(argv: Sequence[str], environ: Mapping[str, str] | None = None):
     """Parse flags, environment and TOML into a validated PartitionConfig; (config, report png path, parsed args)."""
-    from partitioner.config import DEFAULT_MODEL, PartitionConfig
+    from partitioner.config import PartitionConfig
+    from partitioner.models import BUILTIN_MODELS
 
     args = _partition_parser().parse_args(list(argv))
     schema = partition_schema()
@@ -212,8 +226,9 @@ def build_partition_config(argv: Sequence[str], environ: Mapping[str, str] | Non
                                 flags=flags)
     values = dict(resolved.values)
     report_png = values.pop("report_png", None)
-    if args.model != DEFAULT_MODEL and not pathlib.Path(args.model).is_file():
-        raise ValueError(f"model {args.model!r} is not a file; expected an .onnx path or {DEFAULT_MODEL!r}")
+    if args.model not in BUILTIN_MODELS and not pathlib.Path(args.model).exists():
+        raise ValueError(f"model {args.model!r} is not a file; expected an .onnx, .pb or .tflite path, "
+                         f"a SavedModel folder, or one of {', '.join(BUILTIN_MODELS)}")
     config = settings.build(PartitionConfig, values, model=args.model, out_dir=args.out)
     return config, report_png, args
 

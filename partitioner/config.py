@@ -29,6 +29,10 @@ class PartitionConfig:
     model: str
     out_dir: pathlib.Path
     model_name: str = ""
+    # Source tensor names to start/stop at (TensorFlow names like "Preprocessor/sub:0" for
+    # .pb/.tflite/SavedModel sources): cut the model's own pre/post-processing away. () = its own.
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
     cuts: tuple[str, ...] = ()
     max_cuts: int = 6
     max_tensors: int = 3
@@ -78,10 +82,15 @@ class PartitionConfig:
             return ValueError(f"{field_}={value!r} is invalid; expected {expected}")
 
         if not isinstance(self.model, str) or not self.model:
-            raise bad("model", self.model, f"a path to an .onnx file or {DEFAULT_MODEL!r}")
+            raise bad("model", self.model, f"a path to an .onnx, .pb or .tflite file, a SavedModel folder, "
+                                           f"or {DEFAULT_MODEL!r}")
+        for name in ("inputs", "outputs"):
+            names = getattr(self, name)
+            if isinstance(names, tuple) and not all(isinstance(n, str) and n.strip() for n in names):
+                raise bad(name, names, "non-empty tensor names")
         if not isinstance(self.out_dir, pathlib.Path):
             raise bad("out_dir", self.out_dir, "a pathlib.Path")
-        for name in ("cuts", "labels", "input_size", "mean", "std"):
+        for name in ("cuts", "labels", "input_size", "mean", "std", "inputs", "outputs"):
             if not isinstance(getattr(self, name), tuple):
                 raise bad(name, getattr(self, name), "a tuple")
         if self.wire_codec not in WIRE_CODECS:

@@ -32,6 +32,7 @@ from partitioner import assemble, calibration, codec_stage, evaluation, fidelity
 from partitioner.config import DEFAULT_MODEL, PartitionConfig
 from partitioner.cuts import CutCandidate
 from partitioner.errors import UnsupportedModel
+from partitioner.source_defaults import apply_source_defaults
 from partitioner.models import DETECTOR
 from partitioner.stages import RejectedCut
 from protos import bundle as bundle_io
@@ -80,10 +81,11 @@ class _StageClock:
 # --------------------------------------------------------------------------- model and cuts
 
 
-def load_source_model(model: str) -> tuple[onnx.ModelProto, str]:
+def load_source_model(model: str, *, inputs: Sequence[str] = (), outputs: Sequence[str] = (),
+                      input_size: tuple[int, int] = (0, 0)) -> tuple[onnx.ModelProto, str]:
     """(model, source description) for a path to an .onnx file or the word ``mobilenet_v2``
     (or ``ssd_mobilenet_v2_coco``: :mod:`partitioner.models.ssd_mobilenet_v2`)."""
-    from partitioner.loading import load_model
+    from partitioner.loading import load_any_model
 
     if model == DEFAULT_MODEL:
         from partitioner import samples
@@ -96,9 +98,9 @@ def load_source_model(model: str) -> tuple[onnx.ModelProto, str]:
         from partitioner.models.ssd_mobilenet_v2 import build_detector
 
         return build_detector()
-    proto = load_model(model)
+    proto, info = load_any_model(model, inputs=inputs, outputs=outputs, input_size=input_size)
     producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p) or "unknown producer"
-    return proto, f"{pathlib.Path(model).name} ({producer})"
+    return proto, f"{info.describe() if info.converter else pathlib.Path(model).name} ({producer})"
 
 
 def prepare_source_model(source_model: onnx.ModelProto, config: PartitionConfig) -> onnx.ModelProto:
@@ -195,7 +197,9 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
 
         config = with_partition_defaults(config)
     progress("load", 0, 1)
-    source_model, source = load_source_model(config.model)
+    source_model, source = load_source_model(config.model, inputs=config.inputs, outputs=config.outputs,
+                                             input_size=config.input_size)
+    config, source_format, _ = apply_source_defaults(config, source_model)
     progress("load", 1, 1)
     clock.lap("load")
     progress("prepare", 0, 1)
@@ -233,7 +237,8 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
     judge, baseline = measure_baseline(config, model, spec, frames, tuple(reference))
     arithmetic = evaluation.resolve_int8_arithmetic(config.int8_arithmetic)
     logger.info("INT8 variants are judged with %s arithmetic", arithmetic)
-    context = stages.CutContext(model=model, spec=spec, frames=frames, judge=judge, exact_int8=arithmetic == "exact")
+    context = stages.CutContext(model=model, spec=spec, frames=frames, judge=judge, exact_int8=arithmetic == "exact",
+                                pre_quantized=source_format.pre_quantized)
     clock.lap("reference")
 
     optimized: list[stages.OptimizedCut] = []
@@ -259,7 +264,7 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
     record = evaluation_record(config, judge, baseline, frames, quantizer.method)
     record.int8_arithmetic = arithmetic if config.quantize_heads else ""
     bundle = assemble.write_bundle(config, model, source=source, spec=spec, labels=_labels(config), cuts=profiled,
-                                   evaluation=record)
+                                   evaluation=record, source_format=source_format)
     bundle = codec_stage.record_codecs(bundle, codec_cuts)
     progress("write", 1, 1)
     clock.lap("write")

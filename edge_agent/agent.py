@@ -47,6 +47,7 @@ from edge_agent.connect import Connector, advertise_in_background, build_hub
 from edge_agent.errors import EdgeAgentError
 from edge_agent.events import EventHub, Subscription
 from edge_agent.feedback import Feedback
+from edge_agent.gate_exits import GateExitMixin
 from edge_agent.head import HeadRunner, cut_profiles, release_free_memory
 from edge_agent.metrics import EdgeMetrics, serve_metrics
 from edge_agent.policy import SplitPolicy
@@ -56,12 +57,12 @@ from edge_agent.probes import Prober
 from edge_agent.results import ResultSink, make_sink
 from edge_agent.sinks import configured_sinks
 from edge_agent.sources import Frame, FrameSource, open_source
-from edge_agent.stages import (ExitCheck, FrameGate, FrameJob, HeadStage, NeverExit, Offloader, ResultStage,
+from edge_agent.stages import (ExitCheck, FrameGate, FrameJob, HeadStage, Offloader, ResultStage,
                                WireEncoder, complete_on_device)
 from edge_agent.stages.hooks import configured_gate
 from edge_agent.stages.result import GatedFrame
 from edge_agent.telemetry import ProbeScheduler, TelemetryHub
-from edge_agent.types import AgentSnapshot, CutEstimate, Decision, Objective, Telemetry, Transport
+from edge_agent.types import AgentSnapshot, CutEstimate, Decision, Objective, Transport
 from protos.bundle import Side, bundle_hash, read_bundle, tail_model_version
 
 __all__ = ["EdgeAgent"]
@@ -72,7 +73,7 @@ _END = object()
 TRIM_INTERVAL_S = 1.0  # return freed heap pages to the OS this often (glibc keeps ~60 MB of churn otherwise)
 
 
-class EdgeAgent:
+class EdgeAgent(GateExitMixin):
     """The daemon. ``EdgeAgent(config).start(); agent.run_until_done()``.
 
     ``transport`` replaces the gRPC client (tests and the demo pass fakes or emulated
@@ -97,7 +98,7 @@ class EdgeAgent:
         clock: Callable[[], float] = time.monotonic,
         telemetry: Optional[TelemetryHub] = None,
         gate: Optional[FrameGate] = None,  # None: config.gate's motion gate, per source kind
-        exit_check: ExitCheck = NeverExit(),
+        exit_check: Optional[ExitCheck] = None,  # None: the bundle's early exits as config.exits says
         serve_control: bool = False,
     ) -> None:
         self.config = config
@@ -139,7 +140,7 @@ class EdgeAgent:
         self.gate = gate
         self.head_stage = HeadStage(self.head, WireEncoder(config.server.compression, self.bundle),
                                     self._profile_by_id, self.feedback, has_server=lambda: self.transport is not None,
-                                    exit_check=exit_check)
+                                    exit_check=exit_check if exit_check is not None else self._configured_exits())
         self.offloader = Offloader(self.bundle, self.head, self.feedback, agent_id=self.agent_id,
                                    deadline_ms=rt.deadline_ms, clock=clock)
         self.prober = Prober(self.bundle, self.feedback, self.offloader, self.probes, deadline_ms=rt.deadline_ms,
@@ -200,7 +201,7 @@ class EdgeAgent:
             log.warning("no server configured or discovered: running fully local")
         if self._source is None:
             self._source = open_source(self.config.source)
-        self.gate = self.gate or configured_gate(self.config.gate, live_source=self._source.live)
+        self.gate = configured_gate(self.config.gate, live_source=self._source.live, injected=self.gate)
         with self._lock:
             now = self._now_ms()
             self.policy.observe(self._sample_telemetry(now), now)
@@ -381,10 +382,6 @@ class EdgeAgent:
             self._done.set()
 
     # ------------------------------------------------------------------ control loop
-
-    def _sample_telemetry(self, now_ms: int) -> Telemetry:
-        current = self._decision.cut_id if self._decision is not None else None
-        return self.feedback.sample(now_ms, has_transport=self.transport is not None, current_cut=current)
 
     def _control_loop(self) -> None:
         interval_s = self.config.policy.decide_interval_ms / 1000.0

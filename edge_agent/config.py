@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, NoReturn, Optional
 
 from edge_agent.breaker import BreakerConfig
-from edge_agent.config_owner import LiveViewConfig, MqttConfig, is_loopback
+from edge_agent.config_owner import ExitsConfig, LiveViewConfig, MqttConfig, is_loopback
 from edge_agent.errors import ConfigError
 from edge_agent.gate import MotionGate
 from edge_agent.policy import PolicyConfig
@@ -353,6 +353,7 @@ class EdgeConfig:
     control: ControlConfig = ControlConfig()
     link: LinkConfig = LinkConfig()
     gate: GateConfig = GateConfig()
+    exits: ExitsConfig = ExitsConfig()
     agent: AgentSection = AgentSection()
     mqtt: MqttConfig = MqttConfig()
     liveview: LiveViewConfig = LiveViewConfig()

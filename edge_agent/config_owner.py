@@ -130,3 +130,18 @@ class LiveViewConfig:
             _fail("liveview.max_width_px", self.max_width_px, "pixels in 64..4096")
         if not 10 <= self.timeline_s <= 86400:
             _fail("liveview.timeline_s", self.timeline_s, "seconds in 10..86400")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExitsConfig:
+    """The bundle's early exits (:mod:`edge_agent.exits`): ``enabled`` runs them after the head
+    of a cut that has one; ``threshold`` 0 keeps each exit's calibrated threshold, a value in
+    (0, 1] replaces them all (``splitctl exit-threshold`` changes it at run time)."""
+
+    enabled: bool = True
+    threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.threshold, (int, float)) or isinstance(self.threshold, bool) \
+                or not 0.0 <= self.threshold <= 1.0:
+            _fail("exits.threshold", self.threshold, "0 (the bundle's calibrated thresholds) or a number in (0, 1]")

@@ -35,7 +35,7 @@ import stat
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 import grpc
@@ -51,6 +51,7 @@ from edge_agent.types import (
     Objective,
     Telemetry,
 )
+from edge_agent import control_exits
 from protos import control_pb2, control_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,8 @@ def snapshot_to_pb(s: AgentSnapshot, to_unix: Callable[[int], int]) -> control_p
         circuit_state=s.circuit_state,
         uptime_s=s.uptime_s,
         mean_latency_ms=_or0(s.mean_latency_ms),
-    )
+    ) if s.gate_exits is None else control_exits.add_gate_exits(snapshot_to_pb(replace(s, gate_exits=None), to_unix),
+                                                               s.gate_exits)
 
 
 def estimates_to_pb(
@@ -245,6 +247,8 @@ class AgentControlServicer(control_pb2_grpc.AgentControlServicer):
 
     def _snapshot(self) -> AgentSnapshot:
         snapshot = self.target.snapshot()
+        if hasattr(self.target, "gate_exit_status"):  # issue 16: gate and exit status
+            snapshot = replace(snapshot, gate_exits=self.target.gate_exit_status())
         sync = getattr(self.to_unix, "sync", None)
         if sync is not None:
             sync(snapshot)
@@ -331,6 +335,12 @@ class AgentControlServicer(control_pb2_grpc.AgentControlServicer):
                     yield control_pb2.AgentEvent(status=snapshot_to_pb(self._snapshot(), self.to_unix))
         finally:
             close()
+
+    def SetGate(self, request, context):  # noqa: N802
+        return control_exits.set_gate(self.target, request, context)
+
+    def SetExitThreshold(self, request, context):  # noqa: N802
+        return control_exits.set_exit_threshold(self.target, request, context)
 
     def stop_streams(self) -> None:
         self._stopping.set()

@@ -33,6 +33,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 
 from edge_agent.control import ADDRESS_ENV, TOKEN_ENV, default_socket_path
+from edge_agent.ctl_exits import add_gate_exit_parsers, gate_exit_lines
 from protos import control_pb2, control_pb2_grpc
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_UNAUTHORIZED = 0, 1, 2, 3, 4, 5
@@ -121,6 +122,13 @@ class ControlClient:
         request = control_pb2.SetPolicyRequest(objective=_OBJECTIVE_VALUES[objective], slo_ms=slo_ms or 0.0)
         return self._call(self._stub.SetPolicy, request)
 
+    def set_gate(self, enabled: bool) -> control_pb2.SetGateResponse:
+        return self._call(self._stub.SetGate, control_pb2.SetGateRequest(enabled=enabled))
+
+    def set_exit_threshold(self, threshold: float, cut_id: str = "") -> control_pb2.SetExitThresholdResponse:
+        return self._call(self._stub.SetExitThreshold, control_pb2.SetExitThresholdRequest(threshold=threshold,
+                                                                                          cut_id=cut_id))
+
     def watch(self, interval_ms: int) -> Any:
         """The server stream of ``AgentEvent`` (iterate it; ``.cancel()`` ends it). No deadline:
         it runs until cancelled."""
@@ -176,14 +184,6 @@ def _num(value: float, unit: str, fmt: str = ".0f") -> str:
 CONFIGURATION_PREFIX = "configuration:"
 
 
-def _gate_rate(s: control_pb2.AgentStatus) -> str:
-    """Frames the motion gate skipped, as a share of all results (path "gated")."""
-    gated = sum(p.results for p in s.results_by_path if p.path == "gated")
-    if not s.results:
-        return "no results yet"
-    return f"{gated} gated of {s.results} results ({100.0 * gated / s.results:.1f}%)"
-
-
 def render_status(s: control_pb2.AgentStatus) -> str:
     t = s.telemetry
     by_path = ", ".join(f"{p.path} {p.results}" for p in s.results_by_path) or "none yet"
@@ -201,7 +201,7 @@ def render_status(s: control_pb2.AgentStatus) -> str:
         f"frames     captured {s.frames_captured}   dropped {s.frames_dropped}   results {s.results}"
         f"   mean latency {_num(s.mean_latency_ms, 'ms', '.1f')}",
         f"by path    {by_path}",
-        f"gate       {_gate_rate(s)}",
+        *gate_exit_lines(s),
     ]
     if s.current.reason.startswith(CONFIGURATION_PREFIX):
         # not an outage: the server answers but lacks what this agent needs (e.g. its bundle version)
@@ -464,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("discover", parents=[json_flag], help="servers and agents on the LAN (zeroconf)")
     p.add_argument("--timeout-s", type=float, default=2.0, help="how long to listen (default 2)")
     p.set_defaults(func=cmd_discover)
+    add_gate_exit_parsers(sub, [common, json_flag], _client, _emit)
     return parser
 
 

@@ -60,6 +60,9 @@ class Verdict(enum.Enum):
 class Measurement:
     verdict: Verdict
     changed_fraction: float  # of the unmasked pixels; 0 for FIRST and REFRESH without a comparison
+    # MOTION only: the changed pixels' bounding box (x0, y0, x1, y1) as fractions of the frame,
+    # for the detectors' region-of-interest mode (edge_agent.roi)
+    region: Optional[tuple[float, float, float, float]] = None
 
 
 class MotionGate:
@@ -121,7 +124,10 @@ class MotionGate:
         if fraction >= self.scene_change_fraction:
             verdict = Verdict.SCENE_CHANGE
         elif fraction >= self.min_area_fraction:
-            verdict = Verdict.MOTION
+            x, y, w, h = cv2.boundingRect(changed)
+            gh, gw = grey.shape[:2]
+            return self._record(Measurement(Verdict.MOTION, fraction, (x / gw, y / gh, (x + w) / gw, (y + h) / gh)),
+                                grey, now_s)
         elif self.max_gated_s and now_s - self._admitted_s >= self.max_gated_s:
             verdict = Verdict.REFRESH
         else:

@@ -34,6 +34,11 @@ class EdgeMetrics:
     battery_pct: Any = None
     circuit_open: Any = None
     latency_s: Any = None
+    gate_rate: Any = None
+    gate_enabled: Any = None
+    exit_rate: Any = None
+    exit_threshold: Any = None
+    exit_checks: Any = None
     server: Any = None  # the HTTP server
     port: Optional[int] = None
 
@@ -81,6 +86,17 @@ class EdgeMetrics:
         self.battery_pct.set(t.battery_pct if t.battery_pct is not None else nan)
         self.circuit_open.set(1 if circuit_open else 0)
 
+    def rates_sampled(self, rates: Any, exits: Sequence[Any], *, gate_enabled: bool) -> None:
+        """Gate and exit rates (:class:`edge_agent.rates.FrameRates`, :class:`edge_agent.exits.ExitCount`)."""
+        if not self.enabled:
+            return
+        self.gate_rate.set(rates.gate_rate)
+        self.gate_enabled.set(1 if gate_enabled else 0)
+        for count in exits:
+            self.exit_rate.labels(cut=count.cut_id).set(count.rate if count.rate is not None else float("nan"))
+            self.exit_threshold.labels(cut=count.cut_id).set(count.threshold)
+            self.exit_checks.labels(cut=count.cut_id).set(count.checked)
+
     def close(self) -> None:
         if self.server is not None:
             self.server.shutdown()
@@ -106,6 +122,14 @@ def serve_metrics(port: int, host: str) -> EdgeMetrics:
         rtt_ms=Gauge("splitinfer_edge_rtt_ms", "Estimated round-trip time", registry=reg),
         battery_pct=Gauge("splitinfer_edge_battery_pct", "Battery charge (NaN when unknown)", registry=reg),
         circuit_open=Gauge("splitinfer_edge_circuit_open", "1 while the circuit breaker is not closed", registry=reg),
+        gate_rate=Gauge("splitinfer_edge_gate_rate", "Share of captured frames the motion gate skipped", registry=reg),
+        gate_enabled=Gauge("splitinfer_edge_gate_enabled", "1 while the motion gate is on", registry=reg),
+        exit_rate=Gauge("splitinfer_edge_exit_rate", "Share of frames checked at a cut's early exit that exited",
+                        ["cut"], registry=reg),
+        exit_threshold=Gauge("splitinfer_edge_exit_threshold", "Confidence threshold of a cut's early exit", ["cut"],
+                             registry=reg),
+        exit_checks=Gauge("splitinfer_edge_exit_checked_frames", "Frames that reached a cut's early exit", ["cut"],
+                          registry=reg),
         latency_s=Histogram("splitinfer_edge_latency_seconds", "Capture-to-result latency", registry=reg,
                             buckets=LATENCY_BUCKETS_S),
     )

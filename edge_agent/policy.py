@@ -70,6 +70,7 @@ from edge_agent.estimates import (
     is_positive, runner_up,
 )
 from edge_agent.power import PI4_DEFAULT, PowerModel
+from edge_agent.rates import NO_RATES, apply_rates
 from protos.names import INPUT_CUT, OUTPUT_CUT
 from edge_agent.types import CutEstimate, CutProfile, Decision, Mode, Objective, Telemetry
 
@@ -165,6 +166,7 @@ class SplitPolicy:
         self._busy_ms = 0.0
         self._busy_news = False  # a busy answer arrived since the last decision (forces a re-choice)
         self._problem = ""  # a configuration problem keeping the cloud unavailable (e.g. version mismatch)
+        self.rates = NO_RATES  # measured gate and exit rates (edge_agent.rates), set by the caller like telemetry
 
     # ------------------------------------------------------------------ read-only state
 
@@ -380,11 +382,12 @@ class SplitPolicy:
         low, high = _SERVER_SCALE_RANGE
         return min(max(t.server_compute_ms / current.tail_ms, low), high)
 
-    def _estimate_all(self, now_ms: int) -> list[CutEstimate]:
+    def _estimate_all(self, now_ms: int) -> list[CutEstimate]:  # per frame: gate and exit rates (edge_agent.rates)
         uplink, _, rtt, _ = self._network()
-        return estimate_cuts(self._cuts, self._telemetry, uplink_kbps=uplink, rtt_ms=rtt,
-                             server_scale=self._server_scale(), cloud_available=self._cloud_available,
-                             power=self._power, busy_ms=self._busy_penalty_ms(now_ms))
+        return apply_rates(estimate_cuts(self._cuts, self._telemetry, uplink_kbps=uplink, rtt_ms=rtt,
+                           server_scale=self._server_scale(), cloud_available=self._cloud_available, power=self._power,
+                           busy_ms=self._busy_penalty_ms(now_ms)), self.rates, self._power,
+                           wire_bytes={c.cut_id: c.wire_bytes for c in self._cuts}, uplink_kbps=uplink)
 
     def _busy_penalty_ms(self, now_ms: int) -> float:
         return self._busy_ms if now_ms < self._busy_until_ms else 0.0

@@ -10,7 +10,7 @@ One line per frame (schema ``splitinfer.edge.result/1``)::
      "wire_bytes": 12544, "fallback_reason": null,
      "top_k": [{"index": 671, "label": "mountain bike", "score": 0.83}, ...]}
 
-``path`` is :class:`edge_agent.types.Path` (split / cloud / local / fallback / gated). A
+``path`` is :class:`edge_agent.types.Path` (split / cloud / local / fallback / gated / exited). A
 frame the motion gate skipped has ``"path": "gated"``, every stage "skipped", and carries
 the payload of the last computed frame, named by ``"source_frame_id"`` (a key only gated
 results have). Detection

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Optional, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -33,6 +33,7 @@ class Path(enum.Enum):
     LOCAL = "local"  # everything on the device by choice ("output" cut)
     FALLBACK = "fallback"  # offload failed or missed its deadline; completed on the device
     GATED = "gated"  # nothing moved: no model ran, the result repeats the last computed frame's
+    EXITED = "exited"  # the head's early exit was confident: finished on the device, nothing offloaded
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class AgentSnapshot:
     uptime_s: float
     mean_latency_ms: Optional[float]
     frames_gated: int = 0  # skipped by the frame gate before any model ran
+    gate_exits: Optional[Any] = None  # edge_agent.gate_exits.GateExitStatus (the control endpoint adds it)
 
 
 # --------------------------------------------------------------------------- transport seam

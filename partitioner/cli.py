@@ -137,6 +137,9 @@ def _partition_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-png", help="also write the split-computing figure here")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("-v", "--verbose", action="store_true", help="log every stage")
+    from partitioner.exit_stage import add_exit_arguments  # --exits CUT,... (issue 16)
+
+    add_exit_arguments(p)
     return p
 
 
@@ -248,7 +251,14 @@ def partition_main(argv: Sequence[str]) -> int:
     except (PartitionerError, ContractError, ValueError, FileNotFoundError) as exc:
         print(f"splitinfer partition: {exc}", file=sys.stderr)
         return 2
-    manifest = result.bundle.manifest
+    from partitioner.exit_stage import run_exit_stage
+
+    try:
+        with_exits = run_exit_stage(result.bundle.root, args)
+    except (ContractError, ValueError, OSError) as exc:
+        print(f"splitinfer partition: exits: {exc}", file=sys.stderr)
+        return 2
+    manifest = (with_exits or result.bundle).manifest
     print(report.format_table(manifest, rejected=[(r.id, r.reason) for r in result.rejected]))
     print(f"\nwrote {result.bundle.root} in {sum(result.stage_seconds.values()):.1f} s")
     if report_png:

@@ -6,7 +6,7 @@ say, so a confident frame can finish on the edge right after the head::
     head outputs --(pool + linear)--> class scores      "classifier" exit
     head outputs --(1x1 conv, relu, 1x1 conv, max)--> P(anything here)   "objectness" exit
 
-Recipe (:func:`add_exits` does it for a written bundle; the steps are public):
+Recipe (:func:`partitioner.exit_stage.add_exits` does it for a written bundle; the steps are here):
 
 1. Run the bundle's head of the cut (what the edge computes) and the FP32 full model (the
    teacher) on unlabelled frames: a training source and a held-out source that share no frame.
@@ -23,26 +23,21 @@ Recipe (:func:`add_exits` does it for a written bundle; the steps are public):
 from __future__ import annotations
 
 import logging
-import os
-import pathlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from protos import bundle_pb2
-from protos.bundle import (Bundle, Side, compute_content_hash, read_bundle, sha256_file, update_manifest)
-from protos.exits import EXITS_DIR
-from protos.names import INPUT_CUT, OUTPUT_CUT
 
 if TYPE_CHECKING:
     from partitioner.training import TrainReport
 
-__all__ = ["Calibration", "ExitFit", "ExitOptions", "add_exits", "build_classifier_exit", "build_objectness_exit",
-           "calibrate_threshold", "fit_classifier_exit", "fit_objectness_exit"]
+__all__ = ["Calibration", "Dequantize", "ExitFit", "build_classifier_exit", "build_objectness_exit",
+           "calibrate_threshold", "classifier_confidence", "fit_classifier_exit", "fit_objectness_exit",
+           "profile_exit_ms", "run_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,15 +95,38 @@ def calibrate_threshold(confidence: np.ndarray, agrees: np.ndarray, *, target: f
 # --------------------------------------------------------------------------- ONNX builders
 
 
+@dataclass(frozen=True)
+class Dequantize:
+    """The cut tensor travels as 8-bit codes: real = (q - zero_point) * scale (per tensor)."""
+
+    scale: float
+    zero_point: int
+    datatype: str  # "UINT8" or "INT8"
+
+    def apply(self, q: np.ndarray) -> np.ndarray:
+        return ((np.asarray(q, dtype=np.float32) - self.zero_point) * self.scale).astype(np.float32)
+
+
 def build_classifier_exit(weight: np.ndarray, bias: np.ndarray, *, input_name: str, input_shape: Sequence[int],
-                          output_name: str, probabilities: bool, opset: int = 13) -> onnx.ModelProto:
-    """GlobalAveragePool (4-D inputs) -> Flatten -> Gemm -> [Softmax when the model outputs probabilities]."""
+                          output_name: str, probabilities: bool, dequantize: Dequantize | None = None,
+                          opset: int = 13) -> onnx.ModelProto:
+    """[DequantizeLinear] -> GlobalAveragePool (4-D inputs) -> Flatten -> Gemm -> [Softmax when the
+    model outputs probabilities]."""
     weight = np.asarray(weight, dtype=np.float32)
     bias = np.asarray(bias, dtype=np.float32)
     if weight.ndim != 2 or bias.shape != (weight.shape[0],):
         raise ValueError(f"exit weight {weight.shape} and bias {bias.shape}; expected (classes, channels) and (classes,)")
     shape = ["batch", *(int(d) if int(d) > 0 else f"d{i}" for i, d in enumerate(input_shape[1:], 1))]
     nodes, current = [], input_name
+    inits = [numpy_helper.from_array(weight, "exit_weight"), numpy_helper.from_array(bias, "exit_bias")]
+    elem = TensorProto.FLOAT
+    if dequantize is not None:
+        elem = TensorProto.UINT8 if dequantize.datatype == "UINT8" else TensorProto.INT8
+        zp_dtype = np.uint8 if elem == TensorProto.UINT8 else np.int8
+        inits += [numpy_helper.from_array(np.array(dequantize.scale, dtype=np.float32), "exit_q_scale"),
+                  numpy_helper.from_array(np.array(dequantize.zero_point, dtype=zp_dtype), "exit_q_zp")]
+        nodes.append(helper.make_node("DequantizeLinear", [current, "exit_q_scale", "exit_q_zp"], ["exit_real"]))
+        current = "exit_real"
     if len(shape) == 4:
         nodes.append(helper.make_node("GlobalAveragePool", [current], ["exit_pooled"]))
         current = "exit_pooled"
@@ -121,9 +139,9 @@ def build_classifier_exit(weight: np.ndarray, bias: np.ndarray, *, input_name: s
         nodes.append(helper.make_node("Softmax", [logits], [output_name], axis=1))
     graph = helper.make_graph(
         nodes, "classifier_exit",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(input_name, elem, shape)],
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", weight.shape[0]])],
-        initializer=[numpy_helper.from_array(weight, "exit_weight"), numpy_helper.from_array(bias, "exit_bias")])
+        initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="splitinfer-exits")
     onnx.checker.check_model(model)
     return model
@@ -172,7 +190,7 @@ def _pooled(activations: np.ndarray) -> np.ndarray:
 
 def fit_classifier_exit(train_act: np.ndarray, train_logits: np.ndarray, heldout_act: np.ndarray,
                         heldout_logits: np.ndarray, config: object, *, input_name: str, output_name: str,
-                        probabilities: bool, temperature: float = 4.0) -> ExitFit:
+                        probabilities: bool, temperature: float = 4.0, dequantize: Dequantize | None = None) -> ExitFit:
     """Distil the teacher's class scores into pooling + a linear layer on the cut activation.
 
     ``*_act`` are activations ``[N, C, H, W]`` (or ``[N, C]``), ``*_logits`` the teacher's
@@ -183,7 +201,8 @@ def fit_classifier_exit(train_act: np.ndarray, train_logits: np.ndarray, heldout
 
     from partitioner import training
 
-    x_train, x_held = _pooled(train_act), _pooled(heldout_act)
+    real = dequantize.apply if dequantize is not None else (lambda a: a)
+    x_train, x_held = _pooled(real(train_act)), _pooled(real(heldout_act))
     t_train = np.asarray(train_logits, dtype=np.float32).reshape(len(x_train), -1)
     t_held = np.asarray(heldout_logits, dtype=np.float32).reshape(len(x_held), -1)
     channels, classes = x_train.shape[1], t_train.shape[1]
@@ -199,7 +218,7 @@ def fit_classifier_exit(train_act: np.ndarray, train_logits: np.ndarray, heldout
     weight = linear.weight.detach().numpy().copy()
     bias = linear.bias.detach().numpy().copy()
     model = build_classifier_exit(weight, bias, input_name=input_name, input_shape=np.shape(train_act),
-                                  output_name=output_name, probabilities=probabilities)
+                                  output_name=output_name, probabilities=probabilities, dequantize=dequantize)
     return ExitFit(model, report)
 
 
@@ -282,171 +301,3 @@ def profile_exit_ms(model: onnx.ModelProto, feed: dict[str, np.ndarray], runs: i
         session.run(names, inputs)
         times.append((time.perf_counter() - t0) * 1000.0)
     return float(np.median(times))
-
-
-# --------------------------------------------------------------------------- bundles
-
-
-@dataclass(frozen=True)
-class ExitOptions:
-    """Where the frames come from and how to train. ``target`` None = the bundle's JPEG baseline."""
-
-    train_source: str = ""  # video or image folder; "" = the sample bikes.mp4
-    heldout_sources: tuple[str, ...] = ()  # "" = the other sample videos
-    train_frames: int = 200
-    heldout_frames: int = 200
-    target: float | None = None
-    seed: int = 0
-    max_epochs: int = 60
-    max_seconds: float = 300.0
-    learning_rate: float = 3e-3
-    threads: int = 1
-    progress: bool = False
-    min_exits: int = 5
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in ("train_frames", "heldout_frames", "min_exits"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"exits.{name} = {value!r}; expected an integer >= 1")
-        if self.target is not None and not 0.0 <= self.target <= 1.0:
-            raise ValueError(f"exits.target = {self.target!r}; expected a number in [0, 1] or None")
-
-
-def _class_output(manifest: bundle_pb2.Manifest) -> tuple[str, bool]:
-    """(class-score output name, True when it holds probabilities rather than logits)."""
-    spec = manifest.output.classification
-    name = spec.output_tensor or manifest.output.tensors[0].name
-    return name, not spec.softmax
-
-
-def _frames(source: str | os.PathLike[str], count: int) -> tuple[list[np.ndarray], str]:
-    from partitioner.calibration import read_frames
-
-    got = read_frames(source)
-    frames = list(got.frames)
-    if len(frames) > count:
-        frames = [frames[i] for i in np.linspace(0, len(frames) - 1, count).round().astype(int)]
-    return frames, str(source)
-
-
-def _exit_input(cut: bundle_pb2.Cut) -> str:
-    floats = [t.name for t in cut.tensors if len(t.shape) in (2, 4)]
-    if not floats:
-        raise ValueError(f"cut {cut.id!r} has no 2-D or 4-D tensor to attach an exit to "
-                         f"(tensors {[(t.name, list(t.shape)) for t in cut.tensors]})")
-    return max(floats, key=lambda n: next(len(t.shape) for t in cut.tensors if t.name == n))
-
-
-def add_exits(bundle_dir: str | os.PathLike[str], cut_ids: Sequence[str], options: ExitOptions = ExitOptions()
-              ) -> Bundle:
-    """Train, calibrate and add a classifier exit at each of ``cut_ids`` to a written bundle.
-
-    The bundle is rewritten in place (new files under ``edge/exits/``, the manifest's cuts and
-    content hash). Cuts whose exit cannot reach the target with ``min_exits`` exiting
-    held-out frames get none (logged). Detector bundles: :func:`fit_objectness_exit` is the
-    exit; this function handles classification bundles.
-    """
-    from partitioner import calibration, samples
-    from partitioner.training import TrainConfig
-    from protos.preprocess import preprocess_bgr
-
-    root = pathlib.Path(bundle_dir)
-    bundle = read_bundle(root, Side.ALL)
-    m = bundle.manifest
-    if m.output.WhichOneof("postprocess") != "classification":
-        raise ValueError(f"bundle {str(root)!r} is not a classifier (output postprocess "
-                         f"{m.output.WhichOneof('postprocess')!r}); add_exits builds classifier exits")
-    bad = [c for c in cut_ids if c in (INPUT_CUT, OUTPUT_CUT) or c not in bundle.cut_ids]
-    if bad:
-        valid = [c for c in bundle.cut_ids if c not in (INPUT_CUT, OUTPUT_CUT)]
-        raise ValueError(f"cannot add exits at {bad}; expected mid-graph cuts of the bundle: {valid}")
-    target = options.target
-    if target is None:
-        if not m.HasField("evaluation") or m.evaluation.metric != "top1_agreement":
-            raise ValueError("the bundle records no top-1 JPEG baseline (manifest.evaluation); pass ExitOptions.target")
-        target = m.evaluation.baseline
-    train_src = options.train_source or str(calibration.default_calibration_path())
-    held_srcs = options.heldout_sources or tuple(
-        str(p) for p in calibration.default_evaluation_paths() if pathlib.Path(p).name != samples.VIDEOS[0])
-    train_bgr, _ = _frames(train_src, options.train_frames)
-    held_bgr: list[np.ndarray] = []
-    per_source = max(1, options.heldout_frames // len(held_srcs))
-    for src in held_srcs:
-        held_bgr += _frames(src, per_source)[0]
-    input_name = m.input.tensor.name
-    train_feeds = [{input_name: preprocess_bgr(f, m.input)} for f in train_bgr]
-    held_feeds = [{input_name: preprocess_bgr(f, m.input)} for f in held_bgr]
-    out_name, probabilities = _class_output(m)
-    full = str(bundle.path(m.full_model))
-
-    def teacher(feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
-        names = [o.name for o in onnx.load(full, load_external_data=False).graph.output]
-        outs = run_onnx(full, feeds)
-        scores = np.concatenate([o[names.index(out_name)].reshape(1, -1) for o in outs])
-        return np.log(np.clip(scores, 1e-12, None)) if probabilities else scores
-
-    t_train, t_held = teacher(train_feeds), teacher(held_feeds)
-    added: dict[str, tuple[bytes, bundle_pb2.EarlyExit]] = {}
-    for cut_id in cut_ids:
-        cut = bundle.cut(cut_id)
-        act_name = _exit_input(cut)
-        head = str(bundle.path(cut.head))
-        head_outputs = [o.name for o in onnx.load(head, load_external_data=False).graph.output]
-        idx = head_outputs.index(act_name)
-        a_train = np.concatenate([o[idx] for o in run_onnx(head, train_feeds)])
-        a_held = np.concatenate([o[idx] for o in run_onnx(head, held_feeds)])
-        config = TrainConfig(seed=options.seed, max_epochs=options.max_epochs, max_seconds=options.max_seconds,
-                             learning_rate=options.learning_rate, threads=options.threads, progress=options.progress)
-        fit = fit_classifier_exit(a_train, t_train, a_held, t_held, config, input_name=act_name,
-                                  output_name=out_name, probabilities=probabilities)
-        scores = np.concatenate([o[0].reshape(1, -1) for o in run_onnx(fit.model, [{act_name: a_held[i:i + 1]}
-                                                                                     for i in range(len(a_held))])])
-        agrees = scores.argmax(axis=1) == t_held.argmax(axis=1)
-        cal = calibrate_threshold(classifier_confidence(scores, probabilities=probabilities), agrees,
-                                  target=target, min_exits=options.min_exits)
-        if cal.exit_rate * cal.frames < options.min_exits:
-            logger.warning("exit at %s: no threshold reaches agreement %.3f with >= %d exiting held-out frames; "
-                           "no exit added", cut_id, target, options.min_exits)
-            continue
-        report = fit.report
-        spec = bundle_pb2.EarlyExit(
-            kind="classifier", threshold=cal.threshold, outputs=[out_name], heldout_frames=cal.frames,
-            exit_rate=cal.exit_rate, exit_agreement=cal.agreement, target=target, train_frames=len(a_train),
-            epochs=report.epochs, seed=options.seed, heldout_loss=report.heldout_loss,
-            train_sources=[train_src], heldout_sources=list(held_srcs),
-            exit_ms=profile_exit_ms(fit.model, {act_name: a_held[:1]}))
-        logger.info("exit at %s: threshold %.3f, %.0f%% of %d held-out frames exit, agreement %.3f (target %.3f)",
-                    cut_id, cal.threshold, 100 * cal.exit_rate, cal.frames, cal.agreement, target)
-        added[cut_id] = (fit.model.SerializeToString(), spec)
-    return write_exits(root, added)
-
-
-def write_exits(root: pathlib.Path, exits: dict[str, tuple[bytes, bundle_pb2.EarlyExit]]) -> Bundle:
-    """Write each exit's ONNX file under ``edge/exits/`` and record it in its cut (content hash updated)."""
-    refs = {}
-    for cut_id, (data, _) in exits.items():
-        rel = f"{EXITS_DIR}/{cut_id}.onnx"
-        path = root.joinpath(*rel.split("/"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".onnx.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        refs[cut_id] = bundle_pb2.FileRef(path=rel, sha256=sha256_file(path), size_bytes=len(data))
-
-    def mutate(manifest: bundle_pb2.Manifest) -> None:
-        for cut in manifest.cuts:
-            if cut.id in exits:
-                cut.exit_head.CopyFrom(refs[cut.id])
-                cut.early_exit.CopyFrom(exits[cut.id][1])
-        manifest.content_hash = compute_content_hash(manifest)
-
-    return update_manifest(root, mutate)
-
-
-def describe(spec: bundle_pb2.EarlyExit) -> str:
-    """One line for reports."""
-    return (f"{spec.kind} exit: threshold {spec.threshold:.3f}, held-out exit rate {100 * spec.exit_rate:.0f}% "
-            f"agreeing {spec.exit_agreement:.3f} (target {spec.target:.3f}), {spec.exit_ms:.2f} ms")
-

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _splitinfer_pool.POOL.AddSerializedFile(b'\n\x14protos/control.proto\x12\x15splitinfer.control.v1\"\x8a\x02\n\tTelemetry\x12\x12\n\nat_unix_ms\x18\x01 \x01(\x03\x12\x13\n\x0bhas_battery\x18\x02 \x01(\x08\x12\x13\n\x0b\x62\x61ttery_pct\x18\x03 \x01(\x01\x12\x10\n\x08\x63harging\x18\x04 \x01(\x08\x12\x12\n\ncpu_temp_c\x18\x05 \x01(\x01\x12\x11\n\tthrottled\x18\x06 \x01(\x08\x12\x14\n\x0c\x63pu_load_pct\x18\x07 \x01(\x01\x12\x13\n\x0buplink_kbps\x18\x08 \x01(\x01\x12\x0e\n\x06rtt_ms\x18\t \x01(\x01\x12\x17\n\x0fserver_queue_ms\x18\n \x01(\x01\x12\x19\n\x11server_compute_ms\x18\x0b \x01(\x01\x12\x17\n\x0fslowdown_factor\x18\x0c \x01(\x01\"\x9e\x01\n\x08\x44\x65\x63ision\x12\x12\n\nat_unix_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x63ut_id\x18\x02 \x01(\t\x12)\n\x04mode\x18\x03 \x01(\x0e\x32\x1b.splitinfer.control.v1.Mode\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x33\n\tobjective\x18\x05 \x01(\x0e\x32 .splitinfer.control.v1.Objective\"*\n\tPathCount\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07results\x18\x02 \x01(\x04\"\xcf\x03\n\x0b\x41gentStatus\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x62undle_name\x18\x02 \x01(\t\x12\x16\n\x0e\x62undle_version\x18\x03 \x01(\t\x12\x16\n\x0eserver_address\x18\x04 \x01(\t\x12\x30\n\x07\x63urrent\x18\x05 \x01(\x0b\x32\x1f.splitinfer.control.v1.Decision\x12\x33\n\tobjective\x18\x06 \x01(\x0e\x32 .splitinfer.control.v1.Objective\x12\x0e\n\x06slo_ms\x18\x07 \x01(\x01\x12\x33\n\ttelemetry\x18\x08 \x01(\x0b\x32 .splitinfer.control.v1.Telemetry\x12\x17\n\x0f\x66rames_captured\x18\t \x01(\x04\x12\x16\n\x0e\x66rames_dropped\x18\n \x01(\x04\x12\x0f\n\x07results\x18\x0b \x01(\x04\x12\x39\n\x0fresults_by_path\x18\x0c \x03(\x0b\x32 .splitinfer.control.v1.PathCount\x12\x15\n\rcircuit_state\x18\r \x01(\t\x12\x10\n\x08uptime_s\x18\x0e \x01(\x01\x12\x17\n\x0fmean_latency_ms\x18\x0f \x01(\x01\"\xee\x01\n\x07\x43utCost\x12\x0e\n\x06\x63ut_id\x18\x01 \x01(\t\x12\x0f\n\x07tensors\x18\x02 \x03(\t\x12\x12\n\nwire_bytes\x18\x03 \x01(\x04\x12\x0f\n\x07head_ms\x18\x04 \x01(\x01\x12\x0f\n\x07wire_ms\x18\x05 \x01(\x01\x12\x11\n\tserver_ms\x18\x06 \x01(\x01\x12\x1c\n\x14predicted_latency_ms\x18\x07 \x01(\x01\x12\x1b\n\x13predicted_energy_mj\x18\x08 \x01(\x01\x12\x0f\n\x07\x63urrent\x18\t \x01(\x08\x12\x11\n\tavailable\x18\n \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x0b \x01(\t\"\x12\n\x10GetStatusRequest\"\x11\n\x0fListCutsRequest\"@\n\x10ListCutsResponse\x12,\n\x04\x63uts\x18\x01 \x03(\x0b\x32\x1e.splitinfer.control.v1.CutCost\"!\n\x0fSetSplitRequest\x12\x0e\n\x06\x63ut_id\x18\x01 \x01(\t\"E\n\x10SetSplitResponse\x12\x31\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1f.splitinfer.control.v1.Decision\"\x10\n\x0eSetAutoRequest\"D\n\x0fSetAutoResponse\x12\x31\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1f.splitinfer.control.v1.Decision\"W\n\x10SetPolicyRequest\x12\x33\n\tobjective\x18\x01 \x01(\x0e\x32 .splitinfer.control.v1.Objective\x12\x0e\n\x06slo_ms\x18\x02 \x01(\x01\"X\n\x11SetPolicyResponse\x12\x33\n\tobjective\x18\x01 \x01(\x0e\x32 .splitinfer.control.v1.Objective\x12\x0e\n\x06slo_ms\x18\x02 \x01(\x01\"#\n\x0cWatchRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\r\"\xb7\x01\n\nAgentEvent\x12\x34\n\x06status\x18\x01 \x01(\x0b\x32\".splitinfer.control.v1.AgentStatusH\x00\x12\x35\n\ttelemetry\x18\x02 \x01(\x0b\x32 .splitinfer.control.v1.TelemetryH\x00\x12\x33\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x1f.splitinfer.control.v1.DecisionH\x00\x42\x07\n\x05\x65vent*U\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_AUTO\x10\x01\x12\x0f\n\x0bMODE_PINNED\x10\x02\x12\x17\n\x13MODE_LOCAL_FALLBACK\x10\x03*f\n\tObjective\x12\x19\n\x15OBJECTIVE_UNSPECIFIED\x10\x00\x12\x15\n\x11OBJECTIVE_LATENCY\x10\x01\x12\x14\n\x10OBJECTIVE_ENERGY\x10\x02\x12\x11\n\rOBJECTIVE_SLO\x10\x03\x32\xbb\x04\n\x0c\x41gentControl\x12Z\n\tGetStatus\x12\'.splitinfer.control.v1.GetStatusRequest\x1a\".splitinfer.control.v1.AgentStatus\"\x00\x12]\n\x08ListCuts\x12&.splitinfer.control.v1.ListCutsRequest\x1a\'.splitinfer.control.v1.ListCutsResponse\"\x00\x12]\n\x08SetSplit\x12&.splitinfer.control.v1.SetSplitRequest\x1a\'.splitinfer.control.v1.SetSplitResponse\"\x00\x12Z\n\x07SetAuto\x12%.splitinfer.control.v1.SetAutoRequest\x1a&.splitinfer.control.v1.SetAutoResponse\"\x00\x12`\n\tSetPolicy\x12\'.splitinfer.control.v1.SetPolicyRequest\x1a(.splitinfer.control.v1.SetPolicyResponse\"\x00\x12S\n\x05Watch\x12#.splitinfer.control.v1.WatchRequest\x1a!.splitinfer.control.v1.AgentEvent\"\x00\x30\x01\x62\x06proto3')
+DESCRIPTOR = _splitinfer_pool.POOL.AddSerializedFile(b'\n\x14protos/control.proto\x12\x15splitinfer.control.v1\"\x8a\x02\n\tTelemetry\x12\x12\n\nat_unix_ms\x18\x01 \x01(\x03\x12\x13\n\x0bhas_battery\x18\x02 \x01(\x08\x12\x13\n\x0b\x62\x61ttery_pct\x18\x03 \x01(\x01\x12\x10\n\x08\x63harging\x18\x04 \x01(\x08\x12\x12\n\ncpu_temp_c\x18\x05 \x01(\x01\x12\x11\n\tthrottled\x18\x06 \x01(\x08\x12\x14\n\x0c\x63pu_load_pct\x18\x07 \x01(\x01\x12\x13\n\x0buplink_kbps\x18\x08 \x01(\x01\x12\x0e\n\x06rtt_ms\x18\t \x01(\x01\x12\x17\n\x0fserver_queue_ms\x18\n \x01(\x01\x12\x19\n\x11server_compute_ms\x18\x0b \x01(\x01\x12\x17\n\x0fslowdown_factor\x18\x0c \x01(\x01\"\x9e\x01\n\x08\x44\x65\x63ision\x12\x12\n\nat_unix_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x63ut_id\x18\x02 \x01(\t\x12)\n\x04mode\x18\x03 \x01(\x0e\x32\x1b.splitinfer.control.v1.Mode\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x33\n\tobjective\x18\x05 \x01(\x0e\x32 .splitinfer.control.v1.Objective\"*\n\tPathCount\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07results\x18\x02 \x01(\x04\"\xa8\x04\n\x0b\x41gentStatus\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x62undle_name\x18\x02 \x01(\t\x12\x16\n\x0e\x62undle_version\x18\x03 \x01(\t\x12\x16\n\x0eserver_address\x18\x04 \x01(\t\x12\x30\n\x07\x63urrent\x18\x05 \x01(\x0b\x32\x1f.splitinfer.control.v1.Decision\x12\x33\n\tobjective\x18\x06 \x01(\x0e\x32 .splitinfer.control.v1.Objective\x12\x0e\n\x06slo_ms\x18\x07 \x01(\x01\x12\x33\n\ttelemetry\x18\x08 \x01(\x0b\x32 .splitinfer.control.v1.Telemetry\x12\x17\n\x0f\x66rames_captured\x18\t \x01(\x04\x12\x16\n\x0e\x66rames_dropped\x18\n \x01(\x04\x12\x0f\n\x07results\x18\x0b \x01(\x04\x12\x39\n\x0fresults_by_path\x18\x0c \x03(\x0b\x32 .splitinfer.control.v1.PathCount\x12\x15\n\rcircuit_state\x18\r \x01(\t\x12\x10\n\x08uptime_s\x18\x0e \x01(\x01\x12\x17\n\x0fmean_latency_ms\x18\x0f \x01(\x01\x12\x14\n\x0cgate_enabled\x18\x10 \x01(\x08\x12\x0f\n\x07gate_ms\x18\x11 \x01(\x01\x12\x30\n\x05\x65xits\x18\x12 \x03(\x0b\x32!.splitinfer.control.v1.ExitStatus\"a\n\nExitStatus\x12\x0e\n\x06\x63ut_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hecked\x18\x02 \x01(\x04\x12\x0e\n\x06\x65xited\x18\x03 \x01(\x04\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x0f\n\x07\x65xit_ms\x18\x05 \x01(\x01\"\xee\x01\n\x07\x43utCost\x12\x0e\n\x06\x63ut_id\x18\x01 \x01(\t\x12\x0f\n\x07tensors\x18\x02 \x03(\t\x12\x12\n\nwire_bytes\x18\x03 \x01(\x04\x12\x0f\n\x07head_ms\x18\x04 \x01(\x01\x12\x0f\n\x07wire_ms\x18\x05 \x01(\x01\x12\x11\n\tserver_ms\x18\x06 \x01(\x01\x12\x1c\n\x14predicted_latency_ms\x18\x07 \x01(\x01\x12\x1b\n\x13predicted_energy_mj\x18\x08 \x01(\x01\x12\x0f\n\x07\x63urrent\x18\t \x01(\x08\x12\x11\n\tavailable\x18\n \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x0b \x01(\t\"\x12\n\x10GetStatusRequest\"\x11\n\x0fListCutsRequest\"@\n\x10ListCutsResponse\x12,\n\x04\x63uts\x18\x01 \x03(\x0b\x32\x1e.splitinfer.control.v1.CutCost\"!\n\x0fSetSplitRequest\x12\x0e\n\x06\x63ut_id\x18\x01 \x01(\t\"E\n\x10SetSplitResponse\x12\x31\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1f.splitinfer.control.v1.Decision\"\x10\n\x0eSetAutoRequest\"D\n\x0fSetAutoResponse\x12\x31\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1f.splitinfer.control.v1.Decision\"W\n\x10SetPolicyRequest\x12\x33\n\tobjective\x18\x01 \x01(\x0e\x32 .splitinfer.control.v1.Objective\x12\x0e\n\x06slo_ms\x18\x02 \x01(\x01\"X\n\x11SetPolicyResponse\x12\x33\n\tobjective\x18\x01 \x01(\x0e\x32 .splitinfer.control.v1.Objective\x12\x0e\n\x06slo_ms\x18\x02 \x01(\x01\"!\n\x0eSetGateRequest\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\"\"\n\x0fSetGateResponse\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\"<\n\x17SetExitThresholdRequest\x12\x11\n\tthreshold\x18\x01 \x01(\x01\x12\x0e\n\x06\x63ut_id\x18\x02 \x01(\t\"L\n\x18SetExitThresholdResponse\x12\x30\n\x05\x65xits\x18\x01 \x03(\x0b\x32!.splitinfer.control.v1.ExitStatus\"#\n\x0cWatchRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\r\"\xb7\x01\n\nAgentEvent\x12\x34\n\x06status\x18\x01 \x01(\x0b\x32\".splitinfer.control.v1.AgentStatusH\x00\x12\x35\n\ttelemetry\x18\x02 \x01(\x0b\x32 .splitinfer.control.v1.TelemetryH\x00\x12\x33\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x1f.splitinfer.control.v1.DecisionH\x00\x42\x07\n\x05\x65vent*U\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\r\n\tMODE_AUTO\x10\x01\x12\x0f\n\x0bMODE_PINNED\x10\x02\x12\x17\n\x13MODE_LOCAL_FALLBACK\x10\x03*f\n\tObjective\x12\x19\n\x15OBJECTIVE_UNSPECIFIED\x10\x00\x12\x15\n\x11OBJECTIVE_LATENCY\x10\x01\x12\x14\n\x10OBJECTIVE_ENERGY\x10\x02\x12\x11\n\rOBJECTIVE_SLO\x10\x03\x32\x8e\x06\n\x0c\x41gentControl\x12Z\n\tGetStatus\x12\'.splitinfer.control.v1.GetStatusRequest\x1a\".splitinfer.control.v1.AgentStatus\"\x00\x12]\n\x08ListCuts\x12&.splitinfer.control.v1.ListCutsRequest\x1a\'.splitinfer.control.v1.ListCutsResponse\"\x00\x12]\n\x08SetSplit\x12&.splitinfer.control.v1.SetSplitRequest\x1a\'.splitinfer.control.v1.SetSplitResponse\"\x00\x12Z\n\x07SetAuto\x12%.splitinfer.control.v1.SetAutoRequest\x1a&.splitinfer.control.v1.SetAutoResponse\"\x00\x12`\n\tSetPolicy\x12\'.splitinfer.control.v1.SetPolicyRequest\x1a(.splitinfer.control.v1.SetPolicyResponse\"\x00\x12S\n\x05Watch\x12#.splitinfer.control.v1.WatchRequest\x1a!.splitinfer.control.v1.AgentEvent\"\x00\x30\x01\x12Z\n\x07SetGate\x12%.splitinfer.control.v1.SetGateRequest\x1a&.splitinfer.control.v1.SetGateResponse\"\x00\x12u\n\x10SetExitThreshold\x12..splitinfer.control.v1.SetExitThresholdRequest\x1a/.splitinfer.control.v1.SetExitThresholdResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODE']._serialized_start=1929
-  _globals['_MODE']._serialized_end=2014
-  _globals['_OBJECTIVE']._serialized_start=2016
-  _globals['_OBJECTIVE']._serialized_end=2118
+  _globals['_MODE']._serialized_start=2328
+  _globals['_MODE']._serialized_end=2413
+  _globals['_OBJECTIVE']._serialized_start=2415
+  _globals['_OBJECTIVE']._serialized_end=2517
   _globals['_TELEMETRY']._serialized_start=48
   _globals['_TELEMETRY']._serialized_end=314
   _globals['_DECISION']._serialized_start=317
@@ -43,31 +43,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PATHCOUNT']._serialized_start=477
   _globals['_PATHCOUNT']._serialized_end=519
   _globals['_AGENTSTATUS']._serialized_start=522
-  _globals['_AGENTSTATUS']._serialized_end=985
-  _globals['_CUTCOST']._serialized_start=988
-  _globals['_CUTCOST']._serialized_end=1226
-  _globals['_GETSTATUSREQUEST']._serialized_start=1228
-  _globals['_GETSTATUSREQUEST']._serialized_end=1246
-  _globals['_LISTCUTSREQUEST']._serialized_start=1248
-  _globals['_LISTCUTSREQUEST']._serialized_end=1265
-  _globals['_LISTCUTSRESPONSE']._serialized_start=1267
-  _globals['_LISTCUTSRESPONSE']._serialized_end=1331
-  _globals['_SETSPLITREQUEST']._serialized_start=1333
-  _globals['_SETSPLITREQUEST']._serialized_end=1366
-  _globals['_SETSPLITRESPONSE']._serialized_start=1368
-  _globals['_SETSPLITRESPONSE']._serialized_end=1437
-  _globals['_SETAUTOREQUEST']._serialized_start=1439
-  _globals['_SETAUTOREQUEST']._serialized_end=1455
-  _globals['_SETAUTORESPONSE']._serialized_start=1457
-  _globals['_SETAUTORESPONSE']._serialized_end=1525
-  _globals['_SETPOLICYREQUEST']._serialized_start=1527
-  _globals['_SETPOLICYREQUEST']._serialized_end=1614
-  _globals['_SETPOLICYRESPONSE']._serialized_start=1616
-  _globals['_SETPOLICYRESPONSE']._serialized_end=1704
-  _globals['_WATCHREQUEST']._serialized_start=1706
-  _globals['_WATCHREQUEST']._serialized_end=1741
-  _globals['_AGENTEVENT']._serialized_start=1744
-  _globals['_AGENTEVENT']._serialized_end=1927
-  _globals['_AGENTCONTROL']._serialized_start=2121
-  _globals['_AGENTCONTROL']._serialized_end=2692
+  _globals['_AGENTSTATUS']._serialized_end=1074
+  _globals['_EXITSTATUS']._serialized_start=1076
+  _globals['_EXITSTATUS']._serialized_end=1173
+  _globals['_CUTCOST']._serialized_start=1176
+  _globals['_CUTCOST']._serialized_end=1414
+  _globals['_GETSTATUSREQUEST']._serialized_start=1416
+  _globals['_GETSTATUSREQUEST']._serialized_end=1434
+  _globals['_LISTCUTSREQUEST']._serialized_start=1436
+  _globals['_LISTCUTSREQUEST']._serialized_end=1453
+  _globals['_LISTCUTSRESPONSE']._serialized_start=1455
+  _globals['_LISTCUTSRESPONSE']._serialized_end=1519
+  _globals['_SETSPLITREQUEST']._serialized_start=1521
+  _globals['_SETSPLITREQUEST']._serialized_end=1554
+  _globals['_SETSPLITRESPONSE']._serialized_start=1556
+  _globals['_SETSPLITRESPONSE']._serialized_end=1625
+  _globals['_SETAUTOREQUEST']._serialized_start=1627
+  _globals['_SETAUTOREQUEST']._serialized_end=1643
+  _globals['_SETAUTORESPONSE']._serialized_start=1645
+  _globals['_SETAUTORESPONSE']._serialized_end=1713
+  _globals['_SETPOLICYREQUEST']._serialized_start=1715
+  _globals['_SETPOLICYREQUEST']._serialized_end=1802
+  _globals['_SETPOLICYRESPONSE']._serialized_start=1804
+  _globals['_SETPOLICYRESPONSE']._serialized_end=1892
+  _globals['_SETGATEREQUEST']._serialized_start=1894
+  _globals['_SETGATEREQUEST']._serialized_end=1927
+  _globals['_SETGATERESPONSE']._serialized_start=1929
+  _globals['_SETGATERESPONSE']._serialized_end=1963
+  _globals['_SETEXITTHRESHOLDREQUEST']._serialized_start=1965
+  _globals['_SETEXITTHRESHOLDREQUEST']._serialized_end=2025
+  _globals['_SETEXITTHRESHOLDRESPONSE']._serialized_start=2027
+  _globals['_SETEXITTHRESHOLDRESPONSE']._serialized_end=2103
+  _globals['_WATCHREQUEST']._serialized_start=2105
+  _globals['_WATCHREQUEST']._serialized_end=2140
+  _globals['_AGENTEVENT']._serialized_start=2143
+  _globals['_AGENTEVENT']._serialized_end=2326
+  _globals['_AGENTCONTROL']._serialized_start=2520
+  _globals['_AGENTCONTROL']._serialized_end=3302
 # @@protoc_insertion_point(module_scope)

@@ -80,7 +80,7 @@ class PathCount(_message.Message):
     def __init__(self, path: _Optional[str] = ..., results: _Optional[int] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("agent_id", "bundle_name", "bundle_version", "server_address", "current", "objective", "slo_ms", "telemetry", "frames_captured", "frames_dropped", "results", "results_by_path", "circuit_state", "uptime_s", "mean_latency_ms")
+    __slots__ = ("agent_id", "bundle_name", "bundle_version", "server_address", "current", "objective", "slo_ms", "telemetry", "frames_captured", "frames_dropped", "results", "results_by_path", "circuit_state", "uptime_s", "mean_latency_ms", "gate_enabled", "gate_ms", "exits")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_NAME_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,9 @@ class AgentStatus(_message.Message):
     CIRCUIT_STATE_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     MEAN_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    GATE_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    GATE_MS_FIELD_NUMBER: _ClassVar[int]
+    EXITS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     bundle_name: str
     bundle_version: str
@@ -111,7 +114,24 @@ class AgentStatus(_message.Message):
     circuit_state: str
     uptime_s: float
     mean_latency_ms: float
-    def __init__(self, agent_id: _Optional[str] = ..., bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., server_address: _Optional[str] = ..., current: _Optional[_Union[Decision, _Mapping]] = ..., objective: _Optional[_Union[Objective, str]] = ..., slo_ms: _Optional[float] = ..., telemetry: _Optional[_Union[Telemetry, _Mapping]] = ..., frames_captured: _Optional[int] = ..., frames_dropped: _Optional[int] = ..., results: _Optional[int] = ..., results_by_path: _Optional[_Iterable[_Union[PathCount, _Mapping]]] = ..., circuit_state: _Optional[str] = ..., uptime_s: _Optional[float] = ..., mean_latency_ms: _Optional[float] = ...) -> None: ...
+    gate_enabled: bool
+    gate_ms: float
+    exits: _containers.RepeatedCompositeFieldContainer[ExitStatus]
+    def __init__(self, agent_id: _Optional[str] = ..., bundle_name: _Optional[str] = ..., bundle_version: _Optional[str] = ..., server_address: _Optional[str] = ..., current: _Optional[_Union[Decision, _Mapping]] = ..., objective: _Optional[_Union[Objective, str]] = ..., slo_ms: _Optional[float] = ..., telemetry: _Optional[_Union[Telemetry, _Mapping]] = ..., frames_captured: _Optional[int] = ..., frames_dropped: _Optional[int] = ..., results: _Optional[int] = ..., results_by_path: _Optional[_Iterable[_Union[PathCount, _Mapping]]] = ..., circuit_state: _Optional[str] = ..., uptime_s: _Optional[float] = ..., mean_latency_ms: _Optional[float] = ..., gate_enabled: _Optional[bool] = ..., gate_ms: _Optional[float] = ..., exits: _Optional[_Iterable[_Union[ExitStatus, _Mapping]]] = ...) -> None: ...
+
+class ExitStatus(_message.Message):
+    __slots__ = ("cut_id", "checked", "exited", "threshold", "exit_ms")
+    CUT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    EXITED_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    EXIT_MS_FIELD_NUMBER: _ClassVar[int]
+    cut_id: str
+    checked: int
+    exited: int
+    threshold: float
+    exit_ms: float
+    def __init__(self, cut_id: _Optional[str] = ..., checked: _Optional[int] = ..., exited: _Optional[int] = ..., threshold: _Optional[float] = ..., exit_ms: _Optional[float] = ...) -> None: ...
 
 class CutCost(_message.Message):
     __slots__ = ("cut_id", "tensors", "wire_bytes", "head_ms", "wire_ms", "server_ms", "predicted_latency_ms", "predicted_energy_mj", "current", "available", "unavailable_reason")
@@ -190,6 +210,32 @@ class SetPolicyResponse(_message.Message):
     objective: Objective
     slo_ms: float
     def __init__(self, objective: _Optional[_Union[Objective, str]] = ..., slo_ms: _Optional[float] = ...) -> None: ...
+
+class SetGateRequest(_message.Message):
+    __slots__ = ("enabled",)
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    def __init__(self, enabled: _Optional[bool] = ...) -> None: ...
+
+class SetGateResponse(_message.Message):
+    __slots__ = ("enabled",)
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    def __init__(self, enabled: _Optional[bool] = ...) -> None: ...
+
+class SetExitThresholdRequest(_message.Message):
+    __slots__ = ("threshold", "cut_id")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CUT_ID_FIELD_NUMBER: _ClassVar[int]
+    threshold: float
+    cut_id: str
+    def __init__(self, threshold: _Optional[float] = ..., cut_id: _Optional[str] = ...) -> None: ...
+
+class SetExitThresholdResponse(_message.Message):
+    __slots__ = ("exits",)
+    EXITS_FIELD_NUMBER: _ClassVar[int]
+    exits: _containers.RepeatedCompositeFieldContainer[ExitStatus]
+    def __init__(self, exits: _Optional[_Iterable[_Union[ExitStatus, _Mapping]]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("interval_ms",)

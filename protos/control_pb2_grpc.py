@@ -64,6 +64,16 @@ class AgentControlStub:
                 request_serializer=protos_dot_control__pb2.WatchRequest.SerializeToString,
                 response_deserializer=protos_dot_control__pb2.AgentEvent.FromString,
                 _registered_method=True)
+        self.SetGate = channel.unary_unary(
+                '/splitinfer.control.v1.AgentControl/SetGate',
+                request_serializer=protos_dot_control__pb2.SetGateRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.SetGateResponse.FromString,
+                _registered_method=True)
+        self.SetExitThreshold = channel.unary_unary(
+                '/splitinfer.control.v1.AgentControl/SetExitThreshold',
+                request_serializer=protos_dot_control__pb2.SetExitThresholdRequest.SerializeToString,
+                response_deserializer=protos_dot_control__pb2.SetExitThresholdResponse.FromString,
+                _registered_method=True)
 
 
 class AgentControlServicer:
@@ -111,6 +121,20 @@ class AgentControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetGate(self, request, context):
+        """Turn the motion gate on or off (issue 16).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetExitThreshold(self, request, context):
+        """Set the confidence threshold of one early exit, or of all (issue 16).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +167,16 @@ def add_AgentControlServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=protos_dot_control__pb2.WatchRequest.FromString,
                     response_serializer=protos_dot_control__pb2.AgentEvent.SerializeToString,
+            ),
+            'SetGate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetGate,
+                    request_deserializer=protos_dot_control__pb2.SetGateRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.SetGateResponse.SerializeToString,
+            ),
+            'SetExitThreshold': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetExitThreshold,
+                    request_deserializer=protos_dot_control__pb2.SetExitThresholdRequest.FromString,
+                    response_serializer=protos_dot_control__pb2.SetExitThresholdResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +341,60 @@ class AgentControl:
             '/splitinfer.control.v1.AgentControl/Watch',
             protos_dot_control__pb2.WatchRequest.SerializeToString,
             protos_dot_control__pb2.AgentEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetGate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/splitinfer.control.v1.AgentControl/SetGate',
+            protos_dot_control__pb2.SetGateRequest.SerializeToString,
+            protos_dot_control__pb2.SetGateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetExitThreshold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/splitinfer.control.v1.AgentControl/SetExitThreshold',
+            protos_dot_control__pb2.SetExitThresholdRequest.SerializeToString,
+            protos_dot_control__pb2.SetExitThresholdResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,6 @@ class HeadStage:
             return
         early = self.exit_check.check(head)
         if early is not None:
-            job.local_outputs, job.path = dict(early), Path.LOCAL
+            job.local_outputs, job.path = dict(early), Path.EXITED
             return
         job.head = self.encoder.encode(head)

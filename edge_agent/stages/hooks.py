@@ -2,16 +2,19 @@
 
 * :class:`FrameGate` runs before preprocessing: a frame it rejects costs no model run;
   its result (path ``gated``) repeats the last computed frame's. The configured gate is
-  :func:`configured_gate` (the motion gate of :mod:`edge_agent.gate`, or :class:`AdmitAll`).
+  :func:`configured_gate`: the motion gate of :mod:`edge_agent.gate` in a
+  :class:`SwitchableGate` that ``splitctl gate on|off`` turns on and off and that times itself.
 * :class:`ExitCheck` runs after the head: outputs it returns finish the frame on the
-  device without an offload (early exit: a confident intermediate classifier).
+  device without an offload (path ``exited``); the bundle's early exits are
+  :class:`edge_agent.exits.EarlyExits`.
 
 Both are called from one thread (the head stage) and must be quick and side-effect free
 beyond their own state.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Protocol
+import time
+from typing import Callable, Mapping, Optional, Protocol
 
 import numpy as np
 
@@ -46,9 +49,51 @@ class NeverExit:
         return None
 
 
-def configured_gate(cfg: GateConfig, *, live_source: bool) -> FrameGate:
-    """``gate.mode`` "on": the motion gate; "off": :class:`AdmitAll`; "auto": the motion
-    gate for live sources (fixed cameras, streams, live pipes) and none for files and folders."""
-    if cfg.mode == "on" or (cfg.mode == "auto" and live_source):
-        return cfg.motion_gate()
-    return AdmitAll()
+class SwitchableGate:
+    """A gate that can be turned on and off at run time (``splitctl gate on|off``) and
+    times itself (the gate cost per frame that the policy's energy model and the status show).
+
+    While off it admits every frame without running the inner gate; turning it on again
+    starts the inner gate afresh (its reference frame would be stale).
+    """
+
+    def __init__(self, make_inner: Callable[[], FrameGate], *, enabled: bool) -> None:
+        self._make_inner = make_inner
+        self._inner: Optional[FrameGate] = make_inner() if enabled else None
+        self._enabled = enabled
+        self._runs = 0
+        self._total_s = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def set_enabled(self, enabled: bool) -> None:
+        if enabled and not self._enabled:
+            self._inner = self._make_inner()
+        self._enabled = bool(enabled)
+
+    @property
+    def mean_ms(self) -> float:
+        """Mean time of one gate check so far (0 before the first)."""
+        return 1000.0 * self._total_s / self._runs if self._runs else 0.0
+
+    def admit(self, frame: Frame) -> bool:
+        inner = self._inner
+        if not self._enabled or inner is None:
+            return True
+        t0 = time.perf_counter()
+        admitted = inner.admit(frame)
+        self._total_s += time.perf_counter() - t0
+        self._runs += 1
+        return admitted
+
+
+def configured_gate(cfg: GateConfig, *, live_source: bool, injected: Optional[FrameGate] = None) -> SwitchableGate:
+    """``gate.mode`` "on": the motion gate; "off": none (every frame admitted); "auto": the
+    motion gate for live sources (fixed cameras, streams, live pipes) and none for files and
+    folders. ``injected`` replaces the motion gate (tests, embedding programs) and starts on.
+    Either way it can be switched at run time."""
+    if injected is not None:
+        return SwitchableGate(lambda: injected, enabled=True)
+    return SwitchableGate(cfg.motion_gate, enabled=cfg.mode == "on" or (cfg.mode == "auto" and live_source))

@@ -40,7 +40,7 @@ def assemble_result(job: FrameJob, payload: dict, postprocess_ms: float, end_s: 
     if job.path is Path.CLOUD:
         preprocess_where = head_where = "cloud"
     tail_where = job.tail_where
-    if job.path is Path.LOCAL or (job.path is Path.FALLBACK and tail_where == "skipped"):
+    if job.path in (Path.LOCAL, Path.EXITED) or (job.path is Path.FALLBACK and tail_where == "skipped"):
         tail_where = "skipped"
     latency = {
         "queue": max(0.0, (job.head_start_s - job.frame.capture_mono_s) * 1000.0),

@@ -4,6 +4,7 @@ server is down."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import time
 import urllib.request
 
@@ -13,7 +14,6 @@ import numpy as np
 from edge_agent.agent import EdgeAgent
 from edge_agent.control import snapshot_to_pb
 from edge_agent.ctl import render_status
-from edge_agent.gate import MotionGate
 from edge_agent.results import MemorySink
 from edge_agent.sources import Frame
 from edge_agent.transport_fake import FakeTransport
@@ -79,7 +79,7 @@ def test_gate_on_every_frame_gets_one_result_and_moving_frames_are_computed(tiny
     cfg = agent_config(tiny_bundle, policy__pinned_cut="conv1", gate__mode="on", runtime__max_in_flight=3,
                        metrics__port=0)
     agent = EdgeAgent(cfg, transport=slow, sink=sink, source=source).start()
-    assert isinstance(agent.gate, MotionGate)
+    assert agent.gate.enabled
     end = time.monotonic() + 60
     while agent.results < len(source.images) and time.monotonic() < end:
         time.sleep(0.01)
@@ -95,9 +95,12 @@ def test_gate_on_every_frame_gets_one_result_and_moving_frames_are_computed(tiny
     assert f"splitinfer_edge_frames_gated_total {float(agent.frames_gated)}" in body
     assert f'splitinfer_edge_results_total{{path="gated"}} {float(agent.frames_gated)}' in body
     # splitctl status shows the gate rate from what the control endpoint sends
-    status = render_status(snapshot_to_pb(snap, lambda ms: ms))
+    status = render_status(snapshot_to_pb(replace(snap, gate_exits=agent.gate_exit_status()), lambda ms: ms))
     pct = 100.0 * agent.frames_gated / agent.results
-    assert f"gate       {agent.frames_gated} gated of {agent.results} results ({pct:.1f}%)" in status.splitlines()
+    gate_line = next(line for line in status.splitlines() if line.startswith("gate "))
+    assert gate_line.startswith(f"gate       {agent.frames_gated} gated of {agent.results} results ({pct:.1f}%)")
+    assert "gate on, " in gate_line and " ms per frame" in gate_line
+    assert "splitinfer_edge_gate_enabled 1.0" in body
 
 
 def test_gate_with_the_server_killed_midway_still_one_result_per_frame(tiny_bundle, tail_server) -> None:
@@ -124,4 +127,4 @@ def test_gate_auto_is_off_for_a_video_file(tiny_bundle, tail_server) -> None:
     agent = EdgeAgent(agent_config(tiny_bundle, runtime__max_frames=6, policy__pinned_cut="conv1"),
                       transport=FakeTransport(tail_server), sink=sink).start()
     assert agent.run_until_done(30)
-    assert not isinstance(agent.gate, MotionGate) and agent.frames_gated == 0 and len(sink.results) == 6
+    assert not agent.gate.enabled and agent.frames_gated == 0 and len(sink.results) == 6

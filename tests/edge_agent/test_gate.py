@@ -149,7 +149,22 @@ def test_config_from_environment_and_flags(tmp_path) -> None:
     ("auto", True, True), ("auto", False, False), ("on", False, True), ("off", True, False)])
 def test_default_per_source_kind(mode: str, live: bool, gated: bool) -> None:
     gate = configured_gate(GateConfig(mode=mode), live_source=live)
-    assert isinstance(gate, MotionGate) is gated and isinstance(gate, AdmitAll) is not gated
+    assert gate.enabled is gated
+    gate.set_enabled(not gated)  # splitctl gate on|off
+    assert gate.enabled is not gated
+
+
+def test_switchable_gate_runs_the_motion_gate_only_while_on_and_times_it() -> None:
+    gate = configured_gate(GateConfig(mode="on"), live_source=False)
+    still = np.full((120, 160, 3), 90, np.uint8)
+    frames = [Frame(i, still, 1_000 + i, 10.0 + 0.1 * i, "test") for i in range(4)]
+    assert gate.admit(frames[0]) and not gate.admit(frames[1])  # first frame, then a still one
+    assert gate.mean_ms > 0
+    gate.set_enabled(False)
+    assert gate.admit(frames[2])  # off: every frame is computed
+    gate.set_enabled(True)
+    assert gate.admit(frames[3])  # on again: a fresh motion gate (its first frame)
+    assert configured_gate(GateConfig(mode="off"), live_source=True, injected=AdmitAll()).enabled
 
 
 def _job(frame_id: int) -> FrameJob:

@@ -10,7 +10,8 @@ import onnx
 import pytest
 
 from partitioner import samples
-from partitioner.exits import (ExitOptions, add_exits, build_objectness_exit, calibrate_threshold,
+from partitioner.exit_stage import ExitOptions, add_exits
+from partitioner.exits import (build_objectness_exit, calibrate_threshold,
                                classifier_confidence, fit_classifier_exit, fit_objectness_exit, run_onnx)
 from partitioner.training import TrainConfig
 from protos.bundle import Side, read_bundle
@@ -108,21 +109,23 @@ def test_objectness_exit_separates_empty_from_busy_activations() -> None:
 
 def test_add_exits_to_a_real_bundle_meets_its_target_on_held_out_videos(tmp_path) -> None:
     bundle = write_tiny_bundle(tmp_path / "tiny")
-    options = ExitOptions(train_source=str(samples.video_path("bikes.mp4")),
+    options = ExitOptions(train_sources=(str(samples.video_path("bikes.mp4")),),
                           heldout_sources=(str(samples.video_path("carphone_pristine.mp4")),),
                           train_frames=120, heldout_frames=100, target=0.95, max_epochs=40, seed=0)
     copy = tmp_path / "copy"
     shutil.copytree(bundle.root, copy)
-    updated = add_exits(bundle.root, ["conv1"], options)
+    updated = add_exits(bundle.root, ["conv1", "conv2"], options)  # conv2 travels as uint8 codes
     again = read_bundle(updated.root, Side.ALL)  # hashes and the content hash hold
     spec = exit_of(again, "conv1")
     assert spec is not None and spec.kind == "classifier" and spec.outputs == ("logits",)
     cut = again.cut("conv1").early_exit
     assert cut.heldout_frames == 100 and cut.exit_agreement >= 0.95 and cut.exit_rate * 100 >= options.min_exits
     assert cut.target == 0.95 and cut.train_frames == 120 and cut.exit_ms > 0
-    assert list(exits_of(again)) == ["conv1"]
+    assert list(exits_of(again)) == ["conv1", "conv2"]
+    conv2 = again.cut("conv2").early_exit
+    assert conv2.exit_agreement >= 0.95 and conv2.exit_rate * 100 >= options.min_exits
     # the same seed on a fresh copy gives the same exit file
-    other = add_exits(copy, ["conv1"], options)
+    other = add_exits(copy, ["conv1", "conv2"], options)
     assert other.cut("conv1").exit_head.sha256 == again.cut("conv1").exit_head.sha256
 
 

@@ -118,7 +118,7 @@ class EdgeAgent(GateExitMixin):
         post = m.output.WhichOneof("postprocess")
         if post is not None and getattr(m.output, post).HasField("labels"):
             labels = load_labels(self.bundle.path(getattr(m.output, post).labels))
-        self.postprocess = Postprocessor(m.output, labels, top_k_override=config.results.top_k)
+        self.postprocess = Postprocessor(m.output, labels, top_k_override=config.results.top_k, input_spec=m.input)
         self.profiles = cut_profiles(self.bundle, self.head.measured_head_ms())
         self._profile_by_id = {p.cut_id: p for p in self.profiles}
         self.policy = SplitPolicy(self.profiles, config.policy.policy_config())

@@ -3,18 +3,21 @@
 Pure numpy; labels are read once by :func:`load_labels` (a JSON list or one label per
 line). Classification applies softmax when the manifest says the output holds logits.
 Detection supports the ``boxes_scores_labels`` decoding (N x 4 xyxy boxes, N scores,
-N class ids) with a score threshold and greedy per-class NMS; ``raw`` reports shapes only.
+N class ids) with a score threshold, greedy per-class NMS, the manifest's class filter and
+max detections, and boxes mapped back to source-frame pixels (:mod:`protos.detection`);
+``raw`` reports shapes only.
 """
 from __future__ import annotations
 
 import json
 import pathlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from protos import bundle_pb2
+from protos.detection import check_spec, to_source_pixels
 
 
 def load_labels(path: pathlib.Path) -> list[str]:
@@ -119,16 +122,25 @@ def decode_detections(
 
 
 class Postprocessor:
-    """Built once from the manifest's OutputSpec; ``__call__`` maps outputs to a result payload."""
+    """Built once from the manifest's OutputSpec; ``__call__`` maps outputs to a result payload.
 
-    def __init__(self, spec: bundle_pb2.OutputSpec, labels: Sequence[str] = (), *, top_k_override: Optional[int] = None) -> None:
+    Detections: the declared score threshold, per-class NMS, class filter and max detections
+    apply; with the bundle's ``input_spec`` and the frame's size, boxes the model reports
+    normalised to its input come back in source-frame pixels (``"box_units": "source_px"``).
+    """
+
+    def __init__(self, spec: bundle_pb2.OutputSpec, labels: Sequence[str] = (), *, top_k_override: Optional[int] = None,
+                 input_spec: Optional[bundle_pb2.InputSpec] = None) -> None:
         self.spec = spec
         self.labels = list(labels)
         self.kind = spec.WhichOneof("postprocess") or "raw"
         self.top_k = top_k_override or (spec.classification.top_k if self.kind == "classification" else 0)
+        self.input_spec = input_spec
+        if self.kind == "detection":
+            check_spec(spec.detection, self.labels)
 
-    def __call__(self, outputs: Mapping[str, np.ndarray]) -> dict:
-        """``{"top_k": [...]}`` or ``{"detections": [...]}``; KeyError names a missing output."""
+    def __call__(self, outputs: Mapping[str, np.ndarray], *, frame_hw: Optional[tuple[int, int]] = None) -> dict:
+        """``{"top_k": [...]}`` or ``{"detections": [...], "box_units": ...}``; KeyError names a missing output."""
         if self.kind == "classification":
             cls = self.spec.classification
             name = cls.output_tensor or self.spec.tensors[0].name
@@ -147,5 +159,20 @@ class Postprocessor:
                 boxes, scores, classes, self.labels,
                 score_threshold=det.score_threshold, iou_threshold=det.iou_threshold,
             )
-            return {"detections": [d.to_json() for d in found]}
+            return self._detection_payload(found, det, frame_hw)
         return {"outputs": {name: list(np.asarray(arr).shape) for name, arr in outputs.items()}}
+
+    def _detection_payload(self, found: list[Detection], det: bundle_pb2.Detection,
+                           frame_hw: Optional[tuple[int, int]]) -> dict:
+        if det.class_filter:
+            wanted = set(det.class_filter)
+            found = [d for d in found if d.label in wanted]
+        if det.max_detections:
+            found = found[: det.max_detections]
+        mapped = bool(det.box_units) and frame_hw is not None and self.input_spec is not None
+        if mapped and found:
+            px = to_source_pixels(np.array([d.box_xyxy for d in found]), self.input_spec, frame_hw,  # type: ignore[arg-type]
+                                  units=det.box_units)
+            found = [replace(d, box_xyxy=tuple(float(v) for v in box)) for d, box in zip(found, px)]  # type: ignore[misc]
+        units = "source_px" if mapped else (det.box_units or "model")  # "": an older bundle's boxes, as given
+        return {"detections": [d.to_json() for d in found], "box_units": units}

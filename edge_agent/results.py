@@ -14,7 +14,9 @@ One line per frame (schema ``splitinfer.edge.result/1``)::
 frame the motion gate skipped has ``"path": "gated"``, every stage "skipped", and carries
 the payload of the last computed frame, named by ``"source_frame_id"`` (a key only gated
 results have). Detection
-bundles carry ``"detections"`` instead of ``"top_k"``. ``stages`` says where each stage
+bundles carry ``"detections"`` instead of ``"top_k"``: each ``{"box_xyxy", "score", "index",
+"label"}``, best first, with ``"box_units": "source_px"`` (boxes in the camera frame's pixels,
+the model's resize and crop undone) next to them. ``stages`` says where each stage
 ran ("edge", "cloud" or "skipped"). A user adds MQTT or a webhook by writing a class with
 ``write(result)`` and ``close()``.
 """

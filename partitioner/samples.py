@@ -103,12 +103,19 @@ def detector_file(name: str) -> pathlib.Path:
 VTEST_PATH = pathlib.Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 
+def _cache_root() -> pathlib.Path:
+    import os
+
+    return pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "splitinfer"
+
+
 def vtest_path() -> pathlib.Path:
-    """OpenCV's ``vtest.avi`` from Debian's opencv-doc (``make vtest`` installs it through apt)."""
-    if not VTEST_PATH.is_file():
-        raise SampleNotFound(f"{VTEST_PATH} is missing; install Debian's opencv-doc (make vtest, or "
-                             "apt-get install opencv-doc)")
-    return VTEST_PATH
+    """OpenCV's ``vtest.avi``: opencv-doc's, else the copy ``make vtest`` took out of its .deb."""
+    for path in (VTEST_PATH, pathlib.Path.home() / ".cache" / "splitinfer" / "vtest.avi", _cache_root() / "vtest.avi"):
+        if path.is_file():
+            return path
+    raise SampleNotFound(f"{VTEST_PATH} is missing; run `make vtest` (takes it out of Debian's opencv-doc .deb "
+                         "through apt) or apt-get install opencv-doc")
 
 
 def vtest_frames(count: int = 100, *, cache_dir: pathlib.Path | None = None) -> pathlib.Path:
@@ -124,7 +131,7 @@ def vtest_frames(count: int = 100, *, cache_dir: pathlib.Path | None = None) -> 
     if count < 1:
         raise ValueError(f"count={count!r} is invalid; expected >= 1 frames")
     video = vtest_path()
-    root = cache_dir or pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "splitinfer"
+    root = cache_dir or _cache_root()
     folder = root / f"vtest_{count}"
     if folder.is_dir() and len(list(folder.glob("*.png"))) == count:
         return folder

@@ -48,6 +48,8 @@ from splitinfer.demo_view import EVENTS, DemoView, render_summary, summarize
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "mobilenet_v2"
+DETECTOR = "ssd_mobilenet_v2_coco"
+BUILT_IN = (DEFAULT_MODEL, DETECTOR)
 CACHE_ENV = "SPLITINFER_BUNDLE_CACHE"
 # On one machine the "server" is no faster than the "device", so minimising latency keeps
 # every frame local; the demo minimises device energy (Pi 4 power model), as a battery
@@ -77,15 +79,15 @@ def story_trace(duration_s: float) -> tuple[LinkTrace, list[str]]:
 # --------------------------------------------------------------------------- bundle
 
 
-def ensure_bundle(bundle: Optional[str], cache_dir: pathlib.Path, out: TextIO) -> pathlib.Path:
-    """The bundle to use: ``bundle`` as given, else the cached default (built if missing)."""
+def ensure_bundle(bundle: Optional[str], cache_dir: pathlib.Path, out: TextIO, model: str = DEFAULT_MODEL) -> pathlib.Path:
+    """The bundle to use: ``bundle`` as given, else the cached bundle of the built-in ``model`` (built if missing)."""
     from protos.bundle import Side, read_bundle
 
     if bundle:
         path = pathlib.Path(bundle).expanduser()
         read_bundle(path, Side.ALL, check_hashes=False)
         return path
-    path = cache_dir / DEFAULT_MODEL
+    path = cache_dir / model
     if (path / "manifest.json").is_file():
         try:
             read_bundle(path, Side.ALL)
@@ -95,7 +97,7 @@ def ensure_bundle(bundle: Optional[str], cache_dir: pathlib.Path, out: TextIO) -
             out.write(f"cached bundle {path} is unusable ({exc}); rebuilding it\n")
     from partitioner.pipeline import build_default_bundle
 
-    out.write(f"building the default {DEFAULT_MODEL} bundle into {path} (first run only; takes a few minutes)\n")
+    out.write(f"building the {model} bundle into {path} (first run only; takes a few minutes)\n")
     out.flush()
     started = time.monotonic()
 
@@ -111,7 +113,12 @@ def ensure_bundle(bundle: Optional[str], cache_dir: pathlib.Path, out: TextIO) -
         out.flush()
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    build_default_bundle(path, progress)
+    if model == DEFAULT_MODEL:
+        build_default_bundle(path, progress)
+    else:  # the detector: partitioner.models.ssd_mobilenet_v2 sets its own preprocessing, labels and task
+        from partitioner.pipeline import PartitionConfig, partition
+
+        partition(PartitionConfig(model=model, out_dir=path, overwrite=True), progress)
     out.write(f"bundle ready in {time.monotonic() - started:.0f} s\n")
     return path
 
@@ -121,7 +128,8 @@ def ensure_bundle(bundle: Optional[str], cache_dir: pathlib.Path, out: TextIO) -
 
 class ReferenceWorker:
     """Runs the bundle's full FP32 model on each captured frame in a background thread
-    and keeps its top-1 index by frame id (the agreement baseline)."""
+    and keeps its top-1 index (classifiers) or detections (detectors, through the edge's own
+    postprocessing, boxes in frame pixels) by frame id: the agreement baseline."""
 
     def __init__(self, bundle_root: pathlib.Path, threads: int = 1) -> None:
         import onnxruntime as ort
@@ -139,6 +147,15 @@ class ReferenceWorker:
         names = [o.name for o in self.session.get_outputs()]
         self.output_name = cls.output_tensor if cls.output_tensor in names else names[0]
         self.top1: dict[int, int] = {}
+        self.detections: Optional[dict[int, list[dict]]] = None
+        self._postprocess = None
+        if bundle.manifest.output.WhichOneof("postprocess") == "detection":
+            from edge_agent.postprocess import Postprocessor, load_labels
+
+            det = bundle.manifest.output.detection
+            labels = load_labels(bundle.path(det.labels)) if det.HasField("labels") else []
+            self._postprocess = Postprocessor(bundle.manifest.output, labels, input_spec=self.spec)
+            self.detections = {}
         self._queue: queue.Queue[Optional[Frame]] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="demo-reference", daemon=True)
         self._thread.start()
@@ -154,6 +171,12 @@ class ReferenceWorker:
             if frame is None:
                 return
             x = preprocess_bgr(frame.image_bgr, self.spec)
+            if self._postprocess is not None and self.detections is not None:
+                names = [o.name for o in self.session.get_outputs()]
+                outputs = dict(zip(names, self.session.run(None, {self.input_name: x})))
+                payload = self._postprocess(outputs, frame_hw=frame.image_bgr.shape[:2])
+                self.detections[frame.frame_id] = payload["detections"]
+                continue
             (y,) = self.session.run([self.output_name], {self.input_name: x})
             self.top1[frame.frame_id] = int(np.argmax(y.reshape(y.shape[0], -1)[0]))
 
@@ -167,9 +190,13 @@ class ReferenceWorker:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="splitinfer demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=BUILT_IN, default=DEFAULT_MODEL,
+                   help=f"built-in model whose bundle is built and cached (default {DEFAULT_MODEL}; "
+                        f"{DETECTOR}: SSD-MobileNetV2 COCO over vtest.avi, scored by detection F1)")
     p.add_argument("--frames", type=int, default=250, help="frames to process (default 250: the whole street video)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--video", default=None, help="video file (default: the shipped bikes.mp4)")
+    src.add_argument("--video", default=None, help="video file (default: the shipped bikes.mp4; for the detector "
+                                                    "vtest.avi from opencv-doc)")
     src.add_argument("--camera", type=int, default=None, metavar="IDX", help="camera index instead of a video")
     p.add_argument("--fps", type=float, default=3.0, help="frames per second read from the source (default 3)")
     p.add_argument("--bundle", default=None, help="use this bundle instead of the cached default MobileNetV2")
@@ -227,16 +254,17 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     from edge_agent.control import start_control_server
     from edge_agent.sources import open_source
     from edge_agent.transport_grpc import GrpcTransport, options_from_config
-    from partitioner.samples import video_path
+    from partitioner.samples import video_path, vtest_path
 
     wall_start = time.monotonic()
     cache = pathlib.Path(args.bundle_cache).expanduser() if args.bundle_cache else default_cache_dir()
-    bundle_root = ensure_bundle(args.bundle, cache, out)
+    bundle_root = ensure_bundle(args.bundle, cache, out, args.model)
 
     if args.camera is not None:
         uri, kind, loop = str(args.camera), "camera", False
     else:
-        video = pathlib.Path(args.video) if args.video else video_path("bikes.mp4")
+        video = pathlib.Path(args.video) if args.video else (vtest_path() if args.model == DETECTOR
+                                                              else video_path("bikes.mp4"))
         uri, kind, loop = str(video), "video", True  # loop: --frames may exceed the clip
 
     expected_s = args.frames / args.fps
@@ -298,7 +326,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         reference.finish()
         summary = summarize(view.rows, frames_captured=snapshot.frames_captured,
                             frames_dropped=snapshot.frames_dropped, reference=dict(reference.top1),
-                            phases=phases, link=link, wall_s=time.monotonic() - wall_start)
+                            phases=phases, link=link, wall_s=time.monotonic() - wall_start,
+                            reference_detections=reference.detections)
         summary["bundle"] = f"{snapshot.bundle_name}@{snapshot.bundle_version}"
         summary["setup"] = (f"device {args.device_threads} ONNX Runtime thread(s)"
                             + (f", emulated {args.device_slowdown:g}x slower than this CPU (sleep-padded runs)"

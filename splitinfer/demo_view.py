@@ -48,12 +48,40 @@ class Row:
 
 def _top1(result: FrameResult) -> tuple[Optional[int], str, float]:
     top = result.payload.get("top_k") or []
+    if "detections" in result.payload:
+        return None, detection_counts(result.payload["detections"]), max((float(d["score"]) for d in
+                                                                          result.payload["detections"]), default=0.0)
     if not top:
         return None, str(result.payload.get("error", "-"))[:24], 0.0
     return int(top[0]["index"]), str(top[0]["label"]), float(top[0]["score"])
 
 
-COLUMNS = ("frame  top-1                      cut            ran on    total   pre  head  wire  srv  local"
+def detection_counts(detections: Sequence[dict]) -> str:
+    """``3 person 2 car`` (most frequent first), or ``nothing`` — the table's label column for a detector."""
+    counts = Counter(str(d["label"]) for d in detections)
+    return " ".join(f"{n} {label}" for label, n in counts.most_common()) or "nothing"
+
+
+def detection_f1(rows: Sequence[Row], reference: dict[int, list[dict]]) -> Optional[dict]:
+    """Detections of ``rows`` against the full FP32 model's on the same frames (boxes matched per
+    class at IoU >= 0.5, :func:`partitioner.fidelity.detection_fidelity`); None without comparable frames."""
+    from partitioner.fidelity import Detections, detection_fidelity
+
+    def as_detections(found: Sequence[dict]) -> Detections:
+        return Detections(np.array([d["box_xyxy"] for d in found], np.float64).reshape(-1, 4),
+                          np.array([d["score"] for d in found], np.float64),
+                          np.array([d["index"] for d in found], np.int64))
+
+    pairs = [(reference[r.result.frame_id], r.result.payload["detections"]) for r in rows
+             if r.result.frame_id in reference and "detections" in r.result.payload]
+    if not pairs:
+        return None
+    f = detection_fidelity([as_detections(a) for a, _ in pairs], [as_detections(b) for _, b in pairs])
+    return {"frames": f.frames, "f1": round(f.f1, 4), "precision": round(f.precision, 4),
+            "recall": round(f.recall, 4), "mean_iou": round(f.mean_iou, 4)}
+
+
+COLUMNS = ("frame  top-1 / detections         cut            ran on    total   pre  head  wire  srv  local"
            "   uplink est  link now           reason")
 
 
@@ -170,7 +198,8 @@ class DemoView:
 
 
 def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int, reference: dict[int, int],
-              phases: Sequence[str], link: EmulatedTransport, wall_s: float) -> dict:
+              phases: Sequence[str], link: EmulatedTransport, wall_s: float,
+              reference_detections: Optional[dict[int, list[dict]]] = None) -> dict:
     """Everything the summary prints, as plain data (also written by ``--summary-json``)."""
     ordered = sorted(rows, key=lambda r: r.result.frame_id)
     paths = Counter(r.result.path.value for r in ordered)
@@ -208,6 +237,8 @@ def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int,
             "mean_latency_ms": round(float(np.mean([r.result.latency_ms.get("total", 0.0) for r in members])), 2)
             if members else None,
         })
+        if reference_detections is not None:
+            phase_rows[-1]["detection"] = detection_f1(members, reference_detections)
     return {
         "frames": frames_captured,
         "results": len(ordered),
@@ -218,6 +249,7 @@ def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int,
         "agreement": {"frames": compared, "agree": agree,
                       "top1_agreement": round(agree / compared, 4) if compared else None,
                       "reference": "full fp32 model, run locally on the same frames"},
+        "detection": detection_f1(ordered, reference_detections) if reference_detections is not None else None,
         "cuts_over_time": runs,
         "phases": phase_rows,
         "link": "emulated in user space (edge_agent.link), not a real network",
@@ -233,7 +265,11 @@ def render_summary(s: dict) -> str:
     lines.append(f"frames {s['frames']}, results {s['results']} ({equal}), dropped {s['frames_dropped']}, "
                  f"wall time {s['wall_s']} s")
     a = s["agreement"]
-    if a["frames"]:
+    det = s.get("detection")
+    if det:
+        lines.append(f"detection F1 against the full FP32 model: {det['f1']:.3f} over {det['frames']} frames "
+                     f"(precision {det['precision']:.3f}, recall {det['recall']:.3f}, mean IoU {det['mean_iou']:.3f})")
+    elif a["frames"]:
         lines.append(f"top-1 agreement with the full FP32 model: {a['agree']}/{a['frames']} "
                      f"({100.0 * a['top1_agreement']:.1f}%)")
     else:
@@ -251,8 +287,9 @@ def render_summary(s: dict) -> str:
         mean = f"{p['mean_latency_ms']:.1f} ms" if p["mean_latency_ms"] is not None else "-"
         paths = ", ".join(f"{k} {v}" for k, v in sorted(p["paths"].items())) or "no frames"
         cuts = ", ".join(f"{k} {v}" for k, v in sorted(p["cuts"].items()))
+        f1 = f"  detection F1 {p['detection']['f1']:.3f}" if p.get("detection") else ""
         lines.append(f"  {p['phase']:<11} {p['start_s']:6.1f}-{end:>6} s  {p['link']:<26} frames {p['frames']:4d}"
-                     f"  mean {mean:>9}  paths: {paths}  cuts: {cuts}")
+                     f"  mean {mean:>9}{f1}  paths: {paths}  cuts: {cuts}")
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ def postprocess_job(postprocessor: Postprocessor, job: FrameJob) -> dict:
     if job.local_outputs is None:
         return {"error": job.fallback_reason}
     try:
-        return postprocessor(job.local_outputs)
+        return postprocessor(job.local_outputs, frame_hw=job.frame.image_bgr.shape[:2])
     except Exception as exc:  # noqa: BLE001 - a malformed response still yields one result line
         return {"error": f"postprocess failed: {exc}"}
 

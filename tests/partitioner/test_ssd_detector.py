@@ -223,3 +223,20 @@ def test_every_enumerated_cut_reproduces_the_detector(detector) -> None:
     assert not failures, failures
     logger.warning("detector: %d cuts (%d single, %d multi), verified %d in %.1f s", len(cands), len(singles),
                    len(multis), len(chosen), time.monotonic() - start)
+
+
+def test_vtest_frames_are_spread_over_the_video_and_cached(tmp_path) -> None:
+    try:
+        samples.vtest_path()
+    except samples.SampleNotFound as exc:
+        pytest.skip(str(exc))
+    import cv2
+
+    folder = samples.vtest_frames(5, cache_dir=tmp_path)
+    names = sorted(p.name for p in folder.glob("*.png"))
+    assert names == [f"vtest_{i:04d}.png" for i in (0, 198, 397, 596, 794)]
+    assert cv2.imread(str(folder / names[0])).shape == (576, 768, 3)
+    stamp = (folder / names[0]).stat().st_mtime_ns
+    assert samples.vtest_frames(5, cache_dir=tmp_path) == folder and (folder / names[0]).stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="count=0"):
+        samples.vtest_frames(0, cache_dir=tmp_path)

@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from partitioner.graph import rename_outer_reads
+
 WIRE_CODECS = ("fp32", "fp16", "int8")
 ZLIB_LEVEL = 6
 _SUFFIX = "__wire_fp32"
@@ -89,6 +91,7 @@ def _rename_uses(graph: onnx.GraphProto, old: str, new: str, *, inputs: bool, ou
     for node in graph.node:
         if inputs:
             node.input[:] = [new if n == old else n for n in node.input]
+            rename_outer_reads(node, old, new)  # an If/Loop body reading the value from the outer scope
         if outputs:
             node.output[:] = [new if n == old else n for n in node.output]
 

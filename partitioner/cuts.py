@@ -44,7 +44,7 @@ from onnx import helper
 
 from partitioner.cut_names import assign_ids, common_prefix
 from partitioner.errors import UnsupportedModel
-from partitioner.graph import constant_values, graph_inputs, oip_datatype, tensor_shape, value_infos
+from partitioner.graph import constant_values, graph_inputs, node_inputs, oip_datatype, tensor_shape, value_infos
 from protos.names import INPUT_CUT, OUTPUT_CUT
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class CutIndex:
         self.dyn_inputs: list[list[str]] = []
         is_dynamic: list[bool] = []
         for i, node in enumerate(self.nodes):
-            ins = [x for x in node.input if x and x in dynamic]
+            ins = [x for x in node_inputs(node) if x in dynamic]
             self.dyn_inputs.append(list(dict.fromkeys(ins)))
             is_dynamic.append(bool(ins))
             for out in node.output:
@@ -145,14 +145,15 @@ class CutIndex:
                 result = frozenset({name})
             elif name in self.constants and name in self.producer:
                 node = self.nodes[self.producer[name]]
-                result = frozenset().union(*(sources(x) for x in node.input if x)) if node.input else frozenset()
+                reads = node_inputs(node)
+                result = frozenset().union(*(sources(x) for x in reads)) if reads else frozenset()
             else:
                 result = frozenset()
             memo[name] = result
             return result
 
         return [
-            frozenset().union(*(sources(x) for x in n.input if x and x not in self.dynamic)) if self.is_dynamic[i]
+            frozenset().union(*(sources(x) for x in node_inputs(n) if x not in self.dynamic)) if self.is_dynamic[i]
             else frozenset()
             for i, n in enumerate(self.nodes)
         ]

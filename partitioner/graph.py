@@ -3,8 +3,11 @@ ordered graph on which cut points are real (in memory: ``ModelProto`` in, ``Mode
 
 The recipe (:func:`prepare_model`):
 
-1. reject what cannot be split or run: control flow (If/Loop/Scan or any node with a
-   subgraph attribute) and operators ONNX Runtime's CPU provider has no kernel for;
+1. reject what cannot run: operators ONNX Runtime's CPU provider has no kernel for (inside
+   If/Loop/Scan bodies too). Control flow itself is kept: a node with a subgraph is one
+   node of the outer graph, and the names its body reads from the outer scope count as
+   its inputs (:func:`node_inputs`), so cuts never pass through a body and each body lies
+   wholly in the head or wholly in the tail;
 2. drop initializers listed as graph inputs (old IR 3 exports) so they can be folded;
    fix the batch dimension of every graph input as the symbolic ``batch``;
 3. ONNX shape inference, then ONNX Runtime's *basic* graph optimizations (constant
@@ -88,14 +91,8 @@ def check_supported(model: onnx.ModelProto) -> None:
     """Raise :class:`UnsupportedModel` for control flow or ops ONNX Runtime (CPU) cannot run."""
     local_functions = {(f.domain, f.name) for f in model.functions}
     kernels = _cpu_kernels()
-    for index, node in enumerate(model.graph.node):
-        where = f"node {node.name or '#' + str(index)!r} (op {_op_label(node)})"
-        has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
-        if node.op_type in CONTROL_FLOW_OPS or has_subgraph:
-            raise UnsupportedModel(
-                f"{where} is control flow with a subgraph; the partitioner only splits acyclic graphs "
-                "without If/Loop/Scan (export the model with the branch resolved, e.g. a fixed shape)"
-            )
+    for index, node, where in _nodes_with_bodies(model.graph):
+        where = f"node {node.name or '#' + str(index)!r} (op {_op_label(node)}){where}"
         domain = "" if node.domain == "ai.onnx" else node.domain
         if (domain, node.op_type) in local_functions:
             continue
@@ -105,6 +102,58 @@ def check_supported(model: onnx.ModelProto) -> None:
             f"{where} has no ONNX Runtime CPU kernel; expected a standard ONNX operator "
             "(or com.microsoft contrib op) that onnxruntime can run"
         )
+
+
+def node_inputs(node: onnx.NodeProto) -> list[str]:
+    """The outer-graph values ``node`` reads: its inputs, then (for If/Loop/Scan) the names its
+    bodies read from the enclosing scope, in first-use order; empty names dropped."""
+    names = [name for name in node.input if name]
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        names += [name for name in _outer_names(node) if name not in names]
+    return names
+
+
+def rename_outer_reads(node: onnx.NodeProto, old: str, new: str) -> None:
+    """Make the bodies of ``node`` read ``new`` wherever they read the outer value ``old``
+    (names a body defines itself shadow the outer one and are left alone); in place."""
+    for attr in node.attribute:
+        for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            local = {vi.name for vi in body.input} | {t.name for t in body.initializer}
+            if old in local:
+                continue
+            for inner in body.node:
+                inner.input[:] = [new if name == old else name for name in inner.input]
+                rename_outer_reads(inner, old, new)
+                if old in inner.output:
+                    break
+            else:
+                for out in body.output:
+                    if out.name == old:
+                        out.name = new
+
+
+def _outer_names(node: onnx.NodeProto) -> list[str]:
+    found: list[str] = []
+    for attr in node.attribute:
+        for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            local = {vi.name for vi in body.input} | {t.name for t in body.initializer}
+            local |= {t.name for t in body.sparse_initializer}
+            for inner in body.node:
+                for name in node_inputs(inner):
+                    if name not in local and name not in found:
+                        found.append(name)
+                local.update(out for out in inner.output if out)
+            found += [o.name for o in body.output if o.name not in local and o.name not in found]
+    return found
+
+
+def _nodes_with_bodies(graph: onnx.GraphProto, where: str = ""):
+    """(index, node, where) for every node, the nodes of If/Loop/Scan bodies included."""
+    for index, node in enumerate(graph.node):
+        yield index, node, where
+        for attr in node.attribute:
+            for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                yield from _nodes_with_bodies(body, f" in the {attr.name!r} body of {node.name or node.op_type!r}{where}")
 
 
 def optimize_basic(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -317,7 +366,7 @@ def _remove_dead_nodes(graph: onnx.GraphProto) -> None:
         if id(node) in live:
             continue
         live.add(id(node))
-        for name in node.input:
+        for name in node_inputs(node):
             if name in producer and id(producer[name]) not in live:
                 stack.append(producer[name])
     kept = [n for n in graph.node if id(n) in live]
@@ -325,7 +374,7 @@ def _remove_dead_nodes(graph: onnx.GraphProto) -> None:
         logger.debug("removed %d dead nodes", len(graph.node) - len(kept))
         del graph.node[:]
         graph.node.extend(kept)
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    used = {name for node in graph.node for name in node_inputs(node)} | {o.name for o in graph.output}
     inits = [t for t in graph.initializer if t.name in used]
     if len(inits) != len(graph.initializer):
         del graph.initializer[:]
@@ -337,7 +386,7 @@ def _sort_topologically(graph: onnx.GraphProto) -> None:
     nodes = list(graph.node)
     producer_index = {out: i for i, node in enumerate(nodes) for out in node.output if out}
     deps: list[set[int]] = [
-        {producer_index[n] for n in node.input if n in producer_index and producer_index[n] != i}
+        {producer_index[n] for n in node_inputs(node) if n in producer_index and producer_index[n] != i}
         for i, node in enumerate(nodes)
     ]
     users: dict[int, list[int]] = defaultdict(list)
@@ -445,7 +494,7 @@ def constant_values(graph: onnx.GraphProto) -> set[str]:
     """Names whose value does not depend on any graph input (initializers and what they feed)."""
     dynamic = {vi.name for vi in graph_inputs(graph)}
     for node in graph.node:
-        if any(name in dynamic for name in node.input if name):
+        if any(name in dynamic for name in node_inputs(node)):
             dynamic.update(out for out in node.output if out)
     produced = {out for node in graph.node for out in node.output if out}
     inits = {t.name for t in graph.initializer}

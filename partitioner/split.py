@@ -22,7 +22,7 @@ from onnx import helper
 from partitioner.cuts import CutCandidate
 from protos.names import INPUT_CUT, OUTPUT_CUT
 from partitioner.errors import CutNotFound, UnsupportedModel
-from partitioner.graph import BATCH_DIM, graph_inputs, value_infos
+from partitioner.graph import BATCH_DIM, graph_inputs, node_inputs, value_infos
 
 logger = logging.getLogger(__name__)
 
@@ -90,14 +90,14 @@ def _ancestors(graph: onnx.GraphProto, targets: Iterable[str], stop: set[str]) -
         if i in seen:
             continue
         seen.add(i)
-        for name in graph.node[i].input:
+        for name in node_inputs(graph.node[i]):  # a Loop/If body's outer-scope reads too
             if name and name not in stop and name in producer:
                 stack.append(producer[name])
     return sorted(seen)
 
 
 def _inputs_read(graph: onnx.GraphProto, idx: Iterable[int]) -> set[str]:
-    return {name for i in idx for name in graph.node[i].input if name}
+    return {name for i in idx for name in node_inputs(graph.node[i])}
 
 
 def _check_tail(graph: onnx.GraphProto, tail_idx: list[int], tensors: list[str], input_names: list[str]) -> None:

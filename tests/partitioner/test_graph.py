@@ -5,6 +5,7 @@ import pathlib
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -180,10 +181,29 @@ def _control_flow_model(op: str) -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize("op, node", [("If", "branch/if_positive"), ("Loop", "decoder/loop")])
-def test_control_flow_is_rejected_naming_node_and_op(op: str, node: str) -> None:
-    with pytest.raises(UnsupportedModel, match=f"node '{node}' \\(op {op}\\) is control flow"):
-        graph.prepare_model(_control_flow_model(op))
+@pytest.mark.parametrize("op", ["If", "Loop"])
+def test_control_flow_is_kept_with_its_outer_reads_as_inputs(op: str) -> None:
+    """Issue 12 part 2: If/Loop stay one node of the outer graph; what a body reads from the
+    outer scope (the If branches read x) counts as that node's input."""
+    model = _control_flow_model(op)
+    prepared = graph.prepare_model(model)
+    node = next(n for n in prepared.graph.node if n.op_type == op)
+    assert "x" in graph.node_inputs(node)
+    for value in (2.5, -1.5):
+        x = np.array([value], dtype=np.float32)
+        expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+        got = ort.InferenceSession(prepared.SerializeToString()).run(None, {"x": x})[0]
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_unknown_operator_in_a_body_is_rejected_naming_the_body() -> None:
+    model = _control_flow_model("If")
+    model.graph.node[2].attribute[0].g.node[0].op_type = "FancyActivation"
+    model.graph.node[2].attribute[0].g.node[0].domain = "com.example"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    with pytest.raises(UnsupportedModel, match=r"\(op com\.example::FancyActivation\) in the '\w+_branch' body of "
+                                               r"'branch/if_positive' has no ONNX Runtime"):
+        graph.prepare_model(model)
 
 
 def test_unknown_operator_is_rejected_naming_node_and_op() -> None:

@@ -1,5 +1,11 @@
 """The control loop's two probes: the half-open breaker's health probe and the low-duty
-bandwidth probe while fully local. Both report through :class:`~edge_agent.feedback.Feedback`."""
+bandwidth probe while fully local. Both report through :class:`~edge_agent.feedback.Feedback`.
+
+After a health probe finds the server back, the next bandwidth probe is due at once (not at the
+scheduler's next slot, which after probes that hung on a dead link can be tens of seconds away):
+the link estimates predate the outage (timeouts taught the estimator a collapsed uplink), so a
+policy that fell back to "output" would otherwise stay local until the schedule allows a probe.
+"""
 from __future__ import annotations
 
 import time
@@ -36,6 +42,7 @@ class Prober:
         self.deadline_s = deadline_ms / 1000.0
         self._clock = clock
         self._has_input_cut = INPUT_CUT in bundle.cut_ids
+        self._measure_now = False  # the server just came back: the next bandwidth probe is due at once
 
     def health_probe(self, transport: Transport, server: str) -> None:
         """Is the server back (and, after a failure naming our tail, does it hold it again)?"""
@@ -46,12 +53,16 @@ class Prober:
         if ok and failed is not None:  # the server is up, but does it hold our tail?
             ok = transport.model_ready(failed[0], failed[1], timeout_s)
         self.feedback.health_checked(ok, (self._clock() - start) * 1000.0, server)
+        self._measure_now = ok
 
     def bandwidth_probe_due(self, decision: Decision, now_ms: int, latest_image: Optional[np.ndarray]) -> bool:
         if decision.cut_id != OUTPUT_CUT or decision.mode is not Mode.AUTO:
+            self._measure_now = False  # offloading again (or pinned): real transfers measure the link
             return False
         if latest_image is None or not self.feedback.offload_allowed():
             return False
+        if self._measure_now:
+            return True
         with self.feedback.lock:
             return self.scheduler.due(now_ms, self.feedback.telemetry.bandwidth.last_sample_ms)
 
@@ -62,6 +73,7 @@ class Prober:
         representative payload (a JPEG below the estimator's ``min_sample_bytes`` counts as
         an RTT sample). The scheduler keeps probes under its duty cycle.
         """
+        self._measure_now = False
         if not self._has_input_cut:
             return
         jpeg = encode_jpeg(image, int(self.bundle.manifest.input.jpeg_quality))

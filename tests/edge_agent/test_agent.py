@@ -335,11 +335,11 @@ def test_discovers_the_server_over_zeroconf_when_none_is_configured(tiny_bundle)
     from cloud_server.discovery import Advertisement, ServiceAdvertiser
     from cloud_server.server import create_server
     from cloud_server.settings import ServerSettings
-    from protos.bundle import tail_model_version
+    from protos.bundle import bundle_hash
 
     server = create_server(ServerSettings(host="127.0.0.1", port=0, bundles=(tiny_bundle.root,),
                                           metrics_port=None, discovery=False, max_queue_delay_us=0))
-    key = f"tiny_net@{tail_model_version(tiny_bundle.manifest)}"
+    key = f"tiny_net@{bundle_hash(tiny_bundle.manifest)}"  # what servers advertise: the bundle
     advertiser = ServiceAdvertiser(Advertisement(port=server.port, tls=False, bundles=(key,)),
                                    host="127.0.0.1", interfaces=["127.0.0.1"])
     advertiser.start()

@@ -101,3 +101,32 @@ def test_agent_offloads_again_after_our_server_restarts(tiny_bundle: Bundle, thr
     after = [r for t, r in sink.snapshot() if t > ready]
     first = next(i for i, r in enumerate(after) if r.path is Path.SPLIT)
     assert {r.path for r in after[first:]} == {Path.SPLIT}, [r.fallback_reason for r in after[first:]]
+
+
+def test_a_bandwidth_probe_is_due_at_once_when_the_server_comes_back(tiny_bundle: Bundle) -> None:
+    """The probe schedule must not keep an agent that fell back to "output" local after the server
+    returned: probes that hung on the dead link pushed the next slot far out (2 % duty cycle), but the
+    health probe that finds the server back makes the next bandwidth probe due at once."""
+    from edge_agent.types import Decision, Mode, Objective
+    from tests.edge_agent.conftest import first_video_frame
+
+    server = _serve(tiny_bundle)
+    transport = GrpcTransport(server.address)
+    agent = EdgeAgent(agent_config(tiny_bundle), transport=transport)
+    try:
+        prober, scheduler = agent.prober, agent.prober.scheduler
+        now = agent.feedback.now_ms()
+        scheduler.note_started(now)
+        scheduler.note_finished(now + 1000)  # a probe that waited 1 s on a dead link: next slot in 50 s
+        local = Decision("output", Mode.AUTO, "test", Objective.LATENCY, now)
+        image = first_video_frame()
+        assert not prober.bandwidth_probe_due(local, now + 2000, image)
+        prober.health_probe(transport, server.address)  # the server answers: it is back
+        assert prober.bandwidth_probe_due(local, now + 2000, image)
+        prober.bandwidth_probe(transport, image)  # measured: the schedule applies again
+        assert not prober.bandwidth_probe_due(local, agent.feedback.now_ms(), image)
+        assert scheduler.probes == 2
+    finally:
+        agent.stop(5)
+        transport.close()
+        server.stop(0)

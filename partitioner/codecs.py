@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from partitioner.graph import rename_outer_reads
+from partitioner.subgraphs import rename_outer_reads
 
 WIRE_CODECS = ("fp32", "fp16", "int8")
 ZLIB_LEVEL = 6

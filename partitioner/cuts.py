@@ -44,7 +44,8 @@ from onnx import helper
 
 from partitioner.cut_names import assign_ids, common_prefix
 from partitioner.errors import UnsupportedModel
-from partitioner.graph import constant_values, graph_inputs, node_inputs, oip_datatype, tensor_shape, value_infos
+from partitioner.graph import constant_values, graph_inputs, oip_datatype, tensor_shape, value_infos
+from partitioner.subgraphs import node_inputs
 from protos.names import INPUT_CUT, OUTPUT_CUT
 
 logger = logging.getLogger(__name__)

@@ -38,6 +38,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from partitioner.errors import UnsupportedModel
+from partitioner.subgraphs import node_inputs, nodes_with_bodies
 from protos.datatypes import from_numpy_dtype, numpy_dtype_for_ort_type
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def check_supported(model: onnx.ModelProto) -> None:
     """Raise :class:`UnsupportedModel` for control flow or ops ONNX Runtime (CPU) cannot run."""
     local_functions = {(f.domain, f.name) for f in model.functions}
     kernels = _cpu_kernels()
-    for index, node, where in _nodes_with_bodies(model.graph):
+    for index, node, where in nodes_with_bodies(model.graph):
         where = f"node {node.name or '#' + str(index)!r} (op {_op_label(node)}){where}"
         domain = "" if node.domain == "ai.onnx" else node.domain
         if (domain, node.op_type) in local_functions:
@@ -102,58 +103,6 @@ def check_supported(model: onnx.ModelProto) -> None:
             f"{where} has no ONNX Runtime CPU kernel; expected a standard ONNX operator "
             "(or com.microsoft contrib op) that onnxruntime can run"
         )
-
-
-def node_inputs(node: onnx.NodeProto) -> list[str]:
-    """The outer-graph values ``node`` reads: its inputs, then (for If/Loop/Scan) the names its
-    bodies read from the enclosing scope, in first-use order; empty names dropped."""
-    names = [name for name in node.input if name]
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-        names += [name for name in _outer_names(node) if name not in names]
-    return names
-
-
-def rename_outer_reads(node: onnx.NodeProto, old: str, new: str) -> None:
-    """Make the bodies of ``node`` read ``new`` wherever they read the outer value ``old``
-    (names a body defines itself shadow the outer one and are left alone); in place."""
-    for attr in node.attribute:
-        for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-            local = {vi.name for vi in body.input} | {t.name for t in body.initializer}
-            if old in local:
-                continue
-            for inner in body.node:
-                inner.input[:] = [new if name == old else name for name in inner.input]
-                rename_outer_reads(inner, old, new)
-                if old in inner.output:
-                    break
-            else:
-                for out in body.output:
-                    if out.name == old:
-                        out.name = new
-
-
-def _outer_names(node: onnx.NodeProto) -> list[str]:
-    found: list[str] = []
-    for attr in node.attribute:
-        for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-            local = {vi.name for vi in body.input} | {t.name for t in body.initializer}
-            local |= {t.name for t in body.sparse_initializer}
-            for inner in body.node:
-                for name in node_inputs(inner):
-                    if name not in local and name not in found:
-                        found.append(name)
-                local.update(out for out in inner.output if out)
-            found += [o.name for o in body.output if o.name not in local and o.name not in found]
-    return found
-
-
-def _nodes_with_bodies(graph: onnx.GraphProto, where: str = ""):
-    """(index, node, where) for every node, the nodes of If/Loop/Scan bodies included."""
-    for index, node in enumerate(graph.node):
-        yield index, node, where
-        for attr in node.attribute:
-            for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                yield from _nodes_with_bodies(body, f" in the {attr.name!r} body of {node.name or node.op_type!r}{where}")
 
 
 def optimize_basic(model: onnx.ModelProto) -> onnx.ModelProto:

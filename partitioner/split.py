@@ -22,7 +22,8 @@ from onnx import helper
 from partitioner.cuts import CutCandidate
 from protos.names import INPUT_CUT, OUTPUT_CUT
 from partitioner.errors import CutNotFound, UnsupportedModel
-from partitioner.graph import BATCH_DIM, graph_inputs, node_inputs, value_infos
+from partitioner.graph import BATCH_DIM, graph_inputs, value_infos
+from partitioner.subgraphs import node_inputs
 
 logger = logging.getLogger(__name__)
 

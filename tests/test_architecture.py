@@ -122,6 +122,31 @@ def test_no_module_is_longer_than_the_limit() -> None:
     assert long == {}
 
 
+#: The workstation-only converters of the ``tensorflow`` extra (issue 12): never on a Pi or a server.
+TENSORFLOW_FAMILY = ("tensorflow", "tf2onnx", "tflite2onnx", "keras", "tf_keras")
+
+
+def _third_party_imports(path: pathlib.Path) -> set[str]:
+    """Top-level names of every module ``path`` imports anywhere (lazy imports included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package", ["edge_agent", "cloud_server", "protos"])
+def test_tensorflow_stays_on_the_workstation(package: str) -> None:
+    """No module of the edge agent, the server or the contracts imports TensorFlow or a converter,
+    not even lazily inside a function: they come with the ``tensorflow`` extra only."""
+    found = {name: sorted(_third_party_imports(path) & set(TENSORFLOW_FAMILY))
+             for name, path in MODULES.items() if name.split(".")[0] == package}
+    assert {name: hits for name, hits in found.items() if hits} == {}
+
+
 _BLOCKER = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
@@ -138,9 +163,10 @@ print("ok")
 
 
 @pytest.mark.parametrize("package, blocked", [
-    ("edge_agent", {"partitioner", "cloud_server", "splitinfer", "torch", "onnx", "tensorflow"}),
-    ("cloud_server", {"partitioner", "edge_agent", "splitinfer", "torch", "onnx", "tensorflow"}),
-    ("protos", {"partitioner", "edge_agent", "cloud_server", "splitinfer", "torch", "onnx", "cv2", "onnxruntime"}),
+    ("edge_agent", {"partitioner", "cloud_server", "splitinfer", "torch", "onnx", *TENSORFLOW_FAMILY}),
+    ("cloud_server", {"partitioner", "edge_agent", "splitinfer", "torch", "onnx", *TENSORFLOW_FAMILY}),
+    ("protos", {"partitioner", "edge_agent", "cloud_server", "splitinfer", "torch", "onnx", "cv2", "onnxruntime",
+                *TENSORFLOW_FAMILY}),
 ])
 def test_each_side_imports_with_the_others_absent(package: str, blocked: set[str]) -> None:
     """Every module of the package imports in a fresh interpreter where the other products

@@ -13,7 +13,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from partitioner.cuts import enumerate_cuts
-from partitioner.graph import node_inputs, prepare_model
+from partitioner.graph import prepare_model
+from partitioner.subgraphs import node_inputs
 from partitioner.pipeline import PartitionConfig, run_partition
 from partitioner.split import split_model
 

@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from partitioner import graph
+from partitioner.subgraphs import node_inputs
 from partitioner.errors import ModelLoadError, UnsupportedModel
 from partitioner.loading import load_model
 from partitioner.evaluation import run_model
@@ -188,7 +189,7 @@ def test_control_flow_is_kept_with_its_outer_reads_as_inputs(op: str) -> None:
     model = _control_flow_model(op)
     prepared = graph.prepare_model(model)
     node = next(n for n in prepared.graph.node if n.op_type == op)
-    assert "x" in graph.node_inputs(node)
+    assert "x" in node_inputs(node)
     for value in (2.5, -1.5):
         x = np.array([value], dtype=np.float32)
         expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]

@@ -75,17 +75,19 @@ def load_any_model(
     ``Preprocessor/sub:0`` for TensorFlow files); empty keeps the model's own. For a frozen
     graph without them, its placeholders are the inputs and the nodes nothing reads are
     the outputs. ``input_size`` (H, W) fixes a TensorFlow image input's symbolic size.
-    A pre-quantized ``.tflite`` keeps its quantization; uint8 image input and outputs are
-    wrapped as float (:func:`partitioner.importers.adapt.float_image_io`).
+    A pre-quantized ``.tflite`` keeps its quantization; a TensorFlow source's uint8 image input
+    and quantized outputs are wrapped as float (:func:`partitioner.importers.adapt.float_image_io`).
     """
+    from partitioner.importers.adapt import float_image_io
+
     path = pathlib.Path(path)
     inputs, outputs = list(inputs), list(outputs)
     if path.is_dir() and (path / "saved_model.pb").is_file():
         from partitioner.importers.tensorflow import convert_saved_model
 
         model, info = convert_saved_model(path, inputs=inputs or None, outputs=outputs or None, opset=opset)
+        model, _ = float_image_io(model)
     elif path.suffix.lower() == ".tflite":
-        from partitioner.importers.adapt import float_image_io
         from partitioner.importers.tensorflow import convert_tflite
 
         model, info = convert_tflite(path, inputs=inputs or None, outputs=outputs or None, opset=opset)
@@ -99,6 +101,7 @@ def load_any_model(
             logger.info("%s: converting from %s to %s", path.name, inputs, outputs)
         shapes = _image_shapes(inputs, input_size)
         model, info = convert_frozen_graph(path, inputs=inputs, outputs=outputs, input_shapes=shapes, opset=opset)
+        model, _ = float_image_io(model)
     else:
         model = load_model(path)
         if inputs or outputs:

@@ -7,10 +7,10 @@ decision for the output:
 * **Pre-quantized sources** (a uint8 ``.tflite`` such as efficientnet_lite3, or an ONNX
   model with QuantizeLinear/DequantizeLinear): the model keeps its own quantization, so
   heads are not quantized a second time (``quantize_heads`` off; the heads are the
-  source's integer graph and are recorded as ``int8``). A model whose image input was
-  uint8 pixels (wrapped by :func:`partitioner.importers.adapt.float_image_io`) is fed raw
-  0..255 values: pixel scale 1, mean 0, std 1, unless the user set other values than the
-  ImageNet defaults.
+  source's integer graph and are recorded as ``int8``).
+* **uint8 pixel inputs** (a TensorFlow source wrapped by
+  :func:`partitioner.importers.adapt.float_image_io`) are fed raw 0..255 values: pixel
+  scale 1, mean 0, std 1, unless the user set other values than the ImageNet defaults.
 * **Symbolic image size**: with no ``--input-size``, a model whose image height/width are
   symbolic gets :func:`default_input_size`: 640x640 for a detector-like model (more than
   one output, or ``--task detection``), 224x224 otherwise, each rounded up to a multiple
@@ -49,10 +49,10 @@ def apply_source_defaults(
             config = dataclasses.replace(config, quantize_heads=False)
             notes.append(f"{info.file_name or 'the model'} is pre-quantized: it keeps its own quantization "
                          "(no second quantization pass)")
-        if _raw_pixel_input(model) and (config.mean, config.std, config.pixel_scale) == (
-                IMAGENET_MEAN, IMAGENET_STD, PartitionConfig.pixel_scale):
-            config = dataclasses.replace(config, pixel_scale=1.0, mean=(0.0,), std=(1.0,))
-            notes.append("the model takes uint8 pixels: frames are fed as 0..255 (pixel scale 1, mean 0, std 1)")
+    if _raw_pixel_input(model) and (config.mean, config.std, config.pixel_scale) == (
+            IMAGENET_MEAN, IMAGENET_STD, PartitionConfig.pixel_scale):
+        config = dataclasses.replace(config, pixel_scale=1.0, mean=(0.0,), std=(1.0,))
+        notes.append("the model takes uint8 pixels: frames are fed as 0..255 (pixel scale 1, mean 0, std 1)")
     if not config.input_size[0]:
         size = default_input_size(model, detector=config.task == "detection")
         if size is not None:

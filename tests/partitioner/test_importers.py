@@ -106,3 +106,18 @@ def test_tflite_rejects_other_files(tmp_path):
     junk.write_bytes(b"\x00" * 16)
     with pytest.raises(ModelLoadError, match="not a TensorFlow Lite flatbuffer"):
         convert_tflite(junk, opset=17)
+
+
+def test_frozen_graph_without_names_uses_its_own_ends(tmp_path):
+    from partitioner.importers.tensorflow import frozen_graph_ends
+    from partitioner.loading import load_any_model
+
+    net, path = frozen_graph(tmp_path)
+    inputs, outputs = frozen_graph_ends(path)
+    # tf.function wraps the returned tensor in an Identity: that is the node nothing reads.
+    assert inputs == ["image:0"] and outputs == ["Identity:0"]
+    model, info = load_any_model(path)
+    assert info.format == "tensorflow-frozen-graph" and info.inputs == ("image:0",)
+    image = np.random.default_rng(7).random((1, 16, 16, 3), dtype=np.float32)
+    got = dict(zip([o.name for o in model.graph.output], _run(model, {model.graph.input[0].name: image})))
+    np.testing.assert_allclose(got["Identity:0"], net(tf.constant(image))["logits"].numpy(), rtol=1e-4, atol=1e-5)

@@ -26,7 +26,7 @@ import onnx.utils
 from google.protobuf.message import DecodeError
 
 from partitioner.errors import ModelLoadError
-from partitioner.importers.source import SourceInfo, attach_source_info, file_sha256
+from partitioner.importers.source import SourceInfo, attach_source_info, file_sha256, source_info_of
 from partitioner.graph import opset_version
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,9 @@ def load_any_model(
         model = load_model(path)
         if inputs or outputs:
             model = extract_between(model, inputs, outputs)
+        carried = source_info_of(model)
+        if carried is not None and not inputs and not outputs:  # a conversion saved earlier keeps its source
+            return model, carried
         info = SourceInfo(format="onnx", file_name=path.name, sha256=file_sha256(path), inputs=tuple(inputs),
                           outputs=tuple(outputs),
                           pre_quantized=any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in model.graph.node))

@@ -99,3 +99,12 @@ def test_source_record_round_trips_and_is_checked() -> None:
         validate_source_format(bundle_pb2.SourceFormat(format="tflite", converter="tf2onnx"))
     with pytest.raises(ManifestError, match="source_format.format: 'caffe' is not one of"):
         validate_source_format(bundle_pb2.SourceFormat(format="caffe"))
+
+
+def test_a_saved_conversion_keeps_its_source_record(tmp_path: pathlib.Path) -> None:
+    info = SourceInfo(format="tflite", file_name="m.tflite", sha256="b" * 64, converter="tf2onnx",
+                      converter_version="1.17.0", framework_version="2.21.0")
+    path = tmp_path / "converted.onnx"
+    onnx.save(attach_source_info(_conv_model(2, height=16), info), str(path))
+    assert load_any_model(path)[1] == info
+    assert load_any_model(path, outputs=["c"])[1].format == "onnx"  # extracted: a new ONNX model

@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint install protos bench clean system-deps vtest opencv-reference test-triton
+.PHONY: demo test lint install protos bench clean system-deps vtest opencv-reference demo-detector test-triton
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ test: lint system-deps vtest opencv-reference
 
 demo: $(STAMP)
 	$(VENV)/bin/splitinfer demo
+
+# The detector demo (issue 12): SSD-MobileNetV2 COCO over vtest.avi; needs the tensorflow extra.
+demo-detector: $(STAMP) vtest
+	$(VENV)/bin/splitinfer demo --model ssd_mobilenet_v2_coco
 
 # The edge agent against a real Triton (2.51, the server bundled in nvidia-pytriton, CPU, Python
 # backend) serving `export-triton --backend python`. pytriton pins numpy<2, so it gets its own

@@ -48,8 +48,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bundle = read_bundle(args.bundle)
     model = tail_model_name(bundle.manifest, args.cut)
     servers = [OurServer(args.bundle, free_port()) for _ in range(args.servers)]
-    for server in servers:
-        server.start()
+    try:
+        for server in servers:
+            server.start()
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
     addresses = [s.address for s in servers]
     out: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},

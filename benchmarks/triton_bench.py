@@ -90,10 +90,11 @@ class OurServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPLITINFER_")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "splitinfer.cli", "serve", "--bundle", str(self.bundle), "--port", str(self.port),
-             "--no-discovery", "--log-format", "json"], cwd=REPO, env=env,
+             "--metrics-port", "0", "--no-discovery", "--log-format", "json"], cwd=REPO, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if not _ready(self.address, 120):
-            raise RuntimeError("splitinfer serve did not become ready")
+            self.stop()
+            raise RuntimeError(f"splitinfer serve on port {self.port} did not become ready within 120 s")
         return self
 
     def stop(self) -> None:

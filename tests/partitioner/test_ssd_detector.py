@@ -240,3 +240,33 @@ def test_vtest_frames_are_spread_over_the_video_and_cached(tmp_path) -> None:
     assert samples.vtest_frames(5, cache_dir=tmp_path) == folder and (folder / names[0]).stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="count=0"):
         samples.vtest_frames(0, cache_dir=tmp_path)
+
+
+def test_a_model_declaring_its_detection_postprocess_gets_that_output_spec(tmp_path) -> None:
+    """assemble writes the manifest's Detection from the model's metadata (a tiny real graph
+    with the detector's output names, not the 50 s conversion)."""
+    from onnx import TensorProto, helper
+
+    from partitioner import assemble
+    from protos.bundle import BundleWriter
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 100, 4])
+    outs = [helper.make_tensor_value_info("detection_boxes", TensorProto.FLOAT, ["batch", 100, 4]),
+            helper.make_tensor_value_info("detection_scores", TensorProto.FLOAT, ["batch", 100]),
+            helper.make_tensor_value_info("detection_classes", TensorProto.INT64, ["batch", 100])]
+    nodes = [helper.make_node("Identity", ["x"], ["detection_boxes"]),
+             helper.make_node("ReduceMax", ["x"], ["detection_scores"], axes=[2], keepdims=0),
+             helper.make_node("ArgMax", ["x"], ["detection_classes"], axis=2, keepdims=0)]
+    model = helper.make_model(helper.make_graph(nodes, "tiny_detector", [x], outs),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.metadata_props.add(key=detection.METADATA_KEY, value=detection.settings_json(
+        score_threshold=0.4, iou_threshold=0.5, max_detections=20, class_filter=["person"], box_units="normalized",
+        candidate_score_threshold=0.2, graph_postprocess="test", output_tensors=list(ssd.OUTPUTS)))
+    manifest = bundle_pb2.Manifest()
+    with BundleWriter(tmp_path / "bundle") as writer:
+        assemble._describe_outputs(manifest, model, 5, ssd.COCO_LABELS, writer)
+    det = manifest.output.detection
+    assert manifest.output.WhichOneof("postprocess") == "detection" and det.decoding == "boxes_scores_labels"
+    assert (det.score_threshold, det.iou_threshold, det.max_detections) == (pytest.approx(0.4), pytest.approx(0.5), 20)
+    assert list(det.class_filter) == ["person"] and det.box_units == "normalized" and det.HasField("labels")
+    assert [t.datatype for t in manifest.output.tensors] == ["FP32", "FP32", "INT64"]

@@ -173,6 +173,7 @@ class Postprocessor:
         if mapped and found:
             px = to_source_pixels(np.array([d.box_xyxy for d in found]), self.input_spec, frame_hw,  # type: ignore[arg-type]
                                   units=det.box_units)
-            found = [replace(d, box_xyxy=tuple(float(v) for v in box)) for d, box in zip(found, px)]  # type: ignore[misc]
+            found = [replace(d, box_xyxy=(float(box[0]), float(box[1]), float(box[2]), float(box[3])))
+                     for d, box in zip(found, px)]
         units = "source_px" if mapped else (det.box_units or "model")  # "": an older bundle's boxes, as given
         return {"detections": [d.to_json() for d in found], "box_units": units}

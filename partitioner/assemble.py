@@ -27,6 +27,7 @@ from partitioner.stages import ProfiledCut
 from protos import bundle as bundle_io
 from protos import bundle_pb2
 from protos import detection
+from protos import lineage as lineage_io
 from protos.names import OUTPUT_CUT
 
 CREATED_BY = "splitinfer partition"
@@ -108,6 +109,9 @@ def write_bundle(
             opset=opset_version(model),
         )
         manifest.input.CopyFrom(spec)
+        lineage = {p.key: p.value for p in model.metadata_props}.get(lineage_io.METADATA_KEY)
+        if lineage:  # issue 17: the model came out of `splitinfer optimize` (protos.lineage)
+            manifest.lineage.CopyFrom(lineage_io.lineage_from_json(lineage))
         _describe_outputs(manifest, model, config.top_k, labels, writer)
         manifest.full_model.CopyFrom(writer.add_bytes("edge/full_model.onnx", model.SerializeToString()))
         int8_full = next((p.cut.head for p in cuts if p.cut.candidate.id == OUTPUT_CUT

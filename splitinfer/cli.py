@@ -12,6 +12,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "partition": ("partitioner.cli", "partition_main", "split a model into a verified bundle of head/tail pairs"),
     "profile": ("partitioner.cli", "profile_main", "re-measure a bundle's edge side on this device"),
+    "optimize": ("partitioner.optimize.cli", "main", "prune, factorize and distill a model (measured and gated)"),
     "export-triton": ("partitioner.cli", "export_triton_main", "write a bundle's tails as a Triton model repository"),
     "serve": ("cloud_server.cli", "main", "serve bundle tails over the Open Inference Protocol (gRPC)"),
     "edge": ("edge_agent.cli", "main", "run the smart-camera daemon with adaptive split offload"),

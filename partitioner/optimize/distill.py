@@ -1,0 +1,124 @@
+"""Knowledge distillation: an optimized student learns to answer like the original teacher.
+
+The student is fine-tuned with the shared trainer (:mod:`partitioner.training`) on
+unlabelled frames: the loss is :func:`~partitioner.training.kd_loss` between the softened
+outputs, plus ``feature_weight`` × :func:`~partitioner.training.feature_loss` between the
+inputs of the two models' output layers (the penultimate features). When pruning changed
+their width, a linear adapter (trained alongside, then dropped) maps the student's to the
+teacher's, as in FitNets. Every frame is also used mirrored left-right, and the teacher's
+answers are computed once, up front.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from partitioner.optimize.prune import output_layers
+from partitioner.optimize.steps import Distill
+from partitioner.training import TrainConfig, TrainReport, feature_loss, kd_loss, train
+
+logger = logging.getLogger(__name__)
+
+
+class _Penultimate:
+    """Captures the input of a model's output layer on every forward pass."""
+
+    def __init__(self, model: torch.nn.Module, example: torch.Tensor) -> None:
+        layers = output_layers(model, example)
+        if len(layers) != 1:
+            raise ValueError(f"feature distillation needs one output layer; found {len(layers)}")
+        self.value: torch.Tensor | None = None
+        self._handle = layers[0].register_forward_pre_hook(self._keep)
+
+    def _keep(self, _layer: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        self.value = inputs[0].flatten(1)
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, frames: torch.Tensor, batch: int = 16) -> None:
+    """Re-estimate every BatchNorm's running mean and variance on ``frames`` (a cumulative average);
+    pruning and factorization change what each BatchNorm sees, so the original statistics are stale."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        for first in range(0, int(frames.shape[0]), batch):
+            model(frames[first : first + batch])
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+
+
+@torch.no_grad()
+def _answers(model: torch.nn.Module, frames: torch.Tensor, hook: _Penultimate | None,
+             batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    logits, features = [], []
+    for first in range(0, int(frames.shape[0]), batch):
+        logits.append(model(frames[first : first + batch]))
+        if hook is not None and hook.value is not None:
+            features.append(hook.value)
+    return torch.cat(logits), (torch.cat(features) if features else None)
+
+
+def distill(student: torch.nn.Module, teacher: torch.nn.Module, train_frames: torch.Tensor,
+            heldout_frames: torch.Tensor, settings: Distill, *, threads: int = 1, progress: bool = True,
+            description: str = "distillation") -> TrainReport:
+    """Fine-tune ``student`` in place to mimic ``teacher`` (frozen) on ``train_frames``; the held-out
+    loss in the report is on ``heldout_frames`` (different footage). BatchNorm statistics are re-estimated on
+    the training frames first (:func:`recalibrate_batchnorm`), then stay frozen while the weights learn."""
+    teacher.eval()
+    example = train_frames[:1]
+    frames = torch.cat([train_frames, train_frames.flip(-1), heldout_frames])
+    n_train = 2 * int(train_frames.shape[0])
+    teacher_hook = _Penultimate(teacher, example) if settings.feature_weight else None
+    student_hook = _Penultimate(student, example) if settings.feature_weight else None
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        target_logits, target_features = _answers(teacher, frames, teacher_hook, settings.batch_size)
+        recalibrate_batchnorm(student, frames[:n_train], settings.batch_size)
+        adapter = None
+        parameters = list(student.parameters())
+        if student_hook is not None and target_features is not None:
+            with torch.no_grad():
+                student.eval()
+                student(example)
+            assert student_hook.value is not None
+            width, target_width = student_hook.value.shape[1], target_features.shape[1]
+            if width != target_width:
+                torch.manual_seed(settings.seed)
+                adapter = torch.nn.Linear(width, target_width, bias=False)
+                parameters += list(adapter.parameters())
+
+        def loss_fn(index: torch.Tensor) -> torch.Tensor:
+            logits = student(frames[index])
+            loss = kd_loss(logits, target_logits[index], settings.temperature)
+            if student_hook is not None and target_features is not None:
+                assert student_hook.value is not None
+                feats = student_hook.value if adapter is None else adapter(student_hook.value)
+                loss = loss + settings.feature_weight * feature_loss(feats, target_features[index])
+            return loss
+
+        config = TrainConfig(seed=settings.seed, max_epochs=settings.epochs, max_seconds=settings.seconds,
+                             batch_size=settings.batch_size, learning_rate=settings.learning_rate, threads=threads,
+                             progress=progress, freeze_batchnorm=True)
+        report = train(student, loss_fn, torch.arange(n_train), torch.arange(n_train, int(frames.shape[0])), config,
+                       parameters=parameters, description=description)
+    finally:
+        torch.set_num_threads(old_threads)
+        for hook in (teacher_hook, student_hook):
+            if hook is not None:
+                hook.close()
+    logger.info("%s: held-out KD loss %.4g after %d epochs (%s)", description, report.heldout_loss, report.epochs,
+                report.stopped_by)
+    return report

@@ -56,8 +56,10 @@ class Prober:
         self._measure_now = ok
 
     def bandwidth_probe_due(self, decision: Decision, now_ms: int, latest_image: Optional[np.ndarray]) -> bool:
-        if decision.cut_id != OUTPUT_CUT or decision.mode is not Mode.AUTO:
-            self._measure_now = False  # offloading again (or pinned): real transfers measure the link
+        if decision.cut_id != OUTPUT_CUT:
+            self._measure_now = False  # offloading again: real transfers measure the link
+            return False
+        if decision.mode is not Mode.AUTO:
             return False
         if latest_image is None or not self.feedback.offload_allowed():
             return False
@@ -88,7 +90,7 @@ class Prober:
         if transport.healthy(timeout_s=self.deadline_s):
             self.feedback.rtt_measured((self._clock() - start) * 1000.0)
         try:
-            self.offloader.send(request, transport)
+            self.offloader.send(request, transport, probe=True)
         except OffloadUnavailable:
             pass  # reported to the feedback already
         finally:

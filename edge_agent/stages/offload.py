@@ -21,6 +21,10 @@ from protos.bundle import BUNDLE_HASH_PARAMETER, Bundle, bundle_hash, tail_model
 from protos.names import INPUT_CUT
 
 
+#: failures of a probe that say the server is not there (not busy, not slow)
+SERVER_GONE_CODES = frozenset({"UNAVAILABLE", "STREAM_CLOSED"})
+
+
 class Offloader:
     def __init__(
         self,
@@ -54,13 +58,22 @@ class Offloader:
                         BUNDLE_HASH_PARAMETER: self.bundle_hash},
         )
 
-    def send(self, request: OffloadRequest, transport: Transport) -> OffloadResponse:
-        """One request within the deadline, reported to the feedback (a failure re-raised)."""
+    def send(self, request: OffloadRequest, transport: Transport, *, probe: bool = False) -> OffloadResponse:
+        """One request within the deadline, reported to the feedback (a failure re-raised).
+
+        ``probe``: a bandwidth probe while fully local. If it finds the server gone (``UNAVAILABLE``,
+        ``STREAM_CLOSED``) the failure is reported as one retrying cannot fix, which opens the circuit
+        at once: no offloads follow a probe to count up to the threshold, and with the circuit open
+        the breaker's cheap health probes (not the next bandwidth probe, ~10 s or more away) watch
+        for the server's return."""
         start = self._clock()
         try:
             response = transport.infer(request, self.timeout_s)
         except OffloadUnavailable as exc:
-            self.feedback.offload_failed(exc, (request.model_name, request.model_version),
+            reported = exc
+            if probe and exc.code in SERVER_GONE_CODES and exc.retryable:
+                reported = OffloadUnavailable(f"bandwidth probe: {exc}", code=exc.code, retryable=False)
+            self.feedback.offload_failed(reported, (request.model_name, request.model_version),
                                          sent_bytes=request.wire_bytes, waited_ms=(self._clock() - start) * 1000.0)
             raise
         if response.round_trip_ms is None:

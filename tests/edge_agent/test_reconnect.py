@@ -130,3 +130,35 @@ def test_a_bandwidth_probe_is_due_at_once_when_the_server_comes_back(tiny_bundle
         agent.stop(5)
         transport.close()
         server.stop(0)
+
+
+def test_a_probe_that_finds_the_server_gone_opens_the_circuit_at_once(tiny_bundle: Bundle) -> None:
+    """Fully local by choice nothing else talks to the server: one bandwidth probe meeting a dead server
+    opens the circuit (no threshold of offloads will follow), so the breaker's health probes watch for
+    its return instead of the next bandwidth probe >= 10 s later; once back, a probe is due at once."""
+    from edge_agent.breaker import BreakerState
+    from tests.edge_agent.conftest import first_video_frame
+
+    server = _serve(tiny_bundle)
+    port = _port(server.address)
+    transport = GrpcTransport(server.address)
+    # pinned to "output": the loop itself never probes, so the probe below is the only request
+    cfg = agent_config(tiny_bundle, source__fps_cap=5.0, source__loop=True, policy__pinned_cut="output")
+    agent = EdgeAgent(cfg, transport=transport).start()
+    try:
+        assert _wait_for(lambda: agent.results >= 3, 20)
+        image = first_video_frame()
+        server.stop(0)
+        with agent.feedback.lock:
+            assert agent.breaker.state is BreakerState.CLOSED
+        agent.prober.bandwidth_probe(transport, image)
+        with agent.feedback.lock:
+            assert agent.breaker.state is BreakerState.OPEN  # one failed probe, not three
+        assert agent.offload_failures["UNAVAILABLE"] == 1
+        server = _serve(tiny_bundle, port)
+        # the running agent's own loop probes health when the backoff (500 ms) is over and closes it
+        assert _wait_for(lambda: agent.breaker.state is BreakerState.CLOSED, 10)
+    finally:
+        agent.stop(10)
+        transport.close()
+        server.stop(0)

@@ -56,7 +56,8 @@ def draw_overlay(image: np.ndarray, payload: dict, *, cut: str, path: str, laten
     line_h = int(26 * scale / 0.6)
     detections = payload.get("detections") or []
     boxes = [d.get("box_xyxy", [0, 0, 0, 0]) for d in detections]
-    sx, sy = _box_scale(boxes, (w, h), model_size)
+    # "source_px": the edge already mapped boxes to this frame's pixels (issue 12)
+    sx, sy = (1.0, 1.0) if payload.get("box_units") == "source_px" else _box_scale(boxes, (w, h), model_size)
     for det, (x1, y1, x2, y2) in zip(detections, boxes):
         p1, p2 = (int(x1 * sx), int(y1 * sy)), (int(x2 * sx), int(y2 * sy))
         cv2.rectangle(out, p1, p2, BOX_BGR, 2)

@@ -99,3 +99,14 @@ def test_bad_specs_name_the_value() -> None:
         _specs(nms=0.5)
     with pytest.raises(ValueError, match=r"frame size \(0, 768\)"):
         detection.to_source_pixels(np.zeros((1, 4)), _specs()[1], (0, 768))
+
+
+def test_live_view_draws_source_pixel_boxes_where_they_are() -> None:
+    from edge_agent.liveview.overlay import BOX_BGR, draw_overlay
+
+    img = np.zeros((576, 768, 3), np.uint8)
+    person = {"box_xyxy": [400.0, 300.0, 500.0, 500.0], "score": 0.9, "index": 1, "label": "person"}
+    drawn = draw_overlay(img, {"detections": [person], "box_units": "source_px"}, cut="conv_664", path="split",
+                         model_size=(300, 300))
+    assert tuple(drawn[400, 400]) == tuple(BOX_BGR) and tuple(drawn[400, 500]) == tuple(BOX_BGR)
+    assert not drawn[560:, 600:].any(), "scaled by 768/300 the box would have landed here"

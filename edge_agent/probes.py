@@ -52,6 +52,9 @@ class Prober:
         failed = self.feedback.last_failed_model
         if ok and failed is not None:  # the server is up, but does it hold our tail?
             ok = transport.model_ready(failed[0], failed[1], timeout_s)
+        if ok:  # the calls above may have paid for a new connection (TCP, HTTP/2, TLS): the RTT the policy
+            start = self._clock()  # gets is that of a second, warm call (a cold one kept it local for seconds)
+            ok = transport.healthy(timeout_s=timeout_s)
         self.feedback.health_checked(ok, (self._clock() - start) * 1000.0, server)
         self._measure_now = ok
 

@@ -238,7 +238,7 @@ def main(argv: Optional[Sequence[str]] = None, *, out: Optional[TextIO] = None) 
         logging.getLogger().setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         return _run(args, out)
-    except (EdgeAgentError, OSError, ValueError) as exc:
+    except (EdgeAgentError, OSError, ValueError, ImportError) as exc:  # ImportError: the detector without TensorFlow
         print(f"splitinfer demo: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -144,3 +144,19 @@ def test_add_exits_names_bad_cuts_and_the_manifest_check_names_fields(tmp_path) 
     cut.early_exit.kind, cut.early_exit.threshold = "classifier", 1.5
     with pytest.raises(ManifestError, match="threshold: 1.5 is not in"):
         validate_exit(cut)
+
+
+def test_exit_stage_command_adds_an_exit_and_names_what_is_missing(tmp_path, capsys) -> None:
+    from partitioner.exit_stage import main
+
+    bundle = write_tiny_bundle(tmp_path / "tiny")
+    code = main([str(bundle.root), "--exits", "conv1", "--exit-train-source", str(samples.video_path("bikes.mp4")),
+                 "--exit-heldout", str(samples.video_path("carphone_pristine.mp4")), "--exit-frames", "60",
+                 "--exit-target", "0.95", "--exit-epochs", "10"])
+    assert code == 0
+    assert "exit at conv1: classifier exit: threshold" in capsys.readouterr().out
+    assert exit_of(read_bundle(bundle.root, Side.ALL), "conv1") is not None
+    assert main([str(bundle.root), "--exits", "nope", "--exit-target", "0.9"]) == 2
+    assert "cannot add exits at ['nope']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(bundle.root)])

@@ -39,27 +39,6 @@ class _Penultimate:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: torch.nn.Module, frames: torch.Tensor, batch: int = 16) -> None:
-    """Re-estimate every BatchNorm's running mean and variance on ``frames`` (a cumulative average);
-    pruning and factorization change what each BatchNorm sees, so the original statistics are stale."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    try:
-        for first in range(0, int(frames.shape[0]), batch):
-            model(frames[first : first + batch])
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        model.eval()
-
-
-@torch.no_grad()
 def _answers(model: torch.nn.Module, frames: torch.Tensor, hook: _Penultimate | None,
              batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     logits, features = [], []
@@ -70,23 +49,46 @@ def _answers(model: torch.nn.Module, frames: torch.Tensor, hook: _Penultimate | 
     return torch.cat(logits), (torch.cat(features) if features else None)
 
 
+def teacher_targets(teacher: torch.nn.Module, train_frames: torch.Tensor, heldout_frames: torch.Tensor,
+                    settings: Distill, *, threads: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The teacher's logits (and penultimate features when ``settings.feature_weight``) on the frames
+    :func:`distill` trains and checks on, to compute once when several students learn from one teacher."""
+    teacher.eval()
+    hook = _Penultimate(teacher, train_frames[:1]) if settings.feature_weight else None
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _answers(teacher, _all_frames(train_frames, heldout_frames), hook, settings.batch_size)
+    finally:
+        torch.set_num_threads(old_threads)
+        if hook is not None:
+            hook.close()
+
+
+def _all_frames(train_frames: torch.Tensor, heldout_frames: torch.Tensor) -> torch.Tensor:
+    return torch.cat([train_frames, train_frames.flip(-1), heldout_frames])
+
+
 def distill(student: torch.nn.Module, teacher: torch.nn.Module, train_frames: torch.Tensor,
             heldout_frames: torch.Tensor, settings: Distill, *, threads: int = 1, progress: bool = True,
-            description: str = "distillation") -> TrainReport:
+            description: str = "distillation",
+            targets: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> TrainReport:
     """Fine-tune ``student`` in place to mimic ``teacher`` (frozen) on ``train_frames``; the held-out
-    loss in the report is on ``heldout_frames`` (different footage). BatchNorm statistics are re-estimated on
-    the training frames first (:func:`recalibrate_batchnorm`), then stay frozen while the weights learn."""
-    teacher.eval()
+    loss in the report is on ``heldout_frames`` (different footage). BatchNorm statistics stay the original's (estimated on
+    ImageNet): one scene's frames are too uniform to re-estimate them from."""
     example = train_frames[:1]
-    frames = torch.cat([train_frames, train_frames.flip(-1), heldout_frames])
+    frames = _all_frames(train_frames, heldout_frames)
     n_train = 2 * int(train_frames.shape[0])
-    teacher_hook = _Penultimate(teacher, example) if settings.feature_weight else None
+    if targets is None:
+        targets = teacher_targets(teacher, train_frames, heldout_frames, settings, threads=threads)
+    target_logits, target_features = targets
+    if target_logits.shape[0] != frames.shape[0] or (settings.feature_weight and target_features is None):
+        raise ValueError(f"targets hold {target_logits.shape[0]} frames (features: {target_features is not None}); "
+                         f"expected {frames.shape[0]} from teacher_targets with the same settings")
     student_hook = _Penultimate(student, example) if settings.feature_weight else None
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        target_logits, target_features = _answers(teacher, frames, teacher_hook, settings.batch_size)
-        recalibrate_batchnorm(student, frames[:n_train], settings.batch_size)
         adapter = None
         parameters = list(student.parameters())
         if student_hook is not None and target_features is not None:
@@ -116,9 +118,8 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, train_frames: to
                        parameters=parameters, description=description)
     finally:
         torch.set_num_threads(old_threads)
-        for hook in (teacher_hook, student_hook):
-            if hook is not None:
-                hook.close()
+        if student_hook is not None:
+            student_hook.close()
     logger.info("%s: held-out KD loss %.4g after %d epochs (%s)", description, report.heldout_loss, report.epochs,
                 report.stopped_by)
     return report

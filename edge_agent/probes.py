@@ -89,9 +89,12 @@ class Prober:
             self.scheduler.note_started(self.feedback.now_ms())
         # An empty round trip first: while fully local nothing else measures the RTT, and
         # the bandwidth sample below subtracts it from the transfer time.
-        start = self._clock()
+        # The first call may open the connection (TCP + HTTP/2 handshakes, more than one RTT): the
+        # sample is the second, warm one (a cold first probe kept an adaptive agent local for 10 s).
         if transport.healthy(timeout_s=self.deadline_s):
-            self.feedback.rtt_measured((self._clock() - start) * 1000.0)
+            start = self._clock()
+            if transport.healthy(timeout_s=self.deadline_s):
+                self.feedback.rtt_measured((self._clock() - start) * 1000.0)
         try:
             self.offloader.send(request, transport, probe=True)
         except OffloadUnavailable:

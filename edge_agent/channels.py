@@ -14,6 +14,10 @@ With several servers (a list, or any ``dns:`` target) the channel balances with 
 server killed mid-run costs no frame. A long-lived stream is bound to one server, so the
 transport uses unary ``ModelInfer`` calls then (each picks the next ready server).
 
+Limit: the transport checks the bundle (ModelConfig's ``splitinfer_bundle_hash``) once per model
+over the channel, i.e. on whichever server answers; the servers behind one address are expected
+to serve the same bundle (one Deployment, one exported repository).
+
 Every channel uses its own subchannel pool, so a channel the transport recreates opens new
 connections instead of inheriting a stale one from the process-wide pool.
 """

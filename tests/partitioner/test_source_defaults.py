@@ -108,3 +108,20 @@ def test_a_saved_conversion_keeps_its_source_record(tmp_path: pathlib.Path) -> N
     onnx.save(attach_source_info(_conv_model(2, height=16), info), str(path))
     assert load_any_model(path)[1] == info
     assert load_any_model(path, outputs=["c"])[1].format == "onnx"  # extracted: a new ONNX model
+
+
+def test_cli_takes_inputs_outputs_and_a_saved_model_folder(tmp_path: pathlib.Path) -> None:
+    from partitioner import cli
+
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"")
+    config, _, _ = cli.build_partition_config(
+        [str(folder), "--out", str(tmp_path / "b"), "--inputs", "Preprocessor/sub:0", "--outputs", "concat:0, concat_1:0"],
+        environ={})
+    assert config.inputs == ("Preprocessor/sub:0",) and config.outputs == ("concat:0", "concat_1:0")
+    config, _, _ = cli.build_partition_config([str(folder), "--out", str(tmp_path / "b")],
+                                              environ={"SPLITINFER_PARTITION_OUTPUTS": "a:0,b:0"})
+    assert config.outputs == ("a:0", "b:0")
+    with pytest.raises(ValueError, match="is not a file; expected an .onnx, .pb or .tflite path, a SavedModel folder"):
+        cli.build_partition_config([str(tmp_path / "missing.tflite"), "--out", str(tmp_path / "b")], environ={})

@@ -100,7 +100,7 @@ def augmented_crops(frames: Sequence[np.ndarray], copies: int, *, seed: int) -> 
 
 def _exit_input(cut: bundle_pb2.Cut) -> tuple[str, Dequantize | None]:
     """The cut tensor an exit reads (the highest-rank FP32 or per-tensor 8-bit one)."""
-    usable = []
+    usable: list[tuple[int, str, Dequantize | None]] = []
     for t in cut.tensors:
         enc = t.encoding
         if len(t.shape) not in (2, 4):

@@ -250,9 +250,9 @@ def fit_objectness_exit(train_act: np.ndarray, train_target: np.ndarray, heldout
 
     report = training.train(net, loss_fn, rows(a_train, train_target), rows(a_held, heldout_target),
                             config, description=f"objectness exit at {input_name}")  # type: ignore[arg-type]
-    conv1, conv2 = net[0], net[2]
-    params = {"w1": conv1.weight.detach().numpy(), "b1": conv1.bias.detach().numpy(),
-              "w2": conv2.weight.detach().numpy(), "b2": conv2.bias.detach().numpy()}
+    state = net.state_dict()
+    params = {name: state[key].detach().numpy() for name, key in
+              (("w1", "0.weight"), ("b1", "0.bias"), ("w2", "2.weight"), ("b2", "2.bias"))}
     model = build_objectness_exit(params, input_name=input_name, input_shape=a_train.shape)
     return ExitFit(model, report)
 

@@ -9,6 +9,8 @@ Commands::
     splitctl auto                        return to automatic split selection
     splitctl policy --objective latency|energy|slo [--slo-ms N]
     splitctl discover [--timeout-s S]    servers and agents on the LAN (zeroconf)
+    splitctl gate on|off                 turn the motion gate on or off
+    splitctl exit-threshold T [--cut C]  set the early exits' confidence threshold (edge_agent.ctl_exits)
 
 Where the agent is: ``--socket PATH`` (default ``$SPLITINFER_CONTROL_SOCKET`` or the
 agent's default socket), or ``--address host:port`` with ``--token T`` (defaults

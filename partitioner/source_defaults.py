@@ -17,8 +17,9 @@ decision for the output:
 * **Symbolic image size**: with no ``--input-size``, a model whose image height/width are
   symbolic gets :func:`default_input_size`: 640x640 for a detector-like model (more than
   one output, or ``--task detection``), 224x224 otherwise, each rounded up to a multiple
-  of the model's total stride (the product of the strides of Conv and pooling layers
-  along the deepest path), instead of stopping.
+  of the model's stride (the product of the strides of Conv and pooling layers along the
+  deepest path, capped at :data:`MAX_STRIDE`: an SSD's extra feature layers reach 512,
+  which would turn 640 into 1024), instead of stopping.
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 #: The base sizes :func:`default_input_size` rounds up to the model's stride.
 DETECTOR_SIZE_PX = 640
 CLASSIFIER_SIZE_PX = 224
+#: The usual output stride of a backbone; deeper strides (detector heads) do not change the size.
+MAX_STRIDE = 32
 _STRIDED_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "ConvInteger", "QLinearConv"})
 
 
@@ -66,7 +69,7 @@ def apply_source_defaults(
             config = dataclasses.replace(config, input_size=size)
             notes.append(f"the model's image size is symbolic; using {size[0]}x{size[1]} (the default for a "
                          f"{'detector' if _detector_like(model, config.task) else 'classifier'}, a multiple of its "
-                         f"stride {model_stride(model)}; choose with --input-size HxW)")
+                         f"stride {min(model_stride(model), MAX_STRIDE)}; choose with --input-size HxW)")
     for note in notes:
         logger.warning("%s", note)
     return config, info.to_proto(), tuple(notes)
@@ -86,7 +89,7 @@ def default_input_size(model: onnx.ModelProto, *, detector: bool = False) -> tup
     if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0:
         return None
     base = DETECTOR_SIZE_PX if detector or _detector_like(model, "") else CLASSIFIER_SIZE_PX
-    stride = model_stride(model)
+    stride = min(model_stride(model), MAX_STRIDE)
     side = math.ceil(base / stride) * stride
     return side, side
 

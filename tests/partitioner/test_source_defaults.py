@@ -42,10 +42,12 @@ def _conv_model(stride: int, outputs: int = 1, height: int | str = "height") -> 
     (3, 1, "", (228, 228)),       # stride 3 * 2 = 6: 224 rounded up to 228
     (2, 2, "", (640, 640)),       # more than one output: a detector's 640
     (2, 1, "detection", (640, 640)),
+    (64, 2, "", (640, 640)),      # strides past 32 (an SSD's extra layers reach 512) do not grow the size
+    (24, 1, "", (224, 224)),      # stride 48 capped at 32: 224 is already a multiple
 ])
 def test_symbolic_size_default(stride: int, outputs: int, task: str, expected: tuple[int, int]) -> None:
     model = _conv_model(stride, outputs)
-    assert model_stride(model) == stride * 2
+    assert model_stride(model) == stride * 2  # the Conv's stride times the MaxPool's 2
     assert default_input_size(model, detector=task == "detection") == expected
     config, _, notes = apply_source_defaults(PartitionConfig(model="m.onnx", out_dir=pathlib.Path("x"), task=task),
                                              model)

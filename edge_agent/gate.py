@@ -1,8 +1,8 @@
 """The motion gate: skip frames where nothing moved, before any model runs.
 
 Frame differencing on a downscaled grey frame, in the spirit of Frigate's motion
-detector: the frame is turned grey and shrunk to ``width`` pixels across (area averaging,
-which also averages sensor noise away), and compared with the *reference* -- the grey
+detector: the frame is turned grey and shrunk by a whole factor to about ``width`` pixels
+across (area averaging, which also averages sensor noise away), and compared with the *reference* -- the grey
 frame of the last admitted (computed) frame. A pixel has changed when it differs by more
 than ``pixel_delta`` grey levels; the frame is admitted when the changed pixels cover at
 least ``min_area_fraction`` of the pixels outside the mask polygons (areas that are
@@ -148,10 +148,12 @@ class MotionGate:
             raise ValueError(f"gate frame of shape {image_bgr.shape} and dtype {image_bgr.dtype}: "
                              "expected an HxWx3 uint8 BGR image")
         h, w = image_bgr.shape[:2]
-        small_w = min(self.width, w)
-        small_h = max(1, round(h * small_w / w))
-        # grey first, then shrink one channel: 0.36 ms vs 0.60 ms for shrink-then-grey at 640x480 here
-        grey = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+        # shrink by a whole factor (edge pixels beyond a multiple of it are dropped): OpenCV's area
+        # averaging has a fast path for integer factors -- 768x576 to 160 wide (x4.8) took 7.3 ms,
+        # to 153 wide (x5) 1.5 ms here; grey first, then shrink one channel (0.36 vs 0.60 ms at 640x480)
+        factor = max(1, round(w / self.width))
+        small_w, small_h = max(1, w // factor), max(1, h // factor)
+        grey = cv2.cvtColor(image_bgr[:small_h * factor, :small_w * factor], cv2.COLOR_BGR2GRAY)
         return cv2.resize(grey, (small_w, small_h), interpolation=cv2.INTER_AREA)
 
 

@@ -130,16 +130,11 @@ def optimize(source: Source, plan: Plan, footage: Footage, *, gate: fidelity.Gat
         else:
             candidate_module = copy.deepcopy(current_module)
             _apply(candidate_module, step, record, footage, source.input_shape)
-            if plan.distill is not None:
-                from partitioner.optimize.distill import distill
-
-                report = distill(candidate_module, teacher, footage.train, footage.heldout_tensor(), plan.distill,
-                                 threads=threads,
-                                 progress=progress, description=description)
-                d = plan.distill
-                record.distill_seconds, record.distill_epochs = report.seconds, report.epochs
-                record.temperature, record.feature_weight, record.seed = d.temperature, d.feature_weight, d.seed
             candidate_model = export(candidate_module, source.input_shape)
+            if plan.distill is not None:
+                candidate_module, candidate_model = _distill_if_better(
+                    candidate_module, candidate_model, teacher, plan, footage, heldout, record, source.input_shape,
+                    threads=threads, progress=progress, description=description)
         result = _measure(step.label, candidate_model, source.model, heldout, feed, threads, timing_runs, record)
         results.append(result)
         logger.info("%s: %s (%s)", description, "kept" if result.kept else "not kept", result.reason)
@@ -155,6 +150,30 @@ def optimize(source: Source, plan: Plan, footage: Footage, *, gate: fidelity.Gat
     set_lineage(final, lineage)
     return OptimizeResult(source=source, original=original, steps=tuple(results), baseline=heldout.baseline,
                           lineage=lineage, model=final)
+
+
+def _distill_if_better(module, model: onnx.ModelProto, teacher, plan: Plan, footage: Footage,  # noqa: ANN001
+                       heldout: measure.HeldOut, record: bundle_pb2.OptimizationStep, input_shape: tuple[int, ...],
+                       *, threads: int, progress: bool, description: str) -> tuple[object, onnx.ModelProto]:
+    """The distilled model, or the step's model as it was when distillation lowered its held-out fidelity
+    (distilling on one scene's frames can pull a nearly intact model towards that scene)."""
+    from partitioner.optimize.distill import distill
+
+    assert plan.distill is not None
+    before, _, _ = heldout.score(model)
+    student = copy.deepcopy(module)
+    report = distill(student, teacher, footage.train, footage.heldout_tensor(), plan.distill, threads=threads,
+                     progress=progress, description=description)
+    distilled = export(student, input_shape)
+    after, _, _ = heldout.score(distilled)
+    if after.value < before.value:
+        logger.info("%s: distillation lowered %s from %.4f to %.4f; keeping the undistilled model", description,
+                    after.metric, before.value, after.value)
+        return module, model
+    d = plan.distill
+    record.distill_seconds, record.distill_epochs = report.seconds, report.epochs
+    record.temperature, record.feature_weight, record.seed = d.temperature, d.feature_weight, d.seed
+    return student, distilled
 
 
 def set_lineage(model: onnx.ModelProto, lineage: bundle_pb2.Lineage) -> None:

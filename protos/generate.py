@@ -19,7 +19,8 @@ _PRIVATE_POOL = "_splitinfer_pool.POOL"
 
 
 def _generate_into(out_dir: pathlib.Path) -> list[pathlib.Path]:
-    from grpc_tools import protoc
+    import subprocess
+
     import grpc_tools
 
     include = pathlib.Path(grpc_tools.__file__).resolve().parent / "_proto"
@@ -31,7 +32,9 @@ def _generate_into(out_dir: pathlib.Path) -> list[pathlib.Path]:
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
     ] + [str(PROTO_DIR / name) for name in PROTO_FILES]
-    code = protoc.main(args)
+    # A child process: grpc_tools' protoc segfaults in a process that has loaded TensorFlow
+    # (the importer tests do), both carrying their own C++ protobuf.
+    code = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", *args[1:]], check=False).returncode
     if code != 0:
         raise RuntimeError(f"protoc failed with exit code {code} for {', '.join(PROTO_FILES)}")
     generated = sorted((out_dir / "protos").glob("*_pb2*.py*"))

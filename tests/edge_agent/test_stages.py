@@ -42,7 +42,7 @@ def test_result_goes_to_every_sink_even_when_one_fails() -> None:
     job = FrameJob(frame=frame, decision=Decision("output", Mode.AUTO, "r", Objective.LATENCY, 0), head_start_s=10.5,
                    local_outputs={"logits": np.zeros((1, 3), np.float32)})
     first, second = MemorySink(), MemorySink()
-    stage = ResultStage(lambda outputs: {"ok": sorted(outputs)}, [first, Broken(), second], clock=lambda: 11.0)
+    stage = ResultStage(lambda outputs, frame_hw=None: {"ok": sorted(outputs)}, [first, Broken(), second], clock=lambda: 11.0)
     result = stage.emit(job)
     assert first.results == second.results == [result]
     assert result.payload == {"ok": ["logits"]} and result.path is Path.LOCAL

@@ -288,3 +288,27 @@ def test_a_model_declaring_its_detection_postprocess_gets_that_output_spec(tmp_p
     assert (det.score_threshold, det.iou_threshold, det.max_detections) == (pytest.approx(0.4), pytest.approx(0.5), 20)
     assert list(det.class_filter) == ["person"] and det.box_units == "normalized" and det.HasField("labels")
     assert [t.datatype for t in manifest.output.tensors] == ["FP32", "FP32", "INT64"]
+
+
+def test_partition_accepts_the_detector_name_and_fills_in_its_preprocessing(tmp_path, monkeypatch) -> None:
+    from partitioner.cli import build_partition_config
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    config, _, _ = build_partition_config([ssd.NAME, "--out", str(tmp_path / "b")], environ={})
+    assert config.model == ssd.NAME and config.bundle_model_name == ssd.NAME
+    adjusted = ssd.with_partition_defaults(config)
+    assert (adjusted.resize_shorter_px, adjusted.mean, adjusted.std, adjusted.task) == (0, (0.5,) * 3, (0.5,) * 3,
+                                                                                       "detection")
+    assert adjusted.labels == ssd.COCO_LABELS and adjusted.fidelity_frames == 100
+    # What the user set explicitly stays.
+    mine, _, _ = build_partition_config([ssd.NAME, "--out", str(tmp_path / "c"), "--task", "other", "--frames", "7",
+                                         "--resize-shorter", "320"], environ={})
+    kept = ssd.with_partition_defaults(mine)
+    assert (kept.task, kept.fidelity_frames, kept.resize_shorter_px) == ("other", 7, 320)
+    try:
+        samples.vtest_path()
+    except samples.SampleNotFound:
+        assert kept.fidelity_source is None
+    else:
+        assert kept.fidelity_source == tmp_path / "cache" / "splitinfer" / "vtest_7"
+        assert len(list(kept.fidelity_source.glob("*.png"))) == 7

@@ -1,6 +1,12 @@
 """Per-cut predictions of the split policy, the checks of its inputs, and how its reasons
 quote numbers. Pure functions: no clock, no I/O (see :mod:`edge_agent.policy` for the
-formulas and the state machine that uses them)."""
+formulas and the state machine that uses them).
+
+Feature codecs (issue 13) need no term of their own: a codec variant is a cut of its own
+(``<cut>_<codec>``) whose ``wire_bytes`` are the measured bytes after packing and entropy
+coding, whose ``head_ms`` includes the measured encode time and whose ``tail_ms`` includes
+the server's decode time (:mod:`partitioner.codec_stage` writes them into the profiles), so
+``head + wire + rtt + server`` already weighs bytes against codec cost."""
 from __future__ import annotations
 
 import math

@@ -43,7 +43,7 @@ class CodecSpec:
     rank: int | None = None
     compression: str = "zstd"
     packed: bool = False
-    level: int = 3
+    level: int = 1  # zstd-1: smaller and 2-3x faster than zstd-3 on feature codes (benchmarks/results/codecs.json)
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not MIN_BITS <= self.bits <= MAX_BITS:

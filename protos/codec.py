@@ -95,7 +95,7 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
 
 
 def encode_tensor(codes: np.ndarray, *, packed_bits: int = 8, compression: str = "none",
-                  level: int = 3) -> tuple[bytes, dict[str, Any]]:
+                  level: int = 1) -> tuple[bytes, dict[str, Any]]:
     """(raw bytes, tensor parameters) of UINT8 codes: packed, then entropy coded; the parameters announce both."""
     data = pack_bits(codes, packed_bits)
     params: dict[str, Any] = {}

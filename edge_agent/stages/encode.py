@@ -66,7 +66,7 @@ class WireEncoder:
             enc = self._encodings[cut_id][tensor.name]
             codes = np.frombuffer(tensor.raw, dtype=np.uint8)
             raw, announced = codec.encode_tensor(codes, packed_bits=bits, compression=method,
-                                                 level=int(enc.compression_level) or 3)
+                                                 level=int(enc.compression_level) or 1)
             return dataclasses.replace(tensor, raw=raw, parameters={**tensor.parameters, **announced})
         if method in ("", "none"):
             return tensor

@@ -56,6 +56,7 @@ def photos() -> torch.Tensor:
 # --------------------------------------------------------------------------- pruning
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("importance", ["magnitude", "taylor"])
 def test_pruning_really_removes_channels_and_keeps_a_valid_graph(mobilenet, photos, importance: str) -> None:
     original, original_onnx = mobilenet
@@ -73,6 +74,7 @@ def test_pruning_really_removes_channels_and_keeps_a_valid_graph(mobilenet, phot
     assert module.classifier[1].out_features == 1000  # the output layer keeps its classes
 
 
+@pytest.mark.slow
 def test_per_layer_ratio_overrides_and_unknown_layers(mobilenet) -> None:
     module = BUILTIN_MODELS["mobilenet_v2"][0]()
     prune_channels(module, torch.zeros(SHAPE), Prune(0.1, layer_ratios=(("features.18.0", 0.5),)))
@@ -99,6 +101,7 @@ def test_bad_pruning_values_are_rejected_naming_them(kwargs: dict, message: str)
 # --------------------------------------------------------------------------- low-rank
 
 
+@pytest.mark.slow
 def test_factorized_layers_reproduce_the_originals_at_full_rank(mobilenet, photos) -> None:
     original, _ = mobilenet
     torch.manual_seed(0)
@@ -113,6 +116,7 @@ def test_factorized_layers_reproduce_the_originals_at_full_rank(mobilenet, photo
     assert pair[0].stride == stem.stride and pair[1].kernel_size == (1, 1)
 
 
+@pytest.mark.slow
 def test_energy_budget_picks_cheaper_ranks_and_bad_ranks_are_named(mobilenet) -> None:
     module = BUILTIN_MODELS["mobilenet_v2"][0]()
     _, ranks = factorize_model(module, LowRank(0.8))

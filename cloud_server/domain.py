@@ -76,6 +76,8 @@ class RepositoryConfig:
     version_policy: tuple[str, tuple[int, ...]] = ("latest", (1,))
     config: bytes = b""
     output_label_files: tuple[str, ...] = ()
+    # The config's `splitinfer_bundle_hash` parameter (export-triton writes it); "" when absent.
+    bundle_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ class TailModel:
     config: the serialized `ModelConfig` read from config.pbtxt (repository models), reported as is.
     output_labels: per output, the lines of its config `label_filename` (empty when none).
     bundle_hash: the content-hash prefix of the bundle a tail comes from (`protos.bundle.bundle_hash`),
-        reported as the ModelConfig parameter `splitinfer_bundle_hash`; empty for repository models.
+        reported as the ModelConfig parameter `splitinfer_bundle_hash`; for repository models, that parameter
+        of their config.pbtxt (empty when it has none).
     """
 
     name: str

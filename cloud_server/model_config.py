@@ -33,6 +33,7 @@ from cloud_server.convert import repository_config_from_proto
 from cloud_server.domain import RepositoryConfig
 from cloud_server.errors import ModelConfigRefused, RegistryError
 from protos import inference_pb2 as pb
+from protos.serving import BUNDLE_HASH_PARAMETER
 
 __all__ = ["repository_config_from_text", "repository_config_from_json", "HONOURED_FIELDS"]
 
@@ -177,6 +178,7 @@ def _to_repository_config(full: Message, source: str) -> RepositoryConfig:
         output_label_files=tuple(t.label_filename for t in config.output),
         version_policy=_version_policy(full),
         config=config.SerializeToString(),
+        bundle_hash=config.parameters[BUNDLE_HASH_PARAMETER].string_value if BUNDLE_HASH_PARAMETER in config.parameters else "",
     )
 
 

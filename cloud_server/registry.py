@@ -172,6 +172,7 @@ def _repository_versions(repo: Path, model_dir: Path, config: RepositoryConfig, 
             output_reshapes=config.output_reshapes,
             config=config.config,
             output_labels=labels if any(labels) else (),
+            bundle_hash=config.bundle_hash,
         )
         for _, version, model_path in found
     ]

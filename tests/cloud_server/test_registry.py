@@ -30,6 +30,7 @@ def test_one_model_per_cut_with_a_tail(tiny_bundle: bundle_io.Bundle, tiny_repos
     assert inp.inputs[0].datatype == "BYTES"
     repo = registry.get(REPO_MODEL, "1")
     assert repo.inputs[0].shape == (-1, 8) and repo.outputs[0].shape == (-1, 5)
+    assert repo.bundle_hash == ""  # a plain Triton model carries none
 
 
 def test_unknown_model_and_version_name_the_available_ones(tiny_bundle: bundle_io.Bundle) -> None:
@@ -143,6 +144,8 @@ def test_partitioner_triton_export_is_servable(tiny_bundle: bundle_io.Bundle, tm
         exported = registry.get(f"{MODEL_NAME}.{cut}", "1")
         served = bundle_registry.get(f"{MODEL_NAME}.{cut}")
         assert exported.inputs == served.inputs and exported.outputs == served.outputs
+        # the hash export-triton writes into config.pbtxt is the one our server reports for it
+        assert exported.bundle_hash == served.bundle_hash == bundle_io.bundle_hash(tiny_bundle.manifest)
     sessions = SessionPool(memory_budget_mb=64)
     x = np.ones((2, 8), np.float32)
     got = sessions.get(registry.get(f"{MODEL_NAME}.pool")).run(["logits"], {"pooled": x})[0]

@@ -144,3 +144,14 @@ def test_bad_codec_names_are_refused_with_the_form(name: str, tmp_path: pathlib.
 
 def test_auto_tries_the_documented_list() -> None:
     assert [s.name for s in codec_stage.codec_specs(("auto",))] == list(codec_stage.AUTO_CODECS)
+
+
+def test_export_triton_names_the_codec_cuts_that_need_unpacked_codes(coded, tmp_path) -> None:
+    from partitioner import triton_export
+
+    bundle = bundle_io.read_bundle(coded.root)
+    triton_export.export_triton(bundle.root, tmp_path / "repo")
+    readme = (tmp_path / "repo" / "README.md").read_text(encoding="utf-8")
+    for cut in _variants(bundle):
+        assert f"`{bundle_io.tail_model_name(bundle.manifest, cut.id)}`: codec `{cut.codec.name}`" in readme
+    assert 'server.compression = "none"' in readme

@@ -59,7 +59,6 @@ from edge_agent.sinks import configured_sinks
 from edge_agent.sources import Frame, FrameSource, open_source
 from edge_agent.stages import (ExitCheck, FrameGate, FrameJob, HeadStage, Offloader, ResultStage,
                                WireEncoder, complete_on_device)
-from edge_agent.stages.hooks import configured_gate
 from edge_agent.stages.result import GatedFrame
 from edge_agent.telemetry import ProbeScheduler, TelemetryHub
 from edge_agent.types import AgentSnapshot, CutEstimate, Decision, Objective, Transport
@@ -201,7 +200,7 @@ class EdgeAgent(GateExitMixin):
             log.warning("no server configured or discovered: running fully local")
         if self._source is None:
             self._source = open_source(self.config.source)
-        self.gate = configured_gate(self.config.gate, live_source=self._source.live, injected=self.gate)
+        self.gate = self._configured_gate(live_source=self._source.live, injected=self.gate)
         with self._lock:
             now = self._now_ms()
             self.policy.observe(self._sample_telemetry(now), now)

@@ -45,6 +45,7 @@ FLAG_KEYS = {
     "gate_pixel_delta": "gate.pixel_delta",
     "gate_min_area": "gate.min_area_fraction",
     "gate_mask": "gate.mask",
+    "gate_roi": "gate.roi",
 }
 
 
@@ -82,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-min-area", type=float,
                    help="changed fraction of the unmasked frame that counts as motion (gate.min_area_fraction)")
     p.add_argument("--gate-mask", help="ignored areas: 'x,y x,y x,y; ...' in frame fractions (gate.mask)")
+    p.add_argument("--gate-roi", action="store_const", const=True,
+                   help="detectors: run the model on the motion region, boxes mapped back (gate.roi)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any setting by its dotted key, e.g. --set link.enabled=true (repeatable)")
     p.add_argument("--drain-timeout-s", type=float, default=10.0, help="how long SIGTERM waits for in-flight frames")
@@ -153,10 +156,14 @@ if __name__ == "__main__":
 
 
 def check_config_for_agent(config: Any) -> None:
-    """Checks that need the bundle: a pinned cut must exist."""
+    """Checks that need the bundle: a pinned cut must exist; ROI mode needs a detector."""
     from edge_agent.errors import ConfigError
+    from edge_agent.roi import roi_unsupported
     from protos.bundle import Side, read_bundle
 
     bundle = read_bundle(config.bundle, Side.EDGE, check_hashes=False)
     if config.policy.pinned_cut and config.policy.pinned_cut not in bundle.cut_ids:
         raise ConfigError(f"policy.pinned_cut = {config.policy.pinned_cut!r}: expected one of {', '.join(bundle.cut_ids)}")
+    why = roi_unsupported(bundle.manifest.output) if config.gate.roi else None
+    if why is not None:
+        raise ConfigError(f"gate.roi = true needs a detector bundle: {why}; set gate.roi = false")

@@ -313,6 +313,7 @@ class GateConfig:
     scene_change_fraction: float = 0.5  # above it: a scene cut or lighting change
     max_gated_s: float = 10.0  # admit at least this often (0 = never)
     mask: tuple[tuple[tuple[float, float], ...], ...] = ()
+    roi: bool = False  # detectors: run the model on the motion region (edge_agent.roi); a classifier bundle refuses it
 
     def __post_init__(self) -> None:
         if self.mode not in GATE_MODES:

@@ -6,6 +6,8 @@ as ``[exits]`` says), turns the gate and the exit thresholds at run time (the co
 endpoint's ``SetGate`` / ``SetExitThreshold``, ``splitctl gate on|off`` and
 ``splitctl exit-threshold``), and feeds the measured gate and exit rates to the policy's
 cost model (:mod:`edge_agent.rates`) and to ``/metrics`` every time telemetry is sampled.
+With ``[gate] roi = true`` it hands the head stage the gate's motion region
+(:class:`~edge_agent.stages.hooks.MotionRoi`); a bundle that is not a detector refuses it.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Optional
 from edge_agent.errors import ConfigError
 from edge_agent.exits import EarlyExits, ExitCount
 from edge_agent.rates import observed_rates
-from edge_agent.stages.hooks import ExitCheck, NeverExit, SwitchableGate
+from edge_agent.roi import roi_unsupported
+from edge_agent.stages.hooks import ExitCheck, FrameGate, MotionRoi, NeverExit, SwitchableGate, configured_gate
 from edge_agent.types import Telemetry
 from protos.exits import exits_of
 
@@ -74,6 +77,19 @@ class GateExitMixin:
         log.info("early exits at %s (thresholds %s)", ", ".join(exits.cuts),
                  ", ".join(f"{c.threshold:.3f}" for c in exits.counts()))
         return exits
+
+    def _configured_gate(self, *, live_source: bool, injected: Optional[FrameGate]) -> SwitchableGate:
+        """The gate as ``[gate]`` says (:func:`configured_gate`) and, with ``roi = true``, ROI mode
+        in the head stage; ConfigError when the bundle cannot use ROI mode."""
+        gate = configured_gate(self.config.gate, live_source=live_source, injected=injected)
+        if self.config.gate.roi:
+            why = roi_unsupported(self.bundle.manifest.output)
+            if why is not None:
+                raise ConfigError(f"gate.roi = true needs a detector bundle: {why}; set gate.roi = false")
+            spec = self.bundle.manifest.input
+            self.head_stage.roi = MotionRoi(gate, input_w=int(spec.width_px), input_h=int(spec.height_px))
+            log.info("ROI mode: detectors run on the motion region (gate %s)", "on" if gate.enabled else "off")
+        return gate
 
     def _early_exits(self) -> Optional[EarlyExits]:
         check = self.head_stage.exit_check

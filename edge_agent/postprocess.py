@@ -16,6 +16,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from edge_agent.roi import Roi, shift_to_source
 from protos import bundle_pb2
 from protos.detection import check_spec, to_source_pixels
 
@@ -139,8 +140,12 @@ class Postprocessor:
         if self.kind == "detection":
             check_spec(spec.detection, self.labels)
 
-    def __call__(self, outputs: Mapping[str, np.ndarray], *, frame_hw: Optional[tuple[int, int]] = None) -> dict:
-        """``{"top_k": [...]}`` or ``{"detections": [...], "box_units": ...}``; KeyError names a missing output."""
+    def __call__(self, outputs: Mapping[str, np.ndarray], *, frame_hw: Optional[tuple[int, int]] = None,
+                 roi: Optional[Roi] = None) -> dict:
+        """``{"top_k": [...]}`` or ``{"detections": [...], "box_units": ...}``; KeyError names a missing output.
+
+        ``roi``: the model ran on that crop of the frame (ROI mode); boxes are mapped from the
+        crop and shifted by its offset, and the payload records it as ``"roi"``."""
         if self.kind == "classification":
             cls = self.spec.classification
             name = cls.output_tensor or self.spec.tensors[0].name
@@ -159,21 +164,28 @@ class Postprocessor:
                 boxes, scores, classes, self.labels,
                 score_threshold=det.score_threshold, iou_threshold=det.iou_threshold,
             )
-            return self._detection_payload(found, det, frame_hw)
+            return self._detection_payload(found, det, frame_hw, roi)
         return {"outputs": {name: list(np.asarray(arr).shape) for name, arr in outputs.items()}}
 
     def _detection_payload(self, found: list[Detection], det: bundle_pb2.Detection,
-                           frame_hw: Optional[tuple[int, int]]) -> dict:
+                           frame_hw: Optional[tuple[int, int]], roi: Optional[Roi] = None) -> dict:
         if det.class_filter:
             wanted = set(det.class_filter)
             found = [d for d in found if d.label in wanted]
         if det.max_detections:
             found = found[: det.max_detections]
+        if roi is not None:
+            frame_hw = (roi.height, roi.width)  # the model saw the crop; its offset is added below
         mapped = bool(det.box_units) and frame_hw is not None and self.input_spec is not None
         if mapped and found:
             px = to_source_pixels(np.array([d.box_xyxy for d in found]), self.input_spec, frame_hw,  # type: ignore[arg-type]
                                   units=det.box_units)
+            if roi is not None:
+                px = shift_to_source(px, roi)
             found = [replace(d, box_xyxy=(float(box[0]), float(box[1]), float(box[2]), float(box[3])))
                      for d, box in zip(found, px)]
         units = "source_px" if mapped else (det.box_units or "model")  # "": an older bundle's boxes, as given
-        return {"detections": [d.to_json() for d in found], "box_units": units}
+        payload: dict[str, object] = {"detections": [d.to_json() for d in found], "box_units": units}
+        if roi is not None:
+            payload["roi"] = roi.to_json()
+        return payload

@@ -13,6 +13,11 @@ in the crop's coordinates and :func:`boxes_to_source` maps them to the source fr
 
 (and likewise for y). Without motion (or for the first frame) the ROI is the whole frame,
 which makes the mapping the plain input-to-frame scaling.
+
+In the agent (``[gate] roi = true``) the head stage crops with :class:`~edge_agent.stages.hooks.MotionRoi`
+and the postprocessor maps the boxes with :func:`protos.detection.to_source_pixels` on the crop's
+size plus the crop's offset (:func:`shift_to_source`), which also undoes a centre-crop resize.
+ROI mode is for detector bundles whose boxes have declared units (:func:`roi_unsupported`).
 """
 from __future__ import annotations
 
@@ -21,7 +26,9 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["BOX_UNITS", "Roi", "boxes_to_source", "crop", "roi_for"]
+from protos import bundle_pb2
+
+__all__ = ["BOX_UNITS", "Roi", "boxes_to_source", "crop", "roi_for", "roi_unsupported", "shift_to_source"]
 
 BOX_UNITS = ("pixels", "normalized")  # detector boxes in model-input pixels, or as 0..1 fractions
 
@@ -46,6 +53,10 @@ class Roi:
     @classmethod
     def full(cls, frame_w: int, frame_h: int) -> "Roi":
         return cls(0, 0, frame_w, frame_h)
+
+    def to_json(self) -> list[int]:
+        """``[x0, y0, x1, y1]`` in source pixels, as results record it."""
+        return [self.x0, self.y0, self.x1, self.y1]
 
 
 def roi_for(region: Optional[tuple[float, float, float, float]], frame_w: int, frame_h: int, *, input_w: int,
@@ -100,3 +111,23 @@ def boxes_to_source(boxes_xyxy: np.ndarray, roi: Roi, *, units: str, input_w: in
     scale = np.array([sx, sy, sx, sy])
     offset = np.array([roi.x0, roi.y0, roi.x0, roi.y0], dtype=np.float64)
     return boxes * scale + offset
+
+
+def shift_to_source(boxes_px: np.ndarray, roi: Roi) -> np.ndarray:
+    """Boxes ``[N, 4]`` in pixels of the ROI crop -> pixels of the source frame (adds the crop's offset)."""
+    boxes = np.asarray(boxes_px, dtype=np.float64).reshape(-1, 4)
+    return boxes + np.array([roi.x0, roi.y0, roi.x0, roi.y0], dtype=np.float64)
+
+
+def roi_unsupported(output: bundle_pb2.OutputSpec) -> Optional[str]:
+    """Why ROI mode cannot apply to a bundle with this output spec, or None when it can.
+
+    It needs decoded detections (``boxes_scores_labels``) with declared box units: a classifier
+    has no boxes to map back, and boxes of unknown units could not be placed in the frame.
+    """
+    kind = output.WhichOneof("postprocess") or "raw"
+    if kind != "detection" or output.detection.decoding != "boxes_scores_labels":
+        return f"the bundle's output is {kind!r}, not decoded detections (boxes_scores_labels)"
+    if not output.detection.box_units:
+        return "the bundle's detection output does not declare its box units (normalized or input_px)"
+    return None

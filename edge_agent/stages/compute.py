@@ -3,17 +3,19 @@
 The cut comes from the frame's :class:`~edge_agent.types.Decision`. "output" runs the
 full model (the frame is finished); any other cut runs its head, unless the cloud is
 unreachable, in which case the full model runs at once (path ``fallback``). Head times
-go to :meth:`Feedback.head_timed` (the slowdown factor).
+go to :meth:`Feedback.head_timed` (the slowdown factor). With ``roi`` set (ROI mode,
+:class:`~edge_agent.stages.hooks.MotionRoi`) the model runs on the frame's ROI crop and
+``job.roi`` records it for the postprocessor.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional
 
 from edge_agent.feedback import Feedback
 from edge_agent.head import HeadRunner
 from edge_agent.stages.encode import Encoder
-from edge_agent.stages.hooks import ExitCheck, NeverExit
+from edge_agent.stages.hooks import ExitCheck, MotionRoi, NeverExit
 from edge_agent.stages.job import FrameJob
 from edge_agent.types import CutProfile, Mode, Path
 from protos.names import OUTPUT_CUT
@@ -36,11 +38,14 @@ class HeadStage:
         self.feedback = feedback
         self.has_server = has_server
         self.exit_check = exit_check
+        self.roi: Optional[MotionRoi] = None  # set by the daemon when [gate] roi = true
 
     def run(self, job: FrameJob) -> None:
         """Fill ``job.head`` (encoded, ready to send) or finish the frame (``job.local_outputs``)."""
         cut = job.decision.cut_id
-        image = job.frame.image_bgr
+        if self.roi is not None:
+            job.roi = self.roi.roi_of(job.frame)
+        image = job.model_image
         if cut != OUTPUT_CUT and not (self.has_server() and self.feedback.offload_allowed()):
             job.local_outputs, job.local_ms = self.runner.run_full(image)
             job.path, job.fallback_reason = Path.FALLBACK, "cloud unavailable (circuit open)"

@@ -7,6 +7,8 @@
 * :class:`ExitCheck` runs after the head: outputs it returns finish the frame on the
   device without an offload (path ``exited``); the bundle's early exits are
   :class:`edge_agent.exits.EarlyExits`.
+* :class:`MotionRoi` (``[gate] roi = true``, detector bundles) tells the head stage which
+  part of an admitted frame the model sees: the motion gate's region (:mod:`edge_agent.roi`).
 
 Both are called from one thread (the head stage) and must be quick and side-effect free
 beyond their own state.
@@ -20,6 +22,7 @@ import numpy as np
 
 from edge_agent.config import GateConfig
 from edge_agent.head import HeadOutput
+from edge_agent.roi import Roi, roi_for
 from edge_agent.sources import Frame
 
 
@@ -88,6 +91,12 @@ class SwitchableGate:
         self._runs += 1
         return admitted
 
+    def motion_region(self) -> Optional[tuple[float, float, float, float]]:
+        """The changed pixels' box (frame fractions) of the frame just admitted, when the inner
+        gate measured motion there; None when off, for a first frame, a scene change or a refresh."""
+        last = getattr(self._inner, "last", None) if self._enabled else None
+        return getattr(last, "region", None)
+
 
 def configured_gate(cfg: GateConfig, *, live_source: bool, injected: Optional[FrameGate] = None) -> SwitchableGate:
     """``gate.mode`` "on": the motion gate; "off": none (every frame admitted); "auto": the
@@ -97,3 +106,21 @@ def configured_gate(cfg: GateConfig, *, live_source: bool, injected: Optional[Fr
     if injected is not None:
         return SwitchableGate(lambda: injected, enabled=True)
     return SwitchableGate(cfg.motion_gate, enabled=cfg.mode == "on" or (cfg.mode == "auto" and live_source))
+
+
+class MotionRoi:
+    """Region-of-interest mode: the crop of each admitted frame the model runs on.
+
+    The gate's motion region grown to the model input's aspect ratio (:func:`edge_agent.roi.roi_for`),
+    or the whole frame when the gate saw no localised motion (first frame, scene change,
+    refresh, gate off). Called by the head stage right after the gate admitted the frame.
+    """
+
+    def __init__(self, gate: SwitchableGate, *, input_w: int, input_h: int) -> None:
+        self.gate = gate
+        self.input_w = input_w
+        self.input_h = input_h
+
+    def roi_of(self, frame: Frame) -> Roi:
+        h, w = frame.image_bgr.shape[:2]
+        return roi_for(self.gate.motion_region(), w, h, input_w=self.input_w, input_h=self.input_h)

@@ -7,6 +7,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from edge_agent.head import HeadOutput
+from edge_agent.roi import Roi, crop
 from edge_agent.sources import Frame
 from edge_agent.types import Decision, Path
 
@@ -31,6 +32,13 @@ class FrameJob:
     server_ms: float = 0.0
     wire_bytes: int = 0
     tail_where: str = "skipped"
+    roi: Optional[Roi] = None  # ROI mode: the part of the frame the model ran on (None: the whole frame)
+
+    @property
+    def model_image(self) -> np.ndarray:
+        """What the model runs on: the frame, or its ROI crop (a view)."""
+        image = self.frame.image_bgr
+        return image if self.roi is None else crop(image, self.roi)
 
     @property
     def finished(self) -> bool:

@@ -22,7 +22,7 @@ def complete_on_device(job: FrameJob, runner: HeadRunner, *, guard: bool = False
             job.local_outputs, job.path = None, Path.FALLBACK
             job.fallback_reason = f"{job.fallback_reason}; local completion failed: {exc}"
         return
-    image = job.frame.image_bgr
+    image = job.model_image  # the ROI crop the head ran on, if any: the boxes are mapped from it
     if job.head is not None:
         outputs, ms, what = complete_locally(runner, job.head, image)
     else:

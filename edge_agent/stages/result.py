@@ -27,7 +27,8 @@ def postprocess_job(postprocessor: Postprocessor, job: FrameJob) -> dict:
     if job.local_outputs is None:
         return {"error": job.fallback_reason}
     try:
-        return postprocessor(job.local_outputs, frame_hw=job.frame.image_bgr.shape[:2])
+        crop = {} if job.roi is None else {"roi": job.roi}  # ROI mode: the boxes are on that crop
+        return postprocessor(job.local_outputs, frame_hw=job.frame.image_bgr.shape[:2], **crop)
     except Exception as exc:  # noqa: BLE001 - a malformed response still yields one result line
         return {"error": f"postprocess failed: {exc}"}
 

@@ -10,6 +10,13 @@ in the bundle. For a bundle that already exists::
 
 Training frames default to the sample bikes.mp4 and held-out frames to the other sample
 videos (no frame is shared); the target defaults to the bundle's JPEG-baseline agreement.
+
+A classifier bundle gets "classifier" exits (pool + linear, distilled from the FP32 class
+scores). A detector bundle (decoded ``boxes_scores_labels`` outputs) gets "objectness"
+exits: a tiny conv distilled from the FP32 model's top detection score (after the bundle's
+class filter) that says "nothing here"; a frame that exits reports no detections. It agrees
+with FP32 when FP32 reports nothing at the bundle's score threshold either, and its default
+target is the bundle's JPEG-baseline ``detection_f1``.
 """
 from __future__ import annotations
 
@@ -24,8 +31,10 @@ from typing import Optional, Sequence
 import numpy as np
 import onnx
 
+from onnx import helper, numpy_helper
+
 from partitioner.exits import (Dequantize, calibrate_threshold, classifier_confidence, fit_classifier_exit,
-                               profile_exit_ms, run_onnx)
+                               fit_objectness_exit, profile_exit_ms, run_onnx)
 from protos import bundle_pb2
 from protos.bundle import Bundle, Side, compute_content_hash, read_bundle, sha256_file, update_manifest
 from protos.exits import EXITS_DIR
@@ -118,12 +127,12 @@ def _exit_input(cut: bundle_pb2.Cut) -> tuple[str, Dequantize | None]:
 
 def add_exits(bundle_dir: str | os.PathLike[str], cut_ids: Sequence[str], options: ExitOptions = ExitOptions()
               ) -> Bundle:
-    """Train, calibrate and add a classifier exit at each of ``cut_ids`` to a written bundle.
+    """Train, calibrate and add an exit at each of ``cut_ids`` to a written bundle: a
+    classifier exit for a classifier, an objectness ("nothing here") exit for a detector.
 
     The bundle is rewritten in place (new files under ``edge/exits/``, the manifest's cuts and
     content hash). Cuts whose exit cannot reach the target with ``min_exits`` exiting
-    held-out frames get none (logged). Detector bundles: :func:`fit_objectness_exit` is the
-    exit; this function handles classification bundles.
+    held-out frames get none (logged).
     """
     from partitioner import calibration, samples
     from partitioner.training import TrainConfig
@@ -132,17 +141,21 @@ def add_exits(bundle_dir: str | os.PathLike[str], cut_ids: Sequence[str], option
     root = pathlib.Path(bundle_dir)
     bundle = read_bundle(root, Side.ALL)
     m = bundle.manifest
-    if m.output.WhichOneof("postprocess") != "classification":
-        raise ValueError(f"bundle {str(root)!r} is not a classifier (output postprocess "
-                         f"{m.output.WhichOneof('postprocess')!r}); add_exits builds classifier exits")
+    kind = m.output.WhichOneof("postprocess")
+    detector = kind == "detection" and m.output.detection.decoding == "boxes_scores_labels"
+    if kind != "classification" and not detector:
+        raise ValueError(f"bundle {str(root)!r} has output postprocess {kind!r}; add_exits builds exits for "
+                         "classifiers and for detectors with decoded boxes_scores_labels outputs")
     bad = [c for c in cut_ids if c in (INPUT_CUT, OUTPUT_CUT) or c not in bundle.cut_ids]
     if bad:
         valid = [c for c in bundle.cut_ids if c not in (INPUT_CUT, OUTPUT_CUT)]
         raise ValueError(f"cannot add exits at {bad}; expected mid-graph cuts of the bundle: {valid}")
     target = options.target
     if target is None:
-        if not m.HasField("evaluation") or m.evaluation.metric != "top1_agreement":
-            raise ValueError("the bundle records no top-1 JPEG baseline (manifest.evaluation); pass ExitOptions.target")
+        metric = "detection_f1" if detector else "top1_agreement"
+        if not m.HasField("evaluation") or m.evaluation.metric != metric:
+            raise ValueError(f"the bundle records no {metric} JPEG baseline (manifest.evaluation); "
+                             "pass ExitOptions.target")
         target = m.evaluation.baseline
     train_srcs = options.train_sources or (str(calibration.default_calibration_path()),)
     held_srcs = options.heldout_sources or tuple(
@@ -158,6 +171,9 @@ def add_exits(bundle_dir: str | os.PathLike[str], cut_ids: Sequence[str], option
     input_name = m.input.tensor.name
     train_feeds = [{input_name: preprocess_bgr(f, m.input)} for f in train_bgr]
     held_feeds = [{input_name: preprocess_bgr(f, m.input)} for f in held_bgr]
+    sources = (tuple(train_srcs), tuple(held_srcs))
+    if detector:
+        return write_exits(root, _objectness_exits(bundle, cut_ids, train_feeds, held_feeds, target, options, sources))
     out_name, probabilities = _class_output(m)
     full = str(bundle.path(m.full_model))
 
@@ -201,6 +217,90 @@ def add_exits(bundle_dir: str | os.PathLike[str], cut_ids: Sequence[str], option
                     cut_id, cal.threshold, 100 * cal.exit_rate, cal.frames, cal.agreement, target)
         added[cut_id] = (fit.model.SerializeToString(), spec)
     return write_exits(root, added)
+
+
+def _top_detection_scores(bundle: Bundle, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """The FP32 full model's best detection score per frame (0 with none), among the classes the
+    bundle reports (its class filter): what the objectness exit learns to predict."""
+    from partitioner.cli import read_labels
+
+    m = bundle.manifest
+    det = m.output.detection
+    names = list(det.output_tensors) or [t.name for t in m.output.tensors[:3]]
+    full = str(bundle.path(m.full_model))
+    graph_outputs = [o.name for o in onnx.load(full, load_external_data=False).graph.output]
+    missing = [n for n in names[:3] if n not in graph_outputs]
+    if len(names) < 3 or missing:
+        raise ValueError(f"detector outputs {names} (missing {missing}): expected boxes, scores and labels among "
+                         f"the full model's outputs {graph_outputs}")
+    labels = read_labels(bundle.path(det.labels)) if det.HasField("labels") else ()
+    wanted = set(det.class_filter)
+    tops = []
+    for outs in run_onnx(full, feeds):
+        scores = np.asarray(outs[graph_outputs.index(names[1])], dtype=np.float64).reshape(-1)
+        classes = np.asarray(outs[graph_outputs.index(names[2])]).reshape(-1).astype(np.int64)
+        if wanted:
+            keep = np.array([(labels[c] if 0 <= c < len(labels) else str(c)) in wanted for c in classes], bool)
+            scores = scores[keep] if keep.size else scores
+        tops.append(float(scores.max()) if scores.size else 0.0)
+    return np.array(tops)
+
+
+def _with_dequantize(model: onnx.ModelProto, input_name: str, dq: Dequantize) -> onnx.ModelProto:
+    """The exit reading the cut's 8-bit codes: a DequantizeLinear in front of its float input."""
+    g = model.graph
+    real = f"{input_name}_dequantized"
+    for node in g.node:
+        node.input[:] = [real if i == input_name else i for i in node.input]
+    zp_dtype = np.uint8 if dq.datatype == "UINT8" else np.int8
+    g.initializer.extend([numpy_helper.from_array(np.array(dq.scale, np.float32), "exit_dq_scale"),
+                          numpy_helper.from_array(np.array(dq.zero_point, zp_dtype), "exit_dq_zero_point")])
+    g.node.insert(0, helper.make_node("DequantizeLinear", [input_name, "exit_dq_scale", "exit_dq_zero_point"], [real]))
+    g.input[0].type.tensor_type.elem_type = onnx.TensorProto.UINT8 if dq.datatype == "UINT8" else onnx.TensorProto.INT8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _objectness_exits(bundle: Bundle, cut_ids: Sequence[str], train_feeds: list[dict[str, np.ndarray]],
+                      held_feeds: list[dict[str, np.ndarray]], target: float, options: ExitOptions,
+                      sources: tuple[tuple[str, ...], tuple[str, ...]]) -> dict[str, tuple[bytes, bundle_pb2.EarlyExit]]:
+    """Fit and calibrate an objectness exit at each cut of a detector bundle (see the module docstring)."""
+    from partitioner.training import TrainConfig
+
+    t_train, t_held = _top_detection_scores(bundle, train_feeds), _top_detection_scores(bundle, held_feeds)
+    empty_held = t_held < bundle.manifest.output.detection.score_threshold  # FP32 reports nothing here
+    added: dict[str, tuple[bytes, bundle_pb2.EarlyExit]] = {}
+    for cut_id in cut_ids:
+        cut = bundle.cut(cut_id)
+        act_name, dequantize = _exit_input(cut)
+        head = str(bundle.path(cut.head))
+        idx = [o.name for o in onnx.load(head, load_external_data=False).graph.output].index(act_name)
+        a_train = np.concatenate([o[idx] for o in run_onnx(head, train_feeds)])
+        a_held = np.concatenate([o[idx] for o in run_onnx(head, held_feeds)])
+        real = dequantize.apply if dequantize is not None else (lambda a: a)
+        config = TrainConfig(seed=options.seed, max_epochs=options.max_epochs, max_seconds=options.max_seconds,
+                             learning_rate=options.learning_rate, threads=options.threads, progress=options.progress)
+        fit = fit_objectness_exit(real(a_train), t_train, real(a_held), t_held, config, input_name=act_name)
+        model = _with_dequantize(fit.model, act_name, dequantize) if dequantize is not None else fit.model
+        out_name = model.graph.output[0].name
+        p_any = np.concatenate([o[0].reshape(-1) for o in run_onnx(model, [{act_name: a_held[i:i + 1]}
+                                                                            for i in range(len(a_held))])])
+        cal = calibrate_threshold(1.0 - p_any, empty_held, target=target, min_exits=options.min_exits)
+        if cal.exit_rate * cal.frames < options.min_exits:
+            logger.warning("objectness exit at %s: no threshold reaches agreement %.3f with >= %d exiting held-out "
+                           "frames (%d of %d held-out frames are empty for FP32); no exit added", cut_id, target,
+                           options.min_exits, int(empty_held.sum()), len(empty_held))
+            continue
+        spec = bundle_pb2.EarlyExit(
+            kind="objectness", threshold=cal.threshold, outputs=[out_name], heldout_frames=cal.frames,
+            exit_rate=cal.exit_rate, exit_agreement=cal.agreement, target=target, train_frames=len(a_train),
+            epochs=fit.report.epochs, seed=options.seed, heldout_loss=fit.report.heldout_loss,
+            train_sources=list(sources[0]), heldout_sources=list(sources[1]),
+            exit_ms=profile_exit_ms(model, {act_name: a_held[:1]}))
+        logger.info("objectness exit at %s: threshold %.3f, %.0f%% of %d held-out frames exit, agreement %.3f "
+                    "(target %.3f)", cut_id, cal.threshold, 100 * cal.exit_rate, cal.frames, cal.agreement, target)
+        added[cut_id] = (model.SerializeToString(), spec)
+    return added
 
 
 def write_exits(root: pathlib.Path, exits: dict[str, tuple[bytes, bundle_pb2.EarlyExit]]) -> Bundle:

@@ -6,7 +6,8 @@ last input row and column that hold a bright pixel -> one box [N,1,4] normalised
 input, its score (1 when something is bright, else 0) and class 1 ("object"). The manifest
 declares detection postprocessing (boxes_scores_labels, box units "normalized"), like the
 bundle of a real detector. Cuts: "input" (JPEG to the server), "mask" (head on the edge,
-tail on the server), "output" (the full model on the device).
+tail on the server), "mask_q" (the mask as uint8 codes: QuantizeLinear in the head,
+DequantizeLinear in the tail), "output" (the full model on the device).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from protos.bundle import Bundle, BundleWriter
 from tests.bundles import FULL, BundleSpec, CutSpec, InputSpec, Profile, Tensor, build_manifest
 
 SIZE = 32
+Q_SCALE = 1 / 255
 LABELS = ["background", "object"]
 OUTPUTS = ("boxes", "scores", "classes")
 
@@ -56,6 +58,8 @@ _CONSTANTS = {
     "axis1": np.array([1], np.int64),
     "zero": np.array(0.0, np.float32),
     "one": np.array(1.0, np.float32),
+    "q_scale": np.array(Q_SCALE, np.float32),
+    "q_zp": np.array(0, np.uint8),
 }
 
 
@@ -83,6 +87,11 @@ def write_detector_bundle(out: pathlib.Path) -> Bundle:
     full = _model(_HEAD + _TAIL, [image], outs, metadata=detection.settings_json(**settings))
     head = _model(_HEAD, [image], [mask])
     tail = _model(_TAIL, [mask], outs)
+    codes = helper.make_tensor_value_info("mask_q", TensorProto.UINT8, ["N", 1, SIZE, SIZE])
+    head_q = _model(_HEAD + [helper.make_node("QuantizeLinear", ["mask", "q_scale", "q_zp"], ["mask_q"])],
+                    [image], [codes])
+    tail_q = _model([helper.make_node("DequantizeLinear", ["mask_q", "q_scale", "q_zp"], ["mask"]), *_TAIL],
+                    [codes], outs)
     tensors = (Tensor("boxes", "FP32", (-1, 1, 4)), Tensor("scores", "FP32", (-1, 1)), Tensor("classes", "FP32", (-1, 1)))
     spec = BundleSpec(
         model_name="tiny_detector", created_by="tests/edge_agent", full_model=full,
@@ -94,6 +103,9 @@ def write_detector_bundle(out: pathlib.Path) -> Bundle:
                     cloud_profile=Profile(tail_ms=1.0)),
             CutSpec("mask", (Tensor("mask", "FP32", (-1, 1, SIZE, SIZE)),), head=head, tail=tail,
                     wire_bytes=4 * SIZE * SIZE, edge_profile=Profile(head_ms=10.0), cloud_profile=Profile(tail_ms=1.0)),
+            CutSpec("mask_q", (Tensor("mask_q", "UINT8", (-1, 1, SIZE, SIZE), codec="int8", scale=Q_SCALE),),
+                    head=head_q, tail=tail_q, wire_bytes=SIZE * SIZE, edge_profile=Profile(head_ms=11.0),
+                    cloud_profile=Profile(tail_ms=1.0)),
             CutSpec("output", tensors, edge_profile=Profile(head_ms=40.0)),
         ),
     )

@@ -63,7 +63,8 @@ class FramesSource:
         self.next_id = len(self.images)
 
 
-def test_objectness_exit_for_a_detector_bundle_meets_its_target_and_the_edge_uses_it(tmp_path) -> None:
+@pytest.mark.parametrize("edge_cut", ["mask", "mask_q"])
+def test_objectness_exit_for_a_detector_bundle_meets_its_target_and_the_edge_uses_it(tmp_path, edge_cut) -> None:
     bundle = write_detector_bundle(tmp_path / "detector")
     copy = tmp_path / "copy"
     shutil.copytree(bundle.root, copy)
@@ -71,20 +72,22 @@ def test_objectness_exit_for_a_detector_bundle_meets_its_target_and_the_edge_use
     held = _folder(tmp_path / "held", seed=2, n=40)
     options = ExitOptions(train_sources=(str(tmp_path / "train"),), heldout_sources=(str(tmp_path / "held"),),
                           train_frames=60, heldout_frames=40, target=0.95, max_epochs=40, seed=0)
-    updated = read_bundle(add_exits(bundle.root, ["mask"], options).root, Side.ALL)  # hashes hold
-    spec = exit_of(updated, "mask")
-    assert spec is not None and spec.kind == "objectness" and spec.outputs == ("exit_objectness",)
-    rec = updated.cut("mask").early_exit
-    assert rec.heldout_frames == 40 and rec.train_frames == 60 and rec.target == 0.95 and rec.exit_ms > 0
-    assert rec.exit_agreement >= 0.95  # frames that exit are empty for FP32 too
-    assert rec.exit_rate * 40 >= options.min_exits and rec.exit_rate <= 0.5  # at most the 20 empty frames exit
+    # "mask" travels as FP32, "mask_q" as uint8 codes (its exit dequantizes them first)
+    updated = read_bundle(add_exits(bundle.root, ["mask", "mask_q"], options).root, Side.ALL)  # hashes hold
+    for cut_id in ("mask", "mask_q"):
+        spec = exit_of(updated, cut_id)
+        assert spec is not None and spec.kind == "objectness" and spec.outputs == ("exit_objectness",)
+        rec = updated.cut(cut_id).early_exit
+        assert rec.heldout_frames == 40 and rec.train_frames == 60 and rec.target == 0.95 and rec.exit_ms > 0
+        assert rec.exit_agreement >= 0.95  # frames that exit are empty for FP32 too
+        assert rec.exit_rate * 40 >= options.min_exits and rec.exit_rate <= 0.5  # at most the 20 empty frames exit
     # deterministic for a seed: a fresh copy gets the same exit file
     assert add_exits(copy, ["mask"], options).cut("mask").exit_head.sha256 == updated.cut("mask").exit_head.sha256
 
     # the edge: pinned to the "mask" cut, empty frames exit with no detections, the rest are offloaded
     sink = MemorySink()
     server = TailServer(updated)
-    agent = EdgeAgent(agent_config(updated, policy__pinned_cut="mask", gate__mode="off"),
+    agent = EdgeAgent(agent_config(updated, policy__pinned_cut=edge_cut, gate__mode="off"),
                       transport=FakeTransport(server), sink=sink, source=FramesSource([img for img, _ in held])).start()
     assert agent.run_until_done(60)
     by_id = {r.frame_id: r for r in sink.results}

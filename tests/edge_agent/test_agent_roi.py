@@ -164,3 +164,20 @@ def test_postprocessor_maps_crop_boxes_by_the_crop_scale_and_offset(detector_bun
         payload = post(outputs, frame_hw=(FRAME_H, FRAME_W), roi=roi)
         assert payload["roi"] == [roi.x0, roi.y0, roi.x1, roi.y1] and payload["box_units"] == "source_px"
         np.testing.assert_allclose(payload["detections"][0]["box_xyxy"], expected, atol=0.01)
+
+
+def test_gate_roi_from_toml_environment_and_flag(tmp_path) -> None:
+    from edge_agent.cli import FLAG_KEYS, build_parser
+    from edge_agent.config import load_config
+
+    toml_file = tmp_path / "edge.toml"
+    toml_file.write_text('bundle = "/b"\n[gate]\nroi = true\n')
+    assert load_config(None, env={"SPLITINFER_BUNDLE": "/b"}).gate.roi is False  # off by default
+    assert load_config(toml_file, env={}).gate.roi is True
+    assert load_config(toml_file, env={"SPLITINFER_GATE_ROI": "false"}).gate.roi is False  # environment over TOML
+    args = build_parser().parse_args(["--gate-roi"])
+    assert args.gate_roi is True and FLAG_KEYS["gate_roi"] == "gate.roi"
+    flags = {"gate.roi": args.gate_roi}  # what the command line hands load_config
+    assert load_config(None, env={"SPLITINFER_BUNDLE": "/b", "SPLITINFER_GATE_ROI": "false"}, flags=flags).gate.roi
+    with pytest.raises(ConfigError, match="gate.roi"):
+        load_config(None, env={"SPLITINFER_BUNDLE": "/b", "SPLITINFER_GATE_ROI": "maybe"})

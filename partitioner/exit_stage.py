@@ -21,6 +21,7 @@ target is the bundle's JPEG-baseline ``detection_f1``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import pathlib
@@ -219,11 +220,17 @@ def add_exits(bundle_dir: str | os.PathLike[str], cut_ids: Sequence[str], option
     return write_exits(root, added)
 
 
+def _read_labels(path: pathlib.Path) -> list[str]:
+    """A bundle's labels file: a JSON list or one label per line."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        return [str(x) for x in json.loads(text)]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def _top_detection_scores(bundle: Bundle, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
     """The FP32 full model's best detection score per frame (0 with none), among the classes the
     bundle reports (its class filter): what the objectness exit learns to predict."""
-    from partitioner.cli import read_labels
-
     m = bundle.manifest
     det = m.output.detection
     names = list(det.output_tensors) or [t.name for t in m.output.tensors[:3]]
@@ -233,7 +240,7 @@ def _top_detection_scores(bundle: Bundle, feeds: list[dict[str, np.ndarray]]) ->
     if len(names) < 3 or missing:
         raise ValueError(f"detector outputs {names} (missing {missing}): expected boxes, scores and labels among "
                          f"the full model's outputs {graph_outputs}")
-    labels = read_labels(bundle.path(det.labels)) if det.HasField("labels") else ()
+    labels = _read_labels(bundle.path(det.labels)) if det.HasField("labels") else []
     wanted = set(det.class_filter)
     tops = []
     for outs in run_onnx(full, feeds):

@@ -107,3 +107,18 @@ def test_objectness_exit_needs_a_detection_baseline_or_a_target(tmp_path) -> Non
     bundle = write_detector_bundle(tmp_path / "detector")
     with pytest.raises(ValueError, match="no detection_f1 JPEG baseline .*ExitOptions.target"):
         add_exits(bundle.root, ["mask"], ExitOptions())
+
+
+def test_objectness_target_respects_the_class_filter(tmp_path) -> None:
+    """With the bundle reporting only "background", FP32 reports nothing on any frame: every
+    held-out frame is empty, so the exit may take them all."""
+    from protos.bundle import update_manifest
+
+    bundle = write_detector_bundle(tmp_path / "detector")
+    update_manifest(bundle.root, lambda m: m.output.detection.class_filter.append("background"))
+    _folder(tmp_path / "train", seed=1, n=30)
+    _folder(tmp_path / "held", seed=2, n=20)
+    options = ExitOptions(train_sources=(str(tmp_path / "train"),), heldout_sources=(str(tmp_path / "held"),),
+                          train_frames=30, heldout_frames=20, target=0.95, max_epochs=20, seed=0)
+    rec = add_exits(bundle.root, ["mask"], options).cut("mask").early_exit
+    assert rec.exit_rate == 1.0 and rec.exit_agreement == 1.0

@@ -309,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bottleneck-channels", type=int, default=8)
     p.add_argument("--bottleneck-bits", type=int, default=4)
     p.add_argument("--bottleneck-epochs", type=int, default=30)
+    p.add_argument("--bottleneck-crop", type=int, default=32, help="train on random windows this size (0: whole cut)")
     p.add_argument("--bottleneck-kd", action="store_true", help="add distillation on the outputs (runs the whole "
                                                                   "tail every step)")
     p.add_argument("--bottleneck-only", action="store_true",

@@ -1,7 +1,8 @@
 """The learned-bottleneck half of ``benchmarks/codec_bench.py`` (imports torch; see that module).
 
 Trains :mod:`partitioner.bottleneck` at one MobileNetV2 cut on bikes.mp4 (every frame; the
-codec bench's calibration source), reports the trainer's held-out loss on the first 48
+codec bench's calibration source), reports the trainer's held-out loss (frozen head/teachers
+run once per frame and are cached; mirrored frames; random 32x32 windows of the 56x56 cut; PCA init) on the first 48
 held-out frames, and judges the exported ONNX head/tail on all held-out frames
 (bigbuckbunny + carphone) with the same judge and JPEG baseline as the training-free codecs.
 """
@@ -42,10 +43,11 @@ def run_bottleneck(model, candidates, frames, judge, jpeg_bytes: float, baseline
     config = training.TrainConfig(seed=0, max_epochs=args.bottleneck_epochs, max_seconds=args.bottleneck_seconds,
                                   batch_size=16, learning_rate=2e-3, threads=2, progress=True)
     t0 = time.monotonic()
-    later = nn.Sequential(*net.features[k:k + 4]).eval()  # feature loss after the next four blocks
+    later = nn.Sequential(*net.features[k:k + 2]).eval()  # feature loss after the next two blocks
+    crop = args.bottleneck_crop or None
     bn, report = bottleneck.train_bottleneck(head, tail, train_x, held_x, channels=args.bottleneck_channels,
                                              bits=args.bottleneck_bits, config=config, later=later,
-                                             kd=args.bottleneck_kd)
+                                             kd=args.bottleneck_kd, flip=True, crop=crop)
     train_seconds = time.monotonic() - t0
     out_name = model.graph.output[0].name
     head_m, tail_m = bottleneck.export_bottleneck(head, tail, bn, (1, 3, 224, 224), input_name=spec.tensor.name,
@@ -78,7 +80,9 @@ def run_bottleneck(model, candidates, frames, judge, jpeg_bytes: float, baseline
     head_flops = max(c.head_flops for c in enumerate_cuts(onnx.shape_inference.infer_shapes(head_m), max_tensors=1))
     top1 = float(fid.value)
     return {
-        "cut": cut_id, "loss": "feature loss at the cut and after 4 later blocks" + (" + KD" if args.bottleneck_kd else ""),
+        "cut": cut_id, "loss": "feature loss at the cut and after 2 later blocks" + (" + KD" if args.bottleneck_kd else ""),
+        "training": {"cached_teacher": True, "flip": True, "crop": crop, "pca_init": True, "batch_size": 16,
+                     "learning_rate": 2e-3, "final_lr_fraction": 0.25, "threads": 2},
         "channels": args.bottleneck_channels, "bits": args.bottleneck_bits,
         "wire_shape": list(codes[0].shape), "head_flops_fraction": head_flops / total,
         "train_frames": report.train_frames, "train_source": default_calibration_path().name,

@@ -18,6 +18,7 @@ treat it like every other codec. Importing this module imports torch.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -47,8 +48,25 @@ class _RoundSTE(torch.autograd.Function):
         return grad
 
 
+class _Sum(nn.Module):
+    """A linear path plus a nonlinear branch (its last layer starts at zero, so at first the sum is linear)."""
+
+    def __init__(self, linear: nn.Conv2d | nn.ConvTranspose2d, branch: nn.Sequential) -> None:
+        super().__init__()
+        self.linear: nn.Conv2d | nn.ConvTranspose2d = linear
+        self.branch = branch
+        last = branch[-1]
+        assert isinstance(last, (nn.Conv2d, nn.ConvTranspose2d)) and last.bias is not None
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + self.branch(x)
+
+
 class Bottleneck(nn.Module):
-    """Encoder (stride-2 3x3 conv -> ``channels`` maps in [0, levels-1]) and decoder (back to the cut)."""
+    """Encoder (cut -> ``channels`` maps at half the resolution, squashed to [0, levels]) and decoder
+    (back to the cut), each a linear 2x2/stride-2 path (see :meth:`init_from`) plus a small conv branch."""
 
     def __init__(self, cut_channels: int, channels: int, bits: int, hidden: int = 48) -> None:
         super().__init__()
@@ -57,16 +75,43 @@ class Bottleneck(nn.Module):
         if not 2 <= bits <= 8:
             raise ValueError(f"bottleneck bits {bits} not in 2..8")
         self.levels = float((1 << bits) - 1)
-        self.encoder = nn.Sequential(
+        self.encoder: _Sum = _Sum(nn.Conv2d(cut_channels, channels, 2, stride=2), nn.Sequential(
             nn.Conv2d(cut_channels, hidden, 3, stride=2, padding=1), nn.ReLU6(),
             nn.Conv2d(hidden, channels, 1),
-        )
-        self.decoder = nn.Sequential(  # the 3x3 conv at the coded resolution: 4x cheaper to train than after
+        ))
+        self.decoder: _Sum = _Sum(nn.ConvTranspose2d(channels, cut_channels, 2, stride=2), nn.Sequential(
             nn.Conv2d(channels, hidden, 1), nn.ReLU6(),
             nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU6(),
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(hidden, cut_channels, 3, padding=1),
-        )
+            nn.ConvTranspose2d(hidden, cut_channels, 2, stride=2),  # 2x2 per code position: cheap at HxW
+        ))
+
+    @torch.no_grad()
+    def init_from(self, feats: torch.Tensor, spread: float = 1.5) -> float:
+        """Start the linear paths at PCA over the cut's channels of 2x2-pooled activations
+        ``feats`` (N x C x H x W): code k is principal component k scaled so that ``spread``
+        standard deviations reach the sigmoid's +-1, the decoder the (linearised) inverse.
+        Returns the fraction of the pooled activations' variance the kept components explain."""
+        cut_channels = feats.shape[1]
+        pooled = torch.nn.functional.avg_pool2d(feats, 2).permute(0, 2, 3, 1).reshape(-1, cut_channels).double()
+        mean = pooled.mean(0)
+        cov = (pooled - mean).T @ (pooled - mean) / max(1, len(pooled) - 1)
+        values, vectors = torch.linalg.eigh(cov)
+        enc, dec = self.encoder.linear, self.decoder.linear
+        k = min(int(enc.out_channels), cut_channels)
+        top = vectors[:, -k:].flip(1)  # C x k, largest first
+        std = values[-k:].flip(0).clamp_min(1e-12).sqrt()
+        enc_w = (top / (spread * std)).T / 4.0  # k x C, averaged over the 2x2 taps
+        enc.weight.zero_()
+        assert enc.bias is not None and dec.bias is not None
+        enc.bias.zero_()
+        enc.weight[:k] = enc_w[:, :, None, None].float().expand(-1, -1, 2, 2)
+        enc.bias[:k] = (-(top.T @ mean) / (spread * std)).float()
+        # sigmoid(z) * levels ~ levels * (0.5 + z / 4) near 0, so z ~ (4 / levels) * u - 2
+        dec_w = top * (spread * std) * (4.0 / self.levels)  # C x k
+        dec.weight.zero_()
+        dec.weight[:k] = dec_w.T[:, :, None, None].float().expand(-1, -1, 2, 2)
+        dec.bias.copy_((mean - 2.0 * (top * (spread * std)).sum(1)).float())
+        return float(values[-k:].sum() / values.sum().clamp_min(1e-12))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes as floats in 0..levels (rounded; gradients pass straight through the rounding)."""
@@ -108,14 +153,25 @@ class BottleneckReport:
 def train_bottleneck(
     head: nn.Module, tail: nn.Module, train_frames: torch.Tensor, heldout_frames: torch.Tensor, *,
     channels: int = 8, bits: int = 4, config: training.TrainConfig | None = None, later: nn.Module | None = None,
-    kd: bool = True, feature_weight: float = 1.0,
+    kd: bool = True, feature_weight: float = 1.0, flip: bool = False, final_fraction: float = 0.25,
+    crop: int | None = None,
 ) -> tuple[Bottleneck, BottleneckReport]:
     """Distil a bottleneck between the frozen ``head`` and ``tail`` (``tail(head(x))`` = the model's logits).
 
     The loss is the normalized feature loss at the cut, plus the same after ``later`` (the first
     layers of the tail) when given, plus distillation on the outputs when ``kd`` (the costliest
-    term: the whole tail runs forward and backward every step)."""
+    term: the whole tail runs forward and backward every step).
+
+    The frozen parts run once per frame, before training: the cut activations, ``later``'s
+    targets and the teacher's logits are cached, and the trainer draws sample indices into that
+    cache, so a step costs only the bottleneck (plus ``later``/``tail`` on the rebuilt activation).
+    ``flip`` adds the mirrored training frames. ``crop`` (even, in cut pixels) trains on random
+    ``crop x crop`` windows of the cached activations (the teachers then run on the window, without
+    gradients): several times cheaper per step at 56x56 cuts; the held-out loss uses whole frames. The last ``final_fraction`` of the epoch and time
+    budgets runs at a tenth of the learning rate (a step decay; the report merges both phases)."""
     config = config or training.TrainConfig()
+    if not 0.0 <= final_fraction < 1.0:
+        raise ValueError(f"final_fraction {final_fraction!r} must be in [0, 1)")
     if later is None and not kd:
         logger.info("bottleneck: feature loss at the cut only (no later layer, no distillation)")
     for module in (head, tail, later):
@@ -124,28 +180,74 @@ def train_bottleneck(
         module.eval()
         for p in module.parameters():
             p.requires_grad_(False)
-    with torch.no_grad():
-        train_feats = torch.cat([head(train_frames[i:i + 32]) for i in range(0, len(train_frames), 32)])
-        held_feats = torch.cat([head(heldout_frames[i:i + 32]) for i in range(0, len(heldout_frames), 32)])
+    parts = [train_frames] + ([torch.flip(train_frames, dims=(-1,))] if flip else []) + [heldout_frames]
+    n_train = sum(len(x) for x in parts[:-1])
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        feats = _batched(head, torch.cat(parts))
+        later_want = _batched(later, feats) if later is not None else None
+        logits_want = _batched(tail, feats) if kd else None
+    finally:
+        torch.set_num_threads(old_threads)
     torch.manual_seed(config.seed)
-    bn = Bottleneck(int(train_feats.shape[1]), channels, bits)
+    bn = Bottleneck(int(feats.shape[1]), channels, bits)
+    explained = bn.init_from(feats[:n_train])
+    logger.info("bottleneck: linear paths start at PCA of the pooled cut (%.1f%% of its variance)", 100 * explained)
 
-    def loss_fn(feats: torch.Tensor) -> torch.Tensor:
-        rebuilt = bn(feats)
-        loss = feature_weight * training.feature_loss(rebuilt, feats)
+    height, width = int(feats.shape[2]), int(feats.shape[3])
+    if crop is not None and (crop < 2 or crop % 2 or crop > min(height, width)):
+        raise ValueError(f"crop {crop!r} must be an even number of cut pixels in 2..{min(height, width)}")
+    crop_rng = torch.Generator().manual_seed(config.seed)
+
+    def loss_fn(index: torch.Tensor) -> torch.Tensor:
+        x = feats[index]
+        windowed = crop is not None and crop < min(height, width) and torch.is_grad_enabled()
+        if windowed:
+            assert crop is not None
+            top, left = (2 * int(torch.randint(0, (n - crop) // 2 + 1, (1,), generator=crop_rng)) for n in (height, width))
+            x = x[:, :, top:top + crop, left:left + crop]
+        rebuilt = bn(x)
+        loss = feature_weight * training.feature_loss(rebuilt, x)
         if later is not None:
-            with torch.no_grad():
-                want = later(feats)
+            want = _batched(later, x) if windowed else later_want[index]  # type: ignore[index]
             loss = loss + training.feature_loss(later(rebuilt), want)
         if kd:
-            with torch.no_grad():
-                teacher = tail(feats)
+            teacher = _batched(tail, x) if windowed else logits_want[index]  # type: ignore[index]
             loss = loss + training.kd_loss(tail(rebuilt), teacher)
         return loss
 
-    report = training.train(bn, loss_fn, train_feats, held_feats, config, parameters=bn.parameters(),
-                            description=f"bottleneck {channels}x{bits}b")
-    return bn, BottleneckReport(channels, bits, len(train_frames), len(heldout_frames), report)
+    train_index = torch.arange(n_train)
+    held_index = torch.arange(n_train, len(feats))
+    description = f"bottleneck {channels}x{bits}b"
+    first, second = _phases(config, final_fraction)
+    report = training.train(bn, loss_fn, train_index, held_index, first, parameters=bn.parameters(),
+                            description=description)
+    if second is not None and report.stopped_by == "epochs":
+        second = dataclasses.replace(second, max_seconds=max(1e-3, config.max_seconds - report.seconds))
+        late = training.train(bn, loss_fn, train_index, held_index, second, parameters=bn.parameters(),
+                              description=description + " (lr/10)")
+        report = training.TrainReport(
+            epochs=report.epochs + late.epochs, steps=report.steps + late.steps, seconds=report.seconds + late.seconds,
+            stopped_by=late.stopped_by, train_loss=late.train_loss, heldout_loss=late.heldout_loss,
+            loss_history=report.loss_history + late.loss_history)
+    return bn, BottleneckReport(channels, bits, n_train, len(heldout_frames), report)
+
+
+def _phases(config: training.TrainConfig,
+            final_fraction: float) -> tuple[training.TrainConfig, training.TrainConfig | None]:
+    """The main phase at the configured learning rate and the final one at a tenth of it."""
+    late_epochs = int(round(config.max_epochs * final_fraction))
+    if late_epochs < 1 or late_epochs >= config.max_epochs:
+        return config, None
+    first = dataclasses.replace(config, max_epochs=config.max_epochs - late_epochs,
+                                max_seconds=config.max_seconds * (1.0 - final_fraction))
+    return first, dataclasses.replace(config, max_epochs=late_epochs, learning_rate=config.learning_rate / 10)
+
+
+@torch.no_grad()
+def _batched(module: nn.Module, x: torch.Tensor, size: int = 32) -> torch.Tensor:
+    return torch.cat([module(x[i:i + size]) for i in range(0, len(x), size)])
 
 
 def export_bottleneck(head: nn.Module, tail: nn.Module, bn: Bottleneck, input_shape: tuple[int, ...],

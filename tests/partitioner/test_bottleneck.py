@@ -1,6 +1,8 @@
 """partitioner.bottleneck: a bottleneck distilled between a frozen head and tail on real video frames
-learns (its loss falls), is deterministic for a seed, and exports to ONNX head/tail pairs whose
-wire is the lowbit codec and whose output equals the torch pipeline's."""
+(toy 32x32 frames and a toy network, so the file runs in seconds) learns (its loss falls, also on
+random windows of the cached cut with mirrored frames), is deterministic for a seed, starts from a
+PCA fit that already beats predicting the mean, and exports to ONNX head/tail pairs whose wire is
+the lowbit codec and whose output equals the torch pipeline's."""
 from __future__ import annotations
 
 import numpy as np
@@ -39,12 +41,13 @@ def _net() -> tuple[nn.Module, nn.Module]:
     return head, tail
 
 
-def _train(frames, seed: int = 0, epochs: int = 4):
+def _train(frames, seed: int = 0, epochs: int = 4, **kwargs):
     head, tail = _net()
     config = training.TrainConfig(seed=seed, max_epochs=epochs, max_seconds=120, batch_size=8, learning_rate=5e-3,
                                   progress=False)
     later = nn.Sequential(*list(tail.children())[:2])
-    bn, report = bottleneck.train_bottleneck(head, tail, *frames, channels=4, bits=4, config=config, later=later)
+    bn, report = bottleneck.train_bottleneck(head, tail, *frames, channels=4, bits=4, config=config, later=later,
+                                             **kwargs)
     return head, tail, bn, report
 
 
@@ -52,9 +55,35 @@ def test_bottleneck_learns_and_is_deterministic(frames) -> None:
     _, _, _, first = _train(frames)
     _, _, _, again = _train(frames)
     history = first.report.loss_history
+    assert len(history) == 4 and first.report.steps == 16  # 3 epochs at the learning rate, 1 at a tenth of it
     assert history[-1] < history[0]
     assert again.report.loss_history == history
     assert (first.train_frames, first.heldout_frames, first.channels, first.bits) == (32, 12, 4, 4)
+
+
+def test_windows_and_mirrored_frames_learn_and_repeat(frames) -> None:
+    _, _, _, first = _train(frames, epochs=3, flip=True, crop=16, kd=False)
+    _, _, _, again = _train(frames, epochs=3, flip=True, crop=16, kd=False)
+    assert first.train_frames == 64  # the 32 frames and their mirror images
+    assert first.report.loss_history[-1] < first.report.loss_history[0]
+    assert again.report.loss_history == first.report.loss_history
+    assert again.report.heldout_loss == first.report.heldout_loss
+    with pytest.raises(ValueError, match="crop 15 must be an even number of cut pixels in 2..32"):
+        _train(frames, epochs=1, crop=15)
+
+
+def test_pca_start_reconstructs_better_than_the_mean(frames) -> None:
+    head, _ = _net()
+    with torch.no_grad():
+        feats = head(frames[0])
+    bn = bottleneck.Bottleneck(12, 4, 4)
+    explained = bn.init_from(feats)
+    assert 0.5 < explained <= 1.0
+    with torch.no_grad():
+        held = head(frames[1])
+        pca_error = training.feature_loss(bn(held), held)
+        mean_error = training.feature_loss(held.mean(dim=(0, 2, 3), keepdim=True).expand_as(held), held)
+    assert float(pca_error) < float(mean_error)
 
 
 def test_exported_pair_carries_lowbit_codes_and_matches_torch(frames) -> None:

@@ -223,7 +223,7 @@ def train_bottleneck(
     first, second = _phases(config, final_fraction)
     report = training.train(bn, loss_fn, train_index, held_index, first, parameters=bn.parameters(),
                             description=description)
-    if second is not None and report.stopped_by == "epochs":
+    if second is not None:  # the main phase ran its epochs or its share of the time: the rest at lr/10
         second = dataclasses.replace(second, max_seconds=max(1e-3, config.max_seconds - report.seconds))
         late = training.train(bn, loss_fn, train_index, held_index, second, parameters=bn.parameters(),
                               description=description + " (lr/10)")

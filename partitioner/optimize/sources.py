@@ -68,3 +68,34 @@ def gather_footage(spec: bundle_pb2.InputSpec, *, train_source: str | os.PathLik
     heldout = calibration.gather_frames(train_path, spec, calibration_frames=1, evaluation_frames=heldout_frames,
                                         evaluation_source=heldout_source)
     return Footage(spec=spec, train=train, train_sources=(str(train_path),), heldout=heldout)
+
+
+def same_camera_footage(spec: bundle_pb2.InputSpec, video: str | os.PathLike[str], *, train_fraction: float = 0.6,
+                        gap_fraction: float = 0.1, heldout_frames: int = 100) -> Footage:
+    """Training and held-out frames from one camera: the first ``train_fraction`` of ``video``'s frames
+    train, the ``gap_fraction`` after them is skipped (so neighbouring frames are not near-copies across the
+    split), and up to ``heldout_frames`` frames spread evenly over the rest are held out. Raises
+    ``ValueError`` naming the fractions when they leave no frame on either side."""
+    import numpy as np
+    import torch
+
+    if not (0.0 < train_fraction < 1.0 and 0.0 <= gap_fraction and train_fraction + gap_fraction < 1.0):
+        raise ValueError(f"train_fraction {train_fraction!r} and gap_fraction {gap_fraction!r} must satisfy "
+                         "0 < train_fraction < 1, gap_fraction >= 0 and train_fraction + gap_fraction < 1")
+    path = pathlib.Path(video)
+    frames = calibration.read_frames(path).frames
+    n = len(frames)
+    train_end, heldout_start = int(n * train_fraction), int(n * (train_fraction + gap_fraction))
+    if train_end < 1 or heldout_start >= n:
+        raise ValueError(f"{str(path)!r} has {n} frames: train_fraction {train_fraction!r} and gap_fraction "
+                         f"{gap_fraction!r} leave no training or held-out frame")
+    train = torch.from_numpy(np.concatenate(calibration.preprocess_frames(frames[:train_end], spec)))
+    rest = frames[heldout_start:]
+    heldout_bgr = [rest[i] for i in sorted(set(np.linspace(0, len(rest) - 1, min(heldout_frames, len(rest)))
+                                               .round().astype(int)))]
+    name = spec.tensor.name
+    heldout = calibration.FrameFeeds(
+        calibration=(), evaluation=tuple({name: x} for x in calibration.preprocess_frames(heldout_bgr, spec)),
+        evaluation_bgr=tuple(heldout_bgr), calibration_sources=(f"{path} frames 0-{train_end - 1}",),
+        evaluation_sources=(f"{path} frames {heldout_start}-{n - 1} (same camera, {len(heldout_bgr)} spread evenly)",))
+    return Footage(spec=spec, train=train, train_sources=(f"{path} frames 0-{train_end - 1}",), heldout=heldout)

@@ -4,7 +4,8 @@ A model is a built-in name (:data:`BUILTIN_MODELS`: built in PyTorch, every step
 or an ONNX file (low-rank steps only). Training frames come from one source (default: the
 sample video bikes.mp4) and held-out frames from other footage (default: the other sample
 videos), both preprocessed as ``partition`` would for the model (ImageNet defaults of
-:class:`~partitioner.config.PartitionConfig`).
+:class:`~partitioner.config.PartitionConfig`). :func:`same_camera_footage` instead splits one
+video in time: an early stretch trains, a later disjoint stretch (after a gap) is held out.
 """
 from __future__ import annotations
 

@@ -217,14 +217,27 @@ def test_watch_exits_cleanly_on_ctrl_c(stack):
 
     exe = os.path.join(os.path.dirname(sys.executable), "splitctl")
     argv = [exe] if os.path.exists(exe) else [sys.executable, "-m", "edge_agent.ctl"]
+    # A user's shell starts splitctl with SIGINT deliverable; a child of this long pytest process
+    # would inherit an ignored or blocked SIGINT if an earlier test's library left one (in a full
+    # run the watch once ignored Ctrl-C for 60 s while this test alone passes), so reset both.
+    def deliverable_sigint() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    parent = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
     proc = subprocess.Popen(argv + ["watch", "--interval-ms", "100", "--socket", stack.socket_path],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=deliverable_sigint)
     try:
         deadline = time.monotonic() + 30
         first = proc.stdout.readline()  # the first refresh has been drawn
         assert first.startswith("splitctl watch") and time.monotonic() < deadline
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)  # generous: a loaded CI host (load ~13 on 2 cores) once took > 20 s
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"splitctl watch ignored SIGINT for 60 s; this process's SIGINT handler and "
+                                 f"blocked signals were {parent}") from None
     finally:
         if proc.poll() is None:
             proc.kill()

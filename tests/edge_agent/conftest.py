@@ -3,12 +3,14 @@ from __future__ import annotations
 
 # --------------------------------------------------------------------------- daemon (agent, head, transport)
 
-from typing import Any, Mapping
+import time
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pytest
 
 from edge_agent.config import EdgeConfig, build_config
+from edge_agent.frames import Frame
 from edge_agent.types import OffloadRequest
 from protos.bundle import Bundle, Side, read_bundle
 from protos.preprocess import decode_jpeg, encode_jpeg, preprocess_bgr
@@ -17,6 +19,30 @@ from partitioner import samples
 from tests.edge_agent.edge_bundle import write_tiny_bundle
 
 FRAME_W, FRAME_H = 160, 120
+
+
+class ReplaySource:
+    """A finite frame source over ``self.images`` (set by a subclass before use); ``on_frame(i)``
+    is called as frame ``i`` is read, so a test can act at a chosen frame."""
+
+    name = "replay"
+    live = False
+
+    def __init__(self, on_frame: Callable[[int], None] | None = None) -> None:
+        self.images: list[np.ndarray] = []
+        self.next_id = 0
+        self.on_frame = on_frame
+
+    def read(self) -> Frame | None:
+        if self.next_id >= len(self.images):
+            return None
+        i, self.next_id = self.next_id, self.next_id + 1
+        if self.on_frame is not None:
+            self.on_frame(i)
+        return Frame(i, self.images[i], int(time.time() * 1000), time.monotonic(), self.name)
+
+    def close(self) -> None:
+        self.next_id = len(self.images)
 
 
 def first_video_frame() -> np.ndarray:

@@ -18,15 +18,8 @@ from edge_agent.transport_grpc import GrpcTransport
 from edge_agent.types import Mode, Objective, Path, Telemetry
 from tests.edge_agent.conftest import agent_config
 from tests.edge_agent.test_results import check_result_line
+from tests.waiting import wait_for
 
-
-def _wait_for(pred, timeout_s: float = 10.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 def _assert_one_result_per_frame(agent: EdgeAgent, sink: MemorySink) -> None:
@@ -121,17 +114,17 @@ def test_breaker_opens_then_recovers_automatically(tiny_bundle, tail_server) -> 
     cfg = agent_config(tiny_bundle, policy__pinned_cut="conv1", source__fps_cap=100, source__loop=True)
     agent = EdgeAgent(cfg, transport=fake, sink=sink).start()
     try:
-        assert _wait_for(lambda: agent.results_by_path["split"] >= 5)
+        assert wait_for(lambda: agent.results_by_path["split"] >= 5)
         fake.down = True
-        assert _wait_for(lambda: agent.breaker.state.value == "open")
-        assert _wait_for(lambda: agent.decision.mode is Mode.LOCAL_FALLBACK)
+        assert wait_for(lambda: agent.breaker.state.value == "open")
+        assert wait_for(lambda: agent.decision.mode is Mode.LOCAL_FALLBACK)
         calls_when_open = fake.calls
-        assert _wait_for(lambda: agent.results_by_path["fallback"] >= 20)
+        assert wait_for(lambda: agent.results_by_path["fallback"] >= 20)
         assert fake.calls - calls_when_open <= 3  # only health probes / half-open trials, not every frame
         fake.down = False
-        assert _wait_for(lambda: agent.decision.mode is Mode.PINNED and agent.breaker.state.value == "closed")
+        assert wait_for(lambda: agent.decision.mode is Mode.PINNED and agent.breaker.state.value == "closed")
         before = agent.results_by_path["split"]
-        assert _wait_for(lambda: agent.results_by_path["split"] > before + 5)
+        assert wait_for(lambda: agent.results_by_path["split"] > before + 5)
     finally:
         assert agent.stop(20)
     _assert_one_result_per_frame(agent, sink)
@@ -152,11 +145,11 @@ def test_bandwidth_collapse_moves_to_local_or_smaller_cut(tiny_bundle, tail_serv
     agent.start()
     wire = {p.cut_id: p.wire_bytes for p in agent.profiles}
     try:
-        assert _wait_for(lambda: agent.results >= 20)
+        assert wait_for(lambda: agent.results >= 20)
         fast = agent.decision
         assert fast.cut_id != "output", fast.reason  # a fast link: offloading wins
         kbps["value"] = 150.0  # the uplink collapses
-        assert _wait_for(lambda: wire[agent.decision.cut_id] < wire[fast.cut_id], timeout_s=20), agent.decision.reason
+        assert wait_for(lambda: wire[agent.decision.cut_id] < wire[fast.cut_id], timeout_s=20), agent.decision.reason
         slow = agent.decision
         assert "kbps" in slow.reason
         est = agent.snapshot().telemetry
@@ -181,7 +174,7 @@ def test_control_target_is_atomic_and_validated(tiny_bundle, tail_server) -> Non
         assert agent.decision.cut_id == "conv2"
         assert "conv2" in agent.head.loaded_heads()
         n = agent.results
-        assert _wait_for(lambda: agent.results > n + 10)
+        assert wait_for(lambda: agent.results > n + 10)
         with pytest.raises(UnknownCutError, match="valid cuts: input, conv1, conv2, output"):
             agent.pin_split("conv9")
         assert agent.decision.cut_id == "conv2"
@@ -212,7 +205,7 @@ def test_metrics_endpoint(tiny_bundle, tail_server) -> None:
     cfg = agent_config(tiny_bundle, runtime__max_frames=8, metrics__port=0, policy__pinned_cut="conv1",
                        source__fps_cap=20)
     agent = EdgeAgent(cfg, transport=FakeTransport(tail_server), sink=sink).start()
-    assert _wait_for(lambda: agent.results >= 4)
+    assert wait_for(lambda: agent.results >= 4)
     body = urllib.request.urlopen(f"http://127.0.0.1:{agent.metrics_port}/metrics", timeout=5).read().decode()
     assert agent.run_until_done(30)
     assert "splitinfer_edge_frames_captured_total" in body
@@ -280,7 +273,7 @@ source = "none"
     proc = subprocess.Popen([sys.executable, "-m", "splitinfer.cli", "edge", "--config", str(toml)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        assert _wait_for(lambda: results.exists() and len(results.read_text().splitlines()) >= 10, timeout_s=30)
+        assert wait_for(lambda: results.exists() and len(results.read_text().splitlines()) >= 10, timeout_s=30)
         assert (tmp_path / "ctl.sock").exists()  # the daemon serves splitctl
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -310,22 +303,22 @@ def test_low_duty_probes_while_fully_local(tiny_bundle, tail_server) -> None:
         return [r for r in tail_server.requests[mark:] if r.request_id.startswith("test-agent--1-")]  # frame id -1
 
     try:
-        assert _wait_for(lambda: agent.results >= 20)
+        assert wait_for(lambda: agent.results >= 20)
         assert fake.calls == 0  # pinned local: nothing sent, not even probes
         mark = len(tail_server.requests)
         decision = agent.set_auto()  # the measured local head is fast: local wins, now by choice
         assert decision.cut_id == "output" and decision.mode is Mode.AUTO, decision.reason
-        assert _wait_for(lambda: len(probes()) >= 1)
+        assert wait_for(lambda: len(probes()) >= 1)
         assert tail_server.requests[mark:] == probes() and probes()[0].model_name == "tiny_net.input"
         # a 60 ms link keeps the agent local; probes stay under the duty cycle (2 %: one per ~3 s)
         frames_before = agent.results
-        assert _wait_for(lambda: agent.results >= frames_before + 100)
+        assert wait_for(lambda: agent.results >= frames_before + 100)
         assert len(probes()) <= 2 and agent.decision.cut_id == "output"
         assert agent.snapshot().telemetry.rtt_ms is not None  # the probes fed the estimate
         # the link recovers: the next probes see it and the agent offloads again by itself
         delay["s"] = 0.0
-        assert _wait_for(lambda: agent.decision.cut_id != "output", timeout_s=20), agent.decision.reason
-        assert _wait_for(lambda: agent.results_by_path["split"] + agent.results_by_path["cloud"] > 0)
+        assert wait_for(lambda: agent.decision.cut_id != "output", timeout_s=20), agent.decision.reason
+        assert wait_for(lambda: agent.results_by_path["split"] + agent.results_by_path["cloud"] > 0)
     finally:
         assert agent.stop(20)
     _assert_one_result_per_frame(agent, sink)
@@ -405,12 +398,12 @@ def test_bandwidth_collapse_through_the_link_emulator(tiny_bundle, tail_server) 
     agent = EdgeAgent(cfg, transport=link, sink=sink).start()
     wire = {p.cut_id: p.wire_bytes for p in agent.profiles}
     try:
-        assert _wait_for(lambda: agent.results >= 20)
+        assert wait_for(lambda: agent.results >= 20)
         fast = agent.decision
         assert fast.cut_id != "output", fast.reason
         offset["s"] = 1000.0
         assert link.current_state().uplink_kbps == 150.0
-        assert _wait_for(lambda: wire[agent.decision.cut_id] < wire[fast.cut_id], timeout_s=20), agent.decision.reason
+        assert wait_for(lambda: wire[agent.decision.cut_id] < wire[fast.cut_id], timeout_s=20), agent.decision.reason
     finally:
         assert agent.stop(30)
     _assert_one_result_per_frame(agent, sink)
@@ -456,7 +449,7 @@ def test_server_without_our_bundle_version_is_not_hammered(tiny_bundle, tmp_path
     cfg = agent_config(tiny_bundle, policy__pinned_cut="conv1", source__fps_cap=100, source__loop=True)
     agent = EdgeAgent(cfg, transport=transport, sink=sink).start()
     try:
-        assert _wait_for(lambda: agent.results >= 250, timeout_s=20)  # ~2.5 s: several probe periods
+        assert wait_for(lambda: agent.results >= 250, timeout_s=20)  # ~2.5 s: several probe periods
     finally:
         assert agent.stop(20)
         transport.close()
@@ -484,7 +477,7 @@ def test_battery_trace_low_and_discharging_switches_to_energy(tiny_bundle, tail_
     agent = EdgeAgent(cfg, transport=fake, sink=MemorySink()).start()
     try:
         assert agent.decision.objective is Objective.LATENCY
-        assert _wait_for(lambda: agent.decision.objective is Objective.ENERGY, timeout_s=10), agent.decision.reason
+        assert wait_for(lambda: agent.decision.objective is Objective.ENERGY, timeout_s=10), agent.decision.reason
         assert "battery" in agent.decision.reason
         snap = agent.snapshot()
         assert snap.telemetry.battery_pct is not None and snap.telemetry.battery_pct < 20

@@ -15,22 +15,20 @@ from edge_agent.agent import EdgeAgent
 from edge_agent.control import snapshot_to_pb
 from edge_agent.ctl import render_status
 from edge_agent.results import MemorySink
-from edge_agent.sources import Frame
 from edge_agent.transport_fake import FakeTransport
 from edge_agent.types import Path
 from partitioner import samples
-from tests.edge_agent.conftest import FRAME_H, FRAME_W, agent_config
+from tests.edge_agent.conftest import FRAME_H, FRAME_W, ReplaySource, agent_config
 from tests.edge_agent.test_results import check_result_line
 
 
-class IdleThenMovingSource:
+class IdleThenMovingSource(ReplaySource):
     """A fixed camera: the first bikes.mp4 frame held with sensor noise (``idle`` frames),
     then ``moving`` real consecutive frames of the video, then idle again."""
 
     name = "idle-bikes"
-    live = False
-
     def __init__(self, idle: int, moving: int, on_frame=None) -> None:
+        super().__init__(on_frame)
         cap = cv2.VideoCapture(str(samples.video_path("bikes.mp4")))
         real = []
         for _ in range(moving + 1):
@@ -42,19 +40,6 @@ class IdleThenMovingSource:
         still = [np.clip(real[0] + rng.normal(0, 3, real[0].shape), 0, 255).astype(np.uint8) for _ in range(idle)]
         self.images = still + real[1:] + still
         self.moving_ids = set(range(idle, idle + moving))
-        self.next_id = 0
-        self.on_frame = on_frame
-
-    def read(self):
-        if self.next_id >= len(self.images):
-            return None
-        i, self.next_id = self.next_id, self.next_id + 1
-        if self.on_frame is not None:
-            self.on_frame(i)
-        return Frame(i, self.images[i], int(time.time() * 1000), time.monotonic(), self.name)
-
-    def close(self) -> None:
-        self.next_id = len(self.images)
 
 
 def _check_exactly_one_result(agent: EdgeAgent, sink: MemorySink, n_frames: int) -> dict:

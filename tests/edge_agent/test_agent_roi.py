@@ -8,7 +8,6 @@ the bottom-right corner, so every frame's true box is known.
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -19,11 +18,10 @@ from edge_agent.errors import ConfigError
 from edge_agent.postprocess import Postprocessor
 from edge_agent.results import MemorySink
 from edge_agent.roi import Roi
-from edge_agent.sources import Frame
 from edge_agent.transport_fake import FakeTransport
 from edge_agent.types import Path
 from protos.bundle import Bundle
-from tests.edge_agent.conftest import FRAME_H, FRAME_W, TailServer, agent_config
+from tests.edge_agent.conftest import FRAME_H, FRAME_W, ReplaySource, TailServer, agent_config
 from tests.edge_agent.detector_bundle import LABELS, write_detector_bundle
 from tests.edge_agent.test_results import check_result_line
 
@@ -31,14 +29,13 @@ OBJECT_PX = 12
 STILL = 3  # frames of the object standing still before it moves (gated after the first)
 
 
-class CornerMotionSource:
+class CornerMotionSource(ReplaySource):
     """A dark 160x120 scene with sensor noise; a bright square stands at (130, 92), then moves
     3 px left and 2 px up per frame for ``moving`` frames. ``truth[i]`` is frame i's box."""
 
     name = "corner-motion"
-    live = False
-
     def __init__(self, moving: int = 10, on_frame=None) -> None:
+        super().__init__(on_frame)
         rng = np.random.default_rng(5)
         self.images: list[np.ndarray] = []
         self.truth: list[tuple[int, int, int, int]] = []
@@ -49,19 +46,6 @@ class CornerMotionSource:
             img[y:y + OBJECT_PX, x:x + OBJECT_PX] = 230
             self.images.append(img)
             self.truth.append((x, y, x + OBJECT_PX, y + OBJECT_PX))
-        self.next_id = 0
-        self.on_frame = on_frame
-
-    def read(self):
-        if self.next_id >= len(self.images):
-            return None
-        i, self.next_id = self.next_id, self.next_id + 1
-        if self.on_frame is not None:
-            self.on_frame(i)
-        return Frame(i, self.images[i], int(time.time() * 1000), time.monotonic(), self.name)
-
-    def close(self) -> None:
-        self.next_id = len(self.images)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
-import time
 import urllib.error
 import urllib.request
 
@@ -27,6 +26,7 @@ from edge_agent.transport_fake import FakeTransport
 from edge_agent.types import Mode, Objective
 from partitioner import samples
 from tests.edge_agent.conftest import agent_config
+from tests.waiting import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -54,14 +54,6 @@ def _start(tiny_bundle, tail_server, tmp_path, **values) -> tuple[EdgeAgent, Liv
     view = next(s for s in agent.sinks if isinstance(s, LiveView))
     return agent, view
 
-
-def _wait_for(pred, timeout_s: float = 15.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def _get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
@@ -106,7 +98,7 @@ def test_bound_beyond_localhost_needs_the_token(tiny_bundle, tail_server, tmp_pa
         agent_config(tiny_bundle, liveview__enabled=True, liveview__host="0.0.0.0")
     agent, view = _start(tiny_bundle, tail_server, tmp_path, liveview__host="0.0.0.0", control__token="t0ken-123")
     try:
-        assert _wait_for(lambda: agent.results > 0)
+        assert wait_for(lambda: agent.results > 0, timeout_s=15.0)
         base = f"http://127.0.0.1:{view.port}/"
         assert _get(base + "api/status")[0] == 401
         assert _get(base + "api/status", {"Authorization": "Bearer wrong"})[0] == 401
@@ -187,23 +179,23 @@ def test_browser_shows_the_overlay_and_the_buttons_drive_the_agent(tiny_bundle, 
         # a click pins a cut: the agent's decision changes
         assert agent.decision.cut_id != "conv2"
         page.click("#cuts button[data-cut='conv2']")
-        assert _wait_for(lambda: agent.decision.cut_id == "conv2" and agent.decision.mode is Mode.PINNED)
+        assert wait_for(lambda: agent.decision.cut_id == "conv2" and agent.decision.mode is Mode.PINNED, timeout_s=15.0)
         page.wait_for_function("document.getElementById('mode').textContent === 'pinned'", timeout=10000)
         assert page.inner_text("#cuts button.current") == "conv2"
-        assert _wait_for(lambda: bool(agent.sink.results) and agent.sink.results[-1].cut == "conv2")
+        assert wait_for(lambda: bool(agent.sink.results) and agent.sink.results[-1].cut == "conv2", timeout_s=15.0)
 
         page.click("#auto")
-        assert _wait_for(lambda: agent.decision.mode is Mode.AUTO)
+        assert wait_for(lambda: agent.decision.mode is Mode.AUTO, timeout_s=15.0)
         page.select_option("#objective-select", "energy")
         page.click("#apply-policy")
-        assert _wait_for(lambda: agent.policy.objective is Objective.ENERGY)
+        assert wait_for(lambda: agent.policy.objective is Objective.ENERGY, timeout_s=15.0)
         page.select_option("#objective-select", "slo")
         page.click("#apply-policy")  # no SLO given: the page shows the agent's error
         page.wait_for_function("document.getElementById('error').textContent.includes('slo')", timeout=10000)
         assert agent.policy.objective is Objective.ENERGY
 
         # the timeline chart has points and is drawn
-        assert _wait_for(lambda: len(json.loads(_get(view.url + "api/status")[1])["timeline"]) >= 2)
+        assert wait_for(lambda: len(json.loads(_get(view.url + "api/status")[1])["timeline"]) >= 2, timeout_s=15.0)
         page.wait_for_timeout(1200)
         inked = page.evaluate("""() => { const c = document.getElementById('timeline');
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
@@ -231,9 +223,9 @@ def test_cli_flag_serves_the_live_view_and_sigterm_stops_it(tiny_bundle, tmp_pat
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
     reader.start()
     try:
-        assert _wait_for(lambda: any("live view on http" in x for x in lines), 30.0), "".join(lines)
+        assert wait_for(lambda: any("live view on http" in x for x in lines), 30.0), "".join(lines)
         url = re.search(r"live view on (http://\S+)", "".join(lines)).group(1)
-        assert _wait_for(lambda: json.loads(_get(url + "api/status")[1])["results"] > 0)
+        assert wait_for(lambda: json.loads(_get(url + "api/status")[1])["results"] > 0, timeout_s=15.0)
         status, page = _get(url)
         assert status == 200 and b"splitinfer live view" in page
         proc.send_signal(signal.SIGTERM)

@@ -15,20 +15,13 @@ from edge_agent.types import Path
 from tests.cloud_server.test_cli_lifecycle import ServeProcess
 from tests.edge_agent.conftest import agent_config
 from tests.triton.conftest import TimedSink
+from tests.waiting import wait_for
 
 
 def _served(address: str, model: str) -> int:
     stats = grpcclient.InferenceServerClient(address).get_inference_statistics(model, "1")
     return int(sum(s.inference_count for s in stats.model_stats))
 
-
-def _wait_for(pred, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return bool(pred())
 
 
 def test_address_list_and_dns_targets() -> None:
@@ -53,11 +46,11 @@ def test_three_servers_round_robin_and_one_killed_mid_run(tiny_bundle) -> None: 
                            runtime__deadline_ms=3000.0)
         agent = EdgeAgent(cfg, sink=sink).start()
         try:
-            assert _wait_for(lambda: len(sink.snapshot()) >= 45, 60)
+            assert wait_for(lambda: len(sink.snapshot()) >= 45, 60)
             before = [_served(a, "tiny_net.conv1") for a in addresses]
             servers[1].kill()
             killed = time.monotonic()
-            assert _wait_for(lambda: sum(t > killed for t, _ in sink.snapshot()) >= 60, 60)
+            assert wait_for(lambda: sum(t > killed for t, _ in sink.snapshot()) >= 60, 60)
         finally:
             agent.stop(10)
         after = [_served(a, "tiny_net.conv1") for a in (addresses[0], addresses[2])]

@@ -21,6 +21,7 @@ from edge_agent.types import OffloadRequest, Path, WireTensor
 from protos.bundle import BUNDLE_HASH_PARAMETER, Bundle, bundle_hash
 from tests.edge_agent.conftest import agent_config
 from tests.triton.conftest import TimedSink
+from tests.waiting import wait_for
 
 
 def _serve(bundle: Bundle, port: int = 0) -> RunningServer:
@@ -31,14 +32,6 @@ def _serve(bundle: Bundle, port: int = 0) -> RunningServer:
 def _port(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
 
-
-def _wait_for(pred, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return bool(pred())
 
 
 def _request(bundle: Bundle, rid: str) -> OffloadRequest:
@@ -85,13 +78,13 @@ def test_agent_offloads_again_after_our_server_restarts(tiny_bundle: Bundle, thr
                        source__fps_cap=30.0, source__loop=True, runtime__deadline_ms=1000.0)
     agent = EdgeAgent(cfg, sink=sink).start()
     try:
-        assert _wait_for(lambda: sum(r.path is Path.SPLIT for _, r in sink.snapshot()) >= 20, 30)
+        assert wait_for(lambda: sum(r.path is Path.SPLIT for _, r in sink.snapshot()) >= 20, 30)
         server.stop(0)
         stopped = time.monotonic()
-        assert _wait_for(lambda: sum(r.path is Path.FALLBACK and t > stopped for t, r in sink.snapshot()) >= 10, 30)
+        assert wait_for(lambda: sum(r.path is Path.FALLBACK and t > stopped for t, r in sink.snapshot()) >= 10, 30)
         server = _serve(tiny_bundle, port)
         ready = time.monotonic()
-        assert _wait_for(lambda: sum(r.path is Path.SPLIT and t > ready for t, r in sink.snapshot()) >= 20, 30), \
+        assert wait_for(lambda: sum(r.path is Path.SPLIT and t > ready for t, r in sink.snapshot()) >= 20, 30), \
             f"no offload after the restart; breaker {agent.breaker.state}, failures {agent.offload_failures}"
     finally:
         agent.stop(10)
@@ -146,7 +139,7 @@ def test_a_probe_that_finds_the_server_gone_opens_the_circuit_at_once(tiny_bundl
     cfg = agent_config(tiny_bundle, source__fps_cap=5.0, source__loop=True, policy__pinned_cut="output")
     agent = EdgeAgent(cfg, transport=transport).start()
     try:
-        assert _wait_for(lambda: agent.results >= 3, 20)
+        assert wait_for(lambda: agent.results >= 3, 20)
         image = first_video_frame()
         server.stop(0)
         with agent.feedback.lock:
@@ -157,7 +150,7 @@ def test_a_probe_that_finds_the_server_gone_opens_the_circuit_at_once(tiny_bundl
         assert agent.offload_failures["UNAVAILABLE"] == 1
         server = _serve(tiny_bundle, port)
         # the running agent's own loop probes health when the backoff (500 ms) is over and closes it
-        assert _wait_for(lambda: agent.breaker.state is BreakerState.CLOSED, 10)
+        assert wait_for(lambda: agent.breaker.state is BreakerState.CLOSED, 10)
     finally:
         agent.stop(10)
         transport.close()

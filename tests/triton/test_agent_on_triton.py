@@ -19,6 +19,7 @@ from protos.bundle import Bundle, bundle_hash
 from protos.preprocess import encode_jpeg
 from tests.edge_agent.conftest import agent_config, first_video_frame
 from tests.triton.conftest import TimedSink
+from tests.waiting import wait_for
 
 
 def _agent(bundle: Bundle, address: str, cut: str, **values: Any) -> tuple[EdgeAgent, TimedSink]:
@@ -27,14 +28,6 @@ def _agent(bundle: Bundle, address: str, cut: str, **values: Any) -> tuple[EdgeA
                        runtime__deadline_ms=3000.0, **values)
     return EdgeAgent(cfg, sink=sink).start(), sink
 
-
-def _wait_for(pred, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return bool(pred())
 
 
 def test_triton_serves_the_exported_tails_with_the_bundle_hash(triton: TritonServer, triton_bundle: Bundle) -> None:
@@ -81,13 +74,13 @@ def test_pinned_offloads_at_a_mid_graph_cut_and_the_jpeg_cut(triton: TritonServe
 def test_offloading_resumes_after_triton_restarts_on_the_same_port(triton: TritonServer, triton_bundle: Bundle) -> None:
     agent, sink = _agent(triton_bundle, triton.address, "conv1", source__fps_cap=20.0, source__loop=True)
     try:
-        assert _wait_for(lambda: sum(r.path is Path.SPLIT for _, r in sink.snapshot()) >= 10, 30)
+        assert wait_for(lambda: sum(r.path is Path.SPLIT for _, r in sink.snapshot()) >= 10, 30)
         triton.stop()
         stopped = time.monotonic()
-        assert _wait_for(lambda: any(r.path is Path.FALLBACK and t > stopped for t, r in sink.snapshot()), 30)
+        assert wait_for(lambda: any(r.path is Path.FALLBACK and t > stopped for t, r in sink.snapshot()), 30)
         triton.start()
         ready = time.monotonic()
-        assert _wait_for(lambda: sum(r.path is Path.SPLIT and t > ready for t, r in sink.snapshot()) >= 10, 30), \
+        assert wait_for(lambda: sum(r.path is Path.SPLIT and t > ready for t, r in sink.snapshot()) >= 10, 30), \
             f"no offload after the restart; breaker {agent.breaker.state}, failures {agent.offload_failures}"
     finally:
         agent.stop(10)

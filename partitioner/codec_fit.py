@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from partitioner.codecs import _drop_value_info, _rename_uses
 from protos.codec import MAX_BITS, MIN_BITS, LowBitParams
 from protos.wire import COMPRESSIONS
 
@@ -188,12 +189,8 @@ def _rewire_head(head: onnx.ModelProto, name: str, nodes: list[onnx.NodeProto], 
                  elem_type: int, channels: int, inner: str) -> None:
     g = head.graph
     out = _value(g.output, name, "head outputs")
-    for node in g.node:
-        node.input[:] = [inner if n == name else n for n in node.input]
-        node.output[:] = [inner if n == name else n for n in node.output]
-    keep = [v for v in g.value_info if v.name != name]
-    del g.value_info[:]
-    g.value_info.extend(keep)
+    _rename_uses(g, name, inner, inputs=True, outputs=True)
+    _drop_value_info(g, {name})
     g.node.extend(nodes)
     g.initializer.extend(inits)
     out.type.tensor_type.elem_type = elem_type
@@ -204,11 +201,8 @@ def _rewire_tail(tail: onnx.ModelProto, name: str, nodes: list[onnx.NodeProto], 
                  elem_type: int, channels: int, inner: str) -> None:
     g = tail.graph
     inp = _value(g.input, name, "tail inputs")
-    for node in g.node:
-        node.input[:] = [inner if n == name else n for n in node.input]
-    keep = [v for v in g.value_info if v.name != name]
-    del g.value_info[:]
-    g.value_info.extend(keep)
+    _rename_uses(g, name, inner, inputs=True, outputs=False)
+    _drop_value_info(g, {name})
     rest = list(g.node)
     del g.node[:]
     g.node.extend(nodes + rest)

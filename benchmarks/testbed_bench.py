@@ -68,6 +68,9 @@ class BenchSettings:
     # "cli": `splitinfer edge --config edge.toml` (starts when loaded; the offset is recorded)
     edge_launcher: str = "runner"
     warmup_frames: int = 3  # left out of latency/energy statistics (cold sessions and connections)
+    # server.compression of the agent: "auto" follows the bundle (feature codecs pack and entropy-code their
+    # codes; splitinfer's server undoes it), "none" sends raw tensors as a stock Triton server needs
+    compression: str = "auto"
 
 
 # --------------------------------------------------------------------------- energy
@@ -157,6 +160,7 @@ class Bench:
             "[server]",
             f'address = "127.0.0.1:{self.proxy_port}"',
             "discovery = false",
+            f'compression = "{self.settings.compression}"',
             "[source]",
             'kind = "video"',
             f'uri = "{self.video}"',

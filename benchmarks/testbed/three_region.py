@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 SWEEP_UPLINKS_MBIT = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 50.0)
 BAND_MIN_WIDTH = 4.0
@@ -136,7 +136,7 @@ class Settled:
     learning_frames: int  # frames before it first reached that cut and stayed (see settle)
     settled_frames: int
     settled_share: float  # of the frames after the learning period, the share on ``choice``
-    cuts_after: dict  # cut -> frames after the learning period
+    cuts_after: dict[str, int]  # cut -> frames after the learning period
 
 
 def settle(cuts: Sequence[str]) -> Settled:
@@ -168,10 +168,10 @@ def strategy_of_cut(cut_id: str) -> str:
     return {"output": EDGE, "input": CLOUD}.get(cut_id, CUT_PREFIX + cut_id)
 
 
-def evaluate(points: Sequence[Point]) -> dict:
+def evaluate(points: Sequence[Point]) -> dict[str, Any]:
     """The goal check of the module docstring over the measured points (sorted by uplink)."""
     pts = sorted(points, key=lambda p: p.uplink_mbit)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in pts:
         fastest = min(p.means_ms, key=lambda s: p.means_ms[s]) if p.means_ms else None
         ends = [p.means_ms[s] for s in (EDGE, CLOUD) if s in p.means_ms]
@@ -190,7 +190,7 @@ def evaluate(points: Sequence[Point]) -> dict:
             "adaptive_vs_fastest": round(p.adaptive_ms / p.means_ms[fastest], 3)
             if p.adaptive_ms is not None and fastest else None,
         })
-    bands = []
+    bands: list[dict[str, Any]] = []
     i = 0
     while i < len(rows):
         s = rows[i]["fastest"]
@@ -208,7 +208,7 @@ def evaluate(points: Sequence[Point]) -> dict:
                 "adaptive_agrees": [m["adaptive_strategy"] == s for m in members],
             })
         i = j + 1
-    best = max(bands, key=lambda b: (b["width"], -(b["best_ratio"] or math.inf)), default=None)
+    best: Optional[dict[str, Any]] = max(bands, key=lambda b: (b["width"], -(b["best_ratio"] or math.inf)), default=None)
     width_met = best is not None and best["width"] >= BAND_MIN_WIDTH
     ratio_met = best is not None and best["best_ratio"] is not None and best["best_ratio"] <= RATIO_MAX
     adaptive_met = best is not None and bool(best["adaptive_agrees"]) and all(best["adaptive_agrees"])

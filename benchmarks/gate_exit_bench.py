@@ -82,7 +82,17 @@ from protos.preprocess import decode_jpeg, encode_jpeg, preprocess_bgr
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "gate_exit.json"
-VTEST = pathlib.Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+
+
+def _vtest() -> pathlib.Path:
+    """vtest.avi: opencv-doc's, else the copy ``make vtest`` caches (partitioner.samples.vtest_path)."""
+    try:
+        return samples.vtest_path()
+    except samples.SampleNotFound:
+        return samples.VTEST_PATH
+
+
+VTEST = _vtest()
 CACHED = pathlib.Path.home() / ".cache" / "splitinfer" / "bundles" / "mobilenet_v2"
 EXIT_CUT = "features_14_conv_2"
 GATE_POWER = PowerModel(cpu_active_w=3.6)  # edge_agent.power: "with 1 thread use about 3.6 W"
@@ -362,7 +372,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)  # the gate on one core, as on the device's capture path
     if not VTEST.is_file():
-        raise SystemExit(f"{VTEST} is missing: apt-get install opencv-doc")
+        raise SystemExit(f"{VTEST} is missing: run `make vtest`")
     if not CACHED.is_dir():
         from partitioner.pipeline import build_default_bundle
 

@@ -154,7 +154,8 @@ def train_bottleneck(
     head: nn.Module, tail: nn.Module, train_frames: torch.Tensor, heldout_frames: torch.Tensor, *,
     channels: int = 8, bits: int = 4, config: training.TrainConfig | None = None, later: nn.Module | None = None,
     kd: bool = True, feature_weight: float = 1.0, flip: bool = False, final_fraction: float = 0.25,
-    crop: int | None = None,
+    crop: int | None = None, kd_frames: bool = False, kd_weight: float = 1.0, temperature: float = 4.0,
+    kd_warmup_steps: int = 0,
 ) -> tuple[Bottleneck, BottleneckReport]:
     """Distil a bottleneck between the frozen ``head`` and ``tail`` (``tail(head(x))`` = the model's logits).
 
@@ -167,8 +168,14 @@ def train_bottleneck(
     cache, so a step costs only the bottleneck (plus ``later``/``tail`` on the rebuilt activation).
     ``flip`` adds the mirrored training frames. ``crop`` (even, in cut pixels) trains on random
     ``crop x crop`` windows of the cached activations (the teachers then run on the window, without
-    gradients): several times cheaper per step at 56x56 cuts; the held-out loss uses whole frames. The last ``final_fraction`` of the epoch and time
-    budgets runs at a tenth of the learning rate (a step decay; the report merges both phases)."""
+    gradients): several times cheaper per step at 56x56 cuts; the held-out loss uses whole frames.
+    With ``kd_frames`` the distillation term runs on the whole cached frame (teacher logits
+    cached, the tail on the whole rebuilt cut: the issue's objective, the image's class) while
+    the feature terms stay on the window; else on the window (the teacher runs on it).
+    ``kd_weight`` scales it and ``temperature`` softens it; ``kd_warmup_steps`` starts it only
+    after that many feature-loss steps (a warm-up). The last ``final_fraction`` of
+    the epoch and time budgets runs at a tenth of the learning rate (a step decay; the report
+    merges both phases)."""
     config = config or training.TrainConfig()
     if not 0.0 <= final_fraction < 1.0:
         raise ValueError(f"final_fraction {final_fraction!r} must be in [0, 1)")
@@ -199,6 +206,7 @@ def train_bottleneck(
     if crop is not None and (crop < 2 or crop % 2 or crop > min(height, width)):
         raise ValueError(f"crop {crop!r} must be an even number of cut pixels in 2..{min(height, width)}")
     crop_rng = torch.Generator().manual_seed(config.seed)
+    steps_seen = [0]
 
     def loss_fn(index: torch.Tensor) -> torch.Tensor:
         x = feats[index]
@@ -212,9 +220,16 @@ def train_bottleneck(
         if later is not None:
             want = _batched(later, x) if windowed else later_want[index]  # type: ignore[index]
             loss = loss + training.feature_loss(later(rebuilt), want)
-        if kd:
-            teacher = _batched(tail, x) if windowed else logits_want[index]  # type: ignore[index]
-            loss = loss + training.kd_loss(tail(rebuilt), teacher)
+        if torch.is_grad_enabled():
+            steps_seen[0] += 1
+        if kd and (not torch.is_grad_enabled() or steps_seen[0] > kd_warmup_steps):
+            if kd_frames and windowed:
+                student = tail(bn(feats[index]))
+                teacher = logits_want[index]  # type: ignore[index]
+            else:
+                student = tail(rebuilt)
+                teacher = _batched(tail, x) if windowed else logits_want[index]  # type: ignore[index]
+            loss = loss + kd_weight * training.kd_loss(student, teacher, temperature)
         return loss
 
     train_index = torch.arange(n_train)
@@ -266,3 +281,55 @@ def export_bottleneck(head: nn.Module, tail: nn.Module, bn: Bottleneck, input_sh
     new_head, new_tail = add_lowbit_wire(head_m, tail_m, WIRE_TENSOR, params)
     assert new_head is not None and new_tail is not None
     return new_head, new_tail
+
+
+class _Encoder(nn.Module):
+    def __init__(self, bn: Bottleneck) -> None:
+        super().__init__()
+        self.bn = bn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.bn.encoder(x)) * self.bn.levels  # QuantizeLinear rounds in ONNX
+
+
+def attach_bottleneck(head: onnx.ModelProto, tail: onnx.ModelProto, bn: Bottleneck,
+                      cut_shape: tuple[int, ...]) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """The ONNX ``head`` with the encoder and the UINT8 ``lowbit`` wire appended (codes named
+    :data:`WIRE_TENSOR`, scale 1, zero point 0), and ``tail`` with the decoder prepended; both
+    graphs otherwise untouched. ``cut_shape`` is the cut tensor's (N, C, H, W)."""
+    from onnx import compose
+
+    from partitioner.loading import export_torch_module
+
+    cut = head.graph.output[0].name
+    if len(head.graph.output) != 1 or tail.graph.input[0].name != cut:
+        raise ValueError(f"head outputs {[o.name for o in head.graph.output]} and tail inputs "
+                         f"{[i.name for i in tail.graph.input]}: expected one cut tensor between them")
+    opset = max(o.version for o in head.opset_import if o.domain in ("", "ai.onnx"))
+    shape = (1, *cut_shape[1:])
+    with torch.no_grad():
+        codes_shape = tuple(_Encoder(bn).eval()(torch.zeros(shape)).shape)
+    enc = export_torch_module(_Encoder(bn).eval(), shape, opset, input_name="bottleneck_in",
+                              output_names=[WIRE_TENSOR])
+    dec = export_torch_module(bn.decoder.eval(), codes_shape, opset, input_name=WIRE_TENSOR,
+                              output_names=["bottleneck_out"])
+    for part in (enc, dec):
+        part.ir_version = head.ir_version
+    new_head = compose.merge_models(head, enc, io_map=[(cut, "bottleneck_in")], prefix2="bottleneck_enc/")
+    new_tail = compose.merge_models(dec, tail, io_map=[("bottleneck_out", cut)], prefix1="bottleneck_dec/")
+    _rename_io(new_head, "bottleneck_enc/" + WIRE_TENSOR, WIRE_TENSOR)
+    _rename_io(new_tail, "bottleneck_dec/" + WIRE_TENSOR, WIRE_TENSOR)
+    channels = codes_shape[1]
+    params = LowBitParams(bits=int(np.log2(bn.levels + 1)), scales=(1.0,) * channels, zero_points=(0,) * channels)
+    out_head, out_tail = add_lowbit_wire(new_head, new_tail, WIRE_TENSOR, params)
+    assert out_head is not None and out_tail is not None
+    return out_head, out_tail
+
+
+def _rename_io(model: onnx.ModelProto, old: str, new: str) -> None:
+    from partitioner.codecs import _rename_uses
+
+    for value in (*model.graph.input, *model.graph.output):
+        if value.name == old:
+            value.name = new
+    _rename_uses(model.graph, old, new, inputs=True, outputs=True)

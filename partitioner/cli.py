@@ -118,6 +118,7 @@ def _partition_parser() -> argparse.ArgumentParser:
     p.add_argument("--wire-codec", choices=WIRE_CODECS, help=f"how activations travel (default {d('wire_codec')})")
     p.add_argument("--feature-codecs", help="feature-codec variant cuts (issue 13): 'auto', or codecs like "
                                             "q4+zstd,pca16+q4p; each cut ships the passing one with the fewest bytes")
+    _add_bottleneck_arguments(p)
     p.add_argument("--no-quantize", dest="quantize_heads", action="store_const", const=False, help="ship FP32 heads")
     p.add_argument("--tail-fp16", action="store_const", const=True, help="convert tails to FP16")
     p.add_argument("--threads", help=f"ONNX Runtime intra-op threads for profiling (default {d('threads')}; 0 = all)")
@@ -141,6 +142,29 @@ def _partition_parser() -> argparse.ArgumentParser:
 
     add_exit_arguments(p)
     return p
+
+
+def _add_bottleneck_arguments(p: argparse.ArgumentParser) -> None:
+    """--bottleneck CUT and its options (PartitionConfig.bottleneck, keys bottleneck.<field>)."""
+    from partitioner.bottleneck_config import BottleneckConfig
+
+    b = BottleneckConfig()
+    p.add_argument("--bottleneck", dest="bottleneck.cut",
+                   help="train a learned bottleneck at this cut (id or tensor name) and ship it as the cut "
+                        "<cut>_bottleneck when it passes the fidelity gate (issue 13)")
+    p.add_argument("--bottleneck-channels", dest="bottleneck.channels",
+                   help=f"code maps at half the cut's resolution (default {b.channels})")
+    p.add_argument("--bottleneck-bits", dest="bottleneck.bits", help=f"bits per code (default {b.bits})")
+    p.add_argument("--bottleneck-seconds", dest="bottleneck.seconds",
+                   help=f"training time cap in seconds (default {b.seconds:g})")
+    p.add_argument("--bottleneck-epochs", dest="bottleneck.epochs", help=f"training epoch cap (default {b.epochs})")
+    p.add_argument("--bottleneck-views", dest="bottleneck.views",
+                   help=f"augmented training views (default {b.views})")
+    p.add_argument("--bottleneck-train-source", dest="bottleneck.train_source",
+                   help="video, image or folder to train on (default: bikes.mp4, vtest.avi and the sample photos; "
+                        "never the held-out footage)")
+    p.add_argument("--bottleneck-no-kd", dest="bottleneck.kd", action="store_const", const=False,
+                   help="no distillation on the outputs (feature losses only)")
 
 
 def read_labels(path: pathlib.Path) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ import pathlib
 import re
 from dataclasses import dataclass
 
+from partitioner.bottleneck_config import BottleneckConfig
 from partitioner.codecs import WIRE_CODECS
 from partitioner.evaluation import DEFAULT_THRESHOLD
 from partitioner.fidelity import GATE_MODES, TASKS, Gate
@@ -60,6 +61,8 @@ class PartitionConfig:
     # Feature-codec variants of each mid-graph cut (issue 13, partitioner.codec_stage): () none, ("auto",) or
     # names like "q4+zstd", "pca16+q4p"; the passing one with the fewest bytes ships as a cut of its own.
     feature_codecs: tuple[str, ...] = ()
+    # A learned bottleneck at one cut (issue 13 part 2, partitioner.bottleneck_stage): cut "" = none.
+    bottleneck: BottleneckConfig = BottleneckConfig()
     quantize_heads: bool = True
     tail_fp16: bool = False
     threads: int = 1
@@ -102,6 +105,8 @@ class PartitionConfig:
 
             for name in self.feature_codecs:
                 parse_codec(name)  # a ValueError names the codec and the expected form
+        if not isinstance(self.bottleneck, BottleneckConfig):
+            raise bad("bottleneck", self.bottleneck, "a BottleneckConfig")
         if not 0.0 < self.threshold <= 1.0:
             raise bad("threshold", self.threshold, "a fraction in (0, 1]")
         for name in ("calibration_frames", "fidelity_frames", "verify_frames", "profile_runs", "max_tensors", "top_k"):

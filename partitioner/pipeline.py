@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from partitioner import assemble, calibration, codec_stage, evaluation, fidelity, quantize, stages
+from partitioner import assemble, bottleneck_stage, calibration, codec_stage, evaluation, fidelity, quantize, stages
 from partitioner.config import DEFAULT_MODEL, PartitionConfig
 from partitioner.cuts import CutCandidate
 from partitioner.errors import UnsupportedModel
@@ -209,7 +209,7 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
     clock.lap("prepare")
 
     progress("cuts", 0, 1)
-    candidates = choose_candidates(model, config)
+    candidates = bottleneck_stage.with_bottleneck_cut(model, config, choose_candidates(model, config))
     progress("cuts", 1, 1)
     clock.lap("cuts")
 
@@ -250,6 +250,8 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
             clock.lap("optimize")
         progress("optimize", len(verified), len(verified))
     codec_cuts = codec_stage.codec_variants(config, context, verified)  # issue 13: feature-codec variant cuts
+    learned = bottleneck_stage.bottleneck_variant(config, context, verified)  # issue 13 part 2
+    codec_cuts += [learned] if learned is not None else []
     clock.lap("codecs")
 
     profiled: list[stages.ProfiledCut] = []

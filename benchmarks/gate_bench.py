@@ -78,16 +78,23 @@ def measure_cost(n_frames: int, mask: tuple = ()) -> dict[str, Any]:
     gate = MotionGate(mask=mask, max_gated_s=0)
     for f in frames[:10]:  # warm up
         gate.decide(f, 0.0)
-    times_ms = []
+    times_ms, cpu_ms = [], []
     for i in range(n_frames):
         f = frames[i % len(frames)]
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         gate.decide(f, i / 25.0)
         times_ms.append((time.perf_counter() - t0) * 1000.0)
+        cpu_ms.append((time.thread_time() - c0) * 1000.0)
     times_ms.sort()
+    cpu_ms.sort()
+    p95 = int(len(times_ms) * 0.95)
+    # wall time includes waiting for a core when other processes share the machine; the calling
+    # thread's CPU time is what the gate itself costs on one core
     return {"frames": n_frames, "mask_polygons": len(mask), "mean_ms": round(statistics.fmean(times_ms), 4),
-            "p50_ms": round(times_ms[len(times_ms) // 2], 4), "p95_ms": round(times_ms[int(len(times_ms) * 0.95)], 4),
-            "goal_ms": GOAL_MS, "goal_met": times_ms[int(len(times_ms) * 0.95)] <= GOAL_MS}
+            "p50_ms": round(times_ms[len(times_ms) // 2], 4), "p95_ms": round(times_ms[p95], 4),
+            "cpu_mean_ms": round(statistics.fmean(cpu_ms), 4), "cpu_p50_ms": round(cpu_ms[len(cpu_ms) // 2], 4),
+            "cpu_p95_ms": round(cpu_ms[p95], 4),
+            "goal_ms": GOAL_MS, "goal_met": times_ms[p95] <= GOAL_MS, "goal_met_cpu_time_p95": cpu_ms[p95] <= GOAL_MS}
 
 
 def gated_fraction(frames: Iterator[np.ndarray], fps: float, moving: Optional[list[bool]] = None) -> dict[str, Any]:
@@ -157,7 +164,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     c, m = doc["cost_640x480"], doc["cost_640x480_masked"]
     print(f"gate cost per 640x480 frame, 1 thread: mean {c['mean_ms']} ms, p50 {c['p50_ms']} ms, "
-          f"p95 {c['p95_ms']} ms (goal <= {GOAL_MS} ms: {'met' if c['goal_met'] else 'MISSED'}); "
+          f"p95 {c['p95_ms']} ms (goal <= {GOAL_MS} ms: {'met' if c['goal_met'] else 'MISSED'}); thread CPU time "
+          f"mean {c['cpu_mean_ms']} ms, p95 {c['cpu_p95_ms']} ms ({'met' if c['goal_met_cpu_time_p95'] else 'MISSED'}); "
           f"with 2 mask polygons p95 {m['p95_ms']} ms; load average before {doc['load_average_1_5_15_before']}, "
           f"after {doc['load_average_1_5_15_after_cost']}")
     for name, f in doc["footage"].items():

@@ -5,21 +5,23 @@ What it does, in order:
 1. **Bundle**: uses ``--bundle DIR`` or the cached default MobileNetV2 bundle
    (``--bundle-cache``, default ``$SPLITINFER_BUNDLE_CACHE`` or
    ``~/.cache/splitinfer/bundles``), building it with
-   :func:`partitioner.pipeline.build_default_bundle` the first time (progress shown).
+   :func:`partitioner.pipeline.build_default_bundle` and the feature codecs of
+   ``DEMO_FEATURE_CODECS`` the first time (progress shown).
 2. **Server**: starts the cloud server in this process on ``127.0.0.1:<free port>``.
 3. **Agent**: starts the edge agent on the shipped street video (``bikes.mp4``, or
    ``--video`` / ``--camera``), paced at ``--fps``, with a control socket that
    ``splitctl watch --socket PATH`` can attach to from another terminal. The policy
    minimises device energy by default (``--objective``; see ``DEFAULT_OBJECTIVE``).
 4. **Link**: the agent's transport goes through an *emulated* link
-   (:mod:`edge_agent.link`, user space, no root): fast, then slow, then an outage, then
-   fast again, stretched over the expected run time — or ``--trace CSV``.
-5. **Live table**: frame, top-1 label, cut, where it ran, latency breakdown, the agent's
+   (:mod:`edge_agent.link`, user space, no root): fast, then medium, then slow, then an
+   outage, then fast again, stretched over the expected run time — or ``--trace CSV``.
+5. **Live table**: frame, top-1 label, cut (with its codec), where it ran, latency breakdown, the agent's
    bandwidth estimate, the emulated link right now, and the decision reason
    (redrawn in place; ``--headless`` prints plain lines instead).
 6. **Summary**: frames vs results, top-1 agreement with the full FP32 model (run
    locally on the same frames in a background thread), cuts chosen over time, mean
-   latency per path, and a per-link-phase breakdown; ``--summary-json`` writes it too.
+   latency per path, a per-link-phase breakdown and the phases where a mid-graph split
+   ran most frames; ``--summary-json`` writes it too.
 
 The numbers are real (real ONNX Runtime sessions, real gRPC on loopback); only the
 link is emulated, and the summary says so.
@@ -43,7 +45,7 @@ import numpy as np
 from edge_agent.errors import EdgeAgentError
 from edge_agent.link import EmulatedTransport, LinkEmulator, LinkState, LinkTrace, load_trace_csv
 from edge_agent.sources import Frame, TeeSource
-from splitinfer.demo_view import EVENTS, DemoView, render_summary, summarize
+from splitinfer.demo_view import EVENTS, DemoView, cut_labels, render_summary, summarize
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +58,16 @@ CACHE_ENV = "SPLITINFER_BUNDLE_CACHE"
 # camera would, which offloads on a fast link and stays local on a slow one.
 DEFAULT_OBJECTIVE = "energy"
 
-# The default link story, as fractions of the expected run time.
+# The default link story, as fractions of the expected run time. "medium" is where a split with a
+# cheap head and a wire far below the JPEG would beat both ends (benchmarks/testbed/three_region.py).
 FAST = dict(uplink_kbps=100_000.0, delay_ms=2.0)
+MEDIUM = dict(uplink_kbps=2_000.0, delay_ms=10.0)
 SLOW = dict(uplink_kbps=400.0, delay_ms=40.0)
-STORY = ((0.0, "fast", FAST, True), (0.30, "slow", SLOW, True), (0.55, "outage", FAST, False), (0.75, "fast again", FAST, True))
+STORY = ((0.0, "fast", FAST, True), (0.22, "medium", MEDIUM, True), (0.44, "slow", SLOW, True),
+         (0.62, "outage", FAST, False), (0.78, "fast again", FAST, True))
+# The default MobileNetV2 bundle adds feature-codec variants of its cuts (issue 13): the passing codec with
+# the fewest bytes per cut (partitioner.codec_stage), so the agent can choose a codec with the cut.
+DEMO_FEATURE_CODECS = ("q4p+zstd",)
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -71,7 +79,7 @@ def default_cache_dir() -> pathlib.Path:
 
 
 def story_trace(duration_s: float) -> tuple[LinkTrace, list[str]]:
-    """The fast / slow / outage / fast-again trace stretched over ``duration_s``, and its phase names."""
+    """The fast / medium / slow / outage / fast-again trace stretched over ``duration_s``, and its phase names."""
     states = [LinkState(round(frac * duration_s, 3), up=up, **values) for frac, _, values, up in STORY]
     return LinkTrace(states), [name for _, name, _, _ in STORY]
 
@@ -87,7 +95,7 @@ def ensure_bundle(bundle: Optional[str], cache_dir: pathlib.Path, out: TextIO, m
         path = pathlib.Path(bundle).expanduser()
         read_bundle(path, Side.ALL, check_hashes=False)
         return path
-    path = cache_dir / model
+    path = cache_dir / (f"{model}-codecs" if model == DEFAULT_MODEL else model)
     if (path / "manifest.json").is_file():
         try:
             read_bundle(path, Side.ALL)
@@ -114,7 +122,7 @@ def ensure_bundle(bundle: Optional[str], cache_dir: pathlib.Path, out: TextIO, m
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     if model == DEFAULT_MODEL:
-        build_default_bundle(path, progress)
+        build_default_bundle(path, progress, feature_codecs=DEMO_FEATURE_CODECS)
     else:  # the detector: partitioner.models.ssd_mobilenet_v2 sets its own preprocessing, labels and task
         from partitioner.pipeline import PartitionConfig, partition
 
@@ -287,6 +295,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             "bundle": str(bundle_root),
             "server.address": server.address,
             "server.discovery": False,
+            "server.compression": "auto",  # codec cuts pack and entropy-code as the bundle says (our server)
             "source.kind": kind,
             "source.uri": uri,
             "source.fps_cap": args.fps,
@@ -311,8 +320,11 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
                   + "; ".join(f"{n} from {s.time_s:g} s: {s.describe()}" for n, s in zip(phases, trace.states)) + ")\n")
         out.write(hint + "\n")
         out.flush()
+        from protos.bundle import Side, read_bundle
+
+        labels = cut_labels(read_bundle(bundle_root, Side.EDGE, check_hashes=False).manifest)
         view = DemoView(out, headless=args.headless, link=link, phases=phases, control_hint=hint,
-                        start_unix_ms=start_unix_ms)
+                        start_unix_ms=start_unix_ms, labels=labels)
         agent = EdgeAgent(config, transport=link, sink=view, source=source)
         view.agent = agent
         agent.start()

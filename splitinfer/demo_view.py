@@ -81,8 +81,29 @@ def detection_f1(rows: Sequence[Row], reference: dict[int, list[dict]]) -> Optio
             "recall": round(f.recall, 4), "mean_iou": round(f.mean_iou, 4)}
 
 
-COLUMNS = ("frame  top-1 / detections         cut            ran on    total   pre  head  wire  srv  local"
+CUT_WIDTH = 30
+COLUMNS = (f"frame  top-1 / detections         {'cut [codec]':<{CUT_WIDTH}} ran on    total   pre  head  wire  srv  local"
            "   uplink est  link now           reason")
+END_CUTS = ("input", "output")
+
+
+def cut_labels(manifest: Any) -> dict[str, str]:
+    """Cut id -> what the table shows: ``features_14_conv_2 [q4p+zstd]`` for a codec variant (the cut it
+    varies and its codec), ``input [jpeg]`` for the frame's JPEG, the id itself otherwise."""
+    out: dict[str, str] = {}
+    for cut in manifest.cuts:
+        if cut.HasField("codec") and cut.codec.name:
+            out[cut.id] = f"{cut.codec_of or cut.id} [{cut.codec.name}]"
+        elif cut.id == "input":
+            out[cut.id] = "input [jpeg]"
+        else:
+            out[cut.id] = cut.id
+    return out
+
+
+def is_mid_graph(cut_id: str) -> bool:
+    """A split inside the model: neither the whole frame sent ("input") nor everything on the device."""
+    return cut_id not in END_CUTS
 
 
 def short_link(state: LinkState) -> str:
@@ -98,14 +119,14 @@ def short_link(state: LinkState) -> str:
     return f"{rate} +{state.delay_ms:g}ms"
 
 
-def format_row(row: Row, width: int) -> str:
+def format_row(row: Row, width: int, labels: Optional[dict[str, str]] = None) -> str:
     r = row.result
     _, label, score = _top1(r)
     lat = r.latency_ms
     where = {"split": "edge+cloud", "cloud": "cloud", "local": "edge", "fallback": "edge*"}.get(r.path.value, r.path.value)
     est = f"{row.uplink_kbps:,.0f} kbps" if row.uplink_kbps else "-"
     line = (
-        f"{r.frame_id:5d}  {label[:20]:<20} {score:4.2f}  {r.cut[:13]:<13}  {where:<8}"
+        f"{r.frame_id:5d}  {label[:20]:<20} {score:4.2f}  {(labels or {}).get(r.cut, r.cut)[:CUT_WIDTH]:<{CUT_WIDTH}} {where:<8}"
         f"{lat.get('total', 0):7.1f} {lat.get('preprocess', 0):5.1f} {lat.get('head', 0):5.1f}"
         f" {lat.get('wire', 0):5.1f} {lat.get('server', 0):4.1f} {lat.get('tail_local', 0):6.1f}"
         f"  {est:>11}  {row.link[:17]:<17}  {row.reason}"
@@ -117,8 +138,9 @@ class DemoView:
     """The result sink: keeps every row, draws the live table (or plain lines when headless)."""
 
     def __init__(self, out: TextIO, *, headless: bool, link: EmulatedTransport, phases: Sequence[str],
-                 control_hint: str, start_unix_ms: float) -> None:
+                 control_hint: str, start_unix_ms: float, labels: Optional[dict[str, str]] = None) -> None:
         self.out = out
+        self.labels = dict(labels or {})
         self.headless = headless
         self.link = link
         self.phases = list(phases)
@@ -156,7 +178,7 @@ class DemoView:
         with self._lock:
             self.rows.append(row)
             if self.headless:
-                self.out.write(format_row(row, 0) + "\n")
+                self.out.write(format_row(row, 0, self.labels) + "\n")
                 self.out.flush()
             else:
                 now = time.monotonic()
@@ -173,13 +195,13 @@ class DemoView:
         ]
         if snapshot is not None:
             d = snapshot.decision
-            header.append(f"cut {d.cut_id} ({d.mode.value}, {d.objective.value}) — {d.reason}")
+            header.append(f"cut {self.labels.get(d.cut_id, d.cut_id)} ({d.mode.value}, {d.objective.value}) — {d.reason}")
             paths = ", ".join(f"{k} {v}" for k, v in sorted(snapshot.results_by_path.items()))
             header.append(f"captured {snapshot.frames_captured}  results {snapshot.results}  by path: {paths}")
         header += [f"log: {line}" for line in EVENTS.recent()]
         header += [self.control_hint, "", COLUMNS]
         rows = self.rows[-max(3, size.lines - len(header) - 2):]
-        lines = header + [format_row(r, size.columns) for r in rows]
+        lines = header + [format_row(r, size.columns, self.labels) for r in rows]
         self.out.write("\x1b[H" + "".join(line[: size.columns] + "\x1b[K\n" for line in lines) + "\x1b[J")
         self.out.flush()
 
@@ -239,6 +261,12 @@ def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int,
         })
         if reference_detections is not None:
             phase_rows[-1]["detection"] = detection_f1(members, reference_detections)
+    mid_graph = []
+    for p in phase_rows:  # phases where a mid-graph split ran most of the frames
+        mids = {c: n for c, n in p["cuts"].items() if is_mid_graph(c)}
+        if mids and sum(mids.values()) * 2 > p["frames"]:
+            top = max(mids, key=lambda c: mids[c])
+            mid_graph.append({"phase": p["phase"], "cut": top, "frames": mids[top], "of": p["frames"]})
     return {
         "frames": frames_captured,
         "results": len(ordered),
@@ -252,6 +280,7 @@ def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int,
         "detection": detection_f1(ordered, reference_detections) if reference_detections is not None else None,
         "cuts_over_time": runs,
         "phases": phase_rows,
+        "mid_graph_phases": mid_graph,
         "link": "emulated in user space (edge_agent.link), not a real network",
         "wall_s": round(wall_s, 1),
     }
@@ -280,7 +309,7 @@ def render_summary(s: dict) -> str:
     for run in s["cuts_over_time"]:
         paths = ", ".join(f"{k} {v}" for k, v in sorted(run["paths"].items()))
         lines.append(f"  {run['start_s']:6.1f}-{run['end_s']:6.1f} s  frames {run['first_frame']:4d}-{run['last_frame']:<4d}"
-                     f"  {run['cut']:<14} ({paths})")
+                     f"  {run['cut']:<{CUT_WIDTH}} ({paths})")
     lines.append("by link phase (emulated):")
     for p in s["phases"]:
         end = f"{p['end_s']:.1f}" if p["end_s"] is not None else "end"
@@ -290,6 +319,14 @@ def render_summary(s: dict) -> str:
         f1 = f"  detection F1 {p['detection']['f1']:.3f}" if p.get("detection") else ""
         lines.append(f"  {p['phase']:<11} {p['start_s']:6.1f}-{end:>6} s  {p['link']:<26} frames {p['frames']:4d}"
                      f"  mean {mean:>9}{f1}  paths: {paths}  cuts: {cuts}")
+    mids = s.get("mid_graph_phases") or []
+    if mids:
+        lines.append("mid-graph split chosen in: " + "; ".join(
+            f"{m['phase']} ({m['cut']}, {m['frames']} of {m['of']} frames)"
+            for m in mids))
+    else:
+        lines.append("mid-graph split chosen in: no phase (each phase ran mostly the frame's JPEG in the cloud "
+                     "or the whole model on the device)")
     return "\n".join(lines)
 
 

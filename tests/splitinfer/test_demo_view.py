@@ -1,0 +1,61 @@
+"""The demo table's cut labels (codec variants show their codec) and the summary's mid-graph phases."""
+from __future__ import annotations
+
+from edge_agent.link import EmulatedTransport, LinkEmulator, LinkState, LinkTrace
+from edge_agent.results import FrameResult
+from edge_agent.transport_fake import FakeTransport
+from edge_agent.types import Path
+from protos import bundle_pb2
+from splitinfer.demo_view import Row, cut_labels, format_row, is_mid_graph, render_summary, summarize
+
+PATHS = {"input": Path.CLOUD, "output": Path.LOCAL}
+
+
+def _manifest() -> bundle_pb2.Manifest:
+    m = bundle_pb2.Manifest()
+    for cut_id in ("input", "features_14_conv_2", "features_14_conv_2_q4p_zstd", "output"):
+        m.cuts.add(id=cut_id)
+    variant = m.cuts[2]
+    variant.codec.name = "q4p+zstd"
+    variant.codec_of = "features_14_conv_2"
+    return m
+
+
+def _row(frame_id: int, cut: str, phase: int) -> Row:
+    result = FrameResult(frame_id=frame_id, capture_unix_ms=0, source="bikes.mp4", cut=cut,
+                         path=PATHS.get(cut, Path.SPLIT), stages={}, latency_ms={"total": 40.0},
+                         payload={"top_k": [{"index": 3, "label": "bicycle", "score": 0.9}]})
+    return Row(result=result, uplink_kbps=2000.0, link="2 Mbps +10ms", reason="", phase=phase, t_s=float(frame_id))
+
+
+def _summary(rows: list[Row]) -> dict:
+    trace = LinkTrace([LinkState(0.0, up=True, uplink_kbps=100_000.0), LinkState(3.0, up=True, uplink_kbps=2000.0),
+                       LinkState(6.0, up=False)])
+    link = EmulatedTransport(FakeTransport(lambda request: {}), LinkEmulator(trace))  # only its trace is read
+    try:
+        return summarize(rows, frames_captured=len(rows), frames_dropped=0, reference={}, phases=["fast", "medium", "outage"],
+                         link=link, wall_s=1.0)
+    finally:
+        link.close()
+
+
+def test_codec_variants_show_the_cut_they_vary_and_their_codec() -> None:
+    labels = cut_labels(_manifest())
+    assert labels == {"input": "input [jpeg]", "features_14_conv_2": "features_14_conv_2",
+                      "features_14_conv_2_q4p_zstd": "features_14_conv_2 [q4p+zstd]", "output": "output"}
+    line = format_row(_row(7, "features_14_conv_2_q4p_zstd", 1), 0, labels)
+    assert "features_14_conv_2 [q4p+zstd]" in line and "edge+cloud" in line
+    assert "features_14_conv_2_q4p_zstd" in format_row(_row(7, "features_14_conv_2_q4p_zstd", 1), 0)
+    assert [is_mid_graph(c) for c in labels] == [False, True, True, False]
+
+
+def test_summary_names_the_phases_a_mid_graph_split_ran() -> None:
+    rows = [_row(0, "input", 0), _row(1, "input", 0), _row(2, "input", 0),
+            _row(3, "input", 1), _row(4, "features_14_conv_2_q4p_zstd", 1), _row(5, "features_14_conv_2_q4p_zstd", 1),
+            _row(6, "output", 2), _row(7, "features_14_conv_2", 2)]  # 1 of 2: not most frames
+    s = _summary(rows)
+    assert s["mid_graph_phases"] == [{"phase": "medium", "cut": "features_14_conv_2_q4p_zstd", "frames": 2, "of": 3}]
+    assert "mid-graph split chosen in: medium (features_14_conv_2_q4p_zstd, 2 of 3 frames)" in render_summary(s)
+    s = _summary([_row(0, "input", 0), _row(1, "output", 1)])
+    assert s["mid_graph_phases"] == []
+    assert "mid-graph split chosen in: no phase" in render_summary(s)

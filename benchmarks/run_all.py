@@ -3,7 +3,9 @@
     python -m benchmarks.run_all [--quick] [--report-only] [--skip-others] [-- testbed_bench options]
 
 1. ``benchmarks/testbed_bench.py`` (the adaptive-vs-static comparison on the
-   emulated testbed) writes ``benchmarks/results/testbed.json``.
+   emulated testbed) writes ``benchmarks/results/testbed.json``; with
+   ``--three-region-bundle B`` the three-region sweep (``benchmarks/testbed_three_region.py``)
+   writes ``benchmarks/results/three_region.json``, whose last results join the report.
 2. Every other ``benchmarks/*_bench.py`` runs as its own process (bounded time);
    its exit status and last output lines are recorded.
 3. ``docs/benchmarks/results.json`` (everything, with machine, versions and
@@ -28,6 +30,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "benchmarks"
 DOCS = REPO / "docs" / "benchmarks"
 TESTBED_JSON = BENCH_DIR / "results" / "testbed.json"
+THREE_REGION_JSON = BENCH_DIR / "results" / "three_region.json"
 OTHER_TIMEOUT_S = 900
 
 
@@ -58,7 +61,7 @@ def list_other_results() -> list[dict]:
     """Result files other benchmarks left in benchmarks/results/ (name, when, size)."""
     out = []
     for path in sorted((BENCH_DIR / "results").glob("*.json")):
-        if path.name in (TESTBED_JSON.name, "other_benchmarks.json"):
+        if path.name in (TESTBED_JSON.name, THREE_REGION_JSON.name, "other_benchmarks.json"):
             continue
         stat = path.stat()
         out.append({"file": f"benchmarks/results/{path.name}", "bytes": stat.st_size,
@@ -84,6 +87,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--quick", action="store_true", help="bounded quick pass of every benchmark")
     p.add_argument("--report-only", action="store_true", help="rebuild docs/benchmarks from the last results")
     p.add_argument("--skip-others", action="store_true", help="only the testbed bench")
+    p.add_argument("--three-region-bundle", default=None,
+                   help="also run the three-region sweep (benchmarks/testbed_three_region.py) on this bundle; "
+                        "its last results are in the report either way")
     args = p.parse_args(argv)
 
     if not args.report_only:
@@ -106,6 +112,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         others_path.write_text(json.dumps(others, indent=1), encoding="utf-8")
     if others_path.exists():
         doc["other_benchmarks"] = json.loads(others_path.read_text(encoding="utf-8"))
+    if args.three_region_bundle and not args.report_only:
+        cmd = [sys.executable, "-m", "benchmarks.testbed_three_region", "--bundle", args.three_region_bundle,
+               "--out", str(THREE_REGION_JSON)]
+        print("running", " ".join(cmd[1:]), flush=True)
+        if subprocess.run(cmd, cwd=REPO).returncode != 0:
+            print("three-region sweep failed", file=sys.stderr)
+    if THREE_REGION_JSON.exists():
+        doc["three_region"] = json.loads(THREE_REGION_JSON.read_text(encoding="utf-8"))
     doc["other_results"] = list_other_results()
     write_docs(doc)
     print(f"wrote {DOCS / 'README.md'}, {DOCS / 'results.json'} and plots")

@@ -15,6 +15,8 @@ import math
 import pathlib
 from typing import Any, Optional, Sequence
 
+from benchmarks.testbed import three_region_report
+
 FIXED_RATIO = 1.10
 VARYING_RATIO = 0.85
 ENERGY_RATIO = 0.5
@@ -142,13 +144,18 @@ def render_markdown(doc: dict, plots: Sequence[str] = ()) -> str:
     out += [f"Generated {doc.get('generated_at', '?')} in {doc.get('duration_s', '?')} s"
             f"{' (quick mode)' if st.get('quick') else ''}.", ""]
     out += ["## Goals", "", "| goal | scenario | measured | target | met | detail |", "|---|---|---|---|---|---|"]
-    for g in doc.get("goals") or evaluate_goals(doc):
+    goals = list(doc.get("goals") or evaluate_goals(doc))
+    if doc.get("three_region"):
+        goals += three_region_report.goal_rows(doc["three_region"])
+    for g in goals:
         met = {True: "yes", False: "**no**", None: "not measured"}[g["met"]]
         out.append(f"| {g['goal']} | {g['scenario']} | {_fmt(g['measured'], 2)} | {g['target']} | {met} | "
                    f"{g['detail']} |")
     out.append("")
     for plot in plots:
         out += [f"![{plot}]({plot})", ""]
+    if doc.get("three_region"):
+        out += three_region_report.render(doc["three_region"])
     for sc in doc.get("scenarios", []):
         out += [f"## {sc['name']}", "", f"{sc['description']}. Link: {sc['schedule_text']}. "
                 f"{sc['frames']} frames at {sc['fps_cap']:g} fps.", ""]

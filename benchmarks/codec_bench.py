@@ -234,7 +234,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.bottleneck_seconds > 0:
         from benchmarks.codec_bench_bottleneck import run_bottleneck
 
-        result["bottleneck"] = run_bottleneck(model, candidates, frames, judge, jpeg_bytes, baseline, args)
+        result["bottleneck"] = run_bottleneck(model, candidates, frames, judge, jpeg_bytes, baseline, args,
+                                              strict_top1=full_score.value, spec=spec)
     result["goals"] = _goals(result)
     result["seconds"] = time.monotonic() - t_start
     return result
@@ -306,12 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bottleneck-seconds", type=float, default=0.0, help="train the learned bottleneck for at most "
                                                                           "this long (0: skip)")
     p.add_argument("--bottleneck-cut", default="features_2_conv_2", help="cut of the learned bottleneck")
-    p.add_argument("--bottleneck-channels", type=int, default=8)
-    p.add_argument("--bottleneck-bits", type=int, default=4)
-    p.add_argument("--bottleneck-epochs", type=int, default=30)
-    p.add_argument("--bottleneck-crop", type=int, default=32, help="train on random windows this size (0: whole cut)")
-    p.add_argument("--bottleneck-kd", action="store_true", help="add distillation on the outputs (runs the whole "
-                                                                  "tail every step)")
+    p.add_argument("--bottleneck-channels", type=int, default=12)
+    p.add_argument("--bottleneck-bits", type=int, default=3)
+    p.add_argument("--bottleneck-epochs", type=int, default=60)
+    p.add_argument("--bottleneck-views", type=int, default=1200, help="augmented training views")
+    p.add_argument("--bottleneck-no-kd", dest="bottleneck_kd", action="store_false",
+                   help="no distillation on the outputs (feature losses only)")
     p.add_argument("--bottleneck-only", action="store_true",
                    help="train and judge only the bottleneck, merged into an existing --out file")
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)

@@ -98,3 +98,20 @@ def test_training_on_the_heldout_footage_is_refused(tmp_path, monkeypatch, capsy
     assert rc == 2
     assert "is also the held-out fidelity footage" in capsys.readouterr().err
     assert not (tmp_path / "bundle").exists()
+
+
+def test_training_views_are_varied_and_repeat_for_a_seed() -> None:
+    from partitioner import bottleneck_data
+    from protos import bundle_pb2
+
+    spec = bundle_pb2.InputSpec(width_px=SIZE, height_px=SIZE, resize_shorter_px=40, color_order="RGB",
+                                layout="NCHW", pixel_scale=1 / 255, mean=[0.5] * 3, std=[0.25] * 3)
+    spec.tensor.name = "image"
+    sources = [samples.image_path("chelsea"), samples.video_path("bikes.mp4")]
+    views = bottleneck_data.training_views(sources, 12, spec, seed=3)
+    assert views.shape == (12, 3, SIZE, SIZE) and views.dtype == np.float32
+    np.testing.assert_array_equal(views, bottleneck_data.training_views(sources, 12, spec, seed=3))
+    assert not np.array_equal(views, bottleneck_data.training_views(sources, 12, spec, seed=4))
+    assert min(float(np.abs(views[i] - views[j]).mean()) for i in range(12) for j in range(i)) > 0.01
+    with pytest.raises(ValueError, match="min_area 0.01 must be in"):
+        bottleneck_data.Augment(min_area=0.01)

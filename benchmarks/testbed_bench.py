@@ -71,6 +71,7 @@ class BenchSettings:
     # server.compression of the agent: "auto" follows the bundle (feature codecs pack and entropy-code their
     # codes; splitinfer's server undoes it), "none" sends raw tensors as a stock Triton server needs
     compression: str = "auto"
+    agent_log_level: str = "WARNING"  # INFO logs every decision with its reason (edge.err in the run folder)
 
 
 # --------------------------------------------------------------------------- energy
@@ -184,7 +185,7 @@ class Bench:
         # a control socket of our own: the default path may belong to another agent on this machine
         lines += ["[control]", f'socket_path = "{run_dir / "control.sock"}"']
         lines += ["[results]", 'sink = "file"', f'path = "{run_dir / "results.jsonl"}"',
-                  "[agent]", f'agent_id = "bench-{strategy.name}"', 'log_level = "WARNING"']
+                  "[agent]", f'agent_id = "bench-{strategy.name}"', f'log_level = "{self.settings.agent_log_level}"']
         path = run_dir / "edge.toml"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return path

@@ -113,7 +113,8 @@ def run_sweep(args: argparse.Namespace) -> dict:
     from protos.bundle import Side, read_bundle
 
     settings = BenchSettings(bundle=args.bundle.resolve(), fps_cap=args.fps, edge_slowdown=args.slowdown,
-                             testbed=args.testbed, log_dir=args.log_dir, load_clients=0)
+                             testbed=args.testbed, log_dir=args.log_dir, load_clients=0,
+                             agent_log_level=args.agent_log_level, edge_launcher=args.edge_launcher)
     testbed = choose_testbed(args.testbed, settings)
     started = time.time()
     testbed.teardown()  # type: ignore[attr-defined]
@@ -297,6 +298,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--strategy", action="append", default=[], help="run only strategies starting with this")
     p.add_argument("--testbed", choices=("auto", "namespaces", "loopback"), default="auto")
     p.add_argument("--no-device-profile", action="store_true", help="keep the bundle's host profiles")
+    p.add_argument("--agent-log-level", default="WARNING", help="INFO: every decision and its reason in edge.err")
+    p.add_argument("--edge-launcher", choices=("runner", "cli"), default="runner",
+                   help="cli: `splitinfer edge` with its control socket (splitctl --socket RUN_DIR/control.sock)")
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     p.add_argument("--plot-dir", type=pathlib.Path, default=DEFAULT_PLOT_DIR)
     p.add_argument("--log-dir", type=pathlib.Path, default=REPO / "benchmarks" / "results" / "testbed_logs" / "three_region")

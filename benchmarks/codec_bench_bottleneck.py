@@ -75,7 +75,7 @@ def run_bottleneck(model, candidates, frames, judge, jpeg_bytes: float, baseline
         "training": {"views": train["views"], "sources": train["sources"], "crop": train["crop"],
                      "augment": "random crops 0.3-1 of the frame, mirror, colour jitter 0.25",
                      "pca_init": True, "batch_size": 16, "learning_rate": 2e-3, "final_lr_fraction": 0.25,
-                     "threads": 2, "seed": options.seed},
+                     "threads": options.threads, "seed": options.seed},
         "head_flops_fraction": head_flops / total,
         "epochs": train["epochs"], "steps": train["steps"], "stopped_by": train["stopped_by"],
         "train_seconds": train["seconds"], "stage_seconds": total_seconds,

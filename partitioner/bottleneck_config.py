@@ -28,6 +28,8 @@ class BottleneckConfig:
     train_source: pathlib.Path | None = None
     kd: bool = True  # distillation on the outputs through the frozen tail (when the tail runs in torch)
     seed: int = 0
+    # torch threads while training: 1 on a shared machine (2 threads per job on 2 busy cores ran 5x slower)
+    threads: int = 1
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
@@ -36,7 +38,8 @@ class BottleneckConfig:
         if not isinstance(self.cut, str):
             raise bad("cut", "a cut id or tensor name, or '' for none")
         for name, low, high in (("channels", 1, 1024), ("bits", 2, 8), ("epochs", 1, 100000),
-                                ("views", 8, 1000000), ("seed", 0, 2**31)):
+                                ("views", 8, 1000000), ("seed", 0, 2**31),
+                                ("threads", 1, 256)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise bad(name, f"an integer in {low}..{high}")

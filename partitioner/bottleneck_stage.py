@@ -132,7 +132,7 @@ def train_and_judge(options: BottleneckConfig, cut: stages.VerifiedCut, context:
         logger.warning("bottleneck: tail operators %s do not run in torch: feature loss at the cut only", bad)
     crop = CROP_PX if min(shape[2:]) > CROP_PX else None
     config = training.TrainConfig(seed=options.seed, max_epochs=options.epochs, max_seconds=options.seconds,
-                                  batch_size=16, learning_rate=2e-3, threads=2, progress=True)
+                                  batch_size=16, learning_rate=2e-3, threads=options.threads, progress=True)
     t0 = time.monotonic()
     bn, report = bottleneck.train_bottleneck(
         nn.Identity(), tail, torch.from_numpy(feats), torch.from_numpy(held), channels=options.channels,

@@ -45,7 +45,7 @@ import numpy as np
 from edge_agent.errors import EdgeAgentError
 from edge_agent.link import EmulatedTransport, LinkEmulator, LinkState, LinkTrace, load_trace_csv
 from edge_agent.sources import Frame, TeeSource
-from splitinfer.demo_view import EVENTS, DemoView, cut_labels, render_summary, summarize
+from splitinfer.demo_view import EVENTS, DemoView, cut_labels, head_shares, render_summary, summarize
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,29 @@ def ensure_bundle(bundle: Optional[str], cache_dir: pathlib.Path, out: TextIO, m
     cache_dir.mkdir(parents=True, exist_ok=True)
     if model == DEFAULT_MODEL:
         build_default_bundle(path, progress, feature_codecs=DEMO_FEATURE_CODECS)
+        profile_on_demo_frames(path, out)
     else:  # the detector: partitioner.models.ssd_mobilenet_v2 sets its own preprocessing, labels and task
         from partitioner.pipeline import PartitionConfig, partition
 
         partition(PartitionConfig(model=model, out_dir=path, overwrite=True), progress)
     out.write(f"bundle ready in {time.monotonic() - started:.0f} s\n")
     return path
+
+
+def profile_on_demo_frames(path: pathlib.Path, out: TextIO) -> None:
+    """Re-time the bundle's edge side on a frame of the demo's own video (``splitinfer profile``), as a
+    device profiles itself on its camera's frames: the "input" cut's cost is JPEG-encoding the camera
+    frame, and partition profiles it on a held-out frame of another size (a 1280x720 frame took 6.7 ms
+    where a 640x272 bikes.mp4 frame takes 0.3 ms), which made the agent think sending the frame costs
+    more than running a head. Heads are timed on the same 224x224 input either way."""
+    from partitioner import profile as profiling
+    from partitioner.calibration import read_frames
+    from partitioner.samples import video_path
+
+    frame = read_frames(video_path("bikes.mp4"), max_frames=1).frames[0]
+    timed = profiling.profile_bundle(path, frame, profiling.TimingConfig(threads=1, warmup=5, runs=30))
+    out.write("edge profile on bikes.mp4 frames (ms, one thread): "
+              + ", ".join(f"{cut} {ms:.2f}" for cut, ms in timed) + "\n")
 
 
 # --------------------------------------------------------------------------- reference (full FP32 model)
@@ -322,7 +339,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         out.flush()
         from protos.bundle import Side, read_bundle
 
-        labels = cut_labels(read_bundle(bundle_root, Side.EDGE, check_hashes=False).manifest)
+        manifest = read_bundle(bundle_root, Side.EDGE, check_hashes=False).manifest
+        labels = cut_labels(manifest)
         view = DemoView(out, headless=args.headless, link=link, phases=phases, control_hint=hint,
                         start_unix_ms=start_unix_ms, labels=labels)
         agent = EdgeAgent(config, transport=link, sink=view, source=source)
@@ -339,7 +357,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         summary = summarize(view.rows, frames_captured=snapshot.frames_captured,
                             frames_dropped=snapshot.frames_dropped, reference=dict(reference.top1),
                             phases=phases, link=link, wall_s=time.monotonic() - wall_start,
-                            reference_detections=reference.detections)
+                            reference_detections=reference.detections, head_share=head_shares(manifest))
         summary["bundle"] = f"{snapshot.bundle_name}@{snapshot.bundle_version}"
         summary["setup"] = (f"device {args.device_threads} ONNX Runtime thread(s)"
                             + (f", emulated {args.device_slowdown:g}x slower than this CPU (sleep-padded runs)"

@@ -101,6 +101,16 @@ def cut_labels(manifest: Any) -> dict[str, str]:
     return out
 
 
+def head_shares(manifest: Any) -> dict[str, float]:
+    """Cut id -> the head's share of the model's FLOPs (head / (head + tail)), for cuts that record both."""
+    out = {}
+    for cut in manifest.cuts:
+        total = cut.head_flops + cut.tail_flops
+        if total:
+            out[cut.id] = cut.head_flops / total
+    return out
+
+
 def is_mid_graph(cut_id: str) -> bool:
     """A split inside the model: neither the whole frame sent ("input") nor everything on the device."""
     return cut_id not in END_CUTS
@@ -221,7 +231,8 @@ class DemoView:
 
 def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int, reference: dict[int, int],
               phases: Sequence[str], link: EmulatedTransport, wall_s: float,
-              reference_detections: Optional[dict[int, list[dict]]] = None) -> dict:
+              reference_detections: Optional[dict[int, list[dict]]] = None,
+              head_share: Optional[dict[str, float]] = None) -> dict:
     """Everything the summary prints, as plain data (also written by ``--summary-json``)."""
     ordered = sorted(rows, key=lambda r: r.result.frame_id)
     paths = Counter(r.result.path.value for r in ordered)
@@ -266,7 +277,9 @@ def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int,
         mids = {c: n for c, n in p["cuts"].items() if is_mid_graph(c)}
         if mids and sum(mids.values()) * 2 > p["frames"]:
             top = max(mids, key=lambda c: mids[c])
-            mid_graph.append({"phase": p["phase"], "cut": top, "frames": mids[top], "of": p["frames"]})
+            share = (head_share or {}).get(top)
+            mid_graph.append({"phase": p["phase"], "cut": top, "frames": mids[top], "of": p["frames"],
+                              "head_flops_share": None if share is None else round(share, 4)})
     return {
         "frames": frames_captured,
         "results": len(ordered),
@@ -322,7 +335,9 @@ def render_summary(s: dict) -> str:
     mids = s.get("mid_graph_phases") or []
     if mids:
         lines.append("mid-graph split chosen in: " + "; ".join(
-            f"{m['phase']} ({m['cut']}, {m['frames']} of {m['of']} frames)"
+            f"{m['phase']} ({m['cut']}, {m['frames']} of {m['of']} frames"
+            + (f", head {100 * m['head_flops_share']:.1f}% of the model's FLOPs" if m.get("head_flops_share") is not None
+               else "") + ")"
             for m in mids))
     else:
         lines.append("mid-graph split chosen in: no phase (each phase ran mostly the frame's JPEG in the cloud "

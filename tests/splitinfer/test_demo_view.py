@@ -6,7 +6,7 @@ from edge_agent.results import FrameResult
 from edge_agent.transport_fake import FakeTransport
 from edge_agent.types import Path
 from protos import bundle_pb2
-from splitinfer.demo_view import Row, cut_labels, format_row, is_mid_graph, render_summary, summarize
+from splitinfer.demo_view import Row, cut_labels, format_row, head_shares, is_mid_graph, render_summary, summarize
 
 PATHS = {"input": Path.CLOUD, "output": Path.LOCAL}
 
@@ -15,6 +15,8 @@ def _manifest() -> bundle_pb2.Manifest:
     m = bundle_pb2.Manifest()
     for cut_id in ("input", "features_14_conv_2", "features_14_conv_2_q4p_zstd", "output"):
         m.cuts.add(id=cut_id)
+    for cut, (head, tail) in zip(m.cuts, ((0, 600), (450, 150), (451, 150), (600, 0))):
+        cut.head_flops, cut.tail_flops = head, tail
     variant = m.cuts[2]
     variant.codec.name = "q4p+zstd"
     variant.codec_of = "features_14_conv_2"
@@ -28,13 +30,13 @@ def _row(frame_id: int, cut: str, phase: int) -> Row:
     return Row(result=result, uplink_kbps=2000.0, link="2 Mbps +10ms", reason="", phase=phase, t_s=float(frame_id))
 
 
-def _summary(rows: list[Row]) -> dict:
+def _summary(rows: list[Row], head_share: dict | None = None) -> dict:
     trace = LinkTrace([LinkState(0.0, up=True, uplink_kbps=100_000.0), LinkState(3.0, up=True, uplink_kbps=2000.0),
                        LinkState(6.0, up=False)])
     link = EmulatedTransport(FakeTransport(lambda request: {}), LinkEmulator(trace))  # only its trace is read
     try:
         return summarize(rows, frames_captured=len(rows), frames_dropped=0, reference={}, phases=["fast", "medium", "outage"],
-                         link=link, wall_s=1.0)
+                         link=link, wall_s=1.0, head_share=head_share)
     finally:
         link.close()
 
@@ -53,9 +55,12 @@ def test_summary_names_the_phases_a_mid_graph_split_ran() -> None:
     rows = [_row(0, "input", 0), _row(1, "input", 0), _row(2, "input", 0),
             _row(3, "input", 1), _row(4, "features_14_conv_2_q4p_zstd", 1), _row(5, "features_14_conv_2_q4p_zstd", 1),
             _row(6, "output", 2), _row(7, "features_14_conv_2", 2)]  # 1 of 2: not most frames
-    s = _summary(rows)
-    assert s["mid_graph_phases"] == [{"phase": "medium", "cut": "features_14_conv_2_q4p_zstd", "frames": 2, "of": 3}]
-    assert "mid-graph split chosen in: medium (features_14_conv_2_q4p_zstd, 2 of 3 frames)" in render_summary(s)
+    s = _summary(rows, head_shares(_manifest()))
+    assert s["mid_graph_phases"] == [{"phase": "medium", "cut": "features_14_conv_2_q4p_zstd", "frames": 2, "of": 3,
+                                      "head_flops_share": round(451 / 601, 4)}]
+    assert ("mid-graph split chosen in: medium (features_14_conv_2_q4p_zstd, 2 of 3 frames, head 75.0% of the "
+            "model's FLOPs)") in render_summary(s)
+    assert head_shares(_manifest())["input"] == 0.0 and head_shares(_manifest())["output"] == 1.0
     s = _summary([_row(0, "input", 0), _row(1, "output", 1)])
     assert s["mid_graph_phases"] == []
     assert "mid-graph split chosen in: no phase" in render_summary(s)

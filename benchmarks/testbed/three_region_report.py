@@ -57,8 +57,10 @@ def render(three: dict) -> list[str]:
             out += [f"![{name}]({name})", ""]
         floors = run.get("ratio_floor") or {}
         if floors:
-            out.append("Ratio floor per cut (the lowest cut / min(edge-only, cloud-only) its profile allows at any "
-                       "uplink; >= 1: never beats both): " + ", ".join(
+            out.append("Ratio floor per cut: the lowest latency cut / min(edge-only, cloud-only) its device profile "
+                       "allows at any uplink, about head / edge-only + bytes / JPEG (it is reached where edge-only and "
+                       "cloud-only tie; >= 1: the cut never beats both, > 0.7: the goal's ratio is out of reach): "
+                       + ", ".join(
                            f"{c} {v if v is not None else '-'}" for c, v in floors.items()) + ".")
         if run.get("skipped_cuts"):
             out.append("Not run: " + "; ".join(f"{s['cut']} ({s['why']})" for s in run["skipped_cuts"]) + ".")

@@ -253,9 +253,11 @@ def build_partition_config(argv: Sequence[str], environ: Mapping[str, str] | Non
                                 flags=flags)
     values = dict(resolved.values)
     report_png = values.pop("report_png", None)
-    if args.model not in BUILTIN_MODELS and not pathlib.Path(args.model).exists():
+    from partitioner.optimize.variants import VARIANTS
+
+    if args.model not in (*BUILTIN_MODELS, *VARIANTS) and not pathlib.Path(args.model).exists():
         raise ValueError(f"model {args.model!r} is not a file; expected an .onnx, .pb or .tflite path, "
-                         f"a SavedModel folder, or one of {', '.join(BUILTIN_MODELS)}")
+                         f"a SavedModel folder, or one of {', '.join((*BUILTIN_MODELS, *VARIANTS))}")
     config = settings.build(PartitionConfig, values, model=args.model, out_dir=args.out)
     return config, report_png, args
 

@@ -98,6 +98,10 @@ def load_source_model(model: str, *, inputs: Sequence[str] = (), outputs: Sequen
         from partitioner.models.ssd_mobilenet_v2 import build_detector
 
         return build_detector()
+    from partitioner.optimize.variants import describe, is_variant, variant_model
+
+    if is_variant(model):  # issue 17: an optimized built-in model by name
+        return variant_model(model), describe(model)
     proto, info = load_any_model(model, inputs=inputs, outputs=outputs, input_size=input_size)
     producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p) or "unknown producer"
     return proto, f"{info.describe() if info.converter else pathlib.Path(model).name} ({producer})"

@@ -48,7 +48,10 @@ def apply_source_defaults(
     config: PartitionConfig, model: onnx.ModelProto
 ) -> tuple[PartitionConfig, bundle_pb2.SourceFormat, tuple[str, ...]]:
     """(config to partition with, the manifest's source record, the decisions made, in words)."""
-    info = source_info_of(model) or SourceInfo(format="pytorch" if config.model == DEFAULT_MODEL else "onnx")
+    from partitioner.optimize.variants import is_variant
+
+    builtin = config.model == DEFAULT_MODEL or is_variant(config.model)  # a named variant is built in PyTorch too
+    info = source_info_of(model) or SourceInfo(format="pytorch" if builtin else "onnx")
     notes: list[str] = []
     if info.pre_quantized:
         if config.quantize_heads:

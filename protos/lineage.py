@@ -28,7 +28,7 @@ __all__ = ["METADATA_KEY", "STEP_KINDS", "PRUNE_SCOPES", "IMPORTANCES", "lineage
 METADATA_KEY = "splitinfer.lineage"
 STEP_KINDS = ("prune", "lowrank")
 PRUNE_SCOPES = ("global", "per-layer")
-IMPORTANCES = ("magnitude", "taylor")
+IMPORTANCES = ("magnitude", "taylor", "reconstruction")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 

@@ -188,7 +188,13 @@ def _apply(module, step: Step, record: bundle_pb2.OptimizationStep, footage: Foo
            input_shape: tuple[int, ...]) -> None:
     import torch
 
-    if isinstance(step, Prune):
+    if isinstance(step, Prune) and step.importance == "reconstruction":
+        from partitioner.optimize.reconstruct import prune_reconstructed
+
+        prune_reconstructed(module, footage.train[::2][:75], step.ratio, round_to=step.round_to,
+                            layer_ratios=dict(step.layer_ratios))
+        _describe(record, step, [])
+    elif isinstance(step, Prune):
         from partitioner.optimize.prune import prune_channels
 
         frames = footage.train[:32] if step.importance == "taylor" else None

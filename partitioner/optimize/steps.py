@@ -27,7 +27,9 @@ class Prune:
     """Structured pruning: remove ``ratio`` of the channels of every prunable layer (``scope="per-layer"``,
     the same fraction everywhere) or of the whole network (``"global"``: importances compared across
     layers). ``layer_ratios`` overrides the ratio of named layers (module names, e.g. ``features.3``).
-    Channel counts are kept multiples of ``round_to`` (ONNX Runtime's kernels are faster on them)."""
+    Channel counts are kept multiples of ``round_to`` (ONNX Runtime's kernels are faster on them).
+    ``importance="reconstruction"`` prunes the groups that feed one 1×1 conv / linear layer and refits
+    that layer by least squares on calibration frames (:mod:`partitioner.optimize.reconstruct`)."""
 
     ratio: float
     scope: str = "per-layer"
@@ -43,6 +45,9 @@ class Prune:
             raise ValueError(f"prune importance {self.importance!r} is invalid; expected one of {', '.join(IMPORTANCES)}")
         for name, ratio in self.layer_ratios:
             _fraction(f"prune ratio of layer {name!r}", ratio, low_open=True, high_open=True)
+        if self.importance == "reconstruction" and self.scope != "per-layer":
+            raise ValueError(f"prune scope {self.scope!r} is invalid with importance 'reconstruction'; expected "
+                             "'per-layer' (each consumer is reconstructed with its own ratio)")
         if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:
             raise ValueError(f"prune round_to {self.round_to!r} is invalid; expected an integer >= 1")
 

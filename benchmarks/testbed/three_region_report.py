@@ -52,6 +52,8 @@ def render(three: dict) -> list[str]:
                 f"JPEG sent by cloud-only: {_kb(run.get('jpeg_bytes_sent_per_frame'))} per frame. "
                 f"Static runs {run.get('settings', {}).get('static_frames')} frames, adaptive "
                 f"{run.get('settings', {}).get('adaptive_frames')}; latency objective.", ""]
+        out += ["How to read it, the device choice and the adaptive agent's probes: "
+                "[three_region_notes.md](three_region_notes.md).", ""]
         if run.get("plot"):
             name = str(run["plot"]).rsplit("/", 1)[-1]
             out += [f"![{name}]({name})", ""]

@@ -72,6 +72,9 @@ class BenchSettings:
     # codes; splitinfer's server undoes it), "none" sends raw tensors as a stock Triton server needs
     compression: str = "auto"
     agent_log_level: str = "WARNING"  # INFO logs every decision with its reason (edge.err in the run folder)
+    # runtime.emulated_slowdown of the agent: sleep-padded model runs (exact per run, however short), as
+    # an alternative to the CPU quota (edge_slowdown), which leaves runs shorter than its grant unslowed
+    agent_emulated_slowdown: float = 1.0
 
 
 # --------------------------------------------------------------------------- energy
@@ -170,6 +173,7 @@ class Bench:
             "[runtime]",
             f"threads = {self.settings.edge_threads}",
             f"deadline_ms = {self.settings.deadline_ms}",
+            f"emulated_slowdown = {self.settings.agent_emulated_slowdown}",
             f"max_frames = {scenario.frames}",
             "[policy]",
             f'objective = "{strategy.objective}"',

@@ -96,14 +96,14 @@ def measure_jpeg_bytes(video: pathlib.Path, quality: int, frames: int = 60) -> f
     return sum(sizes) / len(sizes)
 
 
-def profile_on_device(bench_root: pathlib.Path, source: pathlib.Path, testbed: object, slowdown: float) -> pathlib.Path:
+def profile_on_device(bench_root: pathlib.Path, source: pathlib.Path, testbed: object, device: str) -> pathlib.Path:
     """Copy the bundle next to the logs and re-time its heads inside the throttled edge cgroup."""
     copy = bench_root / "bundle"
     if copy.exists():
         shutil.rmtree(copy)
     shutil.copytree(source, copy)
     argv = [sys.executable, "-m", "splitinfer.cli", "profile", str(copy), "--runs", "15", "--warmup", "3",
-            "--device", f"emulated: one host core / {slowdown:g} (cgroup quota)"]
+            "--device", device]
     out = run_checked(testbed.edge_command(argv), timeout_s=900)  # type: ignore[attr-defined]
     logger.info("device profile:\n%s", out.strip())
     return copy
@@ -112,7 +112,10 @@ def profile_on_device(bench_root: pathlib.Path, source: pathlib.Path, testbed: o
 def run_sweep(args: argparse.Namespace) -> dict:
     from protos.bundle import Side, read_bundle
 
-    settings = BenchSettings(bundle=args.bundle.resolve(), fps_cap=args.fps, edge_slowdown=args.slowdown,
+    sleep = args.device_emulation == "sleep"
+    settings = BenchSettings(bundle=args.bundle.resolve(), fps_cap=args.fps,
+                             edge_slowdown=1.0 if sleep else args.slowdown,
+                             agent_emulated_slowdown=args.slowdown if sleep else 1.0,
                              testbed=args.testbed, log_dir=args.log_dir, load_clients=0,
                              agent_log_level=args.agent_log_level, edge_launcher=args.edge_launcher)
     testbed = choose_testbed(args.testbed, settings)
@@ -123,11 +126,14 @@ def run_sweep(args: argparse.Namespace) -> dict:
         on_device = testbed.kind == "namespaces" and not args.no_device_profile  # type: ignore[attr-defined]
         bundle_root = settings.bundle
         if on_device:
-            bundle_root = profile_on_device(args.log_dir, settings.bundle, testbed, args.slowdown)
+            device = (f"edge cgroup at host speed (model runs sleep-padded x{args.slowdown:g} by the agent)" if sleep
+                      else f"emulated: one host core / {args.slowdown:g} (cgroup quota)")
+            bundle_root = profile_on_device(args.log_dir, settings.bundle, testbed, device)
             settings = dataclasses.replace(settings, bundle=bundle_root)
         bench = Bench(settings, testbed)
         manifest = read_bundle(bundle_root, Side.ALL, check_hashes=False).manifest
-        rows = cut_rows(manifest, args.slowdown, on_device)
+        # with sleep padding the cgroup runs at host speed: its profile is scaled like a host profile
+        rows = cut_rows(manifest, args.slowdown, on_device and not sleep)
         jpeg_bytes = measure_jpeg_bytes(bench.video, int(manifest.input.jpeg_quality))
         by_id = {r.cut_id: r for r in rows}
         edge_ms = by_id["output"].head_ms
@@ -142,7 +148,9 @@ def run_sweep(args: argparse.Namespace) -> dict:
         doc.update({
             "label": args.label,
             "device": {"slowdown": args.slowdown, "stands_for": DEVICES.get(args.slowdown, "custom"),
-                       "edge_profiled_on_device": on_device},
+                       "emulation": ("sleep-padded model runs (runtime.emulated_slowdown), no CPU quota" if sleep
+                                     else "cgroup CPU quota (one core / slowdown)"),
+                       "edge_profiled_on_device": on_device and not sleep},
             "jpeg_bytes_per_frame": round(jpeg_bytes, 1),  # first 60 frames; paces the sweep (sweep_fps)
             "jpeg_source": f"{bench.video.name} frames at q{manifest.input.jpeg_quality}, full frame as the agent sends it",
             "cuts": [dataclasses.asdict(r) for r in rows],
@@ -298,6 +306,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--strategy", action="append", default=[], help="run only strategies starting with this")
     p.add_argument("--testbed", choices=("auto", "namespaces", "loopback"), default="auto")
     p.add_argument("--no-device-profile", action="store_true", help="keep the bundle's host profiles")
+    p.add_argument("--device-emulation", choices=("quota", "sleep"), default="quota",
+                   help="quota: cgroup CPU quota (default); sleep: every model run padded to --slowdown times its "
+                        "duration, no quota (fair to heads shorter than the quota's grant per period)")
     p.add_argument("--agent-log-level", default="WARNING", help="INFO: every decision and its reason in edge.err")
     p.add_argument("--edge-launcher", choices=("runner", "cli"), default="runner",
                    help="cli: `splitinfer edge` with its control socket (splitctl --socket RUN_DIR/control.sock)")

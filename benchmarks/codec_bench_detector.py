@@ -20,7 +20,8 @@ camera, frames spread evenly over the video; neither calibration nor anything el
   several qualities (the issue's reference point); they count for the goal like any codec.
 
 Goals in ``goals``: a cut whose head is <= 25 % of the model's FLOPs carrying <= 0.25x the
-300x300 JPEG's bytes at F1 >= the JPEG baseline's (and every FP32-confident detection found);
+300x300 JPEG's bytes at F1 >= the JPEG baseline's and at least its recall of FP32-confident
+detections (score >= 0.8); ``--rescore`` recomputes them for an existing results file;
 encode + decode <= 10 % of that head's time.
 """
 from __future__ import annotations
@@ -66,7 +67,7 @@ def list_cuts(model, config) -> list[dict]:
 
 
 def _image_codecs(codes8: list[np.ndarray], all_codes: list[np.ndarray], tail, judge, name: str,
-                  qualities: tuple[int, ...], head_ms: float) -> dict:
+                  qualities: tuple[int, ...], head_ms: float, jpeg_bytes: float) -> dict:
     """8-bit codes as a grey mosaic through OpenCV JPEG / WebP at each quality: bytes, detection F1,
     encode and decode ms (median over the 16 wire frames, this host, one thread)."""
     import cv2
@@ -84,7 +85,8 @@ def _image_codecs(codes8: list[np.ndarray], all_codes: list[np.ndarray], tail, j
             decoded = [_unmosaic(np.asarray(cv2.imdecode(cv2.imencode(ext, _mosaic(q), params)[1],
                                                          cv2.IMREAD_GRAYSCALE)), q.shape) for q in all_codes]
             score = judge.score(evaluation.Pipeline(None, tail), [{name: d} for d in decoded])
-            out[f"{fmt}-q{quality}"] = {"bytes": float(np.mean([len(b) for b in blobs])),
+            size = float(np.mean([len(b) for b in blobs]))
+            out[f"{fmt}-q{quality}"] = {"bytes": size, "x_jpeg": round(size / jpeg_bytes, 4),
                                         "detection_f1": round(score.value, 4),
                                         "confident_recall": round(score.confident_agreement, 4),
                                         "encode_ms_host": enc, "decode_ms_host": dec,
@@ -185,9 +187,8 @@ def run(args: argparse.Namespace) -> dict:
                 codes8 = evaluation.collect_activations(r.head, frames.evaluation[:16], [name])[name]
                 all_codes = evaluation.collect_activations(r.head, frames.evaluation, [name])[name]
                 row["image_codecs"] = _image_codecs(codes8, all_codes, r.tail, judge, name, args.image_qualities,
-                                                    head_ms)
+                                                    head_ms, jpeg_bytes)
         result["cuts"][cand.id] = row
-    result["goals"] = goals(result)
     result["load_average_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["seconds"] = round(time.monotonic() - t_start, 1)
     return result
@@ -201,18 +202,33 @@ def goals(result: dict) -> dict:
             for codec, c in [*row["codecs"].items(), *((f"q8 mosaic {k}", v) for k, v in
                                                         row.get("image_codecs", {}).items())]]
     out: dict[str, Any] = {}
-    for label, f1_needed in (("vs_input_size_jpeg", result["jpeg"]["input_size_f1"]),
-                             ("vs_full_frame_jpeg", result["jpeg"]["full_frame_f1"])):
-        ok = [r for r in rows if r[3]["detection_f1"] >= f1_needed and r[3]["confident_recall"] >= 1.0]
+    j = result["jpeg"]
+    for label, f1_needed, recall_needed in (
+            ("vs_input_size_jpeg", j["input_size_f1"], j["input_size_confident_recall"]),
+            ("vs_full_frame_jpeg", j["full_frame_f1"], j["full_frame_confident_recall"])):
+        # at least the JPEG's F1 and its recall of FP32-confident detections (the 300x300 JPEG itself
+        # misses one of them)
+        ok = [r for r in rows if r[3]["detection_f1"] >= f1_needed and r[3]["confident_recall"] >= recall_needed]
         best = min(ok, key=lambda r: r[0]) if ok else None
         out[f"cut_le_25pct_flops_le_0.25x_jpeg_bytes_{label}"] = {
-            "met": bool(best and best[0] <= 0.25 * jpeg), "f1_needed": f1_needed, "jpeg_bytes": jpeg,
-            "smallest_at_that_fidelity": ({"cut": best[1], "codec": best[2], "x_jpeg": best[3]["x_jpeg"],
+            "met": bool(best and best[0] <= 0.25 * jpeg), "f1_needed": f1_needed,
+            "confident_recall_needed": recall_needed, "jpeg_bytes": jpeg,
+            "smallest_at_that_fidelity": ({"cut": best[1], "codec": best[2], "x_jpeg": round(best[0] / jpeg, 4),
                                            "detection_f1": best[3]["detection_f1"],
                                            "codec_vs_head": best[3]["codec_vs_head"]} if best else None)}
         if best:
             out[f"codec_le_10pct_of_head_{label}"] = {"met": best[3]["codec_vs_head"] <= 0.10,
                                                       "value": best[3]["codec_vs_head"]}
+        # all three at once: <= 0.25x bytes, that fidelity, encode + decode <= 10 % of the head
+        both = [r for r in ok if r[0] <= 0.25 * jpeg and r[3]["codec_vs_head"] <= 0.10]
+        pick = min(both, key=lambda r: r[0]) if both else None
+        out[f"bytes_fidelity_and_codec_time_{label}"] = {
+            "met": pick is not None,
+            "smallest": ({"cut": pick[1], "codec": pick[2], "x_jpeg": round(pick[0] / jpeg, 4),
+                          "detection_f1": pick[3]["detection_f1"], "confident_recall": pick[3]["confident_recall"],
+                          "codec_vs_head": pick[3]["codec_vs_head"]} if pick else None),
+            # the image-codec mosaics are a reference point: splitinfer's wire carries q<bits>[+zstd] codes
+            "a_splitinfer_wire_codec": pick is not None and "mosaic" not in pick[2]}
     return out
 
 
@@ -227,14 +243,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="qualities of the JPEG / WebP mosaic reference (default 90,70,50,30)")
     p.add_argument("--list-cuts", action="store_true", help="print every cut's FLOPs share and size, then stop")
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
+    p.add_argument("--rescore", action="store_true", help="recompute the goals of an existing --out file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.rescore:
+        result = json.loads(args.out.read_text())
+        result["goals"] = goals(result)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps(result["goals"], indent=1))
+        return 0
     result = run(args)
     if args.list_cuts:
         for row in result["cuts"]:
             print(json.dumps(row))
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")  # the measurements first, then the goals
+    result["goals"] = goals(result)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["goals"], indent=1))
     print(f"wrote {args.out}")

@@ -1,10 +1,12 @@
 """Model optimization benchmark (issue 17): MobileNetV2 pruned, factorized, both — each distilled.
 
     python -m benchmarks.optimize_bench [--distill-seconds 150] [--train-frames 150] [--heldout-frames 64]
-                                        [--variants p20,p30,p50,lr99,p20+lr99] [--out benchmarks/results/optimize.json]
+                                        [--variants p20,p30,p50,lr99,p20+lr99,p20r,p30r] [--out benchmarks/results/optimize.json]
 
 Every variant starts from the ImageNet MobileNetV2, is pruned (Torch-Pruning, per-layer L2
-magnitude, channels rounded to 8) and/or factorized (SVD, 0.99 energy, only where cheaper),
+magnitude, channels rounded to 8; ``p20r``/``p30r``: the groups feeding one 1x1 conv pruned by
+structured OBS with a least-squares refit of that conv on 75 training frames,
+:mod:`partitioner.optimize.reconstruct`) and/or factorized (SVD, 0.99 energy, only where cheaper),
 then distilled from the original for at most ``--distill-seconds`` of wall-clock time
 (:mod:`partitioner.optimize.distill`: KD at T=4, mirrored frames, BatchNorm re-estimated) on
 footage chosen by ``--split``. ``same-camera`` (default; the issue's goal): bikes.mp4 (250
@@ -41,7 +43,12 @@ VARIANTS = {
     "p50": ("pruned 50%", 0.5, None),
     "lr99": ("low-rank 0.99", None, 0.99),
     "p20+lr99": ("pruned 20% + low-rank 0.99", 0.2, 0.99),
+    "p20r": ("pruned 20% + LS refit", 0.2, None),
+    "p30r": ("pruned 30% + LS refit", 0.3, None),
 }
+#: Variants pruned with least-squares reconstruction of each consumer (partitioner.optimize.reconstruct) on
+#: 75 training frames (every second one), instead of Torch-Pruning's magnitude importance.
+RECONSTRUCTED = {"p20r", "p30r"}
 
 
 def build_variant(key: str, footage, settings, targets, *, threads: int) -> tuple[object, dict]:  # noqa: ANN001
@@ -58,7 +65,16 @@ def build_variant(key: str, footage, settings, targets, *, threads: int) -> tupl
     label, ratio, energy = VARIANTS[key]
     module = build()
     info: dict = {"label": label, "prune_ratio": ratio, "lowrank_energy": energy}
-    if ratio is not None:
+    if key in RECONSTRUCTED:
+        from partitioner.optimize.reconstruct import prune_reconstructed
+
+        started = time.monotonic()
+        reports = prune_reconstructed(module, footage.train[::2][:75], ratio)
+        info["reconstruction"] = {"calibration_frames": int(footage.train[::2][:75].shape[0]),
+                                  "wall_seconds": round(time.monotonic() - started, 1),
+                                  "layers": [{"consumer": r.consumer, "inputs": r.channels, "kept": r.kept,
+                                              "relative_error": round(r.relative_error, 4)} for r in reports]}
+    elif ratio is not None:
         prune_channels(module, torch.zeros(shape), Prune(ratio))
     if energy is not None:
         _, ranks = factorize_model(module, LowRank(energy))

@@ -4,6 +4,9 @@ recorded.
 
 - :mod:`~partitioner.optimize.steps`: the plan's frozen values (``Prune``, ``LowRank``, ``Distill``, ``Plan``);
 - :mod:`~partitioner.optimize.prune`: channel pruning with Torch-Pruning (DepGraph);
+- :mod:`~partitioner.optimize.reconstruct`: channel pruning that refits each pruned group's consumer by least
+  squares on calibration frames (structured OBS channel choice; Torch-Pruning removes the channels);
+- :mod:`~partitioner.optimize.variants`: optimized built-in models ``partition`` accepts by name (cached);
 - :mod:`~partitioner.optimize.lowrank`, :mod:`~partitioner.optimize.lowrank_onnx`: SVD factorization in PyTorch
   and directly in an ONNX graph;
 - :mod:`~partitioner.optimize.distill`: the student mimics the original (shared trainer,

@@ -36,7 +36,8 @@ def run_bottleneck(model, candidates, frames, judge, jpeg_bytes: float, baseline
     context = stages.CutContext(model=model, spec=spec, frames=frames, judge=judge)
     options = BottleneckConfig(cut=cand.id, channels=args.bottleneck_channels, bits=args.bottleneck_bits,
                                seconds=args.bottleneck_seconds, epochs=args.bottleneck_epochs,
-                               views=args.bottleneck_views, kd=args.bottleneck_kd)
+                               views=args.bottleneck_views, kd=args.bottleneck_kd,
+                               temperature=args.bottleneck_temperature)
     t0 = time.monotonic()
     result = train_and_judge(options, cut, context)
     total_seconds = time.monotonic() - t0
@@ -71,7 +72,7 @@ def run_bottleneck(model, candidates, frames, judge, jpeg_bytes: float, baseline
         "cut": cand.id, "channels": options.channels, "bits": options.bits, "wire_shape": train["wire_shape"],
         "codec": result.codec_proto().name,
         "loss": "feature loss at the cut" + (" and at a later tensor" if train["later"] else "")
-                + (" + KD (T=4) on the outputs" if train["kd"] else ""),
+                + (f" + KD (T={options.temperature:g}) on the outputs" if train["kd"] else ""),
         "training": {"views": train["views"], "sources": train["sources"], "crop": train["crop"],
                      "augment": "random crops 0.3-1 of the frame, mirror, colour jitter 0.25",
                      "pca_init": True, "batch_size": 16, "learning_rate": 2e-3, "final_lr_fraction": 0.25,

@@ -27,6 +27,7 @@ class BottleneckConfig:
     views: int = 1200
     train_source: pathlib.Path | None = None
     kd: bool = True  # distillation on the outputs through the frozen tail (when the tail runs in torch)
+    temperature: float = 4.0  # of the distillation on the outputs
     seed: int = 0
     # torch threads while training: 1 on a shared machine (2 threads per job on 2 busy cores ran 5x slower)
     threads: int = 1
@@ -45,5 +46,8 @@ class BottleneckConfig:
                 raise bad(name, f"an integer in {low}..{high}")
         if isinstance(self.seconds, bool) or not isinstance(self.seconds, (int, float)) or not 0 < self.seconds <= 86400:
             raise bad("seconds", "a number of seconds in (0, 86400]")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
+                or not 0 < self.temperature <= 100:
+            raise bad("temperature", "a number in (0, 100]")
         if self.train_source is not None and not isinstance(self.train_source, pathlib.Path):
             raise bad("train_source", "a pathlib.Path or None")

@@ -122,3 +122,13 @@ def test_a_named_variant_resolves_is_cached_and_partitions(monkeypatch: pytest.M
     assert step.macs < 0.9 * measure.count_macs(original) and step.params < measure.count_parameters(original)
     assert 0.0 <= step.fidelity <= 1.0 and "held-out" in step.reason and step.latency_ms > 0
     assert lineage.train_sources == ["bikes.mp4 frames 0-149"]
+
+
+def test_reconstruction_is_per_layer_only_and_needs_frames() -> None:
+    from partitioner.optimize.steps import Prune
+
+    with pytest.raises(ValueError, match="prune scope 'global' is invalid with importance 'reconstruction'"):
+        Prune(0.3, scope="global", importance="reconstruction")
+    assert Prune(0.3, importance="reconstruction").scope == "per-layer"
+    with pytest.raises(ValueError, match=r"calibration frames N x C x H x W; got shape \(0, 3, 8, 8\)"):
+        prune_reconstructed(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1)), torch.zeros(0, 3, 8, 8), 0.3)

@@ -71,6 +71,7 @@ from edge_agent.policy import PolicyConfig, SplitPolicy
 from edge_agent.power import PI4_DEFAULT, PowerModel
 from edge_agent.rates import FrameRates
 from edge_agent.types import CutProfile, Objective, Telemetry
+from benchmarks.gate_bench import VTEST
 from partitioner import samples
 from partitioner.exit_stage import _exit_input, augmented_crops, write_exits
 from partitioner.exits import calibrate_threshold, classifier_confidence, fit_classifier_exit, profile_exit_ms, run_onnx
@@ -84,15 +85,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "gate_exit.json"
 
 
-def _vtest() -> pathlib.Path:
-    """vtest.avi: opencv-doc's, else the copy ``make vtest`` caches (partitioner.samples.vtest_path)."""
-    try:
-        return samples.vtest_path()
-    except samples.SampleNotFound:
-        return samples.VTEST_PATH
-
-
-VTEST = _vtest()
 CACHED = pathlib.Path.home() / ".cache" / "splitinfer" / "bundles" / "mobilenet_v2"
 EXIT_CUT = "features_14_conv_2"
 GATE_POWER = PowerModel(cpu_active_w=3.6)  # edge_agent.power: "with 1 thread use about 3.6 W"

@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bottleneck-epochs", type=int, default=60)
     p.add_argument("--bottleneck-views", type=int, default=1200, help="augmented training views")
     p.add_argument("--bottleneck-temperature", type=float, default=2.0, help="KD temperature")
+    p.add_argument("--bottleneck-threads", type=int, default=1,
+                   help="torch threads while training (1 on a shared machine; all cores on a quiet one)")
     p.add_argument("--bottleneck-no-kd", dest="bottleneck_kd", action="store_false",
                    help="no distillation on the outputs (feature losses only)")
     p.add_argument("--bottleneck-only", action="store_true",

@@ -37,7 +37,7 @@ def run_bottleneck(model, candidates, frames, judge, jpeg_bytes: float, baseline
     options = BottleneckConfig(cut=cand.id, channels=args.bottleneck_channels, bits=args.bottleneck_bits,
                                seconds=args.bottleneck_seconds, epochs=args.bottleneck_epochs,
                                views=args.bottleneck_views, kd=args.bottleneck_kd,
-                               temperature=args.bottleneck_temperature)
+                               temperature=args.bottleneck_temperature, threads=args.bottleneck_threads)
     t0 = time.monotonic()
     result = train_and_judge(options, cut, context)
     total_seconds = time.monotonic() - t0

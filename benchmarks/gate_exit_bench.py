@@ -125,6 +125,22 @@ def idle_clip(frames: list[np.ndarray], idle: int, seed: int = 0) -> tuple[list[
     return out, motion
 
 
+def load_sessions(bundle: Bundle) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """One-thread ORT sessions: the full model, every mid cut's head and every offloading cut's tail."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    m = bundle.manifest
+
+    def session(ref: bundle_pb2.FileRef) -> Any:
+        return ort.InferenceSession(str(bundle.path(ref)), opts, providers=["CPUExecutionProvider"])
+
+    heads = {c.id: session(c.head) for c in m.cuts if c.HasField("head") and c.id != "output"}
+    tails = {c.id: session(c.tail) for c in m.cuts if c.HasField("tail") and c.id != "input"}
+    return session(m.full_model), heads, tails
+
+
 @dataclass
 class Models:
     bundle: Bundle
@@ -135,18 +151,8 @@ class Models:
 
     @classmethod
     def load(cls, bundle: Bundle) -> "Models":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        m = bundle.manifest
-
-        def session(ref: bundle_pb2.FileRef) -> Any:
-            return ort.InferenceSession(str(bundle.path(ref)), opts, providers=["CPUExecutionProvider"])
-
-        heads = {c.id: session(c.head) for c in m.cuts if c.HasField("head") and c.id != "output"}
-        tails = {c.id: session(c.tail) for c in m.cuts if c.HasField("tail") and c.id != "input"}
-        return cls(bundle, m.input.tensor.name, session(m.full_model), heads, tails)
+        full, heads, tails = load_sessions(bundle)
+        return cls(bundle, bundle.manifest.input.tensor.name, full, heads, tails)
 
     def feed(self, img: np.ndarray) -> dict[str, np.ndarray]:
         return {self.input_name: preprocess_bgr(img, self.bundle.manifest.input)}

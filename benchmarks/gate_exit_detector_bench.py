@@ -54,7 +54,7 @@ from typing import Any, Optional, Sequence
 import cv2
 import numpy as np
 
-from benchmarks.gate_exit_bench import GATE_POWER, idle_clip, isolated_gate_ms, policy_choice, profiles, read_video
+from benchmarks.gate_exit_bench import GATE_POWER, idle_clip, load_sessions, isolated_gate_ms, policy_choice, profiles, read_video
 from edge_agent.exits import EarlyExits
 from edge_agent.gate import MotionGate, Verdict
 from edge_agent.head import HeadOutput
@@ -86,18 +86,7 @@ class Detector:
 
     @classmethod
     def load(cls, bundle: Bundle) -> "Detector":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        m = bundle.manifest
-
-        def session(ref: Any) -> Any:
-            return ort.InferenceSession(str(bundle.path(ref)), opts, providers=["CPUExecutionProvider"])
-
-        heads = {c.id: session(c.head) for c in m.cuts if c.HasField("head") and c.id not in ("input", "output")}
-        tails = {c.id: session(c.tail) for c in m.cuts if c.HasField("tail") and c.id not in ("input", "output")}
-        return cls(bundle, session(m.full_model), heads, tails)
+        return cls(bundle, *load_sessions(bundle))  # the input cut has no head, the output cut no tail
 
     def feed(self, img: np.ndarray) -> dict[str, np.ndarray]:
         m = self.bundle.manifest

@@ -330,7 +330,8 @@ class EdgeAgent(GateExitMixin):
                 admitted = frame.frame_id
                 job = FrameJob(frame=frame, decision=self.decision, head_start_s=self._clock())
                 try:
-                    self.head_stage.run(job)
+                    with self.prober.window.frame():  # bandwidth probes measure between frames
+                        self.head_stage.run(job)
                 except Exception as exc:  # noqa: BLE001 - the frame still gets its result
                     log.exception("frame %d failed in the head stage", frame.frame_id)
                     job.head, job.fallback_reason = None, f"head stage error: {exc}"

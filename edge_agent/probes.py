@@ -1,6 +1,12 @@
 """The control loop's two probes: the half-open breaker's health probe and the low-duty
 bandwidth probe while fully local. Both report through :class:`~edge_agent.feedback.Feedback`.
 
+The bandwidth probe measures the link, not the device: it runs between frames (local
+inference on a throttled core stretched a probe's samples to a 140 ms RTT and 918 kbit/s on a
+10 ms, 4 Mbit/s link), takes the minimum of a few warm pings as the RTT and the fastest of a
+few transfers for the uplink (:mod:`edge_agent.telemetry.probe_samples`), and the scheduler
+charges it the link time it measured, not its wall time.
+
 After a health probe finds the server back, the next bandwidth probe is due at once (not at the
 scheduler's next slot, which after probes that hung on a dead link can be tens of seconds away):
 the link estimates predate the outage (timeouts taught the estimator a collapsed uplink), so a
@@ -9,15 +15,18 @@ policy that fell back to "output" would otherwise stay local until the schedule 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 
-from edge_agent.errors import OffloadUnavailable
+from edge_agent.errors import ConfigError, OffloadUnavailable
 from edge_agent.feedback import Feedback
-from edge_agent.stages.offload import Offloader
+from edge_agent.probe_window import ProbeWindow
+from edge_agent.stages.offload import SERVER_GONE_CODES, Offloader
 from edge_agent.telemetry import ProbeScheduler
-from edge_agent.types import Decision, Mode, Transport, WireTensor
+from edge_agent.telemetry.probe_samples import ProbeResult, ProbeTransfer, combine_probe
+from edge_agent.types import Decision, Mode, OffloadRequest, OffloadResponse, Transport, WireTensor
 from protos import datatypes
 from protos.bundle import Bundle
 from protos.names import INPUT_CUT, OUTPUT_CUT
@@ -34,13 +43,20 @@ class Prober:
         *,
         deadline_ms: float,
         clock: Callable[[], float] = time.monotonic,
+        pings: int = 3,
+        transfers: int = 2,
+        window: Optional[ProbeWindow] = None,
     ) -> None:
+        if pings < 1 or transfers < 1:
+            raise ConfigError(f"a bandwidth probe needs pings >= 1 and transfers >= 1, not {pings} and {transfers}")
         self.bundle = bundle
         self.feedback = feedback
         self.offloader = offloader
         self.scheduler = scheduler
         self.deadline_s = deadline_ms / 1000.0
         self._clock = clock
+        self.pings, self.transfers = pings, transfers
+        self.window = window if window is not None else ProbeWindow()  # the head stage computes frames in it
         self._has_input_cut = INPUT_CUT in bundle.cut_ids
         self._measure_now = False  # the server just came back: the next bandwidth probe is due at once
 
@@ -72,33 +88,94 @@ class Prober:
             return self.scheduler.due(now_ms, self.feedback.telemetry.bandwidth.last_sample_ms)
 
     def bandwidth_probe(self, transport: Transport, image: np.ndarray) -> None:
-        """A real, small transfer while fully local: the latest frame as JPEG to the 'input' tail.
+        """Real, small transfers while fully local: the latest frame as JPEG to the 'input' tail.
 
         It is exactly what the "input" cut would send, so it measures the link with a
         representative payload (a JPEG below the estimator's ``min_sample_bytes`` counts as
-        an RTT sample). The scheduler keeps probes under its duty cycle.
+        an RTT sample). It runs between frames (:class:`~edge_agent.probe_window.ProbeWindow`):
+        a cold ping (it may open the connection), ``pings`` warm ones whose minimum is the RTT,
+        then ``transfers`` JPEG requests of which the fastest is reported (a CPU stall only
+        stretches a sample; :func:`~edge_agent.telemetry.probe_samples.combine_probe`). The
+        scheduler charges the link time the probe measured against its duty cycle.
         """
         self._measure_now = False
         if not self._has_input_cut:
             return
-        jpeg = encode_jpeg(image, int(self.bundle.manifest.input.jpeg_quality))
+        jpeg = encode_jpeg(image, int(self.bundle.manifest.input.jpeg_quality))  # before the window: CPU work
         spec = self.bundle.cut(INPUT_CUT).tensors[0]
         tensor = WireTensor(spec.name, "BYTES", (1,), datatypes.serialize_bytes_tensor([jpeg]))
-        request = self.offloader.request_for(INPUT_CUT, (tensor,), -1)
         with self.feedback.lock:
             self.scheduler.note_started(self.feedback.now_ms())
-        # An empty round trip first: while fully local nothing else measures the RTT, and
-        # the bandwidth sample below subtracts it from the transfer time.
-        # The first call may open the connection (TCP + HTTP/2 handshakes, more than one RTT): the
-        # sample is the second, warm one (a cold first probe kept an adaptive agent local for 10 s).
-        if transport.healthy(timeout_s=self.deadline_s):
-            start = self._clock()
-            if transport.healthy(timeout_s=self.deadline_s):
-                self.feedback.rtt_measured((self._clock() - start) * 1000.0)
+        result = combine_probe((), ())
         try:
-            self.offloader.send(request, transport, probe=True)
-        except OffloadUnavailable:
-            pass  # reported to the feedback already
+            with self.window.probe():
+                pings = self._warm_pings_ms(transport)
+                done, failure = self._transfers(transport, tensor)
+            result = combine_probe(pings, [transfer for transfer, _ in done])
+            self._report(result, done, failure)
         finally:
             with self.feedback.lock:
-                self.scheduler.note_finished(self.feedback.now_ms())
+                self.scheduler.note_finished(self.feedback.now_ms(), link_ms=result.link_ms,
+                                             uplink_kbps=result.uplink_kbps)
+
+    def _warm_pings_ms(self, transport: Transport) -> list[float]:
+        """Round trips of empty calls: while fully local nothing else measures the RTT. The first
+        call may open the connection (TCP + HTTP/2 handshakes, more than one RTT) and is not a
+        sample (a cold first probe kept an adaptive agent local for 10 s)."""
+        if not transport.healthy(timeout_s=self.deadline_s):
+            return []
+        pings: list[float] = []
+        for _ in range(self.pings):
+            start = self._clock()
+            if not transport.healthy(timeout_s=self.deadline_s):
+                break
+            pings.append((self._clock() - start) * 1000.0)
+        return pings
+
+    def _transfers(self, transport: Transport, tensor: WireTensor) -> tuple[list[_Done], Optional[_Failed]]:
+        """Up to ``transfers`` requests, stopping at the first failure."""
+        done: list[_Done] = []
+        for _ in range(self.transfers):
+            request = self.offloader.request_for(INPUT_CUT, (tensor,), -1)
+            start = self._clock()
+            try:
+                response = transport.infer(request, self.deadline_s)
+            except OffloadUnavailable as exc:
+                return done, _Failed(request, exc, (self._clock() - start) * 1000.0)
+            duration_ms = response.round_trip_ms
+            if duration_ms is None:
+                duration_ms = (self._clock() - start) * 1000.0
+            server_ms = (response.server_queue_ms or 0.0) + (response.server_compute_ms or 0.0)
+            done.append((ProbeTransfer(request.wire_bytes, float(duration_ms), min(server_ms, duration_ms)), response))
+        return done, None
+
+    def _report(self, result: ProbeResult, done: list[_Done], failure: Optional[_Failed]) -> None:
+        """The RTT floor, the fastest transfer, then a failure (if any) to the feedback.
+
+        A probe that finds the server gone (``UNAVAILABLE``, ``STREAM_CLOSED``) reports a failure
+        retrying cannot fix, which opens the circuit at once: no offloads follow a probe to count
+        up to the threshold, and the breaker's cheap health probes watch for the server's return."""
+        if result.rtt_floor_ms is not None:
+            self.feedback.rtt_measured(result.rtt_floor_ms)
+        for transfer, response in done:
+            if transfer is result.fastest:
+                self.feedback.offload_succeeded(INPUT_CUT, transfer.sent_bytes, transfer.duration_ms,
+                                                response.server_queue_ms, response.server_compute_ms)
+                break
+        if failure is not None:
+            exc = failure.error
+            if exc.code in SERVER_GONE_CODES and exc.retryable:
+                exc = OffloadUnavailable(f"bandwidth probe: {exc}", code=exc.code, retryable=False)
+            request = failure.request
+            self.feedback.offload_failed(exc, (request.model_name, request.model_version),
+                                         sent_bytes=request.wire_bytes, waited_ms=failure.waited_ms)
+
+
+_Done = tuple[ProbeTransfer, OffloadResponse]
+
+
+@dataclass(frozen=True)
+class _Failed:
+    request: OffloadRequest
+    error: OffloadUnavailable
+    waited_ms: float

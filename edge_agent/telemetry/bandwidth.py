@@ -20,8 +20,10 @@ policy falls back to its prior.
 
 While the agent runs fully local no transfer refreshes the estimate;
 :class:`ProbeScheduler` says when a small probe is due: no sooner than
-``interval_ms`` after the last sample, and never more than ``max_duty_pct`` of the
-time spent probing.
+``interval_ms`` after the last sample (sooner while the estimate is young: the first probes,
+and those after a big change), with the link time that probes occupy held to a share of the
+time (:func:`probe_gap_ms`). The share counts the link time a probe measured, not its wall
+time, which a device busy with local inference stretches.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from typing import Optional
 
 from edge_agent.telemetry._common import TelemetryError
 
-__all__ = ["BandwidthEstimate", "BandwidthEstimator", "ProbeScheduler"]
+__all__ = ["BandwidthEstimate", "BandwidthEstimator", "ProbeScheduler", "agreeing_streak", "probe_gap_ms"]
 
 
 def _check(name: str, value: float, *, positive: bool = False) -> None:
@@ -131,6 +133,11 @@ class BandwidthEstimator:
         self._uplink_n += 1
 
     @property
+    def min_sample_bytes(self) -> int:
+        """Transfers smaller than this are RTT samples, not bandwidth samples."""
+        return self._min_sample_bytes
+
+    @property
     def last_sample_ms(self) -> Optional[int]:
         times = [t for t in (self._uplink_at, self._rtt_at) if t is not None]
         return max(times) if times else None
@@ -150,38 +157,97 @@ class BandwidthEstimator:
         return BandwidthEstimate(uplink, rtt, uplink_age, rtt_age, self._uplink_n, self._rtt_n, stale, last)
 
 
+def probe_gap_ms(*, wall_ms: float, link_ms: Optional[float], young: bool, interval_ms: float,
+                 young_interval_ms: float, max_duty_pct: float, young_duty_pct: float, max_wall_pct: float) -> float:
+    """How long after a probe's start the next may start.
+
+    ``link_ms`` is the time the probe occupied the link (its transfers at the pace of the
+    fastest, see :func:`~edge_agent.telemetry.probe_samples.combine_probe`), ``None`` when it
+    measured nothing (it failed or timed out): then its wall time counts, at the steady pace.
+    A probe that measured is charged its link time, not its wall time: the device's own CPU
+    stalls (a throttled core busy with local inference) lengthen the wall time but do not load
+    the link. While the estimate is ``young`` the pace is ``young_interval_ms`` and the cap on the
+    link share ``young_duty_pct`` (the hard cap), else ``interval_ms`` and ``max_duty_pct``; in
+    both cases the wall time is held to ``max_wall_pct`` of the gap (probes pause local frames).
+    """
+    if link_ms is None:
+        return max(interval_ms, wall_ms * 100.0 / max_duty_pct)
+    base, duty = (young_interval_ms, young_duty_pct) if young else (interval_ms, max_duty_pct)
+    return max(base, link_ms * 100.0 / duty, wall_ms * 100.0 / max_wall_pct)
+
+
+def agreeing_streak(streak: int, previous_kbps: Optional[float], new_kbps: Optional[float],
+                    change_ratio: float) -> int:
+    """Consecutive probes whose uplink agreed (within ``change_ratio``) with the one before.
+
+    A probe that measured nothing leaves the streak alone; the first measurement, or one that
+    differs from the previous by ``change_ratio`` or more either way, starts it again at 0.
+    """
+    if new_kbps is None:
+        return streak
+    if previous_kbps is None or previous_kbps <= 0 or new_kbps <= 0:
+        return 0
+    ratio = max(new_kbps / previous_kbps, previous_kbps / new_kbps)
+    return streak + 1 if ratio < change_ratio else 0
+
+
 class ProbeScheduler:
     """Says when a small bandwidth probe is due while no real transfer keeps the estimate fresh.
 
-    A probe is due when none is in flight, the newest real sample is at least
-    ``interval_ms`` old, the last probe started at least ``interval_ms`` ago, and
-    the last probe's duration is at most ``max_duty_pct`` of the time since it
-    started (so a probe that took 400 ms on a bad link waits 20 s at 2 %).
+    A probe is due when none is in flight, the newest real sample is at least the current
+    interval old, and the last probe started at least :func:`probe_gap_ms` ago. The estimate
+    is *young* from the first probe that measured until ``settle_probes`` consecutive probes
+    agreed (each within ``change_ratio`` of the one before): the probes after the first, and
+    those after a big change, come every
+    ``young_interval_ms`` (at most ``interval_ms``) instead of ``interval_ms``, with their link
+    time held to ``young_duty_pct`` of the gap (the hard cap) instead of ``max_duty_pct``.
+    A probe that measured nothing (``note_finished`` without ``link_ms``) counts its wall time
+    against ``max_duty_pct`` (so a probe that waited 400 ms on a dead link waits 20 s at 2 %).
     ``probe_bytes`` is the suggested payload: big enough to measure bandwidth
     (above ``BandwidthEstimator.min_sample_bytes``), small enough to be cheap.
     """
 
-    def __init__(self, *, interval_ms: int = 10_000, max_duty_pct: float = 2.0, probe_bytes: int = 16_384) -> None:
+    def __init__(self, *, interval_ms: int = 10_000, max_duty_pct: float = 2.0, probe_bytes: int = 16_384,
+                 young_interval_ms: int = 1_000, young_duty_pct: float = 10.0, max_wall_pct: float = 20.0,
+                 settle_probes: int = 2, change_ratio: float = 2.0) -> None:
         _check("interval_ms", interval_ms, positive=True)
-        if not 0 < max_duty_pct <= 100:
-            raise TelemetryError(f"max_duty_pct = {max_duty_pct!r}; expected 0 < max_duty_pct <= 100")
+        _check("young_interval_ms", young_interval_ms, positive=True)
+        for name, pct in (("max_duty_pct", max_duty_pct), ("young_duty_pct", young_duty_pct),
+                          ("max_wall_pct", max_wall_pct)):
+            if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 < pct <= 100:
+                raise TelemetryError(f"{name} = {pct!r}; expected 0 < {name} <= 100")
+        if young_duty_pct < max_duty_pct:
+            raise TelemetryError(f"young_duty_pct = {young_duty_pct!r} is below max_duty_pct = {max_duty_pct!r}")
         _check("probe_bytes", probe_bytes, positive=True)
+        _check("settle_probes", settle_probes)
+        if isinstance(change_ratio, bool) or not isinstance(change_ratio, (int, float)) or not change_ratio > 1:
+            raise TelemetryError(f"change_ratio = {change_ratio!r}; expected a number > 1")
         self.interval_ms = interval_ms
+        self.young_interval_ms = min(young_interval_ms, interval_ms)
         self.max_duty_pct = max_duty_pct
+        self.young_duty_pct = young_duty_pct
+        self.max_wall_pct = max_wall_pct
+        self.settle_probes = int(settle_probes)
+        self.change_ratio = float(change_ratio)
         self.probe_bytes = probe_bytes
         self._started_ms: Optional[int] = None
-        self._duration_ms: Optional[float] = None
+        self._gap_ms: Optional[float] = None
         self._in_flight = False
+        self._last_kbps: Optional[float] = None
+        self._streak = 0
         self.probes = 0
+
+    @property
+    def young(self) -> bool:
+        """A probe measured the link, and fewer than ``settle_probes`` since agreed: probe at the young pace."""
+        return self._last_kbps is not None and self._streak < self.settle_probes
 
     def next_due_ms(self, last_sample_ms: Optional[int]) -> int:
         """The earliest time a probe may start (given the newest real sample's time)."""
-        due = 0 if last_sample_ms is None else last_sample_ms + self.interval_ms
+        interval = self.young_interval_ms if self.young else self.interval_ms
+        due = 0 if last_sample_ms is None else last_sample_ms + interval
         if self._started_ms is not None:
-            gap = self.interval_ms
-            if self._duration_ms is not None:
-                gap = max(gap, self._duration_ms * 100.0 / self.max_duty_pct)
-            due = max(due, self._started_ms + math.ceil(gap))
+            due = max(due, self._started_ms + math.ceil(self._gap_ms if self._gap_ms is not None else interval))
         return int(due)
 
     def due(self, now_ms: int, last_sample_ms: Optional[int]) -> bool:
@@ -192,12 +258,25 @@ class ProbeScheduler:
             raise TelemetryError("a probe is already in flight; call note_finished first")
         self._in_flight = True
         self._started_ms = now_ms
-        self._duration_ms = None
+        self._gap_ms = None
         self.probes += 1
 
-    def note_finished(self, now_ms: int) -> None:
-        """The probe ended (answered or failed); its duration counts against the duty cycle."""
+    def note_finished(self, now_ms: int, *, link_ms: Optional[float] = None,
+                      uplink_kbps: Optional[float] = None) -> None:
+        """The probe ended (answered or failed). ``link_ms``: the link time it measured (None: it
+        measured nothing, and its wall time counts); ``uplink_kbps``: the uplink it saw, which
+        decides whether the estimate is settled."""
         if not self._in_flight or self._started_ms is None:
             raise TelemetryError("no probe in flight; call note_started first")
+        if link_ms is not None:
+            _check("link_ms", link_ms)
+        if uplink_kbps is not None:
+            _check("uplink_kbps", uplink_kbps, positive=True)
         self._in_flight = False
-        self._duration_ms = max(0.0, float(now_ms - self._started_ms))
+        if link_ms is not None:
+            self._streak = agreeing_streak(self._streak, self._last_kbps, uplink_kbps, self.change_ratio)
+            self._last_kbps = uplink_kbps if uplink_kbps is not None else self._last_kbps
+        self._gap_ms = probe_gap_ms(
+            wall_ms=max(0.0, float(now_ms - self._started_ms)), link_ms=link_ms, young=self.young,
+            interval_ms=self.interval_ms, young_interval_ms=self.young_interval_ms,
+            max_duty_pct=self.max_duty_pct, young_duty_pct=self.young_duty_pct, max_wall_pct=self.max_wall_pct)

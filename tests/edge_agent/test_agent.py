@@ -306,14 +306,18 @@ def test_low_duty_probes_while_fully_local(tiny_bundle, tail_server) -> None:
         assert wait_for(lambda: agent.results >= 20)
         assert fake.calls == 0  # pinned local: nothing sent, not even probes
         mark = len(tail_server.requests)
+        probing_since = time.monotonic()
         decision = agent.set_auto()  # the measured local head is fast: local wins, now by choice
         assert decision.cut_id == "output" and decision.mode is Mode.AUTO, decision.reason
         assert wait_for(lambda: len(probes()) >= 1)
         assert tail_server.requests[mark:] == probes() and probes()[0].model_name == "tiny_net.input"
-        # a 60 ms link keeps the agent local; probes stay under the duty cycle (2 %: one per ~3 s)
+        # a 60 ms link keeps the agent local; the probes' link time stays under the hard cap (10 %;
+        # 2 % once the estimate settled), counting one probe (two 60 ms transfers) in flight
         frames_before = agent.results
         assert wait_for(lambda: agent.results >= frames_before + 100)
-        assert len(probes()) <= 2 and agent.decision.cut_id == "output"
+        elapsed_ms = (time.monotonic() - probing_since) * 1000.0
+        assert len(probes()) * 60.0 <= agent.probes.young_duty_pct / 100 * elapsed_ms + 2 * 60.0
+        assert agent.decision.cut_id == "output"
         assert agent.snapshot().telemetry.rtt_ms is not None  # the probes fed the estimate
         # the link recovers: the next probes see it and the agent offloads again by itself
         delay["s"] = 0.0

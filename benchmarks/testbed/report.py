@@ -215,112 +215,128 @@ def render_markdown(doc: dict, plots: Sequence[str] = ()) -> str:
 # --------------------------------------------------------------------------- plots
 
 
-def write_plots(doc: dict, out_dir: pathlib.Path) -> list[str]:
-    """Draw the PNGs; return their file names (relative to ``out_dir``)."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[str] = []
-    scenarios = doc.get("scenarios", [])
+    return plt
 
+
+def write_plots(doc: dict, out_dir: pathlib.Path, prefix: str = "") -> list[str]:
+    """Draw the PNGs (file names start with ``prefix``); return their names (relative to ``out_dir``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scenarios = doc.get("scenarios", [])
+    written = [plot_fixed_uplinks(scenarios, out_dir / f"{prefix}fixed_uplinks.png")]
+    for sc in scenarios:
+        if sc["kind"] in ("varying", "kill"):
+            written.append(plot_timeline(sc, out_dir / f"{prefix}{sc['name']}_timeline.png"))
+        elif sc["kind"] == "battery":
+            written.append(plot_energy(sc, out_dir / f"{prefix}energy.png"))
+    return [name for name in written if name is not None]
+
+
+def plot_fixed_uplinks(scenarios: Sequence[dict], path: pathlib.Path) -> Optional[str]:
+    """Mean latency vs uplink, one line per strategy, over the fixed-uplink scenarios."""
     fixed = sorted((s for s in scenarios if s["kind"] == "fixed" and s.get("uplink_mbit")),
                    key=lambda s: s["uplink_mbit"])
-    if fixed:
-        fig, ax = plt.subplots(figsize=(8, 5))
-        names: list[str] = []
+    if not fixed:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    names: list[str] = []
+    for sc in fixed:
+        for r in _ok_runs(sc):
+            if r["strategy"] not in names:
+                names.append(r["strategy"])
+    for name in names:
+        xs, ys = [], []
         for sc in fixed:
-            for r in _ok_runs(sc):
-                if r["strategy"] not in names:
-                    names.append(r["strategy"])
-        for name in names:
-            xs, ys = [], []
-            for sc in fixed:
-                r = _run(sc, name)
-                if r is not None and r.get("mean_ms") is not None:
-                    xs.append(sc["uplink_mbit"])
-                    ys.append(r["mean_ms"])
-            bold = name.startswith(ADAPTIVE)
-            ax.plot(xs, ys, marker="o", linewidth=3 if bold else 1.2, color="black" if bold else None,
-                    label=name, zorder=3 if bold else 2)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("uplink (Mbit/s)")
-        ax.set_ylabel("mean latency per frame (ms)")
-        ax.set_title("Fixed uplinks: mean latency by strategy")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / "fixed_uplinks.png", dpi=110)
-        plt.close(fig)
-        written.append("fixed_uplinks.png")
+            r = _run(sc, name)
+            if r is not None and r.get("mean_ms") is not None:
+                xs.append(sc["uplink_mbit"])
+                ys.append(r["mean_ms"])
+        bold = name.startswith(ADAPTIVE)
+        ax.plot(xs, ys, marker="o", linewidth=3 if bold else 1.2, color="black" if bold else None,
+                label=name, zorder=3 if bold else 2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("uplink (Mbit/s)")
+    ax.set_ylabel("mean latency per frame (ms)")
+    ax.set_title("Fixed uplinks: mean latency by strategy")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
 
-    for sc in scenarios:
-        if sc["kind"] not in ("varying", "kill"):
-            continue
-        runs = [r for r in _ok_runs(sc) if r.get("timeline")]
-        if not runs:
-            continue
-        best = _best_static(sc)
-        shown = [r for r in runs if r["strategy"] == ADAPTIVE or (best is not None and r is best)
-                 or r["strategy"] in ("cloud-only", "edge-only")]
-        fig, (ax, ax_cut) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-        for r in shown:
-            t = [p[0] for p in r["timeline"]]
-            lat = [p[1] for p in r["timeline"]]
-            bold = r["strategy"] == ADAPTIVE
-            ax.plot(t, lat, linewidth=2 if bold else 1, color="black" if bold else None, label=r["strategy"])
-        for start, end in sc.get("outages") or []:
-            ax.axvspan(start, end if end is not None else ax.get_xlim()[1], color="red", alpha=0.1)
-        if sc["kind"] == "kill" and sc.get("kill_at_s") is not None:
-            ax.axvspan(sc["kill_at_s"], sc.get("restart_at_s") or sc["kill_at_s"], color="red", alpha=0.1)
-        ax.set_yscale("log")
-        ax.set_ylabel("latency (ms)")
-        t_end = max(p[0] for r in shown for p in r["timeline"]) if shown else 1.0
-        ax2 = ax.twinx()
-        steps = _rate_curve(sc, t_end + 1)
-        if steps:
-            ax2.step([p[0] for p in steps], [p[1] for p in steps], where="post", color="tab:gray", alpha=0.6,
-                     linestyle="--", label="uplink")
-            ax2.set_ylabel("uplink (Mbit/s)", color="tab:gray")
-            ax2.set_ylim(0, max(p[1] for p in steps) * 1.15 or 1)
-        ax.set_xlim(0, t_end + 1)
-        ax.legend(fontsize=8, loc="upper left")
-        ax.set_title(f"{sc['name']}: per-frame latency (shaded: outage / server down)")
-        ad = _run(sc, ADAPTIVE)
-        if ad is not None:
-            cuts = sorted({p[2] for p in ad["timeline"]}, key=str)
-            ax_cut.scatter([p[0] for p in ad["timeline"]], [cuts.index(p[2]) for p in ad["timeline"]],
-                           c=["tab:red" if p[3] == "fallback" else "tab:blue" for p in ad["timeline"]], s=8)
-            ax_cut.set_yticks(range(len(cuts)))
-            ax_cut.set_yticklabels(cuts, fontsize=7)
-            ax_cut.set_ylabel("adaptive cut")
-        ax_cut.set_xlabel("time since schedule start (s)")
-        fig.tight_layout()
-        name = f"{sc['name']}_timeline.png"
-        fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
-        written.append(name)
 
-    for sc in scenarios:
-        if sc["kind"] != "battery":
-            continue
-        runs = [r for r in _ok_runs(sc) if r.get("energy_mj_per_frame") is not None]
-        if not runs:
-            continue
-        fig, ax = plt.subplots(figsize=(8, 4))
-        ax.bar([r["strategy"] for r in runs], [r["energy_mj_per_frame"] for r in runs],
-               color=["black" if r["strategy"].startswith(ADAPTIVE) else "tab:blue" for r in runs])
-        ax.set_ylabel("modeled energy per frame (mJ)")
-        ax.set_title(f"{sc['name']}: energy per frame (Pi 4 power model)")
-        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / "energy.png", dpi=110)
-        plt.close(fig)
-        written.append("energy.png")
-    return written
+def plot_timeline(sc: dict, path: pathlib.Path) -> Optional[str]:
+    """A varying-link or server-kill scenario: per-frame latency of adaptive, the best static, edge-only and
+    cloud-only over time, the uplink, outages / server down shaded, and the cut adaptive ran."""
+    runs = [r for r in _ok_runs(sc) if r.get("timeline")]
+    if not runs:
+        return None
+    plt = _pyplot()
+    best = _best_static(sc)
+    shown = [r for r in runs if r["strategy"] == ADAPTIVE or (best is not None and r is best)
+             or r["strategy"] in ("cloud-only", "edge-only")]
+    fig, (ax, ax_cut) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for r in shown:
+        t = [p[0] for p in r["timeline"]]
+        lat = [p[1] for p in r["timeline"]]
+        bold = r["strategy"] == ADAPTIVE
+        ax.plot(t, lat, linewidth=2 if bold else 1, color="black" if bold else None, label=r["strategy"])
+    for start, end in sc.get("outages") or []:
+        ax.axvspan(start, end if end is not None else ax.get_xlim()[1], color="red", alpha=0.1)
+    if sc["kind"] == "kill" and sc.get("kill_at_s") is not None:
+        ax.axvspan(sc["kill_at_s"], sc.get("restart_at_s") or sc["kill_at_s"], color="red", alpha=0.1)
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (ms)")
+    t_end = max(p[0] for r in shown for p in r["timeline"]) if shown else 1.0
+    ax2 = ax.twinx()
+    steps = _rate_curve(sc, t_end + 1)
+    if steps:
+        ax2.step([p[0] for p in steps], [p[1] for p in steps], where="post", color="tab:gray", alpha=0.6,
+                 linestyle="--", label="uplink")
+        ax2.set_ylabel("uplink (Mbit/s)", color="tab:gray")
+        ax2.set_ylim(0, max(p[1] for p in steps) * 1.15 or 1)
+    ax.set_xlim(0, t_end + 1)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(f"{sc['name']}: per-frame latency (shaded: outage / server down)")
+    ad = _run(sc, ADAPTIVE)
+    if ad is not None and ad.get("timeline"):
+        cuts = sorted({p[2] for p in ad["timeline"]}, key=str)
+        ax_cut.scatter([p[0] for p in ad["timeline"]], [cuts.index(p[2]) for p in ad["timeline"]],
+                       c=["tab:red" if p[3] == "fallback" else "tab:blue" for p in ad["timeline"]], s=8)
+        ax_cut.set_yticks(range(len(cuts)))
+        ax_cut.set_yticklabels(cuts, fontsize=7)
+        ax_cut.set_ylabel("adaptive cut")
+    ax_cut.set_xlabel("time since schedule start (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def plot_energy(sc: dict, path: pathlib.Path) -> Optional[str]:
+    """Modeled energy per frame, one bar per strategy (adaptive ones black)."""
+    runs = [r for r in _ok_runs(sc) if r.get("energy_mj_per_frame") is not None]
+    if not runs:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar([r["strategy"] for r in runs], [r["energy_mj_per_frame"] for r in runs],
+           color=["black" if r["strategy"].startswith(ADAPTIVE) else "tab:blue" for r in runs])
+    ax.set_ylabel("modeled energy per frame (mJ)")
+    ax.set_title(f"{sc['name']}: energy per frame (Pi 4 power model)")
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
 
 
 def _rate_curve(sc: dict, t_end: float) -> list[tuple[float, float]]:

@@ -75,13 +75,23 @@ class BenchSettings:
     # runtime.emulated_slowdown of the agent: sleep-padded model runs (exact per run, however short), as
     # an alternative to the CPU quota (edge_slowdown), which leaves runs shorter than its grant unslowed
     agent_emulated_slowdown: float = 1.0
+    # the agent loads its bundle at host speed outside the CPU quota and joins the throttled cgroup
+    # once loaded, before its first frame (the load time is no metric; with a 67 MB FP32 detector it took
+    # tens of seconds per run under the quota). Frames, probes and profiles all run throttled.
+    load_unthrottled: bool = False
+    # every other camera of a load scenario sends at most this many frames per second (0 = back to back)
+    load_client_fps: float = 0.0
+    # device energy of one motion-gate decision (mJ), added to every frame of a run with the gate on
+    # (the agent's results carry no gate time: a gated frame's stages are all "skipped")
+    gate_mj_per_frame: float = 0.0
 
 
 # --------------------------------------------------------------------------- energy
 
 
-def energy_fn_for(schedule: LinkSchedule, origin_unix_s: float):
-    """mJ per frame from the documented Pi power model and the uplink in force at capture."""
+def energy_fn_for(schedule: LinkSchedule, origin_unix_s: float, extra_mj: float = 0.0):
+    """mJ per frame from the documented Pi power model and the uplink in force at capture; ``extra_mj``
+    is added to every frame (the motion gate's decision when the gate is on)."""
     from edge_agent.power import PI4_DEFAULT, transmit_ms
 
     def energy(record: FrameRecord) -> float:
@@ -89,7 +99,7 @@ def energy_fn_for(schedule: LinkSchedule, origin_unix_s: float):
         kbps = state.uplink_kbps if state.uplink_kbps is not None else 10_000_000.0
         tx_ms = transmit_ms(record.wire_bytes, kbps)
         wait_ms = max(0.0, record.wire_ms + record.server_ms - tx_ms)
-        return PI4_DEFAULT.energy_mj(record.compute_ms, record.wire_bytes, kbps, wait_ms)
+        return PI4_DEFAULT.energy_mj(record.compute_ms, record.wire_bytes, kbps, wait_ms) + extra_mj
 
     return energy
 
@@ -181,6 +191,8 @@ class Bench:
         ]
         if strategy.pinned_cut is not None:
             lines.append(f'pinned_cut = "{strategy.pinned_cut}"')
+        lines += ["[gate]", f'mode = "{"on" if strategy.gate else "off"}"',
+                  "[exits]", f"enabled = {'true' if strategy.exits else 'false'}"]
         lines += ["[battery]"]
         if battery_csv is not None:
             lines += ['source = "trace"', f'trace_file = "{battery_csv}"']
@@ -234,11 +246,13 @@ class Bench:
             proxy.wait_for_line("ready", 20)
             if scenario.load_clients and self.input_model:
                 jpeg = run_dir / "load.jpg"
-                _write_sample_jpeg(jpeg)
+                _write_sample_jpeg(jpeg, self.video)
+                interval = [] if not s.load_client_fps else ["--interval-ms", f"{1000 / s.load_client_fps:.1f}"]
                 load = Proc("loadgen", self.testbed.cloud_command([  # type: ignore[attr-defined]
                     self.py, "-m", "benchmarks.testbed.loadgen", "--target", f"127.0.0.1:{self.server_port}",
                     "--model", self.input_model, "--version", self.model_version, "--tensor", self.input_tensor,
-                    "--jpeg", str(jpeg), "--clients", str(scenario.load_clients)]), run_dir, env=self.env, cwd=REPO)
+                    "--jpeg", str(jpeg), "--clients", str(scenario.load_clients), *interval]),
+                    run_dir, env=self.env, cwd=REPO)
                 load.wait_for_line("ready", 20)
             link_before = self.testbed.link_bytes()  # type: ignore[attr-defined]
             started = time.monotonic()
@@ -247,7 +261,13 @@ class Bench:
             else:
                 edge_argv = [self.py, "-m", "benchmarks.testbed.edge_runner", "--config", str(config),
                              "--start-at-unix", f"{origin:.3f}"]
-            agent = Proc("edge", self.testbed.edge_command(edge_argv), run_dir, env=self.env, cwd=REPO)  # type: ignore[attr-defined]
+            if s.load_unthrottled and s.edge_launcher == "runner":
+                agent = Proc("edge", self.testbed.edge_command_unthrottled(edge_argv),  # type: ignore[attr-defined]
+                             run_dir, env=self.env, cwd=REPO)
+                agent.wait_for_line("loaded", 120)
+                self.testbed.throttle(agent.pid)  # type: ignore[attr-defined]
+            else:
+                agent = Proc("edge", self.testbed.edge_command(edge_argv), run_dir, env=self.env, cwd=REPO)  # type: ignore[attr-defined]
             killer = None
             if scenario.kill_at_s is not None:
                 killer = threading.Thread(target=self._kill_and_restart, daemon=True,
@@ -278,13 +298,18 @@ class Bench:
             notes.append(f"{skipped} non-result lines in results.jsonl")
         summary: RunSummary = summarize_run(
             records, scenario=scenario.name, strategy=strategy.name, frames_expected=scenario.frames, wall_s=wall_s,
-            energy_fn=energy_fn_for(scenario.schedule, origin),
+            energy_fn=energy_fn_for(scenario.schedule, origin, s.gate_mj_per_frame if strategy.gate else 0.0),
             link_bytes=(link_after - link_before) if link_before is not None else None,
             returns_unix_ms=returns_unix_ms, warmup_frames=s.warmup_frames)
         summary.notes += notes
         out = summary.to_dict()
         out["objective"] = strategy.objective
         out["pinned_cut"] = strategy.pinned_cut
+        out["gate"] = strategy.gate
+        out["exits"] = strategy.exits
+        if strategy.gate:
+            out["gate_mj_per_frame"] = s.gate_mj_per_frame
+        out["fps_cap"] = scenario.fps_cap
         if records:
             out["trace_offset_s"] = round(min(r.capture_unix_ms for r in records) / 1000 - origin, 3)
         try:
@@ -354,13 +379,22 @@ class Bench:
         return out
 
 
-def _write_sample_jpeg(path: pathlib.Path) -> None:
+def _write_sample_jpeg(path: pathlib.Path, video: Optional[pathlib.Path] = None) -> None:
+    """The other cameras' frame: the first frame of ``video`` (the scenario's own camera) at q90, else
+    the chelsea sample at 224x224."""
     import cv2
 
     from partitioner.samples import image_path
 
-    image = cv2.imread(str(image_path("chelsea")))
-    image = cv2.resize(image, (224, 224))
+    image = None
+    if video is not None:
+        cap = cv2.VideoCapture(str(video))
+        ok, image = cap.read()
+        cap.release()
+        if not ok:
+            image = None
+    if image is None:
+        image = cv2.resize(cv2.imread(str(image_path("chelsea"))), (224, 224))
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise LaunchError("could not encode the load JPEG")

@@ -38,7 +38,7 @@ from benchmarks.testbed.scenarios import ONE_WAY_DELAY_MS, Scenario, Strategy
 from benchmarks.testbed.schedule import fixed
 from benchmarks.testbed.three_region import (
     ADAPTIVE, CLOUD, CUT_PREFIX, EDGE, SWEEP_UPLINKS_MBIT, CutRow, Point, evaluate, pick_mid_cuts, predict_ms,
-    ratio_floor, settle, sweep_fps,
+    ratio_floor, settle, strategy_fps, sweep_fps,
 )
 from benchmarks.testbed_bench import REPO, Bench, BenchSettings, choose_testbed, describe_environment
 
@@ -117,7 +117,9 @@ def run_sweep(args: argparse.Namespace) -> dict:
                              edge_slowdown=1.0 if sleep else args.slowdown,
                              agent_emulated_slowdown=args.slowdown if sleep else 1.0,
                              testbed=args.testbed, log_dir=args.log_dir, load_clients=0,
-                             agent_log_level=args.agent_log_level, edge_launcher=args.edge_launcher)
+                             agent_log_level=args.agent_log_level, edge_launcher=args.edge_launcher,
+                             video=args.video.resolve() if args.video else None,
+                             load_unthrottled=args.load_unthrottled, startup_s=args.startup_s)
     testbed = choose_testbed(args.testbed, settings)
     started = time.time()
     testbed.teardown()  # type: ignore[attr-defined]
@@ -163,19 +165,32 @@ def run_sweep(args: argparse.Namespace) -> dict:
                          "one_way_delay_ms": ONE_WAY_DELAY_MS, "warmup_frames": settings.warmup_frames,
                          "uplinks_mbit": list(args.uplinks), "objective": "latency"},
         })
+        doc["settings"]["pace"] = args.pace
+        doc["settings"]["slow_static_frames"] = args.slow_frames
+        doc["settings"]["load_unthrottled"] = args.load_unthrottled
         points, runs, cloud_payloads = [], [], []
         for mbit in args.uplinks:
             fps = sweep_fps(mbit, jpeg_bytes=jpeg_bytes, edge_ms=edge_ms, fps_cap=args.fps)
+            guess = predict_ms([by_id["input"], by_id["output"], *pick.cuts], uplink_mbit=mbit, rtt_ms=rtt_ms,
+                               jpeg_bytes=jpeg_bytes, jpeg_encode_ms=by_id["input"].head_ms)
+            static_frames = args.slow_frames if args.slow_frames and mbit < args.slow_below else args.frames
             scenario = Scenario(name=f"sweep_{mbit:g}mbit", kind="sweep", uplink_mbit=mbit,
                                 description=f"fixed {mbit:g} Mbit/s uplink, {ONE_WAY_DELAY_MS:g} ms one-way delay",
                                 schedule=fixed(uplink_kbps=mbit * 1000, delay_ms=ONE_WAY_DELAY_MS),
-                                frames=args.frames, fps_cap=fps, strategies=tuple(strategies))
+                                frames=static_frames, fps_cap=fps, strategies=tuple(strategies))
             point_runs = []
             for strategy in strategies:
-                point_runs.append(_run(bench, scenario, strategy))
+                own = scenario
+                if args.pace == "strategy":
+                    own = dataclasses.replace(scenario, fps_cap=strategy_fps(guess[strategy.name], edge_ms=edge_ms,
+                                                                             fps_cap=args.fps))
+                point_runs.append(_run(bench, own, strategy))
             if not args.strategy or any(ADAPTIVE.startswith(p) for p in args.strategy):
-                point_runs.append(_run(bench, dataclasses.replace(scenario, frames=args.adaptive_frames),
-                                       Strategy(ADAPTIVE, None, "latency")))
+                ad = dataclasses.replace(scenario, frames=args.adaptive_frames)
+                if args.pace == "strategy":
+                    ad = dataclasses.replace(ad, fps_cap=strategy_fps(min(guess.values()), edge_ms=edge_ms,
+                                                                      fps_cap=args.fps, adaptive=True))
+                point_runs.append(_run(bench, ad, Strategy(ADAPTIVE, None, "latency")))
             points.append(_point(mbit, point_runs))
             sent = next((r.get("payload_bytes_per_frame") for r in point_runs
                          if r["strategy"] == CLOUD and r.get("payload_bytes_per_frame")), None)
@@ -231,6 +246,7 @@ def _point(mbit: float, runs: Sequence[dict]) -> Point:
 
 def _compact(run: dict) -> dict:
     keep = ("strategy", "pinned_cut", "error", "results", "mean_ms", "p50_ms", "p95_ms", "frames_per_s", "paths",
+            "fps_cap", "frames_expected", "energy_mj_per_frame", "cuts",
             "payload_bytes_per_frame", "frames_without_result", "notes", "settled", "learning_mean_ms", "learning_s",
             "settled_mean_ms", "trace_offset_s")
     out = {k: run[k] for k in keep if k in run}
@@ -312,6 +328,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--agent-log-level", default="WARNING", help="INFO: every decision and its reason in edge.err")
     p.add_argument("--edge-launcher", choices=("runner", "cli"), default="runner",
                    help="cli: `splitinfer edge` with its control socket (splitctl --socket RUN_DIR/control.sock)")
+    p.add_argument("--video", type=pathlib.Path, help="the camera's video (default bikes.mp4)")
+    p.add_argument("--pace", choices=("point", "strategy"), default="point",
+                   help="point: one frame rate per uplink, paced by the slowest strategy (default); strategy: "
+                        "each static strategy paced by its own predicted latency, adaptive by max(its best "
+                        "prediction, edge-only) (benchmarks.testbed.three_region.strategy_fps)")
+    p.add_argument("--slow-frames", type=int, default=0, help="frames per static run below --slow-below Mbit/s")
+    p.add_argument("--slow-below", type=float, default=1.0)
+    p.add_argument("--load-unthrottled", action="store_true",
+                   help="the agent loads at host speed and joins the CPU quota before its first frame")
+    p.add_argument("--startup-s", type=float, default=4.0, help="time allowed for the agent to load")
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     p.add_argument("--plot-dir", type=pathlib.Path, default=DEFAULT_PLOT_DIR)
     p.add_argument("--log-dir", type=pathlib.Path, default=REPO / "benchmarks" / "results" / "testbed_logs" / "three_region")

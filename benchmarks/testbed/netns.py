@@ -92,6 +92,15 @@ class NamespaceTestbed:
                   f"exec ip netns exec {EDGE_NS} taskset -c {self.settings.edge_cpu} {inner}")
         return ["sh", "-c", script]
 
+    def edge_command_unthrottled(self, argv: Sequence[str]) -> list[str]:
+        """Run in si-edge on the edge core, outside the quota until :meth:`throttle` moves it in
+        (``ip netns exec`` and ``taskset`` exec in place: the child's pid is the program's)."""
+        return ["ip", "netns", "exec", EDGE_NS, "taskset", "-c", str(self.settings.edge_cpu), *argv]
+
+    def throttle(self, pid: int) -> None:
+        """Move a running process (every thread of it) into the throttled edge cgroup."""
+        (CGROUP / "cgroup.procs").write_text(f"{pid}\n")
+
     def edge_helper_command(self, argv: Sequence[str]) -> list[str]:
         """Run in si-edge without the throttle (the link proxy), on the cloud core."""
         return ["ip", "netns", "exec", EDGE_NS, "taskset", "-c", str(self.settings.cloud_cpu), *argv]
@@ -146,6 +155,12 @@ class LoopbackTestbed:
 
     def edge_command(self, argv: Sequence[str]) -> list[str]:
         return _taskset(self.settings.edge_cpu, argv)
+
+    def edge_command_unthrottled(self, argv: Sequence[str]) -> list[str]:
+        return _taskset(self.settings.edge_cpu, argv)
+
+    def throttle(self, pid: int) -> None:
+        pass  # no quota on loopback
 
     def edge_helper_command(self, argv: Sequence[str]) -> list[str]:
         return _taskset(self.settings.cloud_cpu, argv)

@@ -25,6 +25,8 @@ class Strategy:
     name: str
     pinned_cut: Optional[str]  # None = adaptive
     objective: str = "latency"
+    gate: bool = False  # the motion gate on ([gate] mode = "on"; gated frames repeat the last result)
+    exits: bool = False  # the bundle's early exits, where one shipped ([exits] enabled)
 
     @property
     def adaptive(self) -> bool:

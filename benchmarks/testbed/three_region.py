@@ -128,6 +128,17 @@ def sweep_fps(uplink_mbit: float, *, jpeg_bytes: float, edge_ms: float, fps_cap:
     return round(min(fps_cap, 1000.0 / (1.5 * slowest_ms)), 2)
 
 
+def strategy_fps(predicted_ms: float, *, edge_ms: float, fps_cap: float, adaptive: bool = False) -> float:
+    """Frame rate for one strategy at one sweep point when each strategy is paced by itself: slow enough
+    that its own predicted frame (``predicted_ms``) fits 1.5 times in a frame interval. The adaptive agent
+    is paced by the slower of its prediction and edge-only (``edge_ms``), the choice it can always fall
+    back to, so that a choice it learns its way out of does not queue frames behind each other."""
+    if not predicted_ms > 0 or not edge_ms > 0 or not fps_cap > 0:
+        raise ValueError(f"predicted_ms={predicted_ms!r}, edge_ms={edge_ms!r}, fps_cap={fps_cap!r}; expected > 0")
+    slowest_ms = max(predicted_ms, edge_ms) if adaptive else predicted_ms
+    return round(min(fps_cap, 1000.0 / (1.5 * slowest_ms)), 3)
+
+
 @dataclass(frozen=True)
 class Settled:
     """An adaptive run split into its learning period and the rest."""

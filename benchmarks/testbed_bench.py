@@ -310,6 +310,7 @@ class Bench:
         if strategy.gate:
             out["gate_mj_per_frame"] = s.gate_mj_per_frame
         out["fps_cap"] = scenario.fps_cap
+        out["agent_sources"] = _source_digests()
         if records:
             out["trace_offset_s"] = round(min(r.capture_unix_ms for r in records) / 1000 - origin, 3)
         try:
@@ -399,6 +400,20 @@ def _write_sample_jpeg(path: pathlib.Path, video: Optional[pathlib.Path] = None)
     if not ok:
         raise LaunchError("could not encode the load JPEG")
     path.write_bytes(buf.tobytes())
+
+
+def _source_digests() -> dict[str, str]:
+    """Short sha256 of the agent modules that decide where frames go (the working tree may change
+    between runs while other work lands: the digests say which code each run measured)."""
+    import hashlib
+
+    out = {}
+    for rel in ("edge_agent/probes.py", "edge_agent/policy.py", "edge_agent/telemetry/bandwidth.py"):
+        try:
+            out[rel] = hashlib.sha256((REPO / rel).read_bytes()).hexdigest()[:12]
+        except OSError:
+            out[rel] = "missing"
+    return out
 
 
 def _last_json_line(path: pathlib.Path) -> Optional[dict]:

@@ -119,7 +119,8 @@ def run_sweep(args: argparse.Namespace) -> dict:
                              testbed=args.testbed, log_dir=args.log_dir, load_clients=0,
                              agent_log_level=args.agent_log_level, edge_launcher=args.edge_launcher,
                              video=args.video.resolve() if args.video else None,
-                             load_unthrottled=args.load_unthrottled, startup_s=args.startup_s)
+                             load_unthrottled=args.load_unthrottled, startup_s=args.startup_s,
+                             deadline_ms=args.deadline_ms)
     testbed = choose_testbed(args.testbed, settings)
     started = time.time()
     testbed.teardown()  # type: ignore[attr-defined]
@@ -166,6 +167,7 @@ def run_sweep(args: argparse.Namespace) -> dict:
                          "uplinks_mbit": list(args.uplinks), "objective": "latency"},
         })
         doc["settings"]["pace"] = args.pace
+        doc["settings"]["deadline_ms"] = args.deadline_ms
         doc["settings"]["slow_static_frames"] = args.slow_frames
         doc["settings"]["load_unthrottled"] = args.load_unthrottled
         points, runs, cloud_payloads = [], [], []
@@ -337,6 +339,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--slow-below", type=float, default=1.0)
     p.add_argument("--load-unthrottled", action="store_true",
                    help="the agent loads at host speed and joins the CPU quota before its first frame")
+    p.add_argument("--deadline-ms", type=float, default=500.0,
+                   help="the agent's per-offload budget (a miss completes on the device); raise it when a "
+                        "frame's JPEG takes longer than 500 ms on the slowest uplinks, so that the pinned "
+                        "strategy is what is measured")
     p.add_argument("--startup-s", type=float, default=4.0, help="time allowed for the agent to load")
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)
     p.add_argument("--plot-dir", type=pathlib.Path, default=DEFAULT_PLOT_DIR)

@@ -156,44 +156,112 @@ def _wait(pred: Callable[[], bool], timeout_s: float) -> bool:
     return pred()
 
 
-def _one_restart(sink: TimedSink, stop: Callable[[], None], start: Callable[[], None],
-                 down_s: float) -> tuple[Optional[float], str]:
+# A readiness probe that notices a restarted server within ~PROBE_INTERVAL_S: gRPC's default reconnect
+# backoff (1 s growing to 120 s) made the old ServerReady poll see a restarted Triton seconds late.
+PROBE_INTERVAL_S = 0.02
+_FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 20), ("grpc.min_reconnect_backoff_ms", 20),
+                   ("grpc.max_reconnect_backoff_ms", 50)]
+
+
+class ReadyProbe:
+    """A thread asking ServerReady every ``PROBE_INTERVAL_S`` over a channel that reconnects within 50 ms;
+    ``ready_at`` is the monotonic time of the first ready answer."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.ready_at: Optional[float] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ready-probe", daemon=True)
+
+    def start(self) -> "ReadyProbe":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        from protos import inference_pb2, inference_pb2_grpc
+
+        with grpc.insecure_channel(self.address, options=_FAST_RECONNECT) as channel:
+            stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+            while not self._stop.is_set() and self.ready_at is None:
+                try:
+                    if stub.ServerReady(inference_pb2.ServerReadyRequest(), timeout=0.5).ready:
+                        self.ready_at = time.monotonic()
+                        return
+                except grpc.RpcError:
+                    pass
+                self._stop.wait(PROBE_INTERVAL_S)
+
+
+def _one_restart(sink: TimedSink, address: str, stop: Callable[[], object], start: Callable[[], object],
+                 down_s: float, t0: float) -> dict[str, Any]:
+    """One stop/start cycle; the moments (seconds since ``t0``) of the stop signal, the process gone, the first
+    fallback, the restart, ServerReady (:class:`ReadyProbe`) and the first offloaded result after it;
+    ``recovery_s`` = first offload - ready (None: none within 30 s)."""
+    signalled = time.monotonic()
     stop()
     stopped = time.monotonic()
-    _wait(lambda: any(t > stopped and r.path.value == "fallback" for t, r in sink.snapshot()), 20)
+    _wait(lambda: any(t > signalled and r.path.value == "fallback" for t, r in sink.snapshot()), 20)
+    fallbacks = [t for t, r in sink.snapshot() if t > signalled and r.path.value == "fallback"]
     time.sleep(max(0.0, down_s - (time.monotonic() - stopped)))
-    start()
-    ready = time.monotonic()  # start() returns once ServerReady answers
-    if not _wait(lambda: any(t > ready and r.path.value in OFFLOADED for t, r in sink.snapshot()), 30):
-        return None, "no offload within 30 s of the server being ready"
-    first = min(t for t, r in sink.snapshot() if t > ready and r.path.value in OFFLOADED)
+    probe = ReadyProbe(address).start()
+    restarted = time.monotonic()
+    try:
+        start()  # returns once its own ServerReady poll answers (later than the probe, by up to its backoff)
+        _wait(lambda: probe.ready_at is not None, 5)
+    finally:
+        probe.stop()
+    ready = probe.ready_at if probe.ready_at is not None else time.monotonic()
+
+    def rel(t: Optional[float]) -> Optional[float]:
+        return None if t is None else round(t - t0, 3)
+
+    event: dict[str, Any] = {"stop_s": rel(signalled), "stopped_s": rel(stopped),
+                             "first_fallback_s": rel(min(fallbacks)) if fallbacks else None,
+                             "restart_s": rel(restarted), "ready_s": rel(ready),
+                             "ready_by": "probe" if probe.ready_at is not None else "start() returned",
+                             "first_offload_s": None, "recovery_s": None}
+
+    def offloads() -> list[float]:  # after the restart (the agent may reach the server before the probe does)
+        return [t for t, r in sink.snapshot() if t > restarted and r.path.value in OFFLOADED]
+
+    if not _wait(lambda: bool(offloads()), 30):
+        return {**event, "note": "no offload within 30 s of the server being ready"}
+    first = min(offloads())
     _wait(lambda: sum(t > first for t, _ in sink.snapshot()) >= 10, 10)
     after = [r for t, r in sink.snapshot() if t > first]
-    return round(first - ready, 3), (f"after the first offload: {sum(r.path.value in OFFLOADED for r in after)}/"
-                                     f"{len(after)} frames offloaded")
+    return {**event, "first_offload_s": rel(first), "recovery_s": round(first - ready, 3),
+            "restart_to_offload_s": round(first - restarted, 3),
+            "note": f"after the first offload: {sum(r.path.value in OFFLOADED for r in after)}/"
+                    f"{len(after)} frames offloaded"}
 
 
-def measure_recovery(bundle: pathlib.Path, address: str, stop: Callable[[], None], start: Callable[[], None], *,
+def measure_recovery(bundle: pathlib.Path, address: str, stop: Callable[[], object], start: Callable[[], object], *,
                      cut: Optional[str], restarts: int, fps: float, down_s: float = 3.0,
                      slowdown: float = 1.0) -> dict[str, Any]:
     """Recovery after each of ``restarts`` stop/start cycles: ServerReady -> first offloaded result."""
     agent, sink = _agent(bundle, address, cut=cut, frames=None, fps=fps, deadline_ms=1000.0, slowdown=slowdown)
-    times: list[Optional[float]] = []
-    notes: list[str] = []
+    t0 = time.monotonic()
+    events: list[dict[str, Any]] = []
     try:
         if not _wait(lambda: sum(r.path.value in OFFLOADED for _, r in sink.snapshot()) >= 5, 60):
             return {"error": "the agent never offloaded before the first restart",
                     "paths": sorted({r.path.value for _, r in sink.snapshot()})}
         for _ in range(restarts):
-            took, note = _one_restart(sink, stop, start, down_s)
-            times.append(took)
-            notes.append(note)
+            events.append(_one_restart(sink, address, stop, start, down_s, t0))
     finally:
         agent.stop(10)
+    times = [e["recovery_s"] for e in events]
     measured = [t for t in times if t is not None]
+    frames = [[round(t - t0, 3), r.path.value, round(float(r.latency_ms.get("total", 0.0)), 1)]
+              for t, r in sink.snapshot()]
     return {"recovery_s": times, "recovery_s_max": max(measured) if measured else None,
             "recovered": f"{len(measured)}/{len(times)}", "cut": cut or "adaptive", "down_s": down_s,
-            "edge_slowdown": slowdown, "notes": notes}
+            "edge_slowdown": slowdown, "notes": [e["note"] for e in events], "events": events,
+            "frames_columns": ["t_s", "path", "total_ms"], "frames": frames}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -266,6 +266,9 @@ class Bench:
                              run_dir, env=self.env, cwd=REPO)
                 agent.wait_for_line("loaded", 120)
                 self.testbed.throttle(agent.pid)  # type: ignore[attr-defined]
+                if self.namespaced and agent.pid not in self.testbed.throttled_pids():  # type: ignore[attr-defined]
+                    raise LaunchError(f"agent pid {agent.pid} did not join the edge CPU quota")
+                notes.append("agent loaded at host speed, then joined the CPU quota before its first frame")
             else:
                 agent = Proc("edge", self.testbed.edge_command(edge_argv), run_dir, env=self.env, cwd=REPO)  # type: ignore[attr-defined]
             killer = None

@@ -98,8 +98,16 @@ class NamespaceTestbed:
         return ["ip", "netns", "exec", EDGE_NS, "taskset", "-c", str(self.settings.edge_cpu), *argv]
 
     def throttle(self, pid: int) -> None:
-        """Move a running process (every thread of it) into the throttled edge cgroup."""
-        (CGROUP / "cgroup.procs").write_text(f"{pid}\n")
+        """Move a running process and its descendants (every thread of each) into the throttled edge
+        cgroup, so that it does not matter whether a wrapper exec'd or forked the program."""
+        for each in [pid, *_descendants(pid)]:
+            try:
+                (CGROUP / "cgroup.procs").write_text(f"{each}\n")
+            except ProcessLookupError:
+                pass  # exited meanwhile
+
+    def throttled_pids(self) -> set[int]:
+        return {int(x) for x in (CGROUP / "cgroup.procs").read_text().split()}
 
     def edge_helper_command(self, argv: Sequence[str]) -> list[str]:
         """Run in si-edge without the throttle (the link proxy), on the cloud core."""
@@ -175,6 +183,22 @@ class LoopbackTestbed:
         return {"kind": self.kind, "uplink_shaping": "user-space token bucket in the proxy",
                 "edge_cpu_quota": "none (not root): the edge runs at full speed",
                 "edge_cpu": self.settings.edge_cpu, "cloud_cpu": self.settings.cloud_cpu}
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every descendant of ``pid`` from /proc/PID/task/*/children (empty when it is gone)."""
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        parent = stack.pop()
+        for task in pathlib.Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                kids = [int(x) for x in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            out += kids
+            stack += kids
+    return out
 
 
 def _taskset(cpu: int, argv: Sequence[str]) -> list[str]:

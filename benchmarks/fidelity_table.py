@@ -247,7 +247,9 @@ def _gate_rows(model: str, file: str, docs: dict[str, Any], metric: str, jpeg_ke
     for clip in lookup(docs[file], ["clips"], file):
         runs = clip[runs_key] if isinstance(clip[runs_key], list) else [clip[runs_key]]
         for i, run in enumerate(runs):
-            path: list[Segment] = ["clips", ("clip", clip["clip"]), runs_key] + ([i] if isinstance(clip[runs_key], list) else [])
+            path: list[Segment] = ["clips", ("clip", clip["clip"]), runs_key]
+            if isinstance(clip[runs_key], list):
+                path.append(i)
             frames = run.get("frames")
             group = f"{file} (clip {clip['clip']}: {clip['source'].split(';')[0]}{f', {frames} frames' if frames else ''})"
             cut = run["cut"]

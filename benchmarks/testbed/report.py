@@ -157,25 +157,7 @@ def render_markdown(doc: dict, plots: Sequence[str] = ()) -> str:
     if doc.get("three_region"):
         out += three_region_report.render(doc["three_region"])
     for sc in doc.get("scenarios", []):
-        out += [f"## {sc['name']}", "", f"{sc['description']}. Link: {sc['schedule_text']}. "
-                f"{sc['frames']} frames at {sc['fps_cap']:g} fps.", ""]
-        out += ["| strategy | mean ms | p95 ms | frames/s | payload KB/frame | link KB | energy mJ/frame | "
-                "no result | paths | back to offload s |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in sc.get("runs", []):
-            if "error" in r:
-                out.append(f"| {r['strategy']} | error: {r['error'][:120]} | | | | | | | | |")
-                continue
-            link_kb = r["link_bytes"] / 1000 if r.get("link_bytes") is not None else None
-            payload = r["payload_bytes_per_frame"] / 1000 if r.get("payload_bytes_per_frame") is not None else None
-            paths = ", ".join(f"{k} {v}" for k, v in sorted((r.get("paths") or {}).items()))
-            ret = ", ".join("never" if x is None else f"{x:.2f}" for x in r.get("offload_return_s") or []) or "-"
-            name = f"**{r['strategy']}**" if r["strategy"].startswith(ADAPTIVE) else r["strategy"]
-            out.append(f"| {name} | {_fmt(r.get('mean_ms'))} | {_fmt(r.get('p95_ms'))} | "
-                       f"{_fmt(r.get('frames_per_s'), 2)} | {_fmt(payload)} | {_fmt(link_kb, 0)} | "
-                       f"{_fmt(r.get('energy_mj_per_frame'), 0)} | {r.get('frames_without_result')} | {paths} | {ret} |")
-            if r.get("notes"):
-                out.append(f"| | _{'; '.join(r['notes'])[:300]}_ | | | | | | | | |")
-        out.append("")
+        out += scenario_section(sc)
     out += ["## How it was measured", "",
             f"* Machine: {env.get('cpu', '?')}, {env.get('cpus', '?')} CPUs, {env.get('platform', '?')}, "
             f"Python {env.get('python', '?')}.",
@@ -210,6 +192,30 @@ def render_markdown(doc: dict, plots: Sequence[str] = ()) -> str:
             out.append(f"| {b['script']} | {b['returncode']} | {b['seconds']} | {b.get('summary', '')[:200]} |")
         out.append("")
     return "\n".join(out)
+
+
+def scenario_section(sc: dict, heading: str = "##") -> list[str]:
+    """A scenario's heading, description and one table row per strategy run."""
+    out = [f"{heading} {sc['name']}", "", f"{sc['description']}. Link: {sc['schedule_text']}. "
+           f"{sc['frames']} frames at {sc['fps_cap']:g} fps.", ""]
+    out += ["| strategy | mean ms | p95 ms | frames/s | payload KB/frame | link KB | energy mJ/frame | "
+            "no result | paths | back to offload s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sc.get("runs", []):
+        if "error" in r:
+            out.append(f"| {r['strategy']} | error: {r['error'][:120]} | | | | | | | | |")
+            continue
+        link_kb = r["link_bytes"] / 1000 if r.get("link_bytes") is not None else None
+        payload = r["payload_bytes_per_frame"] / 1000 if r.get("payload_bytes_per_frame") is not None else None
+        paths = ", ".join(f"{k} {v}" for k, v in sorted((r.get("paths") or {}).items()))
+        ret = ", ".join("never" if x is None else f"{x:.2f}" for x in r.get("offload_return_s") or []) or "-"
+        name = f"**{r['strategy']}**" if r["strategy"].startswith(ADAPTIVE) else r["strategy"]
+        out.append(f"| {name} | {_fmt(r.get('mean_ms'))} | {_fmt(r.get('p95_ms'))} | "
+                   f"{_fmt(r.get('frames_per_s'), 2)} | {_fmt(payload)} | {_fmt(link_kb, 0)} | "
+                   f"{_fmt(r.get('energy_mj_per_frame'), 0)} | {r.get('frames_without_result')} | {paths} | {ret} |")
+        if r.get("notes"):
+            out.append(f"| | _{'; '.join(r['notes'])[:300]}_ | | | | | | | | |")
+    out.append("")
+    return out
 
 
 # --------------------------------------------------------------------------- plots
@@ -253,10 +259,10 @@ def plot_fixed_uplinks(scenarios: Sequence[dict], path: pathlib.Path) -> Optiona
     for name in names:
         xs, ys = [], []
         for sc in fixed:
-            r = _run(sc, name)
-            if r is not None and r.get("mean_ms") is not None:
+            got = _run(sc, name)
+            if got is not None and got.get("mean_ms") is not None:
                 xs.append(sc["uplink_mbit"])
-                ys.append(r["mean_ms"])
+                ys.append(got["mean_ms"])
         bold = name.startswith(ADAPTIVE)
         ax.plot(xs, ys, marker="o", linewidth=3 if bold else 1.2, color="black" if bold else None,
                 label=name, zorder=3 if bold else 2)

@@ -143,7 +143,8 @@ def plot_server(server: Optional[dict], streams: Optional[dict], path: pathlib.P
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent clients (batch-1 requests)")
         ax.set_ylabel("requests/s (median of rounds)")
-        ax.set_title(f"throughput, cut {throughput.get('cut')} ({throughput.get('request_bytes')} B requests)",
+        ax.set_title(f"throughput, cut {throughput.get('cut')} ({throughput.get('request_bytes')} B requests, "
+                     f"{(server or {}).get('bundle_kind', '?')} bundle)",
                      fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)

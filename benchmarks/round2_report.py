@@ -10,7 +10,8 @@
 * ``triton.json``: the agent's recovery after Triton's and our server's restarts (``benchmarks/triton_bench.py``);
 * ``server.json``, ``streams.json``, ``scaleout.json``: the server's throughput and streams (issue 15);
 * the offline fidelity files (:mod:`benchmarks.fidelity_table`);
-* round 1's ``testbed.json`` and ``three_region.json``, kept as a marked, superseded section.
+* ``three_region.json``: runs labelled other than :data:`ROUND1_SWEEPS` are round-2 sweeps too;
+* round 1's ``testbed.json`` and ``three_region.json``'s round-1 runs, kept as a marked, superseded section.
 
 It writes ``README.md``, ``round2_goals.json`` (the goal rows and the files they came from), ``fidelity.md``
 and the PNGs into ``docs/benchmarks/``. Goals and tables: :mod:`benchmarks.testbed.round2_report`.
@@ -28,6 +29,8 @@ from benchmarks import fidelity_table
 from benchmarks.testbed import report as round1, round2_plots as plots, round2_report as r2
 from benchmarks.testbed import three_region_report
 
+# three_region.json's round-1 runs; any other label there was swept in round 2 and joins the round-2 sweeps
+ROUND1_SWEEPS = ("training-free", "training-free-pi4")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 DOCS = REPO / "docs" / "benchmarks"
@@ -49,7 +52,19 @@ def load_round2(results: pathlib.Path) -> tuple[dict[str, dict], dict[str, dict]
             print(f"skipping {path.name}: neither scenarios nor sweep runs", file=sys.stderr)
             continue
         files[label] = f"benchmarks/results/{path.name}"
+    three = _json(results / "three_region.json") or {}
+    for label, run in (three.get("runs") or {}).items():
+        if label not in ROUND1_SWEEPS:
+            sweeps[label] = {"runs": {label: run}}
+            files[label] = f"benchmarks/results/three_region.json (run {label!r})"
     return testbeds, sweeps, files
+
+
+def round1_sweeps(three: Optional[dict]) -> Optional[dict]:
+    """three_region.json with its round-1 runs only."""
+    if not three:
+        return None
+    return {**three, "runs": {k: v for k, v in (three.get("runs") or {}).items() if k in ROUND1_SWEEPS}}
 
 
 def _json(path: pathlib.Path) -> Optional[dict]:
@@ -241,7 +256,7 @@ def write_report(results: pathlib.Path = RESULTS, out: pathlib.Path = DOCS, now:
         fid_section += [line.replace("### ", "### Fidelity: ", 1) for line in fidelity_table.render_markdown(fid_rows)]
     sections = [camera_sections(testbeds, sweeps, files, out), restart_section(triton, out), fid_section,
                 server_section(server, streams, scaleout, out),
-                round1_section(_json(results / "testbed.json"), _json(results / "three_region.json"), out)]
+                round1_section(_json(results / "testbed.json"), round1_sweeps(_json(results / "three_region.json")), out)]
     if not testbeds and not sweeps:
         sections.insert(0, ["## Cameras", "", "No `benchmarks/results/round2_*.json` yet: the camera scenarios and "
                             "sweeps have not been run, so their goals are not measured.", ""])

@@ -128,3 +128,17 @@ def test_write_report_renders_every_section_from_the_files(tmp_path: pathlib.Pat
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png
     saved = json.loads((out / "round2_goals.json").read_text())
     assert saved["goals"] == goals and "benchmarks/results/triton.json" in saved["sources"]
+
+
+def test_three_region_runs_of_round_two_join_the_sweeps_round_one_stays_marked(tmp_path: pathlib.Path) -> None:
+    results, out = tmp_path / "results", tmp_path / "docs"
+    results.mkdir()
+    old = sweep_doc()["runs"]["ssd"]
+    (results / "three_region.json").write_text(json.dumps({"runs": {"training-free": old, "ssd-vtest": old}}))
+    goals = write_report(results, out, now="T")
+    scenarios = {g["scenario"] for g in goals if g["goal"] == r2.GOAL_FIXED}
+    assert scenarios == {"ssd-vtest: uplink sweep ssd-vtest"}
+    text = (out / "README.md").read_text()
+    assert "## Camera: ssd-vtest" in text and "three_region.json (run 'ssd-vtest')" in text
+    round1 = text[text.index("## Round 1 (superseded)"):]
+    assert "three_region/training-free" in round1 and "ssd-vtest" not in round1

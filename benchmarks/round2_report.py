@@ -127,6 +127,12 @@ def _testbed_lines(label: str, doc: dict, file: str, out: pathlib.Path) -> list[
              + (f"; static cut {doc['best_cut'].get('used')} ({doc['best_cut'].get('how')})"
                 if isinstance(doc.get("best_cut"), dict) else "")
              + ". Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + ".", ""]
+    machine, testbed = doc.get("machine") or {}, doc.get("testbed") or {}
+    if machine or testbed:
+        lines += [f"Machine: {machine.get('cpu', '?')}, {machine.get('cpus', '?')} CPUs; testbed: "
+                  f"{testbed.get('kind', '?')}, uplink shaping {testbed.get('uplink_shaping', '?')}, edge CPU "
+                  f"{testbed.get('edge_cpu_quota', '?')}; load average at start / end: "
+                  f"{doc.get('load_average_1_5_15_at_start', '?')} / {doc.get('load_average_1_5_15_at_end', '?')}.", ""]
     for name in round1.write_plots(doc, out, prefix=f"{label}_"):
         lines += [f"![{name}]({name})", ""]
     for sc in doc.get("scenarios", []):
@@ -219,6 +225,17 @@ def round1_section(testbed: Optional[dict], three: Optional[dict], out: pathlib.
     return lines
 
 
+def files_section(results: pathlib.Path) -> list[str]:
+    """Every results file, linked, with its size and modification time."""
+    lines = ["## All results files", ""]
+    for path in sorted(results.glob("*.json")):
+        stat = path.stat()
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stat.st_mtime))
+        lines.append(f"* [benchmarks/results/{path.name}](../../benchmarks/results/{path.name}) "
+                     f"({stat.st_size / 1000:.1f} KB, {when})")
+    return lines + [""]
+
+
 def render(goal_rows: Sequence[dict], sections: Sequence[list[str]], sources: dict[str, str], generated: str) -> str:
     lines = ["# Benchmarks, round 2: the adaptive split on camera workloads (issue 19)", "",
              f"Generated {generated} by `python -m benchmarks.round2_report` (also the end of "
@@ -256,7 +273,8 @@ def write_report(results: pathlib.Path = RESULTS, out: pathlib.Path = DOCS, now:
         fid_section += [line.replace("### ", "### Fidelity: ", 1) for line in fidelity_table.render_markdown(fid_rows)]
     sections = [camera_sections(testbeds, sweeps, files, out), restart_section(triton, out), fid_section,
                 server_section(server, streams, scaleout, out),
-                round1_section(_json(results / "testbed.json"), round1_sweeps(_json(results / "three_region.json")), out)]
+                round1_section(_json(results / "testbed.json"), round1_sweeps(_json(results / "three_region.json")), out),
+                files_section(results)]
     if not testbeds and not sweeps:
         sections.insert(0, ["## Cameras", "", "No `benchmarks/results/round2_*.json` yet: the camera scenarios and "
                             "sweeps have not been run, so their goals are not measured.", ""])

@@ -275,6 +275,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cuts = args.cut or [c.id for c in bundle.manifest.cuts if c.HasField("tail")]
     out: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "load_average_1_5_15_at_start": list(os.getloadavg()),
         "bundle": {"path": str(args.bundle), "model": bundle.manifest.model_name, "hash": bundle_hash(bundle.manifest)},
         "settings": {"frames": args.frames, "fps": args.fps, "restarts": args.restarts, "source": "bikes.mp4 at 320x240"},
         "triton": "Triton 2.51 (tritonserver bundled in nvidia-pytriton 0.7.0), CPU, Python backend running each "
@@ -341,6 +342,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     started = time.monotonic()
     result = run(args)
     result["duration_s"] = round(time.monotonic() - started, 1)
+    result["load_average_1_5_15_at_end"] = list(os.getloadavg())
     result["generated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -287,14 +287,15 @@ def plot_timeline(sc: dict, path: pathlib.Path) -> Optional[str]:
         return None
     plt = _pyplot()
     best = _best_static(sc)
-    shown = [r for r in runs if r["strategy"] == ADAPTIVE or (best is not None and r is best)
+    shown = [r for r in runs if r["strategy"].startswith(ADAPTIVE) or (best is not None and r is best)
              or r["strategy"] in ("cloud-only", "edge-only")]
     fig, (ax, ax_cut) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     for r in shown:
         t = [p[0] for p in r["timeline"]]
         lat = [p[1] for p in r["timeline"]]
         bold = r["strategy"] == ADAPTIVE
-        ax.plot(t, lat, linewidth=2 if bold else 1, color="black" if bold else None, label=r["strategy"])
+        ax.plot(t, lat, linewidth=2 if bold else 1, color="black" if bold else None, label=r["strategy"],
+                linestyle="--" if r["strategy"].startswith(ADAPTIVE) and not bold else "-")
     for start, end in sc.get("outages") or []:
         ax.axvspan(start, end if end is not None else ax.get_xlim()[1], color="red", alpha=0.1)
     if sc["kind"] == "kill" and sc.get("kill_at_s") is not None:

@@ -92,7 +92,7 @@ def plot_sweep(run: dict, title: str, path: pathlib.Path) -> Optional[str]:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5))
     styles = ["-", "--", "-.", ":"]
-    for i, name in enumerate(names):
+    for name in names:
         xs, ys, settled = [], [], []
         for point in points:
             r = next((x for x in point.get("runs", []) if x["strategy"] == name and "error" not in x), None)
@@ -101,8 +101,9 @@ def plot_sweep(run: dict, title: str, path: pathlib.Path) -> Optional[str]:
                 ys.append(r["mean_ms"])
                 settled.append(r.get("settled_mean_ms"))
         bold = name.startswith("adaptive")
+        style = styles[[n for n in names if n.startswith("adaptive")].index(name) % len(styles)] if bold else "-"
         ax.plot(xs, ys, marker="o", linewidth=2.6 if bold else 1.2, color="black" if bold else None,
-                linestyle=styles[i % len(styles)] if bold else "-", label=name, zorder=3 if bold else 2)
+                linestyle=style, label=name, zorder=3 if bold else 2)
         if bold and any(s is not None for s in settled):
             ax.plot([x for x, s in zip(xs, settled) if s is not None], [s for s in settled if s is not None],
                     marker=".", linewidth=1, color="black", linestyle=":", label=f"{name} (settled)")

@@ -112,7 +112,7 @@ class EdgeAgent(GateExitMixin):
             self.bundle, threads=rt.threads, provider=rt.execution_provider,
             prewarm_neighbours=rt.prewarm_neighbours, local_tails=rt.local_tails,
             cpu_mem_arena=rt.cpu_mem_arena, emulated_slowdown=rt.emulated_slowdown,
-            heap_mmap_threshold_kb=rt.heap_mmap_threshold_kb)
+            heap_mmap_threshold_kb=rt.heap_mmap_threshold_kb, jpeg_size=config.server.jpeg_size)
         labels: list[str] = []
         post = m.output.WhichOneof("postprocess")
         if post is not None and getattr(m.output, post).HasField("labels"):

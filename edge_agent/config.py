@@ -71,6 +71,7 @@ class ServerConfig:
     max_message_mb: int = 64
     streaming: bool = True  # ModelStreamInfer; falls back to ModelInfer when unimplemented
     compression: str = "none"  # wire codec; "zlib" only for our server (stock Triton does not decompress)
+    jpeg_size: str = "model"  # cloud-only JPEG: "model" = downscaled to what the model uses; "frame" = full frame
 
     def __post_init__(self) -> None:
         _check_host_port("server.address", self.address, "host:port, e.g. 'cloud.example.com:8001' (several: "
@@ -87,6 +88,8 @@ class ServerConfig:
             _fail("server.max_message_mb", self.max_message_mb, "an integer in 1..2047")
         if self.compression not in CODECS:
             _fail("server.compression", self.compression, f"one of {list(CODECS)}")
+        if self.jpeg_size not in ("model", "frame"):
+            _fail("server.jpeg_size", self.jpeg_size, "'model' (downscaled to the model's input) or 'frame'")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,7 +39,7 @@ from edge_agent.errors import UnknownCutError
 from edge_agent.types import CutProfile, WireTensor
 from protos.bundle import Bundle
 from protos.names import INPUT_CUT, OUTPUT_CUT
-from protos.preprocess import encode_jpeg, preprocess_bgr
+from protos.preprocess import encode_jpeg, model_sized, preprocess_bgr
 from protos import datatypes
 
 log = logging.getLogger(__name__)
@@ -165,11 +165,14 @@ class HeadRunner:
         cpu_mem_arena: bool = False,
         emulated_slowdown: float = 1.0,
         heap_mmap_threshold_kb: Optional[int] = None,
+        jpeg_size: str = "model",
     ) -> None:
         """``emulated_slowdown`` > 1 pads every on-device model run (and JPEG encoding, the
         "input" cut's head) with a sleep so it takes
         that many times as long: an emulation of a slower device (4 is roughly a Pi 4 core
-        against a current x86 core) for demos and benchmarks; 1.0 (off) by default."""
+        against a current x86 core) for demos and benchmarks; 1.0 (off) by default.
+        ``jpeg_size`` "model" sends the "input" cut's JPEG downscaled to the model's input
+        resolution (:func:`model_sized`), "frame" the whole camera frame."""
         import onnxruntime as ort
 
         if heap_mmap_threshold_kb is not None and not set_heap_mmap_threshold(heap_mmap_threshold_kb * 1024):
@@ -180,6 +183,9 @@ class HeadRunner:
         self.prewarm_neighbours = prewarm_neighbours
         self.local_tails = local_tails
         self.emulated_slowdown = float(emulated_slowdown)
+        if jpeg_size not in ("model", "frame"):
+            raise ValueError(f"jpeg_size {jpeg_size!r}: expected 'model' or 'frame'")
+        self.jpeg_size = jpeg_size
         self.providers, intra = choose_providers(provider, threads)
         self._options = ort.SessionOptions()
         self._options.intra_op_num_threads = intra
@@ -296,7 +302,8 @@ class HeadRunner:
             raise UnknownCutError(cut_id, self._order)
         if cut_id == INPUT_CUT:
             start = time.perf_counter()
-            jpeg = encode_jpeg(image_bgr, int(self.manifest.input.jpeg_quality))
+            image = model_sized(image_bgr, self.manifest.input) if self.jpeg_size == "model" else image_bgr
+            jpeg = encode_jpeg(image, int(self.manifest.input.jpeg_quality))
             self._pad_for_emulated_device((time.perf_counter() - start) * 1000.0)
             spec = cut.tensors[0]
             tensor = WireTensor(spec.name, "BYTES", (1,), datatypes.serialize_bytes_tensor([jpeg]))

@@ -38,6 +38,30 @@ def preprocess_bgr(frame_bgr: np.ndarray, spec: bundle_pb2.InputSpec) -> np.ndar
     return np.ascontiguousarray(x[None, ...], dtype=np.float32)
 
 
+def model_sized(frame_bgr: np.ndarray, spec: bundle_pb2.InputSpec) -> np.ndarray:
+    """``frame_bgr`` downscaled to the resolution :func:`preprocess_bgr` works at (never upscaled):
+    what a cloud-only JPEG needs to carry. :func:`preprocess_bgr` of the result gives the model the
+    same input as of the frame itself (up to the JPEG's loss): with ``resize_shorter_px`` the shorter
+    side becomes exactly that and the centre crop is taken later, as before; otherwise the frame
+    becomes the model's width x height, which the later resize leaves as it is."""
+    import cv2
+
+    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
+        raise ValueError(f"frame has shape {frame_bgr.shape} and dtype {frame_bgr.dtype}; expected HxWx3 uint8")
+    h, w = frame_bgr.shape[:2]
+    width, height = int(spec.width_px), int(spec.height_px)
+    if spec.resize_shorter_px:
+        scale = spec.resize_shorter_px / min(h, w)
+        if scale >= 1:
+            return frame_bgr
+        size = (max(width, round(w * scale)), max(height, round(h * scale)))
+    else:
+        if w <= width and h <= height:
+            return frame_bgr
+        size = (width, height)
+    return cv2.resize(frame_bgr, size, interpolation=cv2.INTER_AREA)
+
+
 def decode_jpeg(data: bytes) -> np.ndarray:
     """JPEG bytes -> HxWx3 uint8 BGR; ValueError when the bytes are not an image."""
     import cv2

@@ -138,8 +138,9 @@ def test_bandwidth_collapse_moves_to_local_or_smaller_cut(tiny_bundle, tail_serv
 
     fake = FakeTransport(tail_server, delay_s=delay_s)
     sink = MemorySink()
+    # the whole frame's JPEG: the tiny model's 16x16 input would make it smaller than every cut
     cfg = agent_config(tiny_bundle, source__fps_cap=100, source__loop=True, runtime__deadline_ms=2000,
-                       policy__hysteresis_pct=5)
+                       policy__hysteresis_pct=5, server__jpeg_size="frame")
     agent = EdgeAgent(cfg, transport=fake, sink=sink)
     events = agent.subscribe()
     agent.start()

@@ -55,7 +55,10 @@ def test_head_outputs_follow_the_manifest(tiny_bundle) -> None:
     jp = runner.run_head("input", frame)
     assert jp.tensors[0].datatype == "BYTES" and jp.model_input is None
     jpeg = datatypes.deserialize_bytes_tensor(jp.tensors[0].raw)
-    assert len(jpeg) == 1 and decode_jpeg(jpeg[0]).shape == frame.shape
+    spec = tiny_bundle.manifest.input
+    sent = decode_jpeg(jpeg[0])  # downscaled to the model's input: the server's preprocessing sees the same
+    assert len(jpeg) == 1 and sent.shape == (spec.height_px, spec.width_px, 3) and sent.shape != frame.shape
+    assert np.abs(preprocess_bgr(sent, spec) - x).mean() < 0.2 * np.abs(x).mean()  # JPEG loss on 16x16 px
     out = runner.run_head("output", frame)
     np.testing.assert_allclose(out.local_outputs["logits"], full["logits"], rtol=1e-6)
     # fallback without local tails: the full model on the preprocessed frame
@@ -163,3 +166,16 @@ def test_heap_mmap_threshold_is_set_in_a_fresh_process(tiny_bundle) -> None:
             f"heap_mmap_threshold_kb=1024); out, ms = r.run_full(first_video_frame()); assert out; "
             f"from edge_agent.head import set_heap_mmap_threshold; assert set_heap_mmap_threshold(1 << 20)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_cloud_only_jpeg_carries_the_frame_when_configured(tiny_bundle) -> None:
+    frame = first_video_frame()
+    sizes = {}
+    for jpeg_size in ("model", "frame"):
+        runner = HeadRunner(tiny_bundle, threads=1, jpeg_size=jpeg_size)
+        jpeg = datatypes.deserialize_bytes_tensor(runner.run_head("input", frame).tensors[0].raw)[0]
+        sizes[jpeg_size] = (decode_jpeg(jpeg).shape, len(jpeg))
+    assert sizes["frame"][0] == frame.shape
+    assert sizes["model"][1] < sizes["frame"][1]
+    with pytest.raises(ValueError, match="jpeg_size 'full': expected 'model' or 'frame'"):
+        HeadRunner(tiny_bundle, threads=1, jpeg_size="full")

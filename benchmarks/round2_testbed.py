@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> dict:
         if not args.fps:  # the device keeps up with the whole model: its profile fits 1.5 times in a frame
             fps = min(camera.fps_cap, round(1000.0 / (1.5 * by_id["output"].head_ms), 2))
             settings = dataclasses.replace(settings, fps_cap=fps, load_client_fps=fps)
-        jpeg_bytes = measure_jpeg_bytes(video, int(manifest.input.jpeg_quality))
+        jpeg_bytes = measure_jpeg_bytes(video, int(manifest.input.jpeg_quality), spec=manifest.input)
         predicted_best, predicted = best_static_cut(rows, long_varying_schedule(), jpeg_bytes=jpeg_bytes,
                                                     rtt_ms=2 * ONE_WAY_DELAY_MS, jpeg_encode_ms=by_id["input"].head_ms)
         best_cut = args.best_cut or predicted_best

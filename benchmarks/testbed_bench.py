@@ -246,7 +246,7 @@ class Bench:
             proxy.wait_for_line("ready", 20)
             if scenario.load_clients and self.input_model:
                 jpeg = run_dir / "load.jpg"
-                _write_sample_jpeg(jpeg, self.video)
+                _write_sample_jpeg(jpeg, self.video, self.bundle.manifest.input)
                 interval = [] if not s.load_client_fps else ["--interval-ms", f"{1000 / s.load_client_fps:.1f}"]
                 load = Proc("loadgen", self.testbed.cloud_command([  # type: ignore[attr-defined]
                     self.py, "-m", "benchmarks.testbed.loadgen", "--target", f"127.0.0.1:{self.server_port}",
@@ -383,9 +383,10 @@ class Bench:
         return out
 
 
-def _write_sample_jpeg(path: pathlib.Path, video: Optional[pathlib.Path] = None) -> None:
-    """The other cameras' frame: the first frame of ``video`` (the scenario's own camera) at q90, else
-    the chelsea sample at 224x224."""
+def _write_sample_jpeg(path: pathlib.Path, video: Optional[pathlib.Path] = None, spec: object = None) -> None:
+    """The other cameras' frame: the first frame of ``video`` (the scenario's own camera) at q90, at the
+    model's input resolution when the bundle's input ``spec`` is given (as the agent sends it), else the
+    chelsea sample at 224x224."""
     import cv2
 
     from partitioner.samples import image_path
@@ -397,6 +398,10 @@ def _write_sample_jpeg(path: pathlib.Path, video: Optional[pathlib.Path] = None)
         cap.release()
         if not ok:
             image = None
+        elif spec is not None:
+            from protos.preprocess import model_sized
+
+            image = model_sized(image, spec)  # type: ignore[arg-type]
     if image is None:
         image = cv2.resize(cv2.imread(str(image_path("chelsea"))), (224, 224))
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])

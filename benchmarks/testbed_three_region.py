@@ -75,20 +75,23 @@ def cut_rows(manifest: object, slowdown: float, on_device: bool) -> list[CutRow]
     return rows
 
 
-def measure_jpeg_bytes(video: pathlib.Path, quality: int, frames: int = 60) -> float:
-    """Mean JPEG size of the video's first frames, encoded exactly as the agent's "input" cut does."""
+def measure_jpeg_bytes(video: pathlib.Path, quality: int, frames: int = 60, spec: object = None) -> float:
+    """Mean JPEG size of the video's first frames, encoded exactly as the agent's "input" cut does: at the
+    model's input resolution (``protos.preprocess.model_sized``, the agent's default ``server.jpeg_size =
+    "model"``) when the bundle's input ``spec`` is given, else the whole frame."""
     import cv2
 
-    from protos.preprocess import encode_jpeg
+    from protos.preprocess import encode_jpeg, model_sized
 
     cap = cv2.VideoCapture(str(video))
-    sizes = []
+    sizes: list[int] = []
     try:
         while len(sizes) < frames:
             ok, frame = cap.read()
             if not ok:
                 break
-            sizes.append(len(encode_jpeg(frame, quality)))
+            sizes.append(len(encode_jpeg(model_sized(frame, spec) if spec is not None else frame,  # type: ignore[arg-type]
+                                         quality)))
     finally:
         cap.release()
     if not sizes:
@@ -137,7 +140,7 @@ def run_sweep(args: argparse.Namespace) -> dict:
         manifest = read_bundle(bundle_root, Side.ALL, check_hashes=False).manifest
         # with sleep padding the cgroup runs at host speed: its profile is scaled like a host profile
         rows = cut_rows(manifest, args.slowdown, on_device and not sleep)
-        jpeg_bytes = measure_jpeg_bytes(bench.video, int(manifest.input.jpeg_quality))
+        jpeg_bytes = measure_jpeg_bytes(bench.video, int(manifest.input.jpeg_quality), spec=manifest.input)
         by_id = {r.cut_id: r for r in rows}
         edge_ms = by_id["output"].head_ms
         pick = pick_mid_cuts(rows, jpeg_bytes)
@@ -155,7 +158,8 @@ def run_sweep(args: argparse.Namespace) -> dict:
                                      else "cgroup CPU quota (one core / slowdown)"),
                        "edge_profiled_on_device": on_device and not sleep},
             "jpeg_bytes_per_frame": round(jpeg_bytes, 1),  # first 60 frames; paces the sweep (sweep_fps)
-            "jpeg_source": f"{bench.video.name} frames at q{manifest.input.jpeg_quality}, full frame as the agent sends it",
+            "jpeg_source": f"{bench.video.name} frames at q{manifest.input.jpeg_quality}, downscaled to the model's "
+                           "input resolution as the agent sends it (server.jpeg_size = \"model\")",
             "cuts": [dataclasses.asdict(r) for r in rows],
             "mid_cuts": [r.cut_id for r in pick.cuts],
             "skipped_cuts": [{"cut": c, "why": why} for c, why in pick.skipped],

@@ -99,10 +99,18 @@ def _docs() -> dict:
 
 
 def test_rows_compare_each_strategy_with_the_jpeg_on_its_own_frames() -> None:
-    rows = {(r.group.split(" ")[0], r.strategy): r for r in detector_rows(_docs()) + classifier_rows(_docs())}
-    cut = rows[("codecs_ssd.json", "cut conv_1")]
-    assert (cut.wire, cut.fidelity.value, cut.jpeg.value, cut.at_least_jpeg) == ("q8+zstd", 0.99, 0.98, True)
+    everything = detector_rows(_docs()) + classifier_rows(_docs())
+    rows = {(r.group.split(" ")[0], r.strategy, r.wire): r for r in everything}
+    rows.update({(g, s): r for (g, s, _), r in rows.items()})
+    cut = rows[("codecs_ssd.json", "cut conv_1", "q8+zstd")]  # the smallest codec at the frame JPEG's 0.98
+    assert (cut.fidelity.value, cut.jpeg.value, cut.at_least_jpeg, cut.at_least_model_jpeg) == (0.99, 0.98, True, True)
     assert cut.bytes_per_frame is not None and cut.bytes_per_frame.key == 'cuts.conv_1.codecs["q8+zstd"].bytes'
+    small = rows[("codecs_ssd.json", "cut conv_1", "q4+zstd")]  # the smallest at the model-input JPEG's 0.9
+    assert (small.at_least_jpeg, small.at_least_model_jpeg, small.note) == (
+        False, True, "smallest >= the model-input JPEG; head 10% of the FLOPs")
+    one = [r for r in everything if r.group.startswith("codecs.json") and r.strategy == "cut f14"]
+    assert [r.wire for r in one] == ["q4p+zstd"]  # the same codec for both JPEGs: one row, both reasons
+    assert one[0].note == "smallest >= the model-input JPEG; smallest >= the frame's JPEG"
     shipped = rows[("detector.json", "cut conv_1")]
     assert (shipped.fidelity.value, shipped.jpeg.value, shipped.at_least_jpeg) == (0.96, 0.97, False)
     assert rows[("detector.json", "edge-only")].wire.startswith("fp32 full model")
@@ -116,7 +124,9 @@ def test_rows_compare_each_strategy_with_the_jpeg_on_its_own_frames() -> None:
 
 def test_markdown_marks_misses_and_cites_keys() -> None:
     text = "\n".join(render_markdown(detector_rows(_docs())))
-    assert "| cut conv_1 | int8 head, the bundle's wire | 0.9600 | 0.9700 | **no** | 500 |" in text
+    assert "| cut conv_1 | int8 head, the bundle's wire | 0.9600 | 0.9700 | **no** | - | - | 500 |" in text
+    assert ("| cut conv_1 | q4+zstd | 0.9700 | 0.9800 | **no** | 0.9000 | yes | 200 | smallest >= the model-input "
+            "JPEG; head 10% of the FLOPs |") in text
     assert "`cuts[cut=conv_1].detection_f1_vs_fp32; evaluation.jpeg_baseline_detection_f1; cuts[cut=conv_1].wire_bytes`" in text
     assert "| _detector.json (vtest_40, 40 frames)_ |" in text
 

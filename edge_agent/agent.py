@@ -378,6 +378,7 @@ class EdgeAgent(GateExitMixin):
                         self.results_by_path[result.path.value] += 1
                         self._latencies_ms.append(total_ms)
                     self.metrics.result(result.path.value, total_ms)
+                    self.feedback.frame_finished(result)  # corrects its cut's predicted latency
         finally:
             self._done.set()
 

@@ -15,6 +15,8 @@ from typing import Optional, Sequence
 
 from edge_agent.errors import PolicyError
 from edge_agent.power import PowerModel
+from edge_agent.residuals import CorrectedEstimate
+from edge_agent.residuals import Residuals as Residuals  # the policy's measured corrections (issue 19)
 from edge_agent.types import CutEstimate, CutProfile, Telemetry
 from protos.names import OUTPUT_CUT
 
@@ -130,13 +132,21 @@ def compare(best: CutEstimate, other: Optional[CutEstimate], metric: str) -> str
     fmt = fmt_ms if metric == "latency" else fmt_mj
     a = metric_of(best, metric)
     if other is None:
-        return f"{best.cut_id} {fmt(a)} (only available cut)"
+        return f"{best.cut_id} {fmt(a)}{corrected(best, metric)} (only available cut)"
     b = metric_of(other, metric)
     rel = "<" if a < b else ("=" if a == b else ">")
     pct = ""
     if math.isfinite(b) and b > 0:
         pct = f" ({(a - b) / b * 100:+.0f}%)"
-    return f"{best.cut_id} {fmt(a)} {rel} {other.cut_id} {fmt(b)}{pct}"
+    first, second = f"{best.cut_id} {fmt(a)}{corrected(best, metric)}", f"{other.cut_id} {fmt(b)}"
+    return f"{first} {rel} {second}{corrected(other, metric)}{pct}"
+
+
+def corrected(e: CutEstimate, metric: str) -> str:
+    """" (model 74, measured -18)" when a latency carries a measured correction (:mod:`edge_agent.residuals`)."""
+    if metric != "latency" or not isinstance(e, CorrectedEstimate):
+        return ""
+    return f" (model {e.model_ms:.0f}, measured {e.correction_ms:+.0f})"
 
 
 def bound(slo: Optional[float]) -> str:

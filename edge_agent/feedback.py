@@ -9,7 +9,9 @@ trackers, so no stage reaches into the hub's parts. Three loops run through it:
   really sends; deadline misses bound the uplink (:meth:`offload_succeeded`,
   :meth:`offload_failed`, :meth:`rtt_measured`);
 * **availability**: successes and failures drive the circuit breaker, whose openings and
-  closings tell the policy (:meth:`health_checked`).
+  closings tell the policy (:meth:`health_checked`);
+* **what frames really took**: each result's latency against the policy's prediction for
+  its cut corrects that cut's later predictions (:meth:`frame_finished`, :mod:`edge_agent.residuals`).
 
 Two failures are not outages. ``SERVER_BUSY`` (RESOURCE_EXHAUSTED: the server is up but full)
 leaves the breaker alone and tells the policy's cost model (``note_server_busy``) with a hold
@@ -32,6 +34,8 @@ from edge_agent.breaker import BreakerState, CircuitBreaker
 from edge_agent.errors import MODEL_NOT_SERVED, SERVER_BUSY, OffloadUnavailable
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.policy import SplitPolicy
+from edge_agent.residuals import MEASURED_PATHS, frame_latency_ms
+from edge_agent.results import FrameResult
 from edge_agent.telemetry import TelemetryHub
 from edge_agent.types import Decision, Telemetry
 from protos.names import INPUT_CUT
@@ -92,6 +96,16 @@ class Feedback:
         if profiled_ms > 0 and cut_id != INPUT_CUT:
             with self.lock:
                 self.telemetry.slowdown.observe(head_ms, profiled_ms, self.now_ms())
+
+    def frame_finished(self, result: FrameResult) -> None:
+        """A frame's result: its latency (total minus capture-queue wait) against the prediction for its
+        cut feeds the cut's residual; fallback and gated frames measure nothing (``MEASURED_PATHS``)."""
+        if result.path.value not in MEASURED_PATHS:
+            return
+        with self.lock:
+            now = self.now_ms()
+            self.policy.residuals.observe_frame(self.policy.estimates(now), result.cut, result.path.value,
+                                                frame_latency_ms(result.latency_ms), now)
 
     # ------------------------------------------------------------------ link and availability
 

@@ -10,7 +10,7 @@ Predictions, per cut (``CutEstimate``)::
     head_ms    = profiled head_ms x telemetry.slowdown_factor
     wire_ms    = wire_bytes x 8 / uplink_kbps             (0 for "output")
     server_ms  = server_queue_ms + busy_ms + tail_ms x server_scale (0 for "output")
-    latency_ms = head_ms + wire_ms + rtt_ms + server_ms   (no rtt for "output")
+    latency_ms = head_ms + wire_ms + rtt_ms + server_ms   (no rtt for "output") + measured residual (residuals.py)
     energy_mj  = PowerModel.energy_mj(head_ms, wire_bytes, uplink_kbps, wait_ms=rtt_ms + server_ms)
 
 ``busy_ms`` is the hold of the last ``note_server_busy`` (RESOURCE_EXHAUSTED) while it lasts,
@@ -67,7 +67,7 @@ from typing import Optional, Sequence
 from edge_agent.errors import ConfigError, PolicyError, UnknownCutError
 from edge_agent.estimates import (
     Choice, bound, check_cuts, check_telemetry, compare, estimate_cuts, fmt_mj, fmt_ms, gain_pct, is_number,
-    is_positive, runner_up,
+    Residuals, is_positive, runner_up,
 )
 from edge_agent.power import PI4_DEFAULT, PowerModel
 from edge_agent.rates import NO_RATES, apply_rates
@@ -166,7 +166,7 @@ class SplitPolicy:
         self._busy_ms = 0.0
         self._busy_news = False  # a busy answer arrived since the last decision (forces a re-choice)
         self._problem = ""  # a configuration problem keeping the cloud unavailable (e.g. version mismatch)
-        self.rates = NO_RATES  # measured gate and exit rates (edge_agent.rates), set by the caller like telemetry
+        self.rates, self.residuals = NO_RATES, Residuals()  # measured rates, set by the caller; latency residuals
 
     # ------------------------------------------------------------------ read-only state
 
@@ -384,10 +384,10 @@ class SplitPolicy:
 
     def _estimate_all(self, now_ms: int) -> list[CutEstimate]:  # per frame: gate and exit rates (edge_agent.rates)
         uplink, _, rtt, _ = self._network()
-        return apply_rates(estimate_cuts(self._cuts, self._telemetry, uplink_kbps=uplink, rtt_ms=rtt,
-                           server_scale=self._server_scale(), cloud_available=self._cloud_available, power=self._power,
-                           busy_ms=self._busy_penalty_ms(now_ms)), self.rates, self._power,
-                           wire_bytes={c.cut_id: c.wire_bytes for c in self._cuts}, uplink_kbps=uplink)
+        return self.residuals.apply(apply_rates(estimate_cuts(self._cuts, self._telemetry, uplink_kbps=uplink,
+            rtt_ms=rtt, server_scale=self._server_scale(), cloud_available=self._cloud_available, power=self._power,
+            busy_ms=self._busy_penalty_ms(now_ms)), self.rates, self._power,  # then corrections (edge_agent.residuals)
+            wire_bytes={c.cut_id: c.wire_bytes for c in self._cuts}, uplink_kbps=uplink), now_ms)
 
     def _busy_penalty_ms(self, now_ms: int) -> float:
         return self._busy_ms if now_ms < self._busy_until_ms else 0.0

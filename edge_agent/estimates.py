@@ -144,8 +144,8 @@ def compare(best: CutEstimate, other: Optional[CutEstimate], metric: str) -> str
 
 def corrected(e: CutEstimate, metric: str) -> str:
     """" (model 74, measured -18)" when a latency carries a measured correction (:mod:`edge_agent.residuals`)."""
-    if metric != "latency" or not isinstance(e, CorrectedEstimate):
-        return ""
+    if metric != "latency" or not isinstance(e, CorrectedEstimate) or abs(e.correction_ms) < 0.5:
+        return ""  # none, or one that would read "measured -0"
     return f" (model {e.model_ms:.0f}, measured {e.correction_ms:+.0f})"
 
 

@@ -152,3 +152,11 @@ def test_policy_returns_to_the_model_when_a_residual_fades() -> None:
     assert policy.estimates(1_000)[1].latency_ms == pytest.approx(82.0)
     assert policy.estimates(1_540)[1].latency_ms == pytest.approx(72.0)  # half faded
     assert policy.estimates(2_040)[1].latency_ms == pytest.approx(62.0)  # the model again
+
+
+def test_reason_leaves_out_a_correction_that_rounds_to_zero() -> None:
+    policy = _testbed_policy()
+    for t in range(10, 60, 10):
+        policy.residuals.observe_frame(policy.estimates(t), "output", "local", 61.8, t)
+    d = policy.decide(100)
+    assert d.cut_id == "output" and "output 62 ms < input 74 ms" in d.reason and "measured" not in d.reason, d.reason

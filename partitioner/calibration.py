@@ -148,13 +148,16 @@ def preprocess_frames(frames: Sequence[np.ndarray], spec: bundle_pb2.InputSpec) 
     return [preprocess_bgr(frame, spec) for frame in frames]
 
 
-def jpeg_roundtrip(frames: Sequence[np.ndarray], quality: int) -> tuple[list[np.ndarray], list[int]]:
-    """Encode each frame as JPEG and decode it again, as the 'input' cut does; also the encoded sizes."""
-    from protos.preprocess import decode_jpeg, encode_jpeg
+def jpeg_roundtrip(frames: Sequence[np.ndarray], quality: int,
+                   spec: bundle_pb2.InputSpec | None = None) -> tuple[list[np.ndarray], list[int]]:
+    """Encode each frame as JPEG and decode it again, as the 'input' cut does; also the encoded sizes.
+    With ``spec`` each frame is first downscaled to the model's input resolution
+    (:func:`protos.preprocess.model_sized`), as the edge agent sends it by default; without, whole."""
+    from protos.preprocess import decode_jpeg, encode_jpeg, model_sized
 
     decoded, sizes = [], []
     for frame in frames:
-        data = encode_jpeg(frame, quality)
+        data = encode_jpeg(model_sized(frame, spec) if spec is not None else frame, quality)
         sizes.append(len(data))
         decoded.append(decode_jpeg(data))
     return decoded, sizes

@@ -153,7 +153,7 @@ def measure_baseline(
     the held-out frames as JPEGs at ``config.jpeg_quality``, decoded, preprocessed, run
     through the FP32 full model, scored with the task's metric against the raw frames' outputs."""
     task = config.task or evaluation.infer_task(reference[0])
-    decoded, _ = calibration.jpeg_roundtrip(frames.evaluation_bgr, config.jpeg_quality)
+    decoded, _ = calibration.jpeg_roundtrip(frames.evaluation_bgr, config.jpeg_quality, spec)
     feeds = [{spec.tensor.name: x} for x in calibration.preprocess_frames(decoded, spec)]
     gate = config.fidelity_gate
     scorer = evaluation.Judge(task, gate, 0.0, reference, frames.evaluation)
@@ -261,7 +261,7 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
     profiled: list[stages.ProfiledCut] = []
     for k, shipped in enumerate(optimized):
         progress("profile", k, len(optimized))
-        profiled.append(stages.profile_cut(config, shipped, frames))
+        profiled.append(stages.profile_cut(config, shipped, frames, spec))
     profiled = codec_stage.profile_variants(config, codec_cuts, frames, profiled)
     progress("profile", len(optimized), len(optimized))
     clock.lap("profile")

@@ -101,11 +101,15 @@ def head_outputs(head: onnx.ModelProto, feed: Mapping[str, np.ndarray], threads:
     return dict(zip(names, values))
 
 
-def time_jpeg_encode(frame_bgr: np.ndarray, quality: int, timing: TimingConfig = TimingConfig()) -> float:
-    """Median ms to JPEG-encode ``frame_bgr`` (the edge's work for the ``input`` cut)."""
-    from protos.preprocess import encode_jpeg
+def time_jpeg_encode(frame_bgr: np.ndarray, quality: int, timing: TimingConfig = TimingConfig(),
+                     spec: bundle_pb2.InputSpec | None = None) -> float:
+    """Median ms to JPEG-encode ``frame_bgr`` (the edge's work for the ``input`` cut); with ``spec``,
+    downscaled to the model's input first, as the agent sends it by default."""
+    from protos.preprocess import encode_jpeg, model_sized
 
-    return _median_ms(lambda: encode_jpeg(frame_bgr, quality), timing)
+    if spec is None:
+        return _median_ms(lambda: encode_jpeg(frame_bgr, quality), timing)
+    return _median_ms(lambda: encode_jpeg(model_sized(frame_bgr, spec), quality), timing)
 
 
 def _now() -> str:
@@ -183,7 +187,7 @@ def profile_bundle(
         if cut.HasField("head"):
             head_ms = time_model(bundle.path(cut.head).read_bytes(), feed, timing)
         else:
-            head_ms = time_jpeg_encode(frame_bgr, bundle.manifest.input.jpeg_quality, timing)
+            head_ms = time_jpeg_encode(frame_bgr, bundle.manifest.input.jpeg_quality, timing, bundle.manifest.input)
         measured[cut.id] = make_profile(head_ms, 0.0, timing, device)
 
     def mutate(manifest: bundle_pb2.Manifest) -> None:

@@ -203,7 +203,7 @@ def _optimize_input_cut(
 ) -> OptimizedCut:
     """Full offload: the JPEG the edge sends, decoded and preprocessed on the server."""
     spec = context.spec
-    decoded, sizes = calibration.jpeg_roundtrip(context.frames.evaluation_bgr, config.jpeg_quality)
+    decoded, sizes = calibration.jpeg_roundtrip(context.frames.evaluation_bgr, config.jpeg_quality, spec)
     feeds = [{spec.tensor.name: x} for x in calibration.preprocess_frames(decoded, spec)]
     fidelity = context.judge(evaluation.Pipeline(None, tail), feeds=feeds)
     jpeg_bytes = int(round(float(np.mean(sizes))))
@@ -237,14 +237,16 @@ def _wire_tensors(
 # --------------------------------------------------------------------------- profile
 
 
-def profile_cut(config: PartitionConfig, cut: OptimizedCut, frames: FrameFeeds) -> ProfiledCut:
-    """Time the head (or the JPEG encoding, for the ``input`` cut) and the tail on this machine."""
+def profile_cut(config: PartitionConfig, cut: OptimizedCut, frames: FrameFeeds,
+                spec: bundle_pb2.InputSpec | None = None) -> ProfiledCut:
+    """Time the head (or the JPEG encoding, for the ``input`` cut: of the frame downscaled to ``spec``'s
+    input when given, as the agent sends it) and the tail on this machine."""
     timing = profiling.TimingConfig(threads=config.threads, warmup=config.profile_warmup, runs=config.profile_runs)
     feed = frames.evaluation[0]
     edge_extra_ms = 0.0
     tail_feed: Mapping[str, np.ndarray] | None
     if cut.head is None:
-        edge_extra_ms = profiling.time_jpeg_encode(frames.evaluation_bgr[0], config.jpeg_quality, timing)
+        edge_extra_ms = profiling.time_jpeg_encode(frames.evaluation_bgr[0], config.jpeg_quality, timing, spec)
         tail_feed = feed
     else:
         tail_feed = profiling.head_outputs(cut.head, feed) if cut.tail is not None else None

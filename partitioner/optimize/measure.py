@@ -98,7 +98,7 @@ def held_out(model: onnx.ModelProto, spec: bundle_pb2.InputSpec, frames: calibra
     FP32 model on the raw held-out frames, as ``partition`` does; the judge of every variant."""
     reference = tuple(evaluation.run_frames(evaluation.Pipeline(model, None), frames.evaluation))
     task = task or evaluation.infer_task(reference[0])
-    decoded, _ = calibration.jpeg_roundtrip(frames.evaluation_bgr, int(spec.jpeg_quality) or 90)
+    decoded, _ = calibration.jpeg_roundtrip(frames.evaluation_bgr, int(spec.jpeg_quality) or 90, spec)
     jpeg_feeds = [{spec.tensor.name: x} for x in calibration.preprocess_frames(decoded, spec)]
     scorer = evaluation.Judge(task, gate, 0.0, reference, frames.evaluation)
     baseline = scorer.score(evaluation.Pipeline(model, None), jpeg_feeds)

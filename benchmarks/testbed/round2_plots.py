@@ -87,8 +87,11 @@ def plot_sweep(run: dict, title: str, path: pathlib.Path) -> Optional[str]:
         for r in point.get("runs", []):
             if r["strategy"] not in names:
                 names.append(r["strategy"])
-    if not names:
+    measured = [n for n in names if any(r["strategy"] == n and "error" not in r and (r.get("mean_ms") or 0) > 0
+                                        for point in points for r in point.get("runs", []))]
+    if not measured:
         return None
+    names = measured
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5))
     styles = ["-", "--", "-.", ":"]
@@ -96,7 +99,7 @@ def plot_sweep(run: dict, title: str, path: pathlib.Path) -> Optional[str]:
         xs, ys, settled = [], [], []
         for point in points:
             r = next((x for x in point.get("runs", []) if x["strategy"] == name and "error" not in x), None)
-            if r is not None and r.get("mean_ms") is not None:
+            if r is not None and (r.get("mean_ms") or 0) > 0:
                 xs.append(point["uplink_mbit"])
                 ys.append(r["mean_ms"])
                 settled.append(r.get("settled_mean_ms"))

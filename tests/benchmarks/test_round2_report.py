@@ -142,3 +142,18 @@ def test_three_region_runs_of_round_two_join_the_sweeps_round_one_stays_marked(t
     assert "## Camera: ssd-vtest" in text and "three_region.json (run 'ssd-vtest')" in text
     round1 = text[text.index("## Round 1 (superseded)"):]
     assert "three_region/training-free" in round1 and "ssd-vtest" not in round1
+
+
+def test_a_sweep_whose_runs_all_failed_is_not_measured_and_not_drawn(tmp_path: pathlib.Path) -> None:
+    results, out = tmp_path / "results", tmp_path / "docs"
+    results.mkdir()
+    failed = {"strategy": "adaptive", "pinned_cut": None, "error": "edge exited with 1 before printing 'loaded'"}
+    doc = {"runs": {"cam": {"sweep": [{"uplink_mbit": 1.0, "runs": [dict(failed, strategy="edge-only"), failed]}]}}}
+    (results / "round2_sweep.json").write_text(json.dumps(doc))
+    goals = write_report(results, out, now="T")
+    fixed = next(g for g in goals if g["goal"] == r2.GOAL_FIXED)
+    assert fixed["met"] is None and fixed["detail"] == "no uplink with both adaptive and fixed runs"
+    missing = next(g for g in goals if g["goal"] == "0 frames without a result in every run")
+    assert missing["met"] is None and "2 runs failed" in missing["detail"]
+    assert not (out / "sweep_cam_sweep.png").exists()
+    assert "| 1 | err | err | - | - | - | - |" in (out / "README.md").read_text()

@@ -8,7 +8,7 @@ magnitude, channels rounded to 8; ``p20r``/``p30r``: the groups feeding one 1x1 
 structured OBS with a least-squares refit of that conv on 75 training frames,
 :mod:`partitioner.optimize.reconstruct`) and/or factorized (SVD, 0.99 energy, only where cheaper),
 then distilled from the original for at most ``--distill-seconds`` of wall-clock time
-(:mod:`partitioner.optimize.distill`: KD at T=4, mirrored frames, BatchNorm re-estimated) on
+(:mod:`partitioner.optimize.distill`: KD at T=4, mirrored frames, BatchNorm statistics and dropout frozen, SGD) on
 footage chosen by ``--split``. ``same-camera`` (default; the issue's goal): bikes.mp4 (250
 frames) frames 0-149 train, 150-174 are skipped, ``--heldout-frames`` of 175-249 are held
 out. ``cross-camera``: ``--train-frames`` frames of bikes.mp4 train, held-out frames come
@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--distill-seconds", type=float, default=150.0)
     p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                   help="distillation optimizer (sgd: momentum 0.9; adamw moved every weight of a pretrained student)")
     p.add_argument("--train-frames", type=int, default=150)
     p.add_argument("--heldout-frames", type=int, default=64)
     p.add_argument("--threads", type=int, default=2, help="training threads (latency: always one)")
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     heldout = measure.held_out(source.model, footage.spec, footage.heldout, Gate(margin=0.02, confident_at=0.8))
     print(f"JPEG q90 baseline: top-1 agreement {heldout.baseline.value:.4f} on {heldout.baseline.frames} held-out "
           f"frames ({', '.join(pathlib.Path(s).name for s in heldout.sources)})", flush=True)
-    settings = Distill(seconds=a.distill_seconds, epochs=1000, learning_rate=a.learning_rate, batch_size=16)
+    settings = Distill(seconds=a.distill_seconds, epochs=1000, learning_rate=a.learning_rate, batch_size=16,
+                       optimizer=a.optimizer)
     from partitioner.optimize.distill import teacher_targets
 
     targets = teacher_targets(source.build(), footage.train, footage.heldout_tensor(), settings, threads=a.threads)
@@ -238,9 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         "train_sources": [_short(s) for s in footage.train_sources], "train_frames": int(footage.train.shape[0]),
         "heldout_sources": [_short(s) for s in heldout.sources], "heldout_frames": heldout.baseline.frames,
         "distillation_budget": {"wall_seconds": a.distill_seconds, "learning_rate": a.learning_rate,
+                                "optimizer": a.optimizer,
                                 "temperature": settings.temperature, "batch_size": settings.batch_size,
                                 "threads": a.threads, "mirrored_frames": True},
-        "jpeg_q90_baseline": {"top1_agreement": round(baseline, 4),
+        "jpeg_q90_baseline": {"jpeg": "each frame downscaled to the model's input, q90 (what the agent sends)",
+                              "top1_agreement": round(baseline, 4),
                               "confident_agreement": round(heldout.baseline.confident_agreement, 4)},
         "emulated_pi": {k: v for k, v in pi.items() if k != "latency_ms"},
         "variants": rows,

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=_DISTILL.temperature)
     g.add_argument("--feature-weight", type=float, default=_DISTILL.feature_weight)
     g.add_argument("--learning-rate", type=float, default=_DISTILL.learning_rate)
+    g.add_argument("--optimizer", choices=("sgd", "adamw"), default=_DISTILL.optimizer,
+                   help="sgd (momentum 0.9; default): steps in proportion to the gradient, right for fine-tuning")
     g.add_argument("--batch-size", type=int, default=_DISTILL.batch_size)
     g.add_argument("--seed", type=int, default=_DISTILL.seed)
     g.add_argument("--threads", type=int, default=1, help="training threads (latency is always timed on one)")
@@ -83,7 +85,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     if args.distill_seconds:
         distill = Distill(seconds=args.distill_seconds, epochs=args.distill_epochs, temperature=args.temperature,
                           feature_weight=args.feature_weight, learning_rate=args.learning_rate,
-                          batch_size=args.batch_size, seed=args.seed)
+                          batch_size=args.batch_size, seed=args.seed, optimizer=args.optimizer)
     if not steps:
         raise ValueError("nothing to do: pass --prune RATIO and/or --lowrank ENERGY")
     return Plan(tuple(steps), distill)

@@ -75,7 +75,8 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, train_frames: to
             targets: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> TrainReport:
     """Fine-tune ``student`` in place to mimic ``teacher`` (frozen) on ``train_frames``; the held-out
     loss in the report is on ``heldout_frames`` (different footage). BatchNorm statistics stay the original's (estimated on
-    ImageNet): one scene's frames are too uniform to re-estimate them from."""
+    ImageNet): one scene's frames are too uniform to re-estimate them from. Dropout is off (the student copies
+    answers; dropout's noise would be the only loss of a copy), and the optimizer is ``settings.optimizer``."""
     example = train_frames[:1]
     frames = _all_frames(train_frames, heldout_frames)
     n_train = 2 * int(train_frames.shape[0])
@@ -113,7 +114,8 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, train_frames: to
 
         config = TrainConfig(seed=settings.seed, max_epochs=settings.epochs, max_seconds=settings.seconds,
                              batch_size=settings.batch_size, learning_rate=settings.learning_rate, threads=threads,
-                             progress=progress, freeze_batchnorm=True)
+                             progress=progress, freeze_batchnorm=True, freeze_dropout=True,
+                             optimizer=settings.optimizer)
         report = train(student, loss_fn, torch.arange(n_train), torch.arange(n_train, int(frames.shape[0])), config,
                        parameters=parameters, description=description)
     finally:

@@ -89,8 +89,13 @@ class Distill:
     learning_rate: float = 1e-4
     batch_size: int = 16
     seed: int = 0
+    # SGD with momentum: Adam's per-weight steps of ~learning_rate on a nearly converged loss move every
+    # weight of a pretrained student (see partitioner.training.TrainConfig.optimizer)
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"distill optimizer {self.optimizer!r} is invalid; expected 'sgd' or 'adamw'")
         for name in ("seconds", "temperature", "learning_rate"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):

@@ -74,45 +74,45 @@ def _json(path: pathlib.Path) -> Optional[dict]:
 def _when(doc: Optional[dict]) -> str:
     if not doc:
         return "?"
-    return str(doc.get("generated_at") or doc.get("finished_at") or doc.get("started_at") or "?")
+    runs = [r.get("generated_at") for r in (doc.get("runs") or {}).values() if isinstance(r, dict)] \
+        if isinstance(doc.get("runs"), dict) else []
+    return str(doc.get("generated_at") or doc.get("finished_at") or doc.get("started_at")
+               or max((r for r in runs if r), default=None) or "partial: no generated_at yet")
 
 
 def camera_sections(testbeds: dict[str, dict], sweeps: dict[str, dict], files: dict[str, str],
                     out: pathlib.Path) -> list[str]:
     """Per camera: its uplink sweep(s) (figure + table), then its testbed documents (figures + tables)."""
-    cameras: dict[str, list[str]] = {}
-    for label in sweeps:
-        cameras.setdefault(label, []).append(label)
+    cameras: dict[str, list[tuple[str, Optional[str]]]] = {}  # camera -> [(file label, sweep run label or None)]
+    for label, doc in sweeps.items():
+        for run_label in doc.get("runs") or {}:
+            cameras.setdefault(run_label, []).append((label, run_label))
     for label, doc in testbeds.items():
-        cameras.setdefault(r2.camera_of(label, doc), []).append(label)
+        cameras.setdefault(r2.camera_of(label, doc), []).append((label, None))
     lines: list[str] = []
-    for camera, labels in cameras.items():
+    for camera, entries in cameras.items():
         lines += [f"## Camera: {camera}", ""]
-        for label in labels:
-            if label in sweeps:
-                lines += _sweep_lines(camera, label, sweeps[label], files[label], out)
+        for label, run_label in entries:
+            if run_label is not None:
+                lines += _sweep_lines(label, run_label, sweeps[label]["runs"][run_label], files[label], out)
             else:
                 lines += _testbed_lines(label, testbeds[label], files[label], out)
     return lines
 
 
-def _sweep_lines(camera: str, label: str, sweep: dict, file: str, out: pathlib.Path) -> list[str]:
-    lines: list[str] = []
-    for run_label, run in (sweep.get("runs") or {}).items():
-        dev = run.get("device") or {}
-        bundle = run.get("bundle") or {}
-        lines += [f"### {camera}: latency vs uplink ({run_label})", "",
-                  f"From `{file}` (`{run.get('command', '?')}`, {run.get('generated_at', '?')}, "
-                  f"{run.get('duration_s', '?')} s). Bundle {bundle.get('model_name', '?')}@"
-                  f"{bundle.get('content_hash', '?')}; edge CPU = one core / {dev.get('slowdown', '?')} "
-                  f"({dev.get('stands_for', '?')}). Settings: "
-                  + ", ".join(f"{k}={v}" for k, v in (run.get("settings") or {}).items()) + ".", ""]
-        name = plots.plot_sweep(run, f"{camera} ({run_label}): mean latency vs uplink, every strategy",
-                                out / f"{label}_{run_label}_sweep.png")
-        if name:
-            lines += [f"![{name}]({name})", ""]
-        lines += r2.sweep_table(run)
-    return lines
+def _sweep_lines(label: str, run_label: str, run: dict, file: str, out: pathlib.Path) -> list[str]:
+    dev = run.get("device") or {}
+    bundle = run.get("bundle") or {}
+    lines = [f"### {run_label}: latency vs uplink", "",
+             f"From `{file}` (`{run.get('command', '?')}`, {run.get('generated_at', '?')}, "
+             f"{run.get('duration_s', '?')} s). Bundle {bundle.get('model_name', '?')}@"
+             f"{bundle.get('content_hash', '?')}; edge CPU = one core / {dev.get('slowdown', '?')}. Settings: "
+             + ", ".join(f"{k}={v}" for k, v in (run.get("settings") or {}).items()) + ".", ""]
+    name = plots.plot_sweep(run, f"{run_label}: mean latency vs uplink, every strategy",
+                            out / f"{label}_{run_label}_sweep.png")
+    if name:
+        lines += [f"![{name}]({name})", ""]
+    return lines + r2.sweep_table(run)
 
 
 def _testbed_lines(label: str, doc: dict, file: str, out: pathlib.Path) -> list[str]:

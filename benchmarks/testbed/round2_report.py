@@ -72,13 +72,14 @@ def latency_row(goal: str, scenario: str, g: dict, runs: Sequence[dict] = ()) ->
 
 
 def fixed_uplink_rows(camera: str, sweep: dict) -> list[dict]:
-    """One row per sweep run: the worst adaptive / best-fixed ratio over its uplinks (goal: every one <= 1.1)."""
+    """One row per sweep run (its label names the camera; ``camera`` is the file's label): the worst
+    adaptive / best-fixed ratio over its uplinks (goal: every one <= 1.1)."""
     rows = []
     for label, run in (sweep.get("runs") or {}).items():
         verdicts = [(p["uplink_mbit"], goals.latency_goal(p.get("runs", []), adaptive=ADAPTIVE, ratio_max=FIXED_RATIO),
                      p.get("runs", [])) for p in run.get("sweep", [])]
         measured = [(mbit, g, runs) for mbit, g, runs in verdicts if g.get("met") is not None]
-        scenario = f"{camera}: uplink sweep {label}"
+        scenario = f"{label}: uplink sweep" + (f" ({camera})" if camera != label else "")
         if not measured:
             rows.append(_row(GOAL_FIXED, scenario, None, f"<= {FIXED_RATIO:g}", None,
                              "no uplink with both adaptive and fixed runs"))
@@ -198,7 +199,7 @@ def missing_row(testbeds: dict[str, dict], sweeps: dict[str, dict]) -> dict:
                     (broken.append(where) if "error" in r else counted.append((where, r.get("frames_without_result") or 0)))
     total = sum(n for _, n in counted)
     detail = ("; ".join(f"{w}: {n}" for w, n in counted if n) or f"every frame of {len(counted)} runs has a result"
-              if counted else "no round-2 run in the results")
+              if counted else "no round-2 run with results")
     if broken:
         detail += f"; {len(broken)} runs failed: " + ", ".join(broken[:8])
     met = None if not counted else total == 0 and not broken

@@ -46,7 +46,7 @@ def sweep_doc() -> dict:
             run("edge-only", edge, pinned="output"), run("cloud-only", cloud, pinned="input"),
             run("adaptive", adaptive, pinned=None, settled_mean_ms=adaptive * 0.9, learning_s=2.0,
                 settled={"learning_frames": 4})]}
-    return {"runs": {"ssd": {"device": {"slowdown": 10.0}, "settings": {}, "sweep": [
+    return {"runs": {"ssd-vtest": {"device": {"slowdown": 10.0}, "settings": {}, "sweep": [
         point(0.5, 400.0, 900.0, 420.0), point(8.0, 400.0, 200.0, 240.0), point(50.0, 400.0, 100.0, 105.0)]}}}
 
 
@@ -66,7 +66,7 @@ def test_goal_rows_carry_the_measured_ratios_and_verdicts() -> None:
     assert varying["measured"] == pytest.approx(0.9) and varying["met"] is False
     assert "adaptive 270.0 ms vs cloud-only 300.0 ms" in varying["detail"]
     assert "settled 250.0 ms after learning 4.0 s / 8 frames" in varying["detail"]
-    sweep = by[(r2.GOAL_FIXED, "sweep_ssd: uplink sweep ssd")]
+    sweep = by[(r2.GOAL_FIXED, "ssd-vtest: uplink sweep (sweep_ssd)")]
     assert sweep["measured"] == pytest.approx(1.2) and sweep["met"] is False
     assert "worst at 8 Mbit/s" in sweep["detail"] and "over 1.1x at 8 Mbit/s 1.20x" in sweep["detail"]
     energy = by[(r2.GOAL_ENERGY, "ssd-vtest: battery")]
@@ -99,7 +99,7 @@ def test_goals_nothing_measures_are_listed_as_not_measured() -> None:
 
 
 def test_tables_show_learning_ratio_and_phases() -> None:
-    table = "\n".join(r2.sweep_table(sweep_doc()["runs"]["ssd"]))
+    table = "\n".join(r2.sweep_table(sweep_doc()["runs"]["ssd-vtest"]))
     assert "| 8 | 400.0 | 200.0 | 240.0 | 216.0 | 2.0 s / 4 fr | 1.20 **over** | cloud-only |" in table
     phases = "\n".join(r2.phase_table(make_testbed_doc()["scenarios"][0]))
     assert "| **adaptive** | 110.0 | 420.0 |" in phases
@@ -117,14 +117,15 @@ def test_write_report_renders_every_section_from_the_files(tmp_path: pathlib.Pat
     goals = write_report(results, out, now="T")
     assert any(g["scenario"] == "ssd-vtest: varying" for g in goals)
     text = (out / "README.md").read_text()
-    for expected in ("## Camera: ssd-vtest", "## Camera: ssd_sweep", "![ssd_varying_varying_timeline.png]",
-                     "![ssd_sweep_ssd_sweep.png]", "![restart_timeline.png]", "`benchmarks/results/round2_ssd_varying.json`",
+    assert text.count("## Camera: ") == 1  # the sweep's run and the testbed document are one camera
+    for expected in ("## Camera: ssd-vtest", "### ssd-vtest: latency vs uplink", "![ssd_varying_varying_timeline.png]",
+                     "![ssd_sweep_ssd-vtest_sweep.png]", "![restart_timeline.png]", "`benchmarks/results/round2_ssd_varying.json`",
                      "| **adaptive** | 110.0 | 420.0 |"):
         assert expected in text, expected
     assert "## Camera: bogus" not in text and "round2_bogus" not in text[:text.index("## All results files")]
     assert "Not rendered: results file 'codecs_ssd.json' is not loaded" in text
     for png in ("ssd_varying_varying_timeline.png", "ssd_varying_energy.png", "restart_timeline.png",
-                "ssd_sweep_ssd_sweep.png"):
+                "ssd_sweep_ssd-vtest_sweep.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png
     saved = json.loads((out / "round2_goals.json").read_text())
     assert saved["goals"] == goals and "benchmarks/results/triton.json" in saved["sources"]
@@ -133,11 +134,11 @@ def test_write_report_renders_every_section_from_the_files(tmp_path: pathlib.Pat
 def test_three_region_runs_of_round_two_join_the_sweeps_round_one_stays_marked(tmp_path: pathlib.Path) -> None:
     results, out = tmp_path / "results", tmp_path / "docs"
     results.mkdir()
-    old = sweep_doc()["runs"]["ssd"]
+    old = sweep_doc()["runs"]["ssd-vtest"]
     (results / "three_region.json").write_text(json.dumps({"runs": {"training-free": old, "ssd-vtest": old}}))
     goals = write_report(results, out, now="T")
     scenarios = {g["scenario"] for g in goals if g["goal"] == r2.GOAL_FIXED}
-    assert scenarios == {"ssd-vtest: uplink sweep ssd-vtest"}
+    assert scenarios == {"ssd-vtest: uplink sweep"}
     text = (out / "README.md").read_text()
     assert "## Camera: ssd-vtest" in text and "three_region.json (run 'ssd-vtest')" in text
     round1 = text[text.index("## Round 1 (superseded)"):]

@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> dict:
     camera = CAMERAS[args.camera]
     bundle, video = resolve_camera(camera)
     fps = args.fps or camera.fps_cap
-    log_dir = args.log_dir or REPO / "benchmarks" / "results" / "testbed_logs" / f"round2_{camera.name}"
+    # absolute: the agent resolves the paths of its edge.toml relative to the file
+    log_dir = (args.log_dir or REPO / "benchmarks" / "results" / "testbed_logs" / f"round2_{camera.name}").resolve()
     settings = BenchSettings(bundle=bundle, fps_cap=fps, edge_slowdown=args.slowdown, testbed=args.testbed,
                              log_dir=log_dir, load_unthrottled=True, load_client_fps=fps,
                              agent_log_level=args.agent_log_level, strategies=tuple(args.strategy), video=video,

@@ -352,6 +352,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--plot-dir", type=pathlib.Path, default=DEFAULT_PLOT_DIR)
     p.add_argument("--log-dir", type=pathlib.Path, default=REPO / "benchmarks" / "results" / "testbed_logs" / "three_region")
     a = p.parse_args(argv)
+    a.log_dir = a.log_dir.resolve()  # the agent resolves its edge.toml's paths relative to the file
     try:
         a.uplinks = tuple(float(x) for x in a.uplinks.split(",") if x.strip())
     except ValueError:

@@ -4,8 +4,9 @@ For every verified mid-graph cut whose wire is one NCHW float tensor, each codec
 ``config.feature_codecs`` is fitted on the calibration activations
 (:mod:`partitioner.codec_fit`) and judged on the held-out frames like every other variant
 (:mod:`partitioner.codec_select`); the passing one with the fewest bytes ships as a cut of
-its own, ``<cut>_<codec>`` (e.g. ``features_4_conv_2_q4_zstd``), with its own FP32 head
-(the projection and quantization appended) and tail (dequantization and the projection's
+its own, ``<cut>_<codec>`` (e.g. ``features_4_conv_2_q4_zstd``), with its own head (the
+cut's INT8 head when it ships one and a codec passes on it, else the FP32 head; the
+projection and quantization appended) and tail (dequantization and the projection's
 transpose prepended), so the edge switches codec by switching cut. Its profile adds the
 measured encode time (pack + entropy coding) to the head and the decode time to the tail,
 which is how bytes and codec costs reach the edge's cost model; the manifest's
@@ -22,9 +23,12 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+import onnx
+
 from partitioner import evaluation, stages
 from partitioner.calibration import FrameFeeds
 from partitioner.codec_fit import CodecSpec, parse_codec, single_feature_map
+from partitioner.codec_int8 import float_output_head
 from partitioner.codec_select import CodecResult, choose_codec, fit_codec, measure_codec
 from partitioner.config import PartitionConfig
 from protos import bundle as bundle_io
@@ -58,12 +62,17 @@ def _variant_id(base: str, spec: CodecSpec) -> str:
     return f"{base}_{re.sub(r'[^a-z0-9]+', '_', spec.name.lower())}"
 
 
-def codec_variants(config: PartitionConfig, context: stages.CutContext,
-                   verified: Sequence[stages.VerifiedCut]) -> list[CodecCut]:
-    """One codec variant per eligible cut: the passing codec with the fewest bytes (none when none passes)."""
+def codec_variants(config: PartitionConfig, context: stages.CutContext, verified: Sequence[stages.VerifiedCut],
+                   optimized: Sequence[stages.OptimizedCut] = ()) -> list[CodecCut]:
+    """One codec variant per eligible cut: the passing codec with the fewest bytes (none when none passes).
+
+    When the cut ships an INT8 head (its entry in ``optimized``), the codecs are fitted on and appended
+    to that head (its wire step removed, :mod:`partitioner.codec_int8`) and the variant ships with
+    ``head_precision`` "int8" if one passes the gate; otherwise (and for FP32 heads) on the FP32 head."""
     specs = codec_specs(config.feature_codecs)
     if not specs:
         return []
+    shipped = {c.candidate.id: c for c in optimized}
     out: list[CodecCut] = []
     for cut in verified:
         cand = cut.candidate
@@ -76,26 +85,51 @@ def codec_variants(config: PartitionConfig, context: stages.CutContext,
             continue
         if cand.datatypes and cand.datatypes[0] != "FP32":
             continue
-        calib = evaluation.collect_activations(cut.head, context.frames.calibration, [tensor])[tensor]
-        results = []
-        for spec in specs:
-            if spec.rank is not None and spec.rank >= channels:
-                continue
-            fitted = fit_codec(spec, tensor, calib)
-            results.append(measure_codec(fitted, cut.head, cut.tail, context.judge,
-                                         wire_frames=context.frames.evaluation[:WIRE_FRAMES]))
-            logger.info("cut %s codec %s: %s %.4f (%s), %.0f bytes/frame", cand.id, spec.name,
-                        results[-1].fidelity.remedy, results[-1].fidelity.value,
-                        "passes" if results[-1].fidelity.passed else "fails", results[-1].wire_bytes)
-        chosen = choose_codec(results)
+        wanted = [s for s in specs if s.rank is None or s.rank < channels]
+        chosen, precision = None, "fp32"
+        int8_head = _int8_head(shipped.get(cand.id), tensor)
+        if int8_head is not None:
+            chosen = _choose(context, cut, int8_head, tensor, wanted, "int8", exact_int8=context.exact_int8)
+            if chosen is not None:
+                precision = "int8"
+            else:
+                logger.warning("cut %s: no feature codec of %s passes the gate on the INT8 head; trying the FP32 "
+                               "head (a slower head on the device)", cand.id, [s.name for s in wanted])
+        if chosen is None:
+            chosen = _choose(context, cut, cut.head, tensor, wanted, "fp32", exact_int8=True)
         if chosen is None:
             logger.warning("cut %s: no feature codec of %s passes the gate", cand.id, [s.name for s in specs])
             continue
-        out.append(CodecCut(_as_cut(cut, chosen), cand.id, chosen))
+        if precision == "fp32" and context.pre_quantized:
+            precision = "int8"  # the source's own quantization: its FP32-path head is already INT8
+        out.append(CodecCut(_as_cut(cut, chosen, precision), cand.id, chosen))
     return out
 
 
-def _as_cut(cut: stages.VerifiedCut, chosen: CodecResult) -> stages.OptimizedCut:
+def _int8_head(shipped: stages.OptimizedCut | None, tensor: str) -> onnx.ModelProto | None:
+    """The cut's shipped INT8 head with float outputs (its wire step removed), or None when it ships FP32."""
+    if shipped is None or shipped.head is None or shipped.head_precision != "int8":
+        return None
+    return float_output_head(shipped.head, [tensor])
+
+
+def _choose(context: stages.CutContext, cut: stages.VerifiedCut, head: onnx.ModelProto, tensor: str,
+            specs: Sequence[CodecSpec], precision: str, *, exact_int8: bool) -> CodecResult | None:
+    """Each codec fitted on ``head``'s calibration activations and judged with the cut's FP32 tail."""
+    assert cut.tail is not None
+    calib = evaluation.collect_activations(head, context.frames.calibration, [tensor])[tensor]
+    results = []
+    for spec in specs:
+        fitted = fit_codec(spec, tensor, calib)
+        results.append(measure_codec(fitted, head, cut.tail, context.judge, exact_int8=exact_int8,
+                                     wire_frames=context.frames.evaluation[:WIRE_FRAMES]))
+        logger.info("cut %s codec %s on the %s head: %s %.4f (%s), %.0f bytes/frame", cut.candidate.id, spec.name,
+                    precision, results[-1].fidelity.remedy, results[-1].fidelity.value,
+                    "passes" if results[-1].fidelity.passed else "fails", results[-1].wire_bytes)
+    return choose_codec(results)
+
+
+def _as_cut(cut: stages.VerifiedCut, chosen: CodecResult, head_precision: str) -> stages.OptimizedCut:
     fitted = chosen.fitted
     cand = cut.candidate
     shape = list(cand.shapes[0])
@@ -105,7 +139,7 @@ def _as_cut(cut: stages.VerifiedCut, chosen: CodecResult) -> stages.OptimizedCut
     variant = dataclasses.replace(cand, id=_variant_id(cand.id, fitted.spec),
                                   display_name=f"{cand.display_name} [{fitted.spec.name}]")
     return stages.OptimizedCut(
-        candidate=variant, verification=cut.verification, head=chosen.head, head_precision="fp32",
+        candidate=variant, verification=cut.verification, head=chosen.head, head_precision=head_precision,
         tail=chosen.tail, tail_precision="fp32", fidelity=chosen.fidelity, tensors=(tensor,),
         wire=stages.WireCost(by_codec={fitted.spec.name: int(round(chosen.wire_bytes))},
                              shipped_bytes=int(round(chosen.wire_bytes))),

@@ -253,7 +253,8 @@ def run_partition(config: PartitionConfig, progress: Progress | None = None) -> 
             optimized.append(stages.optimize_cut(config, context, pair, quantizer))
             clock.lap("optimize")
         progress("optimize", len(verified), len(verified))
-    codec_cuts = codec_stage.codec_variants(config, context, verified)  # issue 13: feature-codec variant cuts
+    # issue 13: feature-codec variant cuts, on the INT8 head a cut ships when a codec passes there
+    codec_cuts = codec_stage.codec_variants(config, context, verified, optimized)
     learned = bottleneck_stage.bottleneck_variant(config, context, verified)  # issue 13 part 2
     codec_cuts += [learned] if learned is not None else []
     clock.lap("codecs")

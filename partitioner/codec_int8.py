@@ -1,0 +1,70 @@
+"""Feature codecs on INT8 heads (issue 13): the shipped INT8 head with its wire step taken off.
+
+A plain cut's optimized head ends with the wire codec's step, added by
+:func:`partitioner.codecs.apply_wire_codec` after the head was quantized: a per-tensor
+``QuantizeLinear`` named ``<tensor>__wire_quantize`` producing the UINT8 wire codes (or a
+``Cast`` named ``<tensor>__wire_to_fp16``). The INT8 head itself leaves its cut tensors in
+float (:class:`partitioner.quantize.Quantizer` quantizes with ``quantize_outputs=False``).
+A feature codec must see those floats, so :func:`float_output_head` removes the wire step
+and gives back the INT8 head whose outputs are the dequantized activations the codec is then
+fitted on and appended to (:mod:`partitioner.codec_fit`).
+
+This is what makes a codec cut able to pay: on FP32 heads the codec variant of
+MobileNetV2's ``features_14_conv_2`` cost more on the device than the whole INT8 model.
+Rewrites take and return ``ModelProto`` copies and touch no files.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import onnx
+from onnx import TensorProto
+
+__all__ = ["WIRE_STEP_SUFFIXES", "float_output_head", "wire_step"]
+
+#: Node-name suffixes of the wire steps :mod:`partitioner.codecs` appends to a head, per cut tensor.
+WIRE_STEP_SUFFIXES = ("__wire_quantize", "__wire_to_fp16")
+
+
+def wire_step(head: onnx.ModelProto, name: str) -> onnx.NodeProto | None:
+    """The wire-codec node that produces head output ``name``, or None when the output is the head's own value."""
+    outputs = [o.name for o in head.graph.output]
+    if name not in outputs:
+        raise ValueError(f"the head has no output {name!r}; its outputs are {outputs}")
+    for node in head.graph.node:
+        if name in node.output:
+            return node if node.name in {name + s for s in WIRE_STEP_SUFFIXES} else None
+    return None
+
+
+def float_output_head(head: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``head`` whose outputs ``names`` leave as the float values the head computes:
+    each output's wire step (see the module docstring) is removed with its constants. An output
+    without a wire step must already be FLOAT; anything else raises ValueError naming it."""
+    out = onnx.ModelProto()
+    out.CopyFrom(head)
+    g = out.graph
+    for name in names:
+        step = wire_step(out, name)
+        value = next(o for o in g.output if o.name == name)
+        if step is None:
+            if value.type.tensor_type.elem_type != TensorProto.FLOAT:
+                raise ValueError(f"head output {name!r} is {TensorProto.DataType.Name(value.type.tensor_type.elem_type)}"
+                                 f" and not made by a wire step ({list(WIRE_STEP_SUFFIXES)}); expected a FLOAT output")
+            continue
+        inner, constants = step.input[0], set(step.input[1:])
+        kept = [n for n in g.node if not (n.name == step.name and name in n.output)]
+        del g.node[:]
+        g.node.extend(kept)
+        for node in g.node:
+            node.output[:] = [name if o == inner else o for o in node.output]
+            node.input[:] = [name if i == inner else i for i in node.input]
+        used = {i for n in g.node for i in n.input}
+        inits = [t for t in g.initializer if t.name not in constants or t.name in used]
+        del g.initializer[:]
+        g.initializer.extend(inits)
+        infos = [v for v in g.value_info if v.name not in (name, inner)]
+        del g.value_info[:]
+        g.value_info.extend(infos)
+        value.type.tensor_type.elem_type = TensorProto.FLOAT
+    return out

@@ -1,0 +1,120 @@
+"""Feature codecs on INT8 heads (issue 13): the wire step comes off the shipped INT8 head, the codec
+goes on, and ``partition --feature-codecs`` ships the variant with an INT8 head whose codes decode
+back to that head's float output within the codec's step."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from partitioner import codecs
+from partitioner.codec_int8 import float_output_head, wire_step
+from protos import bundle as bundle_io
+from tests.edge_agent.conftest import first_video_frame
+from tests.partitioner.test_pipeline import build_tiny_bundle
+
+
+def _float_head() -> onnx.ModelProto:
+    """x -> Conv(1x1, 4 channels) -> Relu -> y, opset 17."""
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["y"], name="relu")],
+        "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 5])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("wire", ["int8", "fp16", "fp32"])
+def test_the_wire_step_comes_off_and_the_head_computes_its_floats_again(wire: str) -> None:
+    head = _float_head()
+    params = {"y": codecs.Int8Params(scale=0.02, zero_point=3)}
+    wired, _ = codecs.apply_wire_codec(wire, head, None, ["y"], params if wire == "int8" else None)
+    assert wired is not None
+    assert (wire_step(wired, "y") is None) == (wire == "fp32")
+    back = float_output_head(wired, ["y"])
+    onnx.checker.check_model(back)
+    assert [n.name for n in back.graph.node] == ["conv", "relu"]
+    assert {t.name for t in back.graph.initializer} == {"w"}
+    assert back.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    x = np.random.default_rng(0).standard_normal((1, 3, 5, 5)).astype(np.float32)
+    np.testing.assert_array_equal(_run(back, x), _run(head, x))
+    assert wired.graph.output[0].type.tensor_type.elem_type == (TensorProto.FLOAT if wire == "fp32" else
+                                                                 {"int8": TensorProto.UINT8,
+                                                                  "fp16": TensorProto.FLOAT16}[wire])  # input intact
+
+
+def test_a_head_output_that_is_not_float_nor_a_wire_step_is_refused_by_name() -> None:
+    head = _float_head()
+    head.graph.node.append(helper.make_node("Cast", ["y"], ["codes"], to=TensorProto.UINT8, name="my_cast"))
+    head.graph.output.append(helper.make_tensor_value_info("codes", TensorProto.UINT8, [1, 4, 5, 5]))
+    with pytest.raises(ValueError, match="'codes' is UINT8"):
+        float_output_head(head, ["codes"])
+    with pytest.raises(ValueError, match=r"no output 'nope'; its outputs are \['y', 'codes'\]"):
+        float_output_head(head, ["nope"])
+
+
+# --------------------------------------------------------------------------- through partition
+
+
+@pytest.fixture(scope="module")
+def coded(tmp_path_factory: pytest.TempPathFactory) -> bundle_io.Bundle:
+    report, _ = build_tiny_bundle(tmp_path_factory.mktemp("codec_int8"), feature_codecs=("q3+zstd",),
+                                  gate="absolute", threshold=0.6)
+    return bundle_io.read_bundle(report.bundle.root)
+
+
+def _session(path) -> ort.InferenceSession:  # noqa: ANN001 - a pathlib.Path
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_a_cut_with_an_int8_head_ships_its_codec_variant_on_that_int8_head(coded: bundle_io.Bundle) -> None:
+    variants = [c for c in coded.manifest.cuts if c.codec_of]
+    assert variants, f"no codec variant; cuts {coded.cut_ids}"
+    for cut in variants:
+        base = coded.cut(cut.codec_of)
+        assert base.head_precision == "int8" and cut.head_precision == "int8", (cut.id, base.head_precision)
+        assert cut.fidelity.passed
+        head = onnx.load(str(coded.path(cut.head)))
+        ops = [n.op_type for n in head.graph.node]
+        # the INT8 head's own QDQ pairs are there, its per-tensor wire step is not; the codec ends the head
+        assert "DequantizeLinear" in ops and ops[-2:] == ["QuantizeLinear", "Clip"]
+        assert not any(n.name.endswith("__wire_quantize") for n in head.graph.node)
+
+
+def test_the_int8_codec_round_trip_matches_the_int8_head_within_the_codec_step(coded: bundle_io.Bundle) -> None:
+    from protos.preprocess import preprocess_bgr
+
+    cut = next(c for c in coded.manifest.cuts if c.codec_of)
+    base = coded.cut(cut.codec_of)
+    name = cut.tensors[0].name
+    enc = cut.tensors[0].encoding
+    x = preprocess_bgr(first_video_frame(), coded.manifest.input)
+    feed = {coded.manifest.input.tensor.name: x}
+    # the float the codec sees: the plain cut's shipped INT8 head without its wire step
+    plain = float_output_head(onnx.load(str(coded.path(base.head))), [name])
+    floats = ort.InferenceSession(plain.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    codes = _session(coded.path(cut.head)).run(None, feed)[0]
+    assert codes.dtype == np.uint8 and codes.shape == floats.shape
+    levels = (1 << enc.bits) - 1
+    assert int(codes.max()) <= levels
+    scale = np.asarray(enc.scales, np.float32)[None, :, None, None]
+    zero = np.asarray(enc.zero_points, np.float32)[None, :, None, None]
+    decoded = (codes.astype(np.float32) - zero) * scale
+    # within the channel's range the codec's error is half a step; outside it the code saturates
+    clipped = np.clip(floats, (0 - zero) * scale, (levels - zero) * scale)
+    err = np.abs(decoded - clipped)
+    assert float(np.max(err / scale)) <= 0.5 + 1e-3, float(np.max(err / scale))
+    assert float(np.mean(decoded != floats)) > 0  # the codec does quantize: 3 bits are not the float
+    # the tail starts with the codec's dequantization: it takes the codes as they cross the wire
+    tail = onnx.load(str(coded.path(cut.tail)))
+    assert tail.graph.node[0].op_type == "DequantizeLinear" and tail.graph.input[0].name == name

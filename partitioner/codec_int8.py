@@ -5,9 +5,15 @@ A plain cut's optimized head ends with the wire codec's step, added by
 ``QuantizeLinear`` named ``<tensor>__wire_quantize`` producing the UINT8 wire codes (or a
 ``Cast`` named ``<tensor>__wire_to_fp16``). The INT8 head itself leaves its cut tensors in
 float (:class:`partitioner.quantize.Quantizer` quantizes with ``quantize_outputs=False``).
-A feature codec must see those floats, so :func:`float_output_head` removes the wire step
-and gives back the INT8 head whose outputs are the dequantized activations the codec is then
-fitted on and appended to (:mod:`partitioner.codec_fit`).
+A feature codec must see floats: :func:`codec_input_head` gives back the INT8 head with
+float outputs that the codec is then fitted on and appended to (:mod:`partitioner.codec_fit`).
+An INT8 wire step is kept and followed by its DequantizeLinear (the codec sees the 8-bit wire
+values, dequantized): ONNX Runtime then still fuses the head's last DequantizeLinear -> Conv ->
+QuantizeLinear into one INT8 QLinearConv, and it must, because with the codec's per-channel
+QuantizeLinear right after the Conv ORT 1.x fuses that instead into a QLinearConv it cannot
+run ("result zero point must be a scalar"). Other wire steps (FP16 casts) are removed
+(:func:`float_output_head`); an INT8 head that ends in a Conv then meets that ORT failure,
+and :func:`partitioner.codec_stage.codec_variants` falls back to the FP32 head.
 
 This is what makes a codec cut able to pay: on FP32 heads the codec variant of
 MobileNetV2's ``features_14_conv_2`` cost more on the device than the whole INT8 model.
@@ -18,9 +24,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import onnx
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
-__all__ = ["WIRE_STEP_SUFFIXES", "float_output_head", "wire_step"]
+__all__ = ["WIRE_STEP_SUFFIXES", "codec_input_head", "dequantized_output_head", "float_output_head", "wire_step"]
 
 #: Node-name suffixes of the wire steps :mod:`partitioner.codecs` appends to a head, per cut tensor.
 WIRE_STEP_SUFFIXES = ("__wire_quantize", "__wire_to_fp16")
@@ -67,4 +73,39 @@ def float_output_head(head: onnx.ModelProto, names: Sequence[str]) -> onnx.Model
         del g.value_info[:]
         g.value_info.extend(infos)
         value.type.tensor_type.elem_type = TensorProto.FLOAT
+    return out
+
+
+def dequantized_output_head(head: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``head`` where each output of ``names`` made by an INT8 wire step (QuantizeLinear
+    ``<name>__wire_quantize``) is followed by the matching DequantizeLinear, so it leaves as the float
+    value of the wire codes. Any other output raises ValueError naming it."""
+    out = onnx.ModelProto()
+    out.CopyFrom(head)
+    g = out.graph
+    for name in names:
+        step = wire_step(out, name)
+        if step is None or step.op_type != "QuantizeLinear":
+            raise ValueError(f"head output {name!r} is not made by an INT8 wire step (QuantizeLinear "
+                             f"{name + '__wire_quantize'!r}); it is made by {step.name if step else 'the head itself'!r}")
+        codes = name + "__wire_codes"
+        for node in g.node:
+            node.output[:] = [codes if o == name else o for o in node.output]
+        g.node.append(helper.make_node("DequantizeLinear", [codes, *step.input[1:]], [name],
+                                       name=name + "__wire_dequantize"))
+        infos = [v for v in g.value_info if v.name != name]
+        del g.value_info[:]
+        g.value_info.extend(infos)
+        next(o for o in g.output if o.name == name).type.tensor_type.elem_type = TensorProto.FLOAT
+    return out
+
+
+def codec_input_head(head: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """The INT8 head with float outputs ``names`` as a feature codec should see them (module docstring):
+    INT8 wire steps dequantized, other wire steps removed."""
+    out = head
+    for name in names:
+        step = wire_step(out, name)
+        is_int8 = step is not None and step.op_type == "QuantizeLinear"
+        out = dequantized_output_head(out, [name]) if is_int8 else float_output_head(out, [name])
     return out

@@ -28,7 +28,7 @@ import onnx
 from partitioner import evaluation, stages
 from partitioner.calibration import FrameFeeds
 from partitioner.codec_fit import CodecSpec, parse_codec, single_feature_map
-from partitioner.codec_int8 import float_output_head
+from partitioner.codec_int8 import codec_input_head
 from partitioner.codec_select import CodecResult, choose_codec, fit_codec, measure_codec
 from partitioner.config import PartitionConfig
 from protos import bundle as bundle_io
@@ -89,7 +89,11 @@ def codec_variants(config: PartitionConfig, context: stages.CutContext, verified
         chosen, precision = None, "fp32"
         int8_head = _int8_head(shipped.get(cand.id), tensor)
         if int8_head is not None:
-            chosen = _choose(context, cut, int8_head, tensor, wanted, "int8", exact_int8=context.exact_int8)
+            try:  # measure_codec runs the head with ORT's default (fused) optimizations, as the edge does
+                chosen = _choose(context, cut, int8_head, tensor, wanted, "int8", exact_int8=context.exact_int8)
+            except Exception as exc:  # noqa: BLE001 - an INT8 codec head ORT cannot run falls back, not fatal
+                logger.warning("cut %s: the INT8 head with a feature codec does not run (%s); trying the FP32 head",
+                               cand.id, str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc)
             if chosen is not None:
                 precision = "int8"
             else:
@@ -107,10 +111,11 @@ def codec_variants(config: PartitionConfig, context: stages.CutContext, verified
 
 
 def _int8_head(shipped: stages.OptimizedCut | None, tensor: str) -> onnx.ModelProto | None:
-    """The cut's shipped INT8 head with float outputs (its wire step removed), or None when it ships FP32."""
+    """The cut's shipped INT8 head with float outputs (its wire step dequantized or removed), or None when
+    it ships FP32."""
     if shipped is None or shipped.head is None or shipped.head_precision != "int8":
         return None
-    return float_output_head(shipped.head, [tensor])
+    return codec_input_head(shipped.head, [tensor])
 
 
 def _choose(context: stages.CutContext, cut: stages.VerifiedCut, head: onnx.ModelProto, tensor: str,

@@ -9,20 +9,23 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from partitioner import codecs
-from partitioner.codec_int8 import float_output_head, wire_step
+from partitioner import codecs, evaluation, quantize
+from partitioner.codec_fit import parse_codec
+from partitioner.codec_int8 import codec_input_head, dequantized_output_head, float_output_head, wire_step
+from partitioner.codec_select import fit_codec
 from protos import bundle as bundle_io
 from tests.edge_agent.conftest import first_video_frame
 from tests.partitioner.test_pipeline import build_tiny_bundle
 
 
-def _float_head() -> onnx.ModelProto:
-    """x -> Conv(1x1, 4 channels) -> Relu -> y, opset 17."""
+def _float_head(relu: bool = True) -> onnx.ModelProto:
+    """x -> Conv(1x1, 4 channels) [-> Relu] -> y, opset 17."""
     rng = np.random.default_rng(3)
     w = numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w")
+    nodes = ([helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["y"], name="relu")]
+             if relu else [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")])
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["y"], name="relu")],
-        "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+        nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 5])], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -63,6 +66,46 @@ def test_a_head_output_that_is_not_float_nor_a_wire_step_is_refused_by_name() ->
         float_output_head(head, ["nope"])
 
 
+def test_an_int8_wire_step_is_dequantized_for_the_codec() -> None:
+    head = _float_head()
+    params = codecs.Int8Params(scale=0.02, zero_point=3)
+    wired, _ = codecs.add_int8_wire(head, None, {"y": params})
+    assert wired is not None
+    deq = dequantized_output_head(wired, ["y"])
+    onnx.checker.check_model(deq)
+    assert [n.op_type for n in deq.graph.node][-2:] == ["QuantizeLinear", "DequantizeLinear"]
+    assert deq.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    x = np.random.default_rng(0).standard_normal((1, 3, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(_run(deq, x), params.dequantize(params.quantize(_run(head, x))), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="'y' is not made by an INT8 wire step"):
+        dequantized_output_head(head, ["y"])
+
+
+def test_an_int8_head_ending_in_a_conv_runs_fused_with_the_codec() -> None:
+    """ORT's default optimizations fuse DequantizeLinear -> Conv -> QuantizeLinear (the wire's); the codec's
+    codes equal the low-bit quantization of the float the codec sees. (Without the wire's QuantizeLinear, ORT
+    fuses the codec's per-channel one into a QLinearConv it cannot run: codec_stage then falls back to FP32.)"""
+    head = _float_head(relu=False)
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((1, 3, 5, 5)).astype(np.float32)} for _ in range(8)]
+    int8 = quantize.Quantizer(head, feeds, calibration_frames=8).quantize(head)
+    params = {"y": codecs.calibrate_int8(evaluation.collect_activations(int8, feeds, ["y"])["y"])}
+    wired, _ = codecs.apply_wire_codec("int8", int8, None, ["y"], params)
+    assert wired is not None
+    seen = codec_input_head(wired, ["y"])
+    assert [n.op_type for n in seen.graph.node][-2:] == ["QuantizeLinear", "DequantizeLinear"]
+    floats = evaluation.collect_activations(seen, feeds, ["y"])["y"]
+    fitted = fit_codec(parse_codec("q3"), "y", floats)
+    coded, _ = fitted.apply(seen, None)
+    codes = evaluation.collect_activations(coded, feeds, ["y"])["y"]  # default (fused) ORT optimizations
+    scale = np.asarray(fitted.params.scales, np.float32)[None, :, None, None]
+    zero = np.asarray(fitted.params.zero_points, np.float32)[None, :, None, None]
+    for q, f in zip(codes, floats):
+        want = np.clip(np.rint(f / scale) + zero, 0, 7)
+        assert q.dtype == np.uint8 and np.abs(q.astype(np.int64) - want).max() <= 1
+        assert np.mean(q == want) >= 0.98
+
+
 # --------------------------------------------------------------------------- through partition
 
 
@@ -86,9 +129,9 @@ def test_a_cut_with_an_int8_head_ships_its_codec_variant_on_that_int8_head(coded
         assert cut.fidelity.passed
         head = onnx.load(str(coded.path(cut.head)))
         ops = [n.op_type for n in head.graph.node]
-        # the INT8 head's own QDQ pairs are there, its per-tensor wire step is not; the codec ends the head
+        # the INT8 head's own QDQ pairs are there, its wire codes are dequantized; the codec ends the head
         assert "DequantizeLinear" in ops and ops[-2:] == ["QuantizeLinear", "Clip"]
-        assert not any(n.name.endswith("__wire_quantize") for n in head.graph.node)
+        assert any(n.name.endswith("__wire_dequantize") for n in head.graph.node)
 
 
 def test_the_int8_codec_round_trip_matches_the_int8_head_within_the_codec_step(coded: bundle_io.Bundle) -> None:
@@ -100,8 +143,8 @@ def test_the_int8_codec_round_trip_matches_the_int8_head_within_the_codec_step(c
     enc = cut.tensors[0].encoding
     x = preprocess_bgr(first_video_frame(), coded.manifest.input)
     feed = {coded.manifest.input.tensor.name: x}
-    # the float the codec sees: the plain cut's shipped INT8 head without its wire step
-    plain = float_output_head(onnx.load(str(coded.path(base.head))), [name])
+    # the float the codec sees: the plain cut's shipped INT8 head, its wire codes dequantized
+    plain = codec_input_head(onnx.load(str(coded.path(base.head))), [name])
     floats = ort.InferenceSession(plain.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     codes = _session(coded.path(cut.head)).run(None, feed)[0]
     assert codes.dtype == np.uint8 and codes.shape == floats.shape

@@ -32,12 +32,21 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Variant:
     """A named recipe: the built-in ``base`` model pruned with reconstruction at ``prune_ratio``,
-    refitted on ``calibration_frames`` frames of the first 60 % of bikes.mp4 (every second frame)."""
+    refitted on ``calibration_frames`` frames of the first 60 % of ``footage`` (every second frame),
+    then, when ``distill_epochs`` > 0, distilled from the original for that many epochs on those
+    first 60 % (SGD, :mod:`partitioner.optimize.distill`; capped by epochs, not time, so the build
+    repeats). ``footage``: a sample video's name or a path: the camera the variant is made for;
+    its last 30 % is the held-out footage the lineage quotes."""
 
     base: str
     prune_ratio: float
     calibration_frames: int = 75
     round_to: int = 8
+    footage: str = "bikes.mp4"
+    distill_epochs: int = 0
+    learning_rate: float = 3e-4
+    batch_size: int = 16
+    heldout_frames: int = 75
 
 
 #: Named variants ``splitinfer partition`` accepts.
@@ -52,8 +61,22 @@ def is_variant(name: str) -> bool:
 
 def describe(name: str) -> str:
     v = VARIANTS[name]
+    distilled = f", distilled {v.distill_epochs} epochs" if v.distill_epochs else ""
     return (f"{v.base} pruned {v.prune_ratio:.0%} with least-squares reconstruction on {v.calibration_frames} "
-            "bikes.mp4 frames (named variant)")
+            f"{pathlib.Path(v.footage).name} frames{distilled} (named variant)")
+
+
+def _footage_path(footage: str) -> pathlib.Path:
+    from partitioner import samples
+
+    path = pathlib.Path(footage)
+    if path.is_file():
+        return path
+    if footage == "vtest.avi":
+        from partitioner.samples import vtest_path
+
+        return vtest_path()
+    return samples.video_path(footage)
 
 
 def cache_root() -> pathlib.Path:
@@ -99,11 +122,21 @@ def build_variant(source, recipe: Variant) -> onnx.ModelProto:  # noqa: ANN001 -
     from protos import bundle_pb2
 
     assert source.build is not None
-    footage = same_camera_footage(input_spec(source), default_calibration_path(), heldout_frames=75)
+    video = default_calibration_path() if recipe.footage == "bikes.mp4" else _footage_path(recipe.footage)
+    footage = same_camera_footage(input_spec(source), video, heldout_frames=recipe.heldout_frames)
     frames = footage.train[::2][: recipe.calibration_frames]
     step = Prune(recipe.prune_ratio, importance="reconstruction", round_to=recipe.round_to)
     module = source.build()
     prune_reconstructed(module, frames, step.ratio, round_to=step.round_to)
+    settings, report = None, None
+    if recipe.distill_epochs:
+        from partitioner.optimize.distill import distill
+        from partitioner.optimize.steps import Distill
+
+        settings = Distill(seconds=24 * 3600.0, epochs=recipe.distill_epochs, learning_rate=recipe.learning_rate,
+                           batch_size=recipe.batch_size, optimizer="sgd")
+        report = distill(module, source.build(), footage.train, footage.heldout_tensor(), settings, threads=2,
+                         description=f"{source.name} p{recipe.prune_ratio:.0%} distillation")
     model = export(module, source.input_shape)
     heldout = measure.held_out(source.model, footage.spec, footage.heldout, Gate(margin=0.02, confident_at=0.8))
     score, passed, reason = heldout.score(model)
@@ -115,6 +148,9 @@ def build_variant(source, recipe: Variant) -> onnx.ModelProto:  # noqa: ANN001 -
                "faster on one thread when built)",
         params=measure.count_parameters(model), macs=measure.count_macs(model), latency_ms=latency["variant"],
         fidelity=score.value)
+    if settings is not None and report is not None:
+        record.distill_seconds, record.distill_epochs = report.seconds, report.epochs
+        record.temperature, record.feature_weight, record.seed = settings.temperature, settings.feature_weight, settings.seed
     lineage = bundle_pb2.Lineage(source_model=source.name, source_sha256=source.sha256, steps=[record],
                                  baseline_fidelity=heldout.baseline.value, metric=heldout.baseline.metric)
     lineage.train_sources.extend(pathlib.Path(s.split(" ")[0]).name + " " + s.split(" ", 1)[1]

@@ -98,7 +98,8 @@ def test_reconstruction_removes_channels_and_its_refit_keeps_the_outputs(frames:
 def test_a_named_variant_resolves_is_cached_and_partitions(monkeypatch: pytest.MonkeyPatch,
                                                           tmp_path: pathlib.Path) -> None:
     # the registered recipe refits on 75 frames (minutes); the same name with 4 frames builds in seconds
-    cheap = variants.Variant(base="mobilenet_v2", prune_ratio=0.3, calibration_frames=4)
+    cheap = variants.Variant(base="mobilenet_v2", prune_ratio=0.3, calibration_frames=4, distill_epochs=1,
+                             heldout_frames=8)
     monkeypatch.setitem(variants.VARIANTS, "mobilenet_v2-p30r", cheap)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="model variant 'mobilenet_v2-p99' is unknown; expected one of"):
@@ -121,6 +122,7 @@ def test_a_named_variant_resolves_is_cached_and_partitions(monkeypatch: pytest.M
     original = load_source("mobilenet_v2").model
     assert step.macs < 0.9 * measure.count_macs(original) and step.params < measure.count_parameters(original)
     assert 0.0 <= step.fidelity <= 1.0 and "held-out" in step.reason and step.latency_ms > 0
+    assert step.distill_epochs == 1 and step.distill_seconds > 0  # distilled, by epochs
     assert lineage.train_sources == ["bikes.mp4 frames 0-149"]
 
 

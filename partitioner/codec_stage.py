@@ -91,14 +91,13 @@ def codec_variants(config: PartitionConfig, context: stages.CutContext, verified
         if int8_head is not None:
             try:  # measure_codec runs the head with ORT's default (fused) optimizations, as the edge does
                 chosen = _choose(context, cut, int8_head, tensor, wanted, "int8", exact_int8=context.exact_int8)
+                why = f"no feature codec of {[s.name for s in wanted]} passes the gate on the INT8 head"
             except Exception as exc:  # noqa: BLE001 - an INT8 codec head ORT cannot run falls back, not fatal
-                logger.warning("cut %s: the INT8 head with a feature codec does not run (%s); trying the FP32 head",
-                               cand.id, str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc)
+                why = f"the INT8 head with a feature codec does not run ({_first_line(exc)})"
             if chosen is not None:
                 precision = "int8"
             else:
-                logger.warning("cut %s: no feature codec of %s passes the gate on the INT8 head; trying the FP32 "
-                               "head (a slower head on the device)", cand.id, [s.name for s in wanted])
+                logger.warning("cut %s: %s; trying the FP32 head (slower on the device)", cand.id, why)
         if chosen is None:
             chosen = _choose(context, cut, cut.head, tensor, wanted, "fp32", exact_int8=True)
         if chosen is None:
@@ -108,6 +107,11 @@ def codec_variants(config: PartitionConfig, context: stages.CutContext, verified
             precision = "int8"  # the source's own quantization: its FP32-path head is already INT8
         out.append(CodecCut(_as_cut(cut, chosen, precision), cand.id, chosen))
     return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _int8_head(shipped: stages.OptimizedCut | None, tensor: str) -> onnx.ModelProto | None:

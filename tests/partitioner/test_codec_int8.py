@@ -161,3 +161,22 @@ def test_the_int8_codec_round_trip_matches_the_int8_head_within_the_codec_step(c
     # the tail starts with the codec's dequantization: it takes the codes as they cross the wire
     tail = onnx.load(str(coded.path(cut.tail)))
     assert tail.graph.node[0].op_type == "DequantizeLinear" and tail.graph.input[0].name == name
+
+
+def test_an_int8_codec_head_onnx_runtime_cannot_run_falls_back_to_the_fp32_head(
+        tmp_path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: ANN001 - tmp_path
+    """With an FP32 wire there is no wire QuantizeLinear to keep: the codec's per-channel QuantizeLinear
+    follows the INT8 head's last Conv ('stem'), ORT (the pinned 1.x) fuses them into a QLinearConv it
+    cannot run, and the variant ships on the FP32 head, with the reason logged."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="partitioner.codec_stage"):
+        report, _ = build_tiny_bundle(tmp_path, feature_codecs=("q4+zstd",), gate="absolute", threshold=0.6,
+                                      wire_codec="fp32", cuts=("stem",))
+    bundle = bundle_io.read_bundle(report.bundle.root)
+    assert bundle.cut("stem").head_precision == "int8"
+    variant = bundle.cut("stem_q4_zstd")
+    assert variant.codec_of == "stem" and variant.head_precision == "fp32" and variant.fidelity.passed
+    assert not any(n.op_type == "DequantizeLinear" for n in onnx.load(str(bundle.path(variant.head))).graph.node)
+    reasons = [r.getMessage() for r in caplog.records if "cut stem:" in r.getMessage()]
+    assert len(reasons) == 1 and "does not run" in reasons[0] and "QLinearConv" in reasons[0], reasons

@@ -67,8 +67,9 @@ def codec_variants(config: PartitionConfig, context: stages.CutContext, verified
     """One codec variant per eligible cut: the passing codec with the fewest bytes (none when none passes).
 
     When the cut ships an INT8 head (its entry in ``optimized``), the codecs are fitted on and appended
-    to that head (its wire step removed, :mod:`partitioner.codec_int8`) and the variant ships with
-    ``head_precision`` "int8" if one passes the gate; otherwise (and for FP32 heads) on the FP32 head."""
+    to that head (its INT8 wire codes dequantized, :mod:`partitioner.codec_int8`) and the variant ships
+    with ``head_precision`` "int8" if one passes the gate; otherwise (logged, and for FP32 heads) they are
+    fitted on and appended to the FP32 head, as before."""
     specs = codec_specs(config.feature_codecs)
     if not specs:
         return []

@@ -250,8 +250,8 @@ def sweep_table(run: dict) -> list[str]:
                 names.append(r["strategy"])
     fixed = [n for n in names if not n.startswith(ADAPTIVE)]
     adaptives = [n for n in names if n.startswith(ADAPTIVE)]
-    out = ["| Mbit/s | " + " | ".join(fixed + [f"**{n}**" for n in adaptives]) + " | adaptive settled ms | learning | "
-           "adaptive / best fixed | best fixed |", "|---" * (len(names) + 5) + "|"]
+    out = ["| Mbit/s | " + " | ".join(fixed + [f"**{n}**" for n in adaptives]) + " | adaptive settled on | "
+           "adaptive settled ms | learning | adaptive / best fixed | best fixed |", "|---" * (len(names) + 6) + "|"]
     for point in run.get("sweep", []):
         by = {r["strategy"]: r for r in point.get("runs", [])}
         cells = [("err" if "error" in by.get(n, {}) else _fmt(by.get(n, {}).get("mean_ms"), 1)) for n in names]
@@ -260,7 +260,9 @@ def sweep_table(run: dict) -> list[str]:
         g = goals.latency_goal(point.get("runs", []), adaptive=ADAPTIVE, ratio_max=FIXED_RATIO)
         learning = f"{ad.get('learning_s')} s / {settled.get('learning_frames')} fr" if settled else "-"
         ratio = "-" if g.get("met") is None else f"{g['ratio']:.2f}" + ("" if g["met"] else " **over**")
-        out.append(f"| {point['uplink_mbit']:g} | " + " | ".join(cells) + f" | {_fmt(ad.get('settled_mean_ms'), 1)} | "
+        share = settled.get("settled_share")
+        choice = f"{settled.get('choice')} ({100 * share:.0f}%)" if settled.get("choice") and share is not None else "-"
+        out.append(f"| {point['uplink_mbit']:g} | " + " | ".join(cells) + f" | {choice} | {_fmt(ad.get('settled_mean_ms'), 1)} | "
                    f"{learning} | {ratio} | {g.get('best_fixed', '-')} |")
     return out + [""]
 

@@ -100,7 +100,7 @@ def test_goals_nothing_measures_are_listed_as_not_measured() -> None:
 
 def test_tables_show_learning_ratio_and_phases() -> None:
     table = "\n".join(r2.sweep_table(sweep_doc()["runs"]["ssd-vtest"]))
-    assert "| 8 | 400.0 | 200.0 | 240.0 | 216.0 | 2.0 s / 4 fr | 1.20 **over** | cloud-only |" in table
+    assert "| 8 | 400.0 | 200.0 | 240.0 | - | 216.0 | 2.0 s / 4 fr | 1.20 **over** | cloud-only |" in table
     phases = "\n".join(r2.phase_table(make_testbed_doc()["scenarios"][0]))
     assert "| **adaptive** | 110.0 | 420.0 |" in phases
     goals = "\n".join(r2.goals_table(r2.triton_rows(triton_doc())))
@@ -157,4 +157,4 @@ def test_a_sweep_whose_runs_all_failed_is_not_measured_and_not_drawn(tmp_path: p
     missing = next(g for g in goals if g["goal"] == "0 frames without a result in every run")
     assert missing["met"] is None and "2 runs failed" in missing["detail"]
     assert not (out / "sweep_cam_sweep.png").exists()
-    assert "| 1 | err | err | - | - | - | - |" in (out / "README.md").read_text()
+    assert "| 1 | err | err | - | - | - | - | - |" in (out / "README.md").read_text()

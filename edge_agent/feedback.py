@@ -113,6 +113,12 @@ class Feedback:
         with self.lock:
             self.telemetry.bandwidth.observe_rtt(rtt_ms, self.now_ms())
 
+    def input_sized(self, wire_bytes: int) -> None:
+        """What the "input" cut would send for a recent frame (sized on the device, not sent)."""
+        with self.lock:
+            if INPUT_CUT in self.policy.cut_ids:
+                self.policy.note_wire_bytes(INPUT_CUT, wire_bytes, self.now_ms())
+
     def offload_succeeded(self, cut_id: str, wire_bytes: int, rtt_ms: float, queue_ms: Optional[float],
                           compute_ms: Optional[float]) -> None:
         """A real transfer completed: feed bandwidth/RTT and server times, close the breaker."""

@@ -295,6 +295,16 @@ class HeadRunner:
     def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
         return preprocess_bgr(image_bgr, self.manifest.input)
 
+    def input_wire_bytes(self, image_bgr: np.ndarray) -> Optional[int]:
+        """Bytes the "input" cut would send for this frame (its JPEG, framed as a BYTES tensor), or None
+        when the bundle has no input cut: the policy's figure for a cut it is not using (the bundle's is
+        the partition machine's held-out frame, not this camera's)."""
+        if INPUT_CUT not in self._cuts:
+            return None
+        image = model_sized(image_bgr, self.manifest.input) if self.jpeg_size == "model" else image_bgr
+        jpeg = encode_jpeg(image, int(self.manifest.input.jpeg_quality))
+        return len(datatypes.serialize_bytes_tensor([jpeg]))
+
     def run_head(self, cut_id: str, image_bgr: np.ndarray) -> HeadOutput:
         """Preprocess and run the head of ``cut_id`` (JPEG only for "input", the full model for "output")."""
         cut = self._cuts.get(cut_id)

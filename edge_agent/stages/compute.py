@@ -3,7 +3,9 @@
 The cut comes from the frame's :class:`~edge_agent.types.Decision`. "output" runs the
 full model (the frame is finished); any other cut runs its head, unless the cloud is
 unreachable, in which case the full model runs at once (path ``fallback``). Head times
-go to :meth:`Feedback.head_timed` (the slowdown factor). With ``roi`` set (ROI mode,
+go to :meth:`Feedback.head_timed` (the slowdown factor). While the frame's cut is not
+"input", every ``INPUT_SIZING_FRAMES``-th frame (the first included) is JPEG-encoded once
+more only to size what "input" would send (:meth:`Feedback.input_sized`). With ``roi`` set (ROI mode,
 :class:`~edge_agent.stages.hooks.MotionRoi`) the model runs on the frame's ROI crop and
 ``job.roi`` records it for the postprocessor.
 """
@@ -18,7 +20,9 @@ from edge_agent.stages.encode import Encoder
 from edge_agent.stages.hooks import ExitCheck, MotionRoi, NeverExit
 from edge_agent.stages.job import FrameJob
 from edge_agent.types import CutProfile, Mode, Path
-from protos.names import OUTPUT_CUT
+from protos.names import INPUT_CUT, OUTPUT_CUT
+
+INPUT_SIZING_FRAMES = 50  # one extra JPEG encode per this many frames: ~1 ms at 300x300 on a host core
 
 
 class HeadStage:
@@ -39,6 +43,7 @@ class HeadStage:
         self.has_server = has_server
         self.exit_check = exit_check
         self.roi: Optional[MotionRoi] = None  # set by the daemon when [gate] roi = true
+        self._frames_since_sizing: Optional[int] = None  # None: the input cut's bytes never sized yet
 
     def run(self, job: FrameJob) -> None:
         """Fill ``job.head`` (encoded, ready to send) or finish the frame (``job.local_outputs``)."""
@@ -46,6 +51,7 @@ class HeadStage:
         if self.roi is not None:
             job.roi = self.roi.roi_of(job.frame)
         image = job.model_image
+        self._size_input(cut, image)
         if cut != OUTPUT_CUT and not (self.has_server() and self.feedback.offload_allowed()):
             job.local_outputs, job.local_ms = self.runner.run_full(image)
             job.path, job.fallback_reason = Path.FALLBACK, "cloud unavailable (circuit open)"
@@ -67,3 +73,14 @@ class HeadStage:
             job.local_outputs, job.path = dict(early), Path.EXITED
             return
         job.head = self.encoder.encode(head)
+
+    def _size_input(self, cut: str, image) -> None:  # noqa: ANN001 - the frame (numpy BGR)
+        if cut == INPUT_CUT:  # its offloads report what they sent
+            return
+        if self._frames_since_sizing is not None and self._frames_since_sizing + 1 < INPUT_SIZING_FRAMES:
+            self._frames_since_sizing += 1
+            return
+        self._frames_since_sizing = 0
+        wire_bytes = self.runner.input_wire_bytes(image)
+        if wire_bytes:
+            self.feedback.input_sized(wire_bytes)

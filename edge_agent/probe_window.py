@@ -9,7 +9,11 @@ measures, so the probe's samples are taken on an otherwise idle CPU.
 Both waits are bounded, so neither side can stall the other for long: a probe that cannot
 get a quiet window within ``probe_wait_s`` measures anyway (its fastest samples still count,
 see :mod:`edge_agent.telemetry.probe_samples`), and a frame waits at most ``frame_wait_s``
-for a probe (one that hangs on a dead link) before it runs regardless. Only the frame path's
+for a probe (one that hangs on a dead link, or a long transfer on a slow one) before it runs
+regardless. That bound is short (150 ms: the cold and warm pings and a JPEG transfer at a few
+Mbit/s fit in it): on a slow link a transfer takes seconds, the device's stalls are a small
+part of it, and holding frames for it cost the testbed's adaptive agent 3x the edge-only
+latency at 0.25 Mbit/s (SSD on vtest, one core / 10: a frame held up to 1 s per probe). Only the frame path's
 head stage and the control loop's probe use it; waits use the monotonic clock of
 :class:`threading.Condition`.
 """
@@ -25,7 +29,7 @@ __all__ = ["ProbeWindow"]
 
 
 class ProbeWindow:
-    def __init__(self, *, probe_wait_s: float = 2.0, frame_wait_s: float = 1.0) -> None:
+    def __init__(self, *, probe_wait_s: float = 2.0, frame_wait_s: float = 0.15) -> None:
         if not probe_wait_s >= 0 or not frame_wait_s >= 0:
             raise ConfigError(f"probe_wait_s = {probe_wait_s!r}, frame_wait_s = {frame_wait_s!r}; expected >= 0")
         self.probe_wait_s = probe_wait_s

@@ -1,12 +1,15 @@
 """Feature codecs on INT8 heads vs FP32 heads (issue 13): can a codec cut's head cost less than the model?
 
-    python -m benchmarks.codec_int8_heads [--cuts features_4_conv_2,features_14_conv_2]
+    python -m benchmarks.codec_int8_heads [--model mobilenet_v2] [--cuts features_4_conv_2,features_14_conv_2]
         [--codecs q2+zstd,q3+zstd,q4p+zstd] [--frames 200] [--rounds 15]
         [--out benchmarks/results/codec_int8_heads.json]
+    python -m benchmarks.codec_int8_heads --model ssd_mobilenet_v2_coco --cuts conv_664,conv_708 \
+        --codecs q3+zstd,q4+zstd,q5+zstd --frames 100 --out benchmarks/results/codec_int8_heads_ssd.json
 
-MobileNetV2 (ImageNet), the partition pipeline's own steps on its own frames: calibration on
-bikes.mp4, fidelity on the held-out sample videos, judged by ``partition``'s gate against the
-cloud-only JPEG (the frame downscaled to the model's input, q90, FP32 full model). Per cut:
+MobileNetV2 (ImageNet) or the SSD detector, the partition pipeline's own steps on its own frames
+(the model's partition defaults: calibration on bikes.mp4, fidelity on held-out footage),
+judged by ``partition``'s gate against the cloud-only JPEG (the frame downscaled to the model's
+input, q90, FP32 full model). Per cut:
 the INT8 head ``partition`` ships for the plain cut (``stages.optimize_cut``), its wire step
 dequantized (``partitioner.codec_int8``); per codec, the codec fitted on and appended to the FP32
 head (what shipped before) and to that INT8 head, each judged with the cut's FP32 tail.
@@ -14,9 +17,10 @@ head (what shipped before) and to that INT8 head, each judged with the cut's FP3
 Latency: ONNX Runtime, one intra-op thread, default graph optimizations (as the edge runs),
 one held-out frame; every model of the run is timed round-robin (``--rounds`` rounds of 5 runs
 each, median over all runs) so that the load of the shared machine falls on all of them alike.
-Ratios are to the INT8 full model (the edge-only strategy) timed in the same rounds. The
-``ratio_floor`` is head/INT8 full + bytes/JPEG (docs/benchmarks/three_region_notes.md), with the
-codec's encode time added to the head; it must be well under 0.7 for a split to pay.
+Ratios are to the edge-only model (the INT8 full model when it passes the gate, else the FP32
+one: what the bundle's ``output`` cut runs) timed in the same rounds. The ``ratio_floor`` is
+head/edge-only + bytes/JPEG (docs/benchmarks/three_region_notes.md), with the codec's encode
+time added to the head; it must be well under 0.7 for a split to pay.
 """
 from __future__ import annotations
 
@@ -65,7 +69,7 @@ def time_round_robin(models: dict, feed: dict, rounds: int) -> dict[str, float]:
 
 def _codec_row(r, jpeg_bytes: float, baseline: float) -> dict:  # noqa: ANN001 - a CodecResult
     f = r.fidelity
-    return {"bytes": r.wire_bytes, "x_jpeg": r.wire_bytes / jpeg_bytes, "top1": f.value, "threshold": f.threshold,
+    return {"bytes": r.wire_bytes, "x_jpeg": r.wire_bytes / jpeg_bytes, "fidelity": f.value, "threshold": f.threshold,
             "passes_gate": f.passed, "vs_jpeg_baseline": f.value - baseline,
             "confident_agreement": f.confident_agreement, "encode_ms": r.encode_ms, "decode_ms": r.decode_ms}
 
@@ -77,18 +81,25 @@ def run(args: argparse.Namespace) -> dict:
     from partitioner.codec_select import fit_codec, measure_codec
     from partitioner.pipeline import (PartitionConfig, choose_candidates, load_source_model, measure_baseline,
                                       prepare_source_model)
+    from partitioner.models import DETECTOR
+    from partitioner.models.ssd_mobilenet_v2 import with_partition_defaults
+    from partitioner.source_defaults import apply_source_defaults
     from protos.names import OUTPUT_CUT
 
     t_start = time.monotonic()
-    config = PartitionConfig(model="mobilenet_v2", out_dir=pathlib.Path("/nonexistent"), cuts=tuple(args.cuts),
+    config = PartitionConfig(model=args.model, out_dir=pathlib.Path("/nonexistent"), cuts=tuple(args.cuts),
                              fidelity_frames=args.frames, calibration_frames=args.calibration_frames)
+    if config.model == DETECTOR:
+        config = with_partition_defaults(config)
     source, _ = load_source_model(config.model)
+    config, _, _ = apply_source_defaults(config, source)
     model = prepare_source_model(source, config)
     spec = assemble.input_spec(model, config)
     candidates = choose_candidates(model, config)
     total_flops = max(c.head_flops for c in candidates)
-    frames = calibration.gather_frames(None, spec, calibration_frames=args.calibration_frames,
-                                       evaluation_frames=args.frames)
+    frames = calibration.gather_frames(config.calibration, spec, calibration_frames=config.calibration_frames,
+                                       evaluation_frames=config.fidelity_frames,
+                                       evaluation_source=config.fidelity_source)
     print(frames.description, flush=True)
     threads = max(1, os.cpu_count() or 1)
     verify_feeds = frames.evaluation[: config.verify_frames]
@@ -99,17 +110,17 @@ def run(args: argparse.Namespace) -> dict:
     jpeg_bytes = float(np.mean(jpeg_sizes))
     exact = evaluation.resolve_int8_arithmetic(config.int8_arithmetic) == "exact"
     context = stages.CutContext(model=model, spec=spec, frames=frames, judge=judge, exact_int8=exact)
-    print(f"JPEG q{config.jpeg_quality} at the model's input: {jpeg_bytes:.0f} B, top-1 {baseline.value:.3f} "
+    print(f"JPEG q{config.jpeg_quality} at the model's input: {jpeg_bytes:.0f} B, {judge.task} {baseline.value:.3f} "
           f"(gate {baseline.threshold:.3f}); INT8 arithmetic {'exact' if exact else 'fused'}", flush=True)
 
     result: dict = {
-        "model": "mobilenet_v2", "command": "python -m benchmarks.codec_int8_heads " + " ".join(args.argv),
+        "model": config.model, "task": judge.task, "command": "python -m benchmarks.codec_int8_heads " + " ".join(args.argv),
         "host": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "load_average_start": list(os.getloadavg()),
         "frames": {"calibration": len(frames.calibration), "evaluation": len(frames.evaluation),
                    "calibration_sources": [pathlib.Path(s).name for s in frames.calibration_sources],
                    "evaluation_sources": [pathlib.Path(s).name for s in frames.evaluation_sources]},
-        "jpeg": {"quality": config.jpeg_quality, "bytes": jpeg_bytes, "top1": baseline.value,
+        "jpeg": {"quality": config.jpeg_quality, "bytes": jpeg_bytes, "fidelity": baseline.value,
                  "gate_threshold": baseline.threshold},
         "int8_arithmetic": "exact" if exact else "fused",
         "latency": {"threads": 1, "rounds": args.rounds, "runs_per_round": RUNS_PER_ROUND,
@@ -129,17 +140,19 @@ def run(args: argparse.Namespace) -> dict:
             shipped = stages.optimize_cut(config, context, verified, quantizer)
             if cand.id == OUTPUT_CUT:
                 if shipped.head_precision != "int8":
-                    print(f"warning: the INT8 full model fails the gate ({shipped.fidelity.value:.3f})", flush=True)
+                    print(f"note: the INT8 full model fails the gate; edge-only runs the {shipped.head_precision} one",
+                          flush=True)
                 assert shipped.head is not None
-                models["int8_full_model"] = shipped.head
+                models["edge_only_model"] = shipped.head
                 models["fp32_full_model"] = model
-                result["int8_full_model"] = {"precision": shipped.head_precision, "top1": shipped.fidelity.value}
+                result["edge_only_model"] = {"precision": shipped.head_precision, "fidelity": shipped.fidelity.value,
+                                             "attempts": [list(a) for a in shipped.attempts]}
                 continue
             assert verified.head is not None and verified.tail is not None and shipped.head is not None
             name = cand.tensors[0]
             row: dict = {"head_flops_fraction": cand.head_flops / total_flops, "shape": list(cand.shapes[0]),
                          "plain_head_precision": shipped.head_precision, "plain_wire_bytes": shipped.wire.shipped_bytes,
-                         "plain_top1": shipped.fidelity.value, "codecs": {}}
+                         "plain_fidelity": shipped.fidelity.value, "codecs": {}}
             if shipped.head_precision != "int8":
                 print(f"warning: {cand.id} ships an FP32 head; no INT8 codec head to measure", flush=True)
                 rows[cand.id] = row
@@ -158,15 +171,15 @@ def run(args: argparse.Namespace) -> dict:
                     entry[precision] = _codec_row(r, jpeg_bytes, baseline.value)
                     models[f"{cand.id}/{codec_name}/{precision}"] = r.head
                     print(f"{cand.id} {codec_name} on the {precision} head: {r.wire_bytes:.0f} B "
-                          f"({r.wire_bytes / jpeg_bytes:.2f}x JPEG), top-1 {r.fidelity.value:.3f} "
+                          f"({r.wire_bytes / jpeg_bytes:.2f}x JPEG), {judge.task} {r.fidelity.value:.3f} "
                           f"({'passes' if r.fidelity.passed else 'fails'})", flush=True)
                 row["codecs"][codec_name] = entry
             rows[cand.id] = row
 
     print(f"timing {len(models)} models round-robin, {args.rounds} rounds ...", flush=True)
     ms = time_round_robin(models, frames.evaluation[0], args.rounds)
-    full = ms["int8_full_model"]
-    result["latency"]["int8_full_model_ms"] = full
+    full = ms["edge_only_model"]
+    result["latency"]["edge_only_model_ms"] = full
     result["latency"]["fp32_full_model_ms"] = ms["fp32_full_model"]
     for cut_id, row in rows.items():
         if f"{cut_id}/int8_head" not in ms:
@@ -176,12 +189,12 @@ def run(args: argparse.Namespace) -> dict:
             for precision, e in entry.items():
                 head_ms = ms[f"{cut_id}/{codec_name}/{precision}"]
                 e["head_ms"] = head_ms
-                e["head_vs_int8_full_model"] = head_ms / full
+                e["head_vs_edge_only"] = head_ms / full
                 e["ratio_floor"] = (head_ms + e["encode_ms"]) / full + e["x_jpeg"]
             entry["int8_vs_fp32_head"] = entry["int8"]["head_ms"] / entry["fp32"]["head_ms"]
             print(f"{cut_id} {codec_name}: codec head INT8 {entry['int8']['head_ms']:.2f} ms, FP32 "
-                  f"{entry['fp32']['head_ms']:.2f} ms, INT8 full model {full:.2f} ms -> "
-                  f"{entry['int8']['head_vs_int8_full_model']:.2f}x / {entry['fp32']['head_vs_int8_full_model']:.2f}x "
+                  f"{entry['fp32']['head_ms']:.2f} ms, edge-only model {full:.2f} ms -> "
+                  f"{entry['int8']['head_vs_edge_only']:.2f}x / {entry['fp32']['head_vs_edge_only']:.2f}x "
                   f"the model; ratio floor {entry['int8']['ratio_floor']:.2f} / {entry['fp32']['ratio_floor']:.2f}",
                   flush=True)
     result["cuts"] = rows
@@ -193,9 +206,11 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mobilenet_v2", help="mobilenet_v2 or ssd_mobilenet_v2_coco")
     parser.add_argument("--cuts", type=lambda s: tuple(s.split(",")), default=DEFAULT_CUTS)
     parser.add_argument("--codecs", type=lambda s: tuple(s.split(",")), default=DEFAULT_CODECS)
-    parser.add_argument("--frames", type=int, default=200, help="held-out frames for fidelity (partition's default)")
+    parser.add_argument("--frames", type=int, default=200, help="held-out frames for fidelity (partition's default; "
+                        "the detector's partition uses 100)")
     parser.add_argument("--calibration-frames", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT)

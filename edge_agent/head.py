@@ -295,15 +295,18 @@ class HeadRunner:
     def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
         return preprocess_bgr(image_bgr, self.manifest.input)
 
+    def input_jpeg(self, image_bgr: np.ndarray) -> bytes:
+        """The JPEG the "input" cut sends for this frame (downscaled unless ``jpeg_size`` is "frame")."""
+        image = model_sized(image_bgr, self.manifest.input) if self.jpeg_size == "model" else image_bgr
+        return encode_jpeg(image, int(self.manifest.input.jpeg_quality))
+
     def input_wire_bytes(self, image_bgr: np.ndarray) -> Optional[int]:
         """Bytes the "input" cut would send for this frame (its JPEG, framed as a BYTES tensor), or None
         when the bundle has no input cut: the policy's figure for a cut it is not using (the bundle's is
         the partition machine's held-out frame, not this camera's)."""
         if INPUT_CUT not in self._cuts:
             return None
-        image = model_sized(image_bgr, self.manifest.input) if self.jpeg_size == "model" else image_bgr
-        jpeg = encode_jpeg(image, int(self.manifest.input.jpeg_quality))
-        return len(datatypes.serialize_bytes_tensor([jpeg]))
+        return len(datatypes.serialize_bytes_tensor([self.input_jpeg(image_bgr)]))
 
     def run_head(self, cut_id: str, image_bgr: np.ndarray) -> HeadOutput:
         """Preprocess and run the head of ``cut_id`` (JPEG only for "input", the full model for "output")."""
@@ -312,8 +315,7 @@ class HeadRunner:
             raise UnknownCutError(cut_id, self._order)
         if cut_id == INPUT_CUT:
             start = time.perf_counter()
-            image = model_sized(image_bgr, self.manifest.input) if self.jpeg_size == "model" else image_bgr
-            jpeg = encode_jpeg(image, int(self.manifest.input.jpeg_quality))
+            jpeg = self.input_jpeg(image_bgr)
             self._pad_for_emulated_device((time.perf_counter() - start) * 1000.0)
             spec = cut.tensors[0]
             tensor = WireTensor(spec.name, "BYTES", (1,), datatypes.serialize_bytes_tensor([jpeg]))

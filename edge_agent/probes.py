@@ -30,7 +30,6 @@ from edge_agent.types import Decision, Mode, OffloadRequest, OffloadResponse, Tr
 from protos import datatypes
 from protos.bundle import Bundle
 from protos.names import INPUT_CUT, OUTPUT_CUT
-from protos.preprocess import encode_jpeg
 
 
 class Prober:
@@ -101,7 +100,7 @@ class Prober:
         self._measure_now = False
         if not self._has_input_cut:
             return
-        jpeg = encode_jpeg(image, int(self.bundle.manifest.input.jpeg_quality))  # before the window: CPU work
+        jpeg = self.offloader.runner.input_jpeg(image)  # as the input cut sends it; before the window: CPU work
         spec = self.bundle.cut(INPUT_CUT).tensors[0]
         tensor = WireTensor(spec.name, "BYTES", (1,), datatypes.serialize_bytes_tensor([jpeg]))
         with self.feedback.lock:

@@ -106,13 +106,21 @@ def test_roi_boxes_come_back_in_source_pixels_where_the_object_is(detector_bundl
 
 def test_roi_with_the_server_killed_midway_fallback_boxes_are_in_source_pixels(detector_bundle,
                                                                                 detector_server) -> None:
-    transport = FakeTransport(detector_server)
+    class DiesAfterTwoOffloads(FakeTransport):
+        """The server goes away after it answered two offloads (not at a frame index: the capture
+        thread reads ahead of the head stage, so a kill by frame index could come before any offload)."""
 
-    def kill_server(i: int) -> None:
-        if i == STILL + 4:
-            transport.down = True
+        answered = 0
 
-    source = CornerMotionSource(moving=10, on_frame=kill_server)
+        def infer(self, request, timeout_s):  # noqa: ANN001, ANN202 - FakeTransport's signature
+            response = super().infer(request, timeout_s)
+            self.answered += 1
+            if self.answered >= 2:
+                self.down = True
+            return response
+
+    transport = DiesAfterTwoOffloads(detector_server)
+    source = CornerMotionSource(moving=10)
     _, by_id = _run(detector_bundle, detector_server, source, transport=transport, policy__pinned_cut="mask",
                     gate__roi=True)
     computed = [r for r in by_id.values() if r.path is not Path.GATED]

@@ -176,13 +176,13 @@ def test_browser_shows_the_overlay_and_the_buttons_drive_the_agent(tiny_bundle, 
         rest = np.abs(shown[H // 2:, W // 2:] - raw[H // 2:, W // 2:]).mean()
         assert band > 25.0 and rest < 6.0, (band, rest)
 
-        # a click pins a cut: the agent's decision changes
-        assert agent.decision.cut_id != "conv2"
-        page.click("#cuts button[data-cut='conv2']")
-        assert wait_for(lambda: agent.decision.cut_id == "conv2" and agent.decision.mode is Mode.PINNED, timeout_s=15.0)
+        # a click pins a cut: the agent's decision changes (to a cut the policy is not on by itself)
+        target = "conv1" if agent.decision.cut_id == "conv2" else "conv2"
+        page.click(f"#cuts button[data-cut='{target}']")
+        assert wait_for(lambda: agent.decision.cut_id == target and agent.decision.mode is Mode.PINNED, timeout_s=15.0)
         page.wait_for_function("document.getElementById('mode').textContent === 'pinned'", timeout=10000)
-        assert page.inner_text("#cuts button.current") == "conv2"
-        assert wait_for(lambda: bool(agent.sink.results) and agent.sink.results[-1].cut == "conv2", timeout_s=15.0)
+        assert page.inner_text("#cuts button.current") == target
+        assert wait_for(lambda: bool(agent.sink.results) and agent.sink.results[-1].cut == target, timeout_s=15.0)
 
         page.click("#auto")
         assert wait_for(lambda: agent.decision.mode is Mode.AUTO, timeout_s=15.0)

@@ -274,8 +274,9 @@ def test_a_stalled_first_ping_and_transfer_do_not_reach_the_estimate(tiny_bundle
     proxy = DelayProxy(("127.0.0.1", 0), ("127.0.0.1", int(server.address.rsplit(":", 1)[1])), fixed(delay_ms=delay_ms))
     transport = StallOnce(GrpcTransport(f"127.0.0.1:{proxy.start()}"), stall_ping=1, stall_transfer=0,
                           stall_s=stall_s)
-    agent = EdgeAgent(agent_config(tiny_bundle), transport=transport)
-    # 640x480: a ~16 kB JPEG, above the estimator's min_sample_bytes (the 160x120 test frame's is an RTT sample)
+    # the whole frame (the tiny model's 16x16 input would make a ~0.7 kB JPEG): at 640x480 a ~16 kB JPEG, above
+    # the estimator's min_sample_bytes (the 160x120 test frame's is an RTT sample)
+    agent = EdgeAgent(agent_config(tiny_bundle, server__jpeg_size="frame"), transport=transport)
     image = cv2.resize(first_video_frame(), (640, 480), interpolation=cv2.INTER_LINEAR)
     try:
         agent.prober.bandwidth_probe(transport, image)

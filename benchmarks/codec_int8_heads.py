@@ -166,8 +166,14 @@ def run(args: argparse.Namespace) -> dict:
                 entry: dict = {}
                 for precision, (head, exact_int8) in heads.items():
                     fitted = fit_codec(parse_codec(codec_name), name, acts[precision])
-                    r = measure_codec(fitted, head, verified.tail, judge, exact_int8=exact_int8,
-                                      wire_frames=frames.evaluation[:16])
+                    try:
+                        r = measure_codec(fitted, head, verified.tail, judge, exact_int8=exact_int8,
+                                          wire_frames=frames.evaluation[:16])
+                    except Exception as exc:  # noqa: BLE001 - recorded: a codec head ORT cannot run
+                        entry[precision] = {"error": str(exc).strip().splitlines()[0][:300]}
+                        print(f"{cand.id} {codec_name} on the {precision} head does not run: "
+                              f"{entry[precision]['error']}", flush=True)
+                        continue
                     entry[precision] = _codec_row(r, jpeg_bytes, baseline.value)
                     models[f"{cand.id}/{codec_name}/{precision}"] = r.head
                     print(f"{cand.id} {codec_name} on the {precision} head: {r.wire_bytes:.0f} B "
@@ -186,6 +192,8 @@ def run(args: argparse.Namespace) -> dict:
             continue
         row["int8_head_ms"], row["fp32_head_ms"] = ms[f"{cut_id}/int8_head"], ms[f"{cut_id}/fp32_head"]
         for codec_name, entry in row["codecs"].items():
+            if any("error" in e for e in entry.values()):
+                continue
             for precision, e in entry.items():
                 head_ms = ms[f"{cut_id}/{codec_name}/{precision}"]
                 e["head_ms"] = head_ms

@@ -90,15 +90,12 @@ def codec_variants(config: PartitionConfig, context: stages.CutContext, verified
         chosen, precision = None, "fp32"
         int8_head = _int8_head(shipped.get(cand.id), tensor)
         if int8_head is not None:
-            try:  # measure_codec runs the head with ORT's default (fused) optimizations, as the edge does
-                chosen = _choose(context, cut, int8_head, tensor, wanted, "int8", exact_int8=context.exact_int8)
-                why = f"no feature codec of {[s.name for s in wanted]} passes the gate on the INT8 head"
-            except Exception as exc:  # noqa: BLE001 - an INT8 codec head ORT cannot run falls back, not fatal
-                why = f"the INT8 head with a feature codec does not run ({_first_line(exc)})"
+            chosen = _choose(context, cut, int8_head, tensor, wanted, "int8", exact_int8=context.exact_int8)
             if chosen is not None:
                 precision = "int8"
             else:
-                logger.warning("cut %s: %s; trying the FP32 head (slower on the device)", cand.id, why)
+                logger.warning("cut %s: no feature codec of %s passes the gate (or runs) on the INT8 head; trying "
+                               "the FP32 head (slower on the device)", cand.id, [s.name for s in wanted])
         if chosen is None:
             chosen = _choose(context, cut, cut.head, tensor, wanted, "fp32", exact_int8=True)
         if chosen is None:
@@ -131,8 +128,15 @@ def _choose(context: stages.CutContext, cut: stages.VerifiedCut, head: onnx.Mode
     results = []
     for spec in specs:
         fitted = fit_codec(spec, tensor, calib)
-        results.append(measure_codec(fitted, head, cut.tail, context.judge, exact_int8=exact_int8,
-                                     wire_frames=context.frames.evaluation[:WIRE_FRAMES]))
+        try:  # measure_codec runs the head with ORT's default (fused) optimizations, as the edge does
+            results.append(measure_codec(fitted, head, cut.tail, context.judge, exact_int8=exact_int8,
+                                         wire_frames=context.frames.evaluation[:WIRE_FRAMES]))
+        except Exception as exc:  # noqa: BLE001 - a codec head ORT cannot run is skipped, not fatal
+            if precision == "fp32":
+                raise
+            logger.warning("cut %s codec %s on the %s head does not run, skipped: %s", cut.candidate.id, spec.name,
+                           precision, _first_line(exc))
+            continue
         logger.info("cut %s codec %s on the %s head: %s %.4f (%s), %.0f bytes/frame", cut.candidate.id, spec.name,
                     precision, results[-1].fidelity.remedy, results[-1].fidelity.value,
                     "passes" if results[-1].fidelity.passed else "fails", results[-1].wire_bytes)

@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> dict:
     from partitioner.codec_fit import parse_codec
     from partitioner.codec_int8 import codec_input_head
     from partitioner.codec_select import fit_codec, measure_codec
+    from partitioner.codec_stage import _unfused_projection
     from partitioner.pipeline import (PartitionConfig, choose_candidates, load_source_model, measure_baseline,
                                       prepare_source_model)
     from partitioner.models import DETECTOR
@@ -168,7 +169,8 @@ def run(args: argparse.Namespace) -> dict:
                     fitted = fit_codec(parse_codec(codec_name), name, acts[precision])
                     try:
                         r = measure_codec(fitted, head, verified.tail, judge, exact_int8=exact_int8,
-                                          wire_frames=frames.evaluation[:16])
+                                          wire_frames=frames.evaluation[:16],
+                                          finish_head=_unfused_projection if precision == "int8" else None)
                     except Exception as exc:  # noqa: BLE001 - recorded: a codec head ORT cannot run
                         entry[precision] = {"error": str(exc).strip().splitlines()[0][:300]}
                         print(f"{cand.id} {codec_name} on the {precision} head does not run: "

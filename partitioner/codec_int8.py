@@ -13,7 +13,10 @@ QuantizeLinear into one INT8 QLinearConv, and it must, because with the codec's 
 QuantizeLinear right after the Conv ORT 1.x fuses that instead into a QLinearConv it cannot
 run ("result zero point must be a scalar"). Other wire steps (FP16 casts) are removed
 (:func:`float_output_head`); an INT8 head that ends in a Conv then meets that ORT failure,
-and :func:`partitioner.codec_stage.codec_variants` falls back to the FP32 head.
+and :func:`partitioner.codec_stage.codec_variants` falls back to the FP32 head. A codec with a
+channel projection puts a Conv right after the dequantized wire, which ORT fuses the same way;
+:func:`unfused_lowbit_quantize` writes the codec's per-channel quantization as Div + Add + a
+per-tensor QuantizeLinear, which no QDQ fusion takes.
 
 This is what makes a codec cut able to pay: on FP32 heads the codec variant of
 MobileNetV2's ``features_14_conv_2`` cost more on the device than the whole INT8 model.
@@ -24,9 +27,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import onnx
-from onnx import TensorProto, helper
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["WIRE_STEP_SUFFIXES", "codec_input_head", "dequantized_output_head", "float_output_head", "wire_step"]
+__all__ = ["WIRE_STEP_SUFFIXES", "codec_input_head", "dequantized_output_head", "float_output_head",
+           "unfused_lowbit_quantize", "wire_step"]
 
 #: Node-name suffixes of the wire steps :mod:`partitioner.codecs` appends to a head, per cut tensor.
 WIRE_STEP_SUFFIXES = ("__wire_quantize", "__wire_to_fp16")
@@ -108,4 +113,36 @@ def codec_input_head(head: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelP
         step = wire_step(out, name)
         is_int8 = step is not None and step.op_type == "QuantizeLinear"
         out = dequantized_output_head(out, [name]) if is_int8 else float_output_head(out, [name])
+    return out
+
+
+def unfused_lowbit_quantize(head: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """A copy of a codec head (:func:`partitioner.codec_fit.add_lowbit_wire`) whose per-channel
+    ``QuantizeLinear(x, scale, zero_point)`` named ``<name>__lowbit_quantize`` is written as
+    ``QuantizeLinear(x / scale + zero_point, 1, 0)``: the same codes (up to the rounding of exact
+    halves when the zero point is odd), but no Conv -> QuantizeLinear pair for ONNX Runtime to fuse."""
+    out = onnx.ModelProto()
+    out.CopyFrom(head)
+    g = out.graph
+    index = next((i for i, n in enumerate(g.node) if n.name == name + "__lowbit_quantize"), None)
+    if index is None:
+        raise ValueError(f"the head has no low-bit quantization of {name!r} (node {name + '__lowbit_quantize'!r})")
+    node = g.node[index]
+    inits = {t.name: t for t in g.initializer}
+    scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+    zero = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
+    shape = (1, -1, 1, 1)
+    consts = [numpy_helper.from_array(scale.reshape(shape), name + "__lowbit_div"),
+              numpy_helper.from_array(zero.reshape(shape), name + "__lowbit_add"),
+              numpy_helper.from_array(np.array(1.0, np.float32), name + "__lowbit_unit_scale"),
+              numpy_helper.from_array(np.array(0, np.uint8), name + "__lowbit_unit_zero_point")]
+    scaled, shifted = name + "__lowbit_scaled", name + "__lowbit_shifted"
+    nodes = [helper.make_node("Div", [node.input[0], consts[0].name], [scaled], name=name + "__lowbit_divide"),
+             helper.make_node("Add", [scaled, consts[1].name], [shifted], name=name + "__lowbit_shift"),
+             helper.make_node("QuantizeLinear", [shifted, consts[2].name, consts[3].name], list(node.output),
+                              name=node.name)]
+    rest = [n for i, n in enumerate(g.node) if i != index]
+    del g.node[:]
+    g.node.extend(rest[:index] + nodes + rest[index:])
+    g.initializer.extend(consts)
     return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -112,10 +112,14 @@ def time_codec(codes: Sequence[np.ndarray], spec: CodecSpec, *, repeats: int = 3
 def measure_codec(
     fitted: FittedCodec, head: onnx.ModelProto, tail: onnx.ModelProto, judge: evaluation.Judge,
     *, wire_frames: Sequence[Mapping[str, np.ndarray]], exact_int8: bool = True,
+    finish_head: Callable[[onnx.ModelProto, FittedCodec], onnx.ModelProto] | None = None,
 ) -> CodecResult:
-    """Judge the codec's pipeline on the held-out frames and measure its wire on ``wire_frames``."""
+    """Judge the codec's pipeline on the held-out frames and measure its wire on ``wire_frames``;
+    ``finish_head`` rewrites the head with the codec baked in before that (the INT8 heads' hook)."""
     new_head, new_tail = fitted.apply(head, tail)
     assert new_head is not None and new_tail is not None
+    if finish_head is not None:
+        new_head = finish_head(new_head, fitted)
     fidelity = judge(evaluation.Pipeline(new_head, new_tail, exact_int8=exact_int8), remedy=fitted.spec.name)
     codes = evaluation.collect_activations(new_head, wire_frames, [fitted.tensor])[fitted.tensor]
     encode_ms, sizes, decode_ms = time_codec(codes, fitted.spec)

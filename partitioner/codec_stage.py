@@ -28,8 +28,8 @@ import onnx
 from partitioner import evaluation, stages
 from partitioner.calibration import FrameFeeds
 from partitioner.codec_fit import CodecSpec, parse_codec, single_feature_map
-from partitioner.codec_int8 import codec_input_head
-from partitioner.codec_select import CodecResult, choose_codec, fit_codec, measure_codec
+from partitioner.codec_int8 import codec_input_head, unfused_lowbit_quantize
+from partitioner.codec_select import CodecResult, FittedCodec, choose_codec, fit_codec, measure_codec
 from partitioner.config import PartitionConfig
 from protos import bundle as bundle_io
 from protos import bundle_pb2
@@ -107,6 +107,11 @@ def codec_variants(config: PartitionConfig, context: stages.CutContext, verified
     return out
 
 
+def _unfused_projection(head: onnx.ModelProto, fitted: FittedCodec) -> onnx.ModelProto:
+    """An INT8 codec head with a projection, its quantization written so ORT cannot fuse it (codec_int8)."""
+    return unfused_lowbit_quantize(head, fitted.tensor) if fitted.projection is not None else head
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
@@ -130,7 +135,8 @@ def _choose(context: stages.CutContext, cut: stages.VerifiedCut, head: onnx.Mode
         fitted = fit_codec(spec, tensor, calib)
         try:  # measure_codec runs the head with ORT's default (fused) optimizations, as the edge does
             results.append(measure_codec(fitted, head, cut.tail, context.judge, exact_int8=exact_int8,
-                                         wire_frames=context.frames.evaluation[:WIRE_FRAMES]))
+                                         wire_frames=context.frames.evaluation[:WIRE_FRAMES],
+                                         finish_head=_unfused_projection if precision == "int8" else None))
         except Exception as exc:  # noqa: BLE001 - a codec head ORT cannot run is skipped, not fatal
             if precision == "fp32":
                 raise

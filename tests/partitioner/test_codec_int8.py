@@ -11,7 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from partitioner import codecs, evaluation, quantize
 from partitioner.codec_fit import parse_codec
-from partitioner.codec_int8 import codec_input_head, dequantized_output_head, float_output_head, wire_step
+from partitioner.codec_int8 import (codec_input_head, dequantized_output_head, float_output_head,
+                                    unfused_lowbit_quantize, wire_step)
 from partitioner.codec_select import fit_codec
 from protos import bundle as bundle_io
 from tests.edge_agent.conftest import first_video_frame
@@ -81,7 +82,8 @@ def test_an_int8_wire_step_is_dequantized_for_the_codec() -> None:
         dequantized_output_head(head, ["y"])
 
 
-def test_an_int8_head_ending_in_a_conv_runs_fused_with_the_codec() -> None:
+@pytest.mark.parametrize("codec", ["q3", "pca2+q3"])
+def test_an_int8_head_ending_in_a_conv_runs_fused_with_the_codec(codec: str) -> None:
     """ORT's default optimizations fuse DequantizeLinear -> Conv -> QuantizeLinear (the wire's); the codec's
     codes equal the low-bit quantization of the float the codec sees. (Without the wire's QuantizeLinear, ORT
     fuses the codec's per-channel one into a QLinearConv it cannot run: codec_stage then falls back to FP32.)"""
@@ -95,12 +97,18 @@ def test_an_int8_head_ending_in_a_conv_runs_fused_with_the_codec() -> None:
     seen = codec_input_head(wired, ["y"])
     assert [n.op_type for n in seen.graph.node][-2:] == ["QuantizeLinear", "DequantizeLinear"]
     floats = evaluation.collect_activations(seen, feeds, ["y"])["y"]
-    fitted = fit_codec(parse_codec("q3"), "y", floats)
+    fitted = fit_codec(parse_codec(codec), "y", floats)
     coded, _ = fitted.apply(seen, None)
+    assert coded is not None
+    if fitted.projection is not None:  # a projection Conv right after the dequantized wire: ORT would fuse it
+        coded = unfused_lowbit_quantize(coded, "y")
+        assert [n.op_type for n in coded.graph.node][-4:] == ["Div", "Add", "QuantizeLinear", "Clip"]
     codes = evaluation.collect_activations(coded, feeds, ["y"])["y"]  # default (fused) ORT optimizations
     scale = np.asarray(fitted.params.scales, np.float32)[None, :, None, None]
     zero = np.asarray(fitted.params.zero_points, np.float32)[None, :, None, None]
     for q, f in zip(codes, floats):
+        if fitted.projection is not None:
+            f = fitted.projection.project(f)
         want = np.clip(np.rint(f / scale) + zero, 0, 7)
         assert q.dtype == np.uint8 and np.abs(q.astype(np.int64) - want).max() <= 1
         assert np.mean(q == want) >= 0.98

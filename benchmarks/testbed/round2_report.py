@@ -119,7 +119,8 @@ def energy_row(scenario: str, g: dict, runs: Sequence[dict]) -> dict:
     cloud = next((r for r in runs if r.get("strategy") == "cloud-only"), {})
     fid, base = _fidelity(run), _fidelity(cloud)
     if fid is None or base is None:
-        detail += "; fidelity not measured in this run (offline figures: the fidelity section)"
+        detail += ("; fidelity not measured in this run (offline: the fidelity section, its gate rows for the "
+                   "gate's runs)")
         return _row(GOAL_ENERGY, scenario, worst, target, None if g["met"] else False, detail)
     detail += f"; fidelity {fid[0]} {fid[1]:.3f} vs cloud-only {base[1]:.3f}"
     return _row(GOAL_ENERGY, scenario, worst, target, bool(g["met"]) and fid[1] >= base[1], detail)
@@ -226,7 +227,8 @@ def evaluate(testbeds: dict[str, dict], sweeps: dict[str, dict], triton: Optiona
     if triton:
         rows += triton_rows(triton)
     rows.append(missing_row(testbeds, sweeps))
-    return rows
+    order = (GOAL_FIXED, GOAL_VARYING, GOAL_ENERGY, GOAL_RETURN)
+    return sorted(rows, key=lambda r: next((i for i, g in enumerate(order) if r["goal"].startswith(g)), len(order)))
 
 
 def _fmt(value: Any, digits: int = 2) -> str:

@@ -163,7 +163,10 @@ def probe_gap_ms(*, wall_ms: float, link_ms: Optional[float], young: bool, inter
 
     ``link_ms`` is the time the probe occupied the link (its transfers at the pace of the
     fastest, see :func:`~edge_agent.telemetry.probe_samples.combine_probe`), ``None`` when it
-    measured nothing (it failed or timed out): then its wall time counts, at the steady pace.
+    measured nothing (it failed or timed out): a dead link carries nothing, so the next probe
+    comes at the steady interval (its wall time bounded at ``max_wall_pct`` like any probe's);
+    charging the wait at ``max_duty_pct`` put the next probe minutes away, and the demo's agent
+    kept a 468 kbit/s estimate for the 18 s of 100 Mbit/s that followed its outage.
     A probe that measured is charged its link time, not its wall time: the device's own CPU
     stalls (a throttled core busy with local inference) lengthen the wall time but do not load
     the link. While the estimate is ``young`` the pace is ``young_interval_ms`` and the cap on the
@@ -171,7 +174,7 @@ def probe_gap_ms(*, wall_ms: float, link_ms: Optional[float], young: bool, inter
     both cases the wall time is held to ``max_wall_pct`` of the gap (probes pause local frames).
     """
     if link_ms is None:
-        return max(interval_ms, wall_ms * 100.0 / max_duty_pct)
+        return max(interval_ms, wall_ms * 100.0 / max_wall_pct)
     base, duty = (young_interval_ms, young_duty_pct) if young else (interval_ms, max_duty_pct)
     return max(base, link_ms * 100.0 / duty, wall_ms * 100.0 / max_wall_pct)
 
@@ -201,8 +204,8 @@ class ProbeScheduler:
     those after a big change, come every
     ``young_interval_ms`` (at most ``interval_ms``) instead of ``interval_ms``, with their link
     time held to ``young_duty_pct`` of the gap (the hard cap) instead of ``max_duty_pct``.
-    A probe that measured nothing (``note_finished`` without ``link_ms``) counts its wall time
-    against ``max_duty_pct`` (so a probe that waited 400 ms on a dead link waits 20 s at 2 %).
+    A probe that measured nothing (``note_finished`` without ``link_ms``) is followed by the next
+    at the steady interval (or five times its wall time, if longer: ``max_wall_pct``).
     ``probe_bytes`` is the suggested payload: big enough to measure bandwidth
     (above ``BandwidthEstimator.min_sample_bytes``), small enough to be cheap.
     """

@@ -75,31 +75,37 @@ def test_illegal_samples_raise(args: tuple, message: str) -> None:
 
 
 def test_probe_scheduler_interval_and_duty_cycle() -> None:
-    p = ProbeScheduler(interval_ms=10_000, max_duty_pct=2.0, probe_bytes=16_384)
+    # the young pace set to the steady one: this checks the steady rules (the young ones: test_probe_samples)
+    p = ProbeScheduler(interval_ms=10_000, max_duty_pct=2.0, probe_bytes=16_384, young_interval_ms=10_000,
+                       young_duty_pct=2.0)
     assert p.due(0, None)  # nothing known yet: probe now
     p.note_started(0)
     assert not p.due(50_000, None)  # one in flight
-    p.note_finished(400)  # a 400 ms probe at 2% -> next no sooner than 20 s after its start
+    p.note_finished(400, link_ms=400.0, uplink_kbps=300.0)  # 400 ms on the link at 2% -> next 20 s after its start
     assert p.next_due_ms(None) == 20_000
     assert not p.due(19_999, None) and p.due(20_000, None)
     p.note_started(20_000)
-    p.note_finished(20_050)  # a quick probe: the interval rules
+    p.note_finished(20_050, link_ms=50.0, uplink_kbps=300.0)  # a quick probe that agrees: the interval rules
     assert p.next_due_ms(None) == 30_000
     # real traffic keeps the estimate fresh: no probe within interval_ms of the last real sample
     assert not p.due(30_000, last_sample_ms=25_000) and p.due(35_000, last_sample_ms=25_000)
-    assert p.probes == 2
+    p.note_started(35_000)
+    p.note_finished(35_400)  # measured nothing (a dead link carries nothing): the interval again
+    assert p.next_due_ms(None) == 45_000
+    assert p.probes == 3
 
 
 def test_probe_duty_cycle_over_a_long_local_run() -> None:
-    """Simulate 10 minutes fully local on a slow link (each probe takes 300 ms): time probing stays <= 2%."""
+    """Simulate 10 minutes fully local on a slow link (each probe holds it 300 ms): link time probing stays
+    <= 2% (after the first probes, which run at the young pace under its 10 % cap)."""
     p = ProbeScheduler(interval_ms=5_000, max_duty_pct=2.0)
     busy = 0
     for now in range(0, 600_000, 100):
         if p.due(now, None):
             p.note_started(now)
-            p.note_finished(now + 300)
+            p.note_finished(now + 300, link_ms=300.0, uplink_kbps=500.0)
             busy += 300
-    assert busy / 600_000 <= 0.02 + 300 / 600_000
+    assert busy / 600_000 <= 0.02 + 3 * 300 / 600_000
     assert p.probes >= 35
 
 

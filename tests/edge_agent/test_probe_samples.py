@@ -75,8 +75,9 @@ GAP = dict(interval_ms=5_000.0, young_interval_ms=1_000.0, max_duty_pct=2.0, you
 @pytest.mark.parametrize(
     ("wall_ms", "link_ms", "young", "gap_ms"),
     [
-        (400.0, None, False, 20_000.0),  # measured nothing (a dead link): its wall time at 2 %
-        (400.0, None, True, 20_000.0),  # ... even while young
+        (400.0, None, False, 5_000.0),  # measured nothing (a dead link carries nothing): the interval
+        (400.0, None, True, 5_000.0),  # ... even while young
+        (2_000.0, None, False, 10_000.0),  # a long wait: five times it (the 20 % wall bound)
         (50.0, None, False, 5_000.0),  # a quick failure: the interval
         (300.0, 60.0, False, 5_000.0),  # the testbed's CPU-stretched probe: 300 ms wall, 60 ms link (was 15 s)
         (300.0, 150.0, False, 7_500.0),  # a slow link: its link time at 2 %
@@ -115,7 +116,7 @@ def test_young_estimate_probes_sooner_until_probes_agree_and_again_after_a_chang
         ((2_560, 2_610, 40.0, 3_900.0), (True, 3_610)),  # agrees once
         ((3_610, 3_660, 40.0, 4_100.0), (False, 8_660)),  # agrees twice: settled, the interval
         ((8_660, 8_700, 40.0, 1_000.0), (True, 9_700)),  # the link changed: young again
-        ((9_700, 10_700, None, None), (True, 59_700)),  # a probe that measured nothing: its wall time at 2 %
+        ((9_700, 10_700, None, None), (True, 14_700)),  # a probe that measured nothing: the interval
     ]
     assert not p.young and p.due(0, None)
     last_ms: Optional[int] = None

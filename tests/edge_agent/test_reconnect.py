@@ -110,7 +110,7 @@ def test_a_bandwidth_probe_is_due_at_once_when_the_server_comes_back(tiny_bundle
         prober, scheduler = agent.prober, agent.prober.scheduler
         now = agent.feedback.now_ms()
         scheduler.note_started(now)
-        scheduler.note_finished(now + 1000)  # a probe that waited 1 s on a dead link: next slot in 50 s
+        scheduler.note_finished(now + 1000)  # a probe that waited 1 s on a dead link: next slot in 10 s
         local = Decision("output", Mode.AUTO, "test", Objective.LATENCY, now)
         image = first_video_frame()
         assert not prober.bandwidth_probe_due(local, now + 2000, image)

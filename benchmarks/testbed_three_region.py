@@ -252,7 +252,7 @@ def _point(mbit: float, runs: Sequence[dict]) -> Point:
 
 def _compact(run: dict) -> dict:
     keep = ("strategy", "pinned_cut", "error", "results", "mean_ms", "p50_ms", "p95_ms", "frames_per_s", "paths",
-            "fps_cap", "frames_expected", "energy_mj_per_frame", "cuts",
+            "fps_cap", "frames_expected", "energy_mj_per_frame", "cuts", "agent_sources",
             "payload_bytes_per_frame", "frames_without_result", "notes", "settled", "learning_mean_ms", "learning_s",
             "settled_mean_ms", "trace_offset_s")
     out = {k: run[k] for k in keep if k in run}

@@ -7,7 +7,7 @@ network time is ``duration - server_ms``; a small transfer (below
 ``min_sample_bytes``) is an RTT sample, a large one a bandwidth sample after
 subtracting the RTT estimate::
 
-    uplink_kbps_sample = sent_bytes * 8 / max(duration - server_ms - rtt_ms, 10 % of it)
+    uplink_kbps_sample = sent_bytes * 8 / max(duration - server_ms - rtt_ms, half of it)
 
 Both are exponentially weighted moving averages whose weight also follows time: a
 sample that arrives ``gap_ms`` after the previous one gets the weight
@@ -31,9 +31,12 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from edge_agent.telemetry._common import TelemetryError
+from edge_agent.telemetry._common import MIN_TX_FRACTION, TelemetryError
 
 __all__ = ["BandwidthEstimate", "BandwidthEstimator", "ProbeScheduler", "agreeing_streak", "probe_gap_ms"]
+
+
+
 
 
 def _check(name: str, value: float, *, positive: bool = False) -> None:
@@ -100,7 +103,7 @@ class BandwidthEstimator:
         if sent_bytes < self._min_sample_bytes:
             self.observe_rtt(net_ms, now_ms)
             return
-        tx_ms = max(net_ms - (self._rtt or 0.0), 0.1 * net_ms)
+        tx_ms = max(net_ms - (self._rtt or 0.0), MIN_TX_FRACTION * net_ms)
         sample = min(sent_bytes * 8.0 / tx_ms, self._max_kbps)
         weight = self._weight(self._alpha, self._uplink_at, now_ms)
         self._uplink = sample if self._uplink is None else self._uplink + weight * (sample - self._uplink)

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from edge_agent.telemetry._common import TelemetryError
+from edge_agent.telemetry._common import MIN_TX_FRACTION, TelemetryError
 
 __all__ = ["ProbeResult", "ProbeTransfer", "combine_probe", "fastest_transfer"]
 
@@ -66,8 +66,8 @@ def combine_probe(pings_ms: Sequence[float], transfers: Sequence[ProbeTransfer])
     """What one probe's warm pings and completed transfers say about the link.
 
     ``uplink_kbps`` is ``bytes * 8 / (network_ms - rtt_floor_ms)`` of the fastest transfer,
-    the network time floored at 10 % of itself (a transfer faster than the ping floor), as
-    :class:`~edge_agent.telemetry.bandwidth.BandwidthEstimator` does.
+    the wire time floored at ``MIN_TX_FRACTION`` of the network time (a payload within the link's
+    burst), as :class:`~edge_agent.telemetry.bandwidth.BandwidthEstimator` does.
     """
     for ping in pings_ms:
         if isinstance(ping, bool) or not isinstance(ping, (int, float)) or not math.isfinite(ping) or ping < 0:
@@ -77,7 +77,7 @@ def combine_probe(pings_ms: Sequence[float], transfers: Sequence[ProbeTransfer])
     if fastest is None:  # no transfer completed: the wall time counts (see probe_gap_ms)
         return ProbeResult(floor, None, None, None)
     net_ms = fastest.network_ms
-    tx_ms = max(net_ms - (floor or 0.0), 0.1 * net_ms)
+    tx_ms = max(net_ms - (floor or 0.0), MIN_TX_FRACTION * net_ms)
     uplink = fastest.sent_bytes * 8.0 / tx_ms if tx_ms > 0 else None
     pace_ms_per_byte = net_ms / max(fastest.sent_bytes, 1)
     link_ms = sum(pace_ms_per_byte * max(t.sent_bytes, 1) for t in transfers)

@@ -41,10 +41,14 @@ def test_ewma_smooths_and_follows_a_collapse() -> None:
 def test_transfer_faster_than_the_rtt_estimate_is_floored_not_infinite() -> None:
     b = BandwidthEstimator(alpha=1.0, max_kbps=1e9)
     b.observe_rtt(50.0, 0)
-    b.observe_transfer(10_000, 20.0, 1)  # shorter than the RTT: use 10% of the net time
-    assert b.estimate(1).uplink_kbps == pytest.approx(10_000 * 8 / 2.0)
+    b.observe_transfer(10_000, 20.0, 1)  # shorter than the RTT (within a burst): half the net time
+    assert b.estimate(1).uplink_kbps == pytest.approx(10_000 * 8 / 10.0)
     b.observe_transfer(10_000, 3.0, 2, server_ms=5.0)  # server time > round trip: ignored
-    assert b.estimate(2).uplink_kbps == pytest.approx(40_000.0) and b.estimate(2).uplink_samples == 1
+    assert b.estimate(2).uplink_kbps == pytest.approx(8_000.0) and b.estimate(2).uplink_samples == 1
+    b.observe_transfer(10_000, 60.0, 3)  # 10 ms past the 50 ms RTT: half of 60 ms still bounds it
+    assert b.estimate(3).uplink_kbps == pytest.approx(10_000 * 8 / 30.0)
+    b.observe_transfer(10_000, 150.0, 4)  # well past the RTT: the RTT is subtracted
+    assert b.estimate(4).uplink_kbps == pytest.approx(10_000 * 8 / 100.0)
     capped = BandwidthEstimator(alpha=1.0, max_kbps=1_000.0)
     capped.observe_transfer(1_000_000, 1.0, 0)
     assert capped.estimate(0).uplink_kbps == 1_000.0

@@ -41,8 +41,9 @@ from tests.waiting import wait_for
         ([], [ProbeTransfer(10_000, 45.0, 5.0)], None, 0, 10_000 * 8 / 40.0, 40.0),
         # no transfer completed: the RTT floor only, and nothing to charge (the wall time counts)
         ([30.0, 20.0], [], 20.0, None, None, None),
-        # a transfer faster than the ping floor: 10 % of its network time, as the estimator does
-        ([50.0], [ProbeTransfer(10_000, 20.0, 0.0)], 50.0, 0, 10_000 * 8 / 2.0, 20.0),
+        # a transfer faster than the ping floor (within the link's burst): half its network time, as the
+        # estimator does (a 10 % floor read up to 10x the link)
+        ([50.0], [ProbeTransfer(10_000, 20.0, 0.0)], 50.0, 0, 10_000 * 8 / 10.0, 20.0),
         # different sizes: the fastest per byte (2 kB in 30 ms is slower than 16 kB in 60 ms)
         ([10.0], [ProbeTransfer(2_000, 30.0), ProbeTransfer(16_000, 60.0)], 10.0, 1, 16_000 * 8 / 50.0,
          60.0 * 18_000 / 16_000),

@@ -84,9 +84,10 @@ def camera_sections(testbeds: dict[str, dict], sweeps: dict[str, dict], files: d
                     out: pathlib.Path) -> list[str]:
     """Per camera: its uplink sweep(s) (figure + table), then its testbed documents (figures + tables)."""
     cameras: dict[str, list[tuple[str, Optional[str]]]] = {}  # camera -> [(file label, sweep run label or None)]
+    run_labels = [run_label for doc in sweeps.values() for run_label in (doc.get("runs") or {})]
     for label, doc in sweeps.items():
         for run_label in doc.get("runs") or {}:
-            cameras.setdefault(run_label, []).append((label, run_label))
+            cameras.setdefault(r2.camera_of_run(run_label, run_labels), []).append((label, run_label))
     for label, doc in testbeds.items():
         cameras.setdefault(r2.camera_of(label, doc), []).append((label, None))
     lines: list[str] = []

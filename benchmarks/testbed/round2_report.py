@@ -71,15 +71,52 @@ def latency_row(goal: str, scenario: str, g: dict, runs: Sequence[dict] = ()) ->
     return _row(goal, scenario, g["ratio"], g["target"], g["met"], _latency_detail(g) + _learning(runs, g["adaptive"]))
 
 
-def fixed_uplink_rows(camera: str, sweep: dict) -> list[dict]:
+def camera_of_run(label: str, labels: Sequence[str]) -> str:
+    """A sweep run's camera: the longest other run label it extends (``ssd-vtest-adaptive-rerun`` ->
+    ``ssd-vtest``), else its own label."""
+    parents = [other for other in labels if other != label and label.startswith(other + "-")]
+    return max(parents, key=len) if parents else label
+
+
+Donors = dict[tuple[str, Any], tuple[str, list[dict]]]
+
+
+def _with_donor(runs: list[dict], donor: Optional[tuple[str, list[dict]]]) -> tuple[list[dict], str]:
+    """``runs`` plus another run's fixed strategies when ``runs`` has none (an adaptive-only rerun), and a
+    note naming where they came from; a cross-run comparison, so the note says so."""
+    if goals.fixed_runs(runs) or donor is None:
+        return runs, ""
+    return runs + goals.fixed_runs(donor[1]), f" (adaptive rerun vs the fixed runs of {donor[0]}: another run)"
+
+
+def sweep_donors(sweeps: dict[str, dict]) -> Donors:
+    """(camera, uplink) -> (where, fixed runs) over every sweep run that has fixed runs."""
+    labels = [label for doc in sweeps.values() for label in (doc.get("runs") or {})]
+    out: Donors = {}
+    for file_label, doc in sweeps.items():
+        for label, run in (doc.get("runs") or {}).items():
+            for point in run.get("sweep", []):
+                if goals.fixed_runs(point.get("runs", [])):
+                    out.setdefault((camera_of_run(label, labels), point["uplink_mbit"]),
+                                   (f"{file_label}/{label}", point["runs"]))
+    return out
+
+
+def fixed_uplink_rows(camera: str, sweep: dict, donors: Optional[Donors] = None,
+                      labels: Sequence[str] = ()) -> list[dict]:
     """One row per sweep run (its label names the camera; ``camera`` is the file's label): the worst
     adaptive / best-fixed ratio over its uplinks (goal: every one <= 1.1)."""
     rows = []
     for label, run in (sweep.get("runs") or {}).items():
-        verdicts = [(p["uplink_mbit"], goals.latency_goal(p.get("runs", []), adaptive=ADAPTIVE, ratio_max=FIXED_RATIO),
-                     p.get("runs", [])) for p in run.get("sweep", [])]
+        verdicts, notes = [], set()
+        for p in run.get("sweep", []):
+            donor = (donors or {}).get((camera_of_run(label, list(labels) or [label]), p["uplink_mbit"]))
+            runs, note = _with_donor(list(p.get("runs", [])), donor)
+            notes.add(note) if note else None
+            verdicts.append((p["uplink_mbit"], goals.latency_goal(runs, adaptive=ADAPTIVE, ratio_max=FIXED_RATIO), runs))
         measured = [(mbit, g, runs) for mbit, g, runs in verdicts if g.get("met") is not None]
-        scenario = f"{label}: uplink sweep" + (f" ({camera})" if camera != label else "")
+        scenario = (f"{label}: uplink sweep" + (f" ({camera})" if camera != label else "")
+                    + (" (adaptive rerun vs another run's fixed strategies)" if notes else ""))
         if not measured:
             rows.append(_row(GOAL_FIXED, scenario, None, f"<= {FIXED_RATIO:g}", None,
                              "no uplink with both adaptive and fixed runs"))
@@ -91,6 +128,7 @@ def fixed_uplink_rows(camera: str, sweep: dict) -> list[dict]:
                      else f"all {len(measured)} uplinks within"))
         unmeasured = len(verdicts) - len(measured)
         detail += f"; {unmeasured} uplinks not measured" if unmeasured else ""
+        detail += "".join(sorted(notes))
         rows.append(_row(GOAL_FIXED, scenario, worst["ratio"], f"<= {FIXED_RATIO:g}", not misses, detail))
     return rows
 
@@ -138,13 +176,28 @@ def recovery_row(scenario: str, g: dict) -> dict:
                 "restarted server was ready: " + detail)
 
 
-def testbed_rows(camera: str, doc: dict) -> list[dict]:
-    """The goals :func:`benchmarks.testbed.goals.evaluate_round` checks on one round-2 testbed document."""
+def testbed_donors(testbeds: dict[str, dict]) -> Donors:
+    """(camera, scenario name) -> (where, runs) over every testbed scenario that has fixed runs."""
+    out: Donors = {}
+    for label, doc in testbeds.items():
+        for sc in doc.get("scenarios", []):
+            if goals.fixed_runs(sc.get("runs", [])):
+                out.setdefault((camera_of(label, doc), sc["name"]), (label, sc["runs"]))
+    return out
+
+
+def testbed_rows(camera: str, doc: dict, donors: Optional[Donors] = None) -> list[dict]:
+    """The goals :func:`benchmarks.testbed.goals.evaluate_round` checks on one round-2 testbed document; a
+    scenario without fixed runs (an adaptive-only rerun) is compared with another document's fixed runs of
+    the same camera and scenario, and its row says so."""
     rows: list[dict] = []
-    scenarios = doc.get("scenarios", [])
+    scenarios = []
+    for sc in doc.get("scenarios", []):
+        runs, note = _with_donor(list(sc.get("runs", [])), (donors or {}).get((camera, sc["name"])))
+        scenarios.append({**sc, "runs": runs, "name_note": note})
     verdicts = goals.evaluate_round(scenarios)
     for sc in scenarios:
-        name, kind, runs = f"{camera}: {sc['name']}", sc.get("kind"), sc.get("runs", [])
+        name, kind, runs = f"{camera}: {sc['name']}{sc['name_note']}", sc.get("kind"), sc.get("runs", [])
         if kind == "varying":
             rows.append(latency_row(GOAL_VARYING, name, verdicts["varying"], runs))
             if any(r.get("strategy") == "adaptive+gate" for r in runs):
@@ -212,10 +265,12 @@ def evaluate(testbeds: dict[str, dict], sweeps: dict[str, dict], triton: Optiona
     """Every goal row: the sweeps' and testbed documents' (labels are file labels), triton.json's, and the
     no-result goal; a goal no document measures gets a 'not measured' row."""
     rows: list[dict] = []
+    run_labels = [label for doc in sweeps.values() for label in (doc.get("runs") or {})]
+    swept, tested = sweep_donors(sweeps), testbed_donors(testbeds)
     for label, doc in sweeps.items():
-        rows += fixed_uplink_rows(label, doc)
+        rows += fixed_uplink_rows(label, doc, swept, run_labels)
     for label, doc in testbeds.items():
-        rows += testbed_rows(camera_of(label, doc), doc)
+        rows += testbed_rows(camera_of(label, doc), doc, tested)
     absent = [(GOAL_FIXED, "fixed uplinks", f"<= {FIXED_RATIO:g}"), (GOAL_VARYING, "varying trace", f"<= {VARYING_RATIO:g}"),
               (GOAL_ENERGY, "battery scenario", f"<= {ENERGY_RATIO:g} (both)")]
     for goal, what, target in absent:

@@ -158,3 +158,19 @@ def test_a_sweep_whose_runs_all_failed_is_not_measured_and_not_drawn(tmp_path: p
     assert missing["met"] is None and "2 runs failed" in missing["detail"]
     assert not (out / "sweep_cam_sweep.png").exists()
     assert "| 1 | err | err | - | - | - | - | - |" in (out / "README.md").read_text()
+
+
+def test_an_adaptive_only_rerun_is_judged_against_the_cameras_fixed_runs_and_says_so() -> None:
+    sweep = sweep_doc()
+    rerun = {"runs": {"ssd-vtest-rerun": {"sweep": [{"uplink_mbit": 8.0, "runs": [
+        run("adaptive", 210.0, pinned=None)]}]}}}
+    varying = {"camera": {"name": "ssd-vtest"}, "scenarios": [scenario("varying", "varying", [
+        run("adaptive", 150.0, pinned=None)])]}
+    rows = r2.evaluate({"tb": make_testbed_doc(), "tb_rerun": varying}, {"sw": sweep, "sw_rerun": rerun}, None)
+    by = {g["scenario"]: g for g in rows}
+    swept = by["ssd-vtest-rerun: uplink sweep (sw_rerun) (adaptive rerun vs another run's fixed strategies)"]
+    assert swept["measured"] == pytest.approx(210 / 200) and swept["met"] is True
+    assert "the fixed runs of sw/ssd-vtest: another run" in swept["detail"]
+    varied = by["ssd-vtest: varying (adaptive rerun vs the fixed runs of tb: another run)"]
+    assert varied["measured"] == pytest.approx(150 / 300) and varied["met"] is True
+    assert r2.camera_of_run("ssd-vtest-rerun", ["ssd-vtest", "ssd-vtest-rerun"]) == "ssd-vtest"

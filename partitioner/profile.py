@@ -107,9 +107,7 @@ def time_jpeg_encode(frame_bgr: np.ndarray, quality: int, timing: TimingConfig =
     downscaled to the model's input first, as the agent sends it by default."""
     from protos.preprocess import encode_jpeg, model_sized
 
-    if spec is None:
-        return _median_ms(lambda: encode_jpeg(frame_bgr, quality), timing)
-    return _median_ms(lambda: encode_jpeg(model_sized(frame_bgr, spec), quality), timing)
+    return _median_ms(lambda: encode_jpeg(frame_bgr if spec is None else model_sized(frame_bgr, spec), quality), timing)
 
 
 def _now() -> str:

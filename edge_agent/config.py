@@ -285,7 +285,7 @@ class LinkConfig:
 
     enabled: bool = False
     uplink_kbps: Optional[float] = None  # token-bucket rate; None = unshaped
-    burst_bytes: int = 65536
+    burst_bytes: Optional[int] = None  # None = 4 ms of the rate (edge_agent.link.DEFAULT_BURST_MS)
     delay_ms: float = 0.0  # one-way added delay
     jitter_ms: float = 0.0
     outages: tuple[tuple[float, float], ...] = ()  # (start_s, duration_s) after agent start
@@ -294,8 +294,8 @@ class LinkConfig:
     def __post_init__(self) -> None:
         if self.uplink_kbps is not None and self.uplink_kbps <= 0:
             _fail("link.uplink_kbps", self.uplink_kbps, "kbit/s > 0 or unshaped")
-        if self.burst_bytes < 1:
-            _fail("link.burst_bytes", self.burst_bytes, "bytes >= 1")
+        if self.burst_bytes is not None and self.burst_bytes < 1:
+            _fail("link.burst_bytes", self.burst_bytes, "bytes >= 1 (or unset: 4 ms of the rate)")
         if self.delay_ms < 0 or self.jitter_ms < 0:
             _fail("link.delay_ms", (self.delay_ms, self.jitter_ms), "delay_ms and jitter_ms >= 0")
         for start, dur in self.outages:

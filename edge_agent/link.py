@@ -7,9 +7,12 @@ the daemon uses it only when the config (or ``splitinfer demo``) asks for it.
 What it models, per request:
 
 * **uplink shaping** — a token bucket refilled at ``uplink_kbps`` (kilobits per second,
-  1 kbit = 1000 bits) with ``burst_bytes`` of headroom; a request of ``wire_bytes``
-  waits until the bucket has paid for it. Requests queue behind each other, as on a
-  real link. The downlink is not shaped (results are a few kilobytes).
+  1 kbit = 1000 bits); a request of ``wire_bytes`` waits until the bucket has paid for it,
+  i.e. until its last byte has left. The bucket holds ``DEFAULT_BURST_MS`` (4 ms) of the
+  rate unless ``burst_bytes`` is given, so a transfer of N bytes takes about N / rate
+  (at least N / rate - 4 ms), as on a real slow link: a bucket of a fixed 16 kB let every
+  payload below that leave at once and the agent read 2 Mbit/s as 4-8 Mbit/s. Requests
+  queue behind each other. The downlink is not shaped (results are a few kilobytes).
 * **one-way delay** — ``delay_ms`` is added before the request leaves and again before
   the response is returned, so the round trip grows by ``2 * delay_ms``.
 * **outages** — while the link is down, :meth:`EmulatedTransport.infer` raises
@@ -167,30 +170,49 @@ def load_trace_csv(path: str | os.PathLike[str], *, loop: bool = False) -> LinkT
     return parse_trace_csv(text, source=str(path), loop=loop)
 
 
+#: The emulated bucket's depth in time at the current rate. The namespace testbed's tbf uses 4 ms
+#: of the rate too (deploy/testbed/setup.sh), floored at two full packets because tbf cannot pass a
+#: packet bigger than its bucket; this emulator charges whole requests, so it needs no such floor
+#: (with one, a 3 kB codec payload would cross a 1 Mbit/s link in ~0 ms instead of ~24 ms).
+DEFAULT_BURST_MS = 4.0
+
+
 class TokenBucket:
     """A token bucket in bytes; pure arithmetic over caller-supplied times.
 
-    The bucket holds up to ``burst_bytes`` tokens and is refilled at the rate given
-    with each call. Sending more than the bucket holds drives it into debt, and the
-    returned wait is how long until that debt is paid, i.e. when the last byte has left.
+    The bucket holds up to ``burst_bytes`` tokens, or ``burst_ms`` of the rate given with each
+    call when ``burst_bytes`` is None (so the burst follows the rate as a trace changes it); it
+    starts full and is refilled at that rate. Sending more than the bucket holds drives it into
+    debt, and the returned wait is how long until that debt is paid, i.e. when the last byte has left.
     """
 
-    def __init__(self, burst_bytes: int = 16_384) -> None:
-        if burst_bytes < 0:
-            raise ConfigError(f"burst_bytes {burst_bytes} must be >= 0")
-        self.burst_bytes = float(burst_bytes)
-        self.tokens = float(burst_bytes)
+    def __init__(self, burst_bytes: Optional[int] = None, *, burst_ms: float = DEFAULT_BURST_MS) -> None:
+        if burst_bytes is not None and burst_bytes < 0:
+            raise ConfigError(f"burst_bytes {burst_bytes} must be >= 0 (or None for {burst_ms:g} ms of the rate)")
+        if not (burst_ms >= 0 and math.isfinite(burst_ms)):
+            raise ConfigError(f"burst_ms {burst_ms!r} must be a finite number >= 0")
+        self.burst_bytes = None if burst_bytes is None else float(burst_bytes)
+        self.burst_ms = float(burst_ms)
+        self.tokens: Optional[float] = None  # full at the first reservation (its capacity needs the rate)
         self._last_s: Optional[float] = None
+
+    def capacity_bytes(self, rate_bytes_per_s: float) -> float:
+        """How many bytes the bucket holds at this rate."""
+        if self.burst_bytes is not None:
+            return self.burst_bytes
+        return rate_bytes_per_s * self.burst_ms / 1000.0
 
     def reserve(self, nbytes: int, now_s: float, rate_bytes_per_s: float) -> float:
         """Take ``nbytes`` at ``now_s``; return seconds until they have been transmitted."""
         if rate_bytes_per_s <= 0:
             raise ValueError(f"rate {rate_bytes_per_s} bytes/s must be > 0")
+        capacity = self.capacity_bytes(rate_bytes_per_s)
+        tokens = capacity if self.tokens is None else self.tokens
         if self._last_s is not None and now_s > self._last_s:
-            self.tokens = min(self.burst_bytes, self.tokens + (now_s - self._last_s) * rate_bytes_per_s)
+            tokens = min(capacity, tokens + (now_s - self._last_s) * rate_bytes_per_s)
         if self._last_s is None or now_s > self._last_s:
             self._last_s = now_s
-        self.tokens -= nbytes
+        self.tokens = min(tokens, capacity) - nbytes
         return max(0.0, -self.tokens / rate_bytes_per_s)
 
 
@@ -217,7 +239,7 @@ class LinkEmulator:
         self,
         trace: LinkTrace,
         *,
-        burst_bytes: int = 16_384,
+        burst_bytes: Optional[int] = None,
         outages: Sequence[tuple[float, float]] = (),
         jitter_ms: float = 0.0,
         rng: Optional[random.Random] = None,
@@ -342,7 +364,7 @@ def emulate(
     delay_ms: float = 0.0,
     jitter_ms: float = 0.0,
     outages: Sequence[tuple[float, float]] = (),
-    burst_bytes: int = 16_384,
+    burst_bytes: Optional[int] = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> EmulatedTransport:

@@ -80,6 +80,37 @@ def test_token_bucket_table(burst, rate, sends, expected_waits):
     assert waits == pytest.approx(expected_waits)
 
 
+@pytest.mark.parametrize(
+    "rate, sends, expected_waits",
+    [
+        # the default bucket holds 4 ms of the rate; (bytes, at time s) -> seconds until the last byte left
+        (250_000.0, [(3055, 0.0)], [0.008_22]),  # 2 Mbit/s: 3055 B = 12.2 ms, minus 4 ms (the 1000 B burst)
+        (125_000.0, [(3055, 0.0)], [0.020_44]),  # 1 Mbit/s: 24.4 ms - 4 ms
+        (250_000.0, [(24_227, 0.0)], [0.092_908]),  # the model-size JPEG at 2 Mbit/s: 96.9 ms - 4 ms
+        (250_000.0, [(500, 0.0)], [0.0]),  # within the burst: leaves at once
+        (250_000.0, [(3055, 0.0), (3055, 0.0)], [0.008_22, 0.020_44]),  # back to back: the second queues
+        (250_000.0, [(3055, 0.0), (3055, 1.0)], [0.008_22, 0.008_22]),  # idle: refilled to 4 ms, not more
+    ],
+)
+def test_default_bucket_is_four_ms_of_the_rate(rate, sends, expected_waits):
+    bucket = TokenBucket()
+    waits = [bucket.reserve(n, t, rate) for n, t in sends]
+    assert waits == pytest.approx(expected_waits)
+
+
+def test_default_bucket_follows_a_rate_change():
+    bucket = TokenBucket()
+    assert bucket.reserve(10_000, 0.0, 12_500_000.0) == 0.0  # 100 Mbit/s: 50 kB burst
+    # 10 s later at 400 kbit/s the bucket holds 4 ms of the new rate (200 B), not the old 50 kB
+    assert bucket.reserve(2200, 10.0, 50_000.0) == pytest.approx(0.04)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"burst_bytes": -1}, "burst_bytes -1"), ({"burst_ms": -1.0}, "burst_ms")])
+def test_token_bucket_rejects_bad_bursts(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        TokenBucket(**kwargs)
+
+
 def test_token_bucket_rejects_zero_rate():
     with pytest.raises(ValueError, match="must be > 0"):
         TokenBucket(0).reserve(10, 0.0, 0.0)
@@ -165,6 +196,17 @@ def test_wrapper_shapes_delays_and_reports_round_trip():
     assert clock.sleeps == pytest.approx([0.12, 0.02])
     assert inner.calls[0][1] == pytest.approx(100.12)  # the server saw it after shaping + delay
     assert response.round_trip_ms == pytest.approx(140.0)
+
+
+def test_wrapper_paces_a_small_payload_at_the_rate_by_default():
+    """The default bucket (4 ms of the rate): 3055 B at 2 Mbit/s take ~N/rate, not ~0 as under a 16 kB burst."""
+    clock = FakeClock()
+    inner = EchoTransport(clock)
+    link = EmulatedTransport(inner, LinkEmulator(LinkTrace.fixed(uplink_kbps=2000.0, delay_ms=10.0)),
+                             clock=clock, sleep=clock.sleep)
+    trips_ms = [link.infer(_request(3055), timeout_s=5.0).round_trip_ms for _ in range(3)]
+    # 12.22 ms of serialization less the 4 ms burst, + 2 x 10 ms; each one, since a round trip refills only 4 ms
+    assert trips_ms == pytest.approx([12.22 - 4.0 + 20.0] * 3)
 
 
 def test_wrapper_follows_the_trace_over_time():

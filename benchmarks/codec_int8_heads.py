@@ -5,6 +5,9 @@
         [--out benchmarks/results/codec_int8_heads.json]
     python -m benchmarks.codec_int8_heads --model ssd_mobilenet_v2_coco --cuts conv_664,conv_708 \
         --codecs q3+zstd,q4+zstd,q5+zstd --frames 100 --out benchmarks/results/codec_int8_heads_ssd.json
+    python -m benchmarks.codec_int8_heads --model ssd_mobilenet_v2_coco --cuts conv_708 \
+        --codecs q3+zstd,step70+zstd,step85+zstd,step100+zstd,step115+zstd --frames 100 \
+        --out benchmarks/results/codec_int8_heads_ssd_step.json
 
 MobileNetV2 (ImageNet) or the SSD detector, the partition pipeline's own steps on its own frames
 (the model's partition defaults: calibration on bikes.mp4, fidelity on held-out footage),
@@ -20,7 +23,8 @@ each, median over all runs) so that the load of the shared machine falls on all 
 Ratios are to the edge-only model (the INT8 full model when it passes the gate, else the FP32
 one: what the bundle's ``output`` cut runs) timed in the same rounds. The ``ratio_floor`` is
 head/edge-only + bytes/JPEG (docs/benchmarks/three_region_notes.md), with the codec's encode
-time added to the head; it must be well under 0.7 for a split to pay.
+time added to the head; it must be well under 0.7 for a split to pay. ``codec_vs_head`` is
+(encode + decode ms) / codec head ms, both on this host, one thread (issue 13's goal: <= 0.10).
 """
 from __future__ import annotations
 
@@ -201,6 +205,7 @@ def run(args: argparse.Namespace) -> dict:
                 e["head_ms"] = head_ms
                 e["head_vs_edge_only"] = head_ms / full
                 e["ratio_floor"] = (head_ms + e["encode_ms"]) / full + e["x_jpeg"]
+                e["codec_vs_head"] = (e["encode_ms"] + e["decode_ms"]) / head_ms  # goal: <= 0.10
             entry["int8_vs_fp32_head"] = entry["int8"]["head_ms"] / entry["fp32"]["head_ms"]
             print(f"{cut_id} {codec_name}: codec head INT8 {entry['int8']['head_ms']:.2f} ms, FP32 "
                   f"{entry['fp32']['head_ms']:.2f} ms, edge-only model {full:.2f} ms -> "

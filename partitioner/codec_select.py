@@ -20,7 +20,8 @@ import numpy as np
 import onnx
 
 from partitioner import evaluation
-from partitioner.codec_fit import CodecSpec, Projection, apply_codec, calibrate_lowbit, fit_projection
+from partitioner.codec_fit import (CodecSpec, Projection, apply_codec, calibrate_lowbit, calibrate_shared_step,
+                                   fit_projection)
 from protos import bundle_pb2
 from protos.codec import LowBitParams, decode_tensor, encode_tensor
 
@@ -85,7 +86,9 @@ def fit_codec(spec: CodecSpec, tensor: str, calibration: Sequence[np.ndarray]) -
     if spec.rank is not None and spec.rank < channels:
         projection = fit_projection(acts, spec.rank)
         acts = [projection.project(a) for a in acts]
-    return FittedCodec(spec, tensor, channels, projection, calibrate_lowbit(acts, spec.bits))
+    params = calibrate_shared_step(acts, spec.step_pct) if spec.step_pct is not None else \
+        calibrate_lowbit(acts, spec.bits)
+    return FittedCodec(spec, tensor, channels, projection, params)
 
 
 def time_codec(codes: Sequence[np.ndarray], spec: CodecSpec, *, repeats: int = 3) -> tuple[float, list[int], float]:

@@ -3,7 +3,8 @@
 ``compression`` is ``server.compression``: "none" sends raw tensors, "zlib" compresses
 every tensor (only splitinfer's server inflates it; stock Triton does not), "auto" follows
 the bundle: each tensor's ``encoding.compression``, and for a ``lowbit`` feature codec also
-its bit packing (``encoding.packed_bits``) and level. A packed or compressed tensor
+its bit packing (``encoding.packed_bits``) and level, through :func:`protos.codec.encode_tensor`
+(zstd with the parameters it picks for codes). A packed or compressed tensor
 announces itself with the tensor parameters ``packed_bits`` and ``compression``, so the
 server needs no manifest to undo them. Under "none" a lowbit cut still sends its UINT8
 codes, one byte each: what a stock Triton tail takes. BYTES tensors (the "input" cut's
@@ -50,19 +51,23 @@ class WireEncoder:
 
     def packed_bits_for(self, cut_id: str, tensor: WireTensor) -> int:
         """Bits per code on the wire for a lowbit tensor under "auto" (8: one byte each)."""
-        enc = self._encodings.get(cut_id, {}).get(tensor.name)
-        if self.compression != "auto" or enc is None or enc.codec != codec.LOWBIT_CODEC or tensor.datatype != "UINT8":
+        if not self._is_lowbit(cut_id, tensor):
             return 8
-        return int(enc.packed_bits) or 8
+        return int(self._encodings[cut_id][tensor.name].packed_bits) or 8
 
     def encode(self, head: HeadOutput) -> HeadOutput:
         tensors = tuple(self._encode(head.cut_id, t) for t in head.tensors)
         return dataclasses.replace(head, tensors=tensors)
 
+    def _is_lowbit(self, cut_id: str, tensor: WireTensor) -> bool:
+        enc = self._encodings.get(cut_id, {}).get(tensor.name)
+        return self.compression == "auto" and enc is not None and enc.codec == codec.LOWBIT_CODEC \
+            and tensor.datatype == "UINT8"
+
     def _encode(self, cut_id: str, tensor: WireTensor) -> WireTensor:
         method = self.method_for(cut_id, tensor)
         bits = self.packed_bits_for(cut_id, tensor)
-        if bits != 8:
+        if self._is_lowbit(cut_id, tensor):  # packed or not, codes go through protos.codec (its zstd settings)
             enc = self._encodings[cut_id][tensor.name]
             codes = np.frombuffer(tensor.raw, dtype=np.uint8)
             raw, announced = codec.encode_tensor(codes, packed_bits=bits, compression=method,

@@ -133,9 +133,58 @@ def test_codecs_shrink_the_wire_and_are_judged(pair) -> None:
     assert isinstance(proto, bundle_pb2.CutCodec) and proto.source_channels == C
 
 
+def test_shared_step_gives_narrow_channels_few_levels_and_centres_the_means() -> None:
+    rng = np.random.default_rng(4)
+    spreads = np.array([0.1, 1.0, 10.0], np.float32)
+    means = np.array([5.0, -3.0, 0.0], np.float32)
+    acts = [(rng.normal(0, 1, (1, 3, 16, 16)) * spreads[None, :, None, None] + means[None, :, None, None])
+            .astype(np.float32) for _ in range(4)]
+    params = codec_fit.calibrate_shared_step(acts, 50)
+    rms = float(np.sqrt(np.mean(np.concatenate(acts).var(axis=(0, 2, 3)))))
+    assert params.bits == 8 and len(set(params.scales)) == 1
+    assert params.scales[0] == pytest.approx(0.5 * rms, rel=1e-5)
+    x = np.concatenate(acts)
+    codes = params.quantize(x)
+    assert abs(float(codes[:, 0].mean()) - codec_fit.STEP_CENTRE_CODE) <= 1  # each mean on code 128
+    assert abs(float(codes[:, 1].mean()) - codec_fit.STEP_CENTRE_CODE) <= 1
+    levels = [len(np.unique(codes[:, c])) for c in range(3)]
+    assert levels[0] <= 2 and levels[0] < levels[1] < levels[2]  # levels follow each channel's spread
+    assert float(np.abs(params.dequantize(codes) - x).max()) <= params.scales[0] / 2 + 1e-5  # no clipping
+
+
+@pytest.mark.parametrize(("step_pct", "match"), [(0, "step_pct 0: expected an integer percentage in 1..1000"),
+                                                  (1001, "step_pct 1001"), (True, "step_pct True")])
+def test_shared_step_refuses_bad_steps(step_pct, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        codec_fit.calibrate_shared_step([np.ones((1, 2, 4, 4), np.float32)], step_pct)
+
+
+def test_shared_step_refuses_constant_activations() -> None:
+    with pytest.raises(ValueError, match="activations are constant"):
+        codec_fit.calibrate_shared_step([np.ones((1, 2, 4, 4), np.float32)], 50)
+
+
+def test_shared_step_codec_runs_in_onnx_and_round_trips(pair) -> None:
+    head, tail = pair
+    calib = _acts(head, _frames(8, 1))
+    fitted = codec_select.fit_codec(codec_fit.parse_codec("step25+zstd"), "mid", calib)
+    assert fitted.params.bits == 8 and len(set(fitted.params.scales)) == 1
+    new_head, new_tail = fitted.apply(head, tail)
+    feed = _frames(1, 9)[0]
+    codes = _run(new_head, feed)
+    assert np.array_equal(codes, fitted.params.quantize(_run(head, feed)))
+    raw, params = encode_tensor(codes, compression="zstd")
+    out = _run(new_tail, {"mid": decode_tensor(raw, params, codes.shape)})
+    assert fidelity.cosine(out, _run(tail, {"mid": _run(head, feed)})) > 0.99
+    enc = fitted.encoding()
+    assert (enc.codec, enc.bits, enc.packed_bits, enc.compression) == ("lowbit", 8, 0, "zstd")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
+        ({"bits": 8, "step_pct": 0}, "codec step_pct 0: expected an integer percentage"),
+        ({"bits": 4, "step_pct": 50}, "codec step50 with bits=4, packed=False: .* expected bits=8"),
         ({"bits": 1}, "codec bits 1: expected an integer in 2..8"),
         ({"bits": 4, "rank": 0}, "codec rank 0: expected a channel count >= 1"),
         ({"bits": 4, "compression": "lzma"}, "codec compression 'lzma'"),

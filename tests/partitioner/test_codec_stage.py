@@ -24,12 +24,13 @@ from protos.bundle import BUNDLE_HASH_PARAMETER, bundle_hash, tail_model_name, t
 from tests.edge_agent.conftest import first_video_frame
 from tests.partitioner.test_pipeline import build_tiny_bundle
 
-CODECS = ("q4p+zstd",)
+#: One bundle per codec family: bit-packed per-channel codes, and shared-step 8-bit codes.
+CODECS = (("q4p+zstd",), ("step60+zstd",))
 
 
-@pytest.fixture(scope="module")
-def coded(tmp_path_factory: pytest.TempPathFactory):
-    report, _ = build_tiny_bundle(tmp_path_factory.mktemp("codec"), feature_codecs=CODECS, gate="absolute",
+@pytest.fixture(scope="module", params=CODECS, ids=lambda names: names[0])
+def coded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    report, _ = build_tiny_bundle(tmp_path_factory.mktemp("codec"), feature_codecs=request.param, gate="absolute",
                                   threshold=0.6)
     return report.bundle
 
@@ -46,10 +47,12 @@ def test_variant_cuts_ship_with_their_codec(coded) -> None:
     for cut in variants:
         base = bundle.cut(cut.codec_of)
         assert ids.index(cut.id) > ids.index(base.id) and cut.order == base.order
-        assert cut.codec.name in CODECS and cut.id == f"{base.id}_{cut.codec.name.replace('+', '_')}"
+        assert cut.codec.name in {n for names in CODECS for n in names} and cut.id == f"{base.id}_{cut.codec.name.replace('+', '_')}"
         assert cut.fidelity.passed and cut.fidelity.value >= 0.6
         enc = cut.tensors[0].encoding
         assert (enc.codec, cut.tensors[0].datatype, enc.bits) == ("lowbit", "UINT8", cut.codec.bits)
+        if cut.codec.name.startswith("step"):  # one step for every channel, 8-bit codes, never packed
+            assert len(set(enc.scales)) == 1 and (enc.bits, enc.packed_bits) == (8, 0)
         assert cut.wire_bytes == cut.codec.wire_bytes > 0
         assert cut.wire_bytes < base.wire_bytes_by_codec["fp32"] / 4  # at most 8 bits a value, then zstd
         assert cut.codec.needs_splitinfer_server
@@ -74,8 +77,13 @@ def test_edge_to_server_round_trip_of_a_packed_zstd_cut(coded) -> None:
         sent = WireEncoder("auto", bundle).encode(out).tensors[0]
         assert sent.parameters["compression"] == "zstd"
         assert len(sent.raw) < len(out.tensors[0].raw)
-        if variant.tensors[0].encoding.packed_bits:
+        enc = variant.tensors[0].encoding
+        if enc.packed_bits:
             assert sent.parameters[codec.PACKED_BITS_PARAMETER] == variant.codec.bits
+        # the edge sends the bytes protos.codec makes, which are what the partitioner measured
+        made, _ = codec.encode_tensor(np.frombuffer(out.tensors[0].raw, np.uint8), packed_bits=enc.packed_bits or 8,
+                                      compression="zstd", level=enc.compression_level or 1)
+        assert sent.raw == made
         request = OffloadRequest(tail_model_name(bundle.manifest, variant.id), tail_model_version(bundle.manifest),
                                  "codec-1", (sent,), ("logits",),
                                  {"splitinfer_cut": variant.id, BUNDLE_HASH_PARAMETER: bundle_hash(bundle.manifest)})
@@ -120,21 +128,24 @@ def test_a_corrupt_packed_tensor_is_refused_naming_it(coded) -> None:
 @pytest.mark.parametrize(
     ("name", "fields"),
     [
-        ("q4+zstd", (4, None, "zstd", False)),
-        ("pca16+q4p", (4, 16, "none", True)),
-        ("q8", (8, None, "none", False)),
-        ("pca3+q2p+zlib", (2, 3, "zlib", True)),
+        ("q4+zstd", (4, None, "zstd", False, None)),
+        ("pca16+q4p", (4, 16, "none", True, None)),
+        ("q8", (8, None, "none", False, None)),
+        ("pca3+q2p+zlib", (2, 3, "zlib", True, None)),
+        ("step70+zstd", (8, None, "zstd", False, 70)),
+        ("pca16+step120", (8, 16, "none", False, 120)),
     ],
 )
 def test_codec_names_parse(name: str, fields: tuple) -> None:
     spec = parse_codec(name)
-    assert (spec.bits, spec.rank, spec.compression, spec.packed) == fields
+    assert (spec.bits, spec.rank, spec.compression, spec.packed, spec.step_pct) == fields
     assert spec.name == name
 
 
-@pytest.mark.parametrize("name", ["q9", "q4+lz4", "pca+q4", "zstd", ""])
+@pytest.mark.parametrize("name", ["q9", "q4+lz4", "pca+q4", "zstd", "", "step0+zstd", "step+zstd", "q4step50",
+                                  "step1001"])
 def test_bad_codec_names_are_refused_with_the_form(name: str, tmp_path: pathlib.Path) -> None:
-    with pytest.raises(ValueError, match="expected|codec bits"):
+    with pytest.raises(ValueError, match="expected|codec bits|codec step_pct"):
         parse_codec(name)
     from tests.partitioner.test_pipeline import tiny_config
 

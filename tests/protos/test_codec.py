@@ -69,6 +69,32 @@ def test_low_bit_codes_travel_in_fewer_bytes_than_one_byte_each() -> None:
     assert len(raw_zstd) < 0.5 * codes.size
 
 
+@pytest.mark.parametrize(("size", "window_log"), [(1, 10), (1024, 10), (1025, 11), (23104, 15), (75264, 17),
+                                                  (1 << 30, 22)])
+def test_zstd_code_window_holds_the_tensor(size: int, window_log: int) -> None:
+    params = codec.zstd_code_parameters(size)
+    assert params.window_log == window_log and params.min_match == codec.CODE_MIN_MATCH
+
+
+@pytest.mark.parametrize("count", [1, 500, 23104, 200_000])
+def test_compress_codes_is_plain_zstd_that_wire_decompresses(count: int) -> None:
+    rng = np.random.default_rng(count)
+    data = np.clip(np.rint(rng.normal(128, 3, count)), 0, 255).astype(np.uint8).tobytes()
+    packed = codec.compress_codes(data, "zstd", level=1)
+    assert wire.decompress(packed, "zstd", count) == data
+    # levels above 1 are zstd's own (wire.compress); zlib is untouched
+    assert codec.compress_codes(data, "zstd", level=3) == wire.compress(data, "zstd", level=3)
+    assert codec.compress_codes(data, "zlib", level=1) == wire.compress(data, "zlib", level=1)
+
+
+def test_code_parameters_beat_zstd_level_1_on_centred_codes() -> None:
+    rng = np.random.default_rng(11)  # 64 channels of Laplacian codes around 128, spreads 1..6 codes
+    spread = rng.uniform(1, 6, size=(1, 64, 1, 1))
+    codes = np.clip(np.rint(128 + rng.laplace(0, 1, (1, 64, 19, 19)) * spread), 0, 255).astype(np.uint8)
+    tuned = codec.compress_codes(codes.tobytes(), "zstd", level=1)
+    assert len(tuned) < len(wire.compress(codes.tobytes(), "zstd", level=1))
+
+
 @pytest.mark.parametrize(
     ("raw", "params", "shape", "match"),
     [

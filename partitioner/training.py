@@ -34,7 +34,7 @@ from partitioner.errors import CalibrationError
 
 logger = logging.getLogger(__name__)
 
-STOPPED_BY = ("epochs", "time")
+STOPPED_BY = ("epochs", "time", "patience")
 
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -64,6 +64,9 @@ class TrainConfig:
     # SGD's step is proportional to the gradient and left the copy intact. Fine-tune with "sgd".
     optimizer: str = "adamw"
     momentum: float = 0.9
+    # With a ``validate`` callable given to :func:`train`: stop after this many epochs in a row without a
+    # better validation score (0: never stop early; the best epoch's weights are restored either way).
+    patience: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -85,6 +88,8 @@ class TrainConfig:
             raise ValueError(f"optimizer {self.optimizer!r} must be one of {list(OPTIMIZERS)}")
         if not (isinstance(self.momentum, (int, float)) and 0.0 <= self.momentum < 1.0):
             raise ValueError(f"momentum {self.momentum!r} must be a number in [0, 1)")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
+            raise ValueError(f"patience {self.patience!r} must be an integer >= 0")
 
 
 def _positive_finite(value: object) -> bool:
@@ -96,15 +101,18 @@ def _positive_finite(value: object) -> bool:
 class TrainReport:
     """What a run did. ``train_loss`` is the mean loss of the last (possibly partial) epoch as
     trained; ``heldout_loss`` the mean loss on the held-out frames afterwards, in eval mode;
-    ``loss_history`` one mean training loss per epoch run."""
+    ``loss_history`` one mean training loss per epoch run. With validation: ``validation_history``
+    one score per epoch (lower is better) and ``best_epoch`` (1-based) whose weights the module kept."""
 
     epochs: int
     steps: int
     seconds: float
-    stopped_by: str  # "epochs" | "time"
+    stopped_by: str  # "epochs" | "time" | "patience"
     train_loss: float
     heldout_loss: float
     loss_history: tuple[float, ...]
+    validation_history: tuple[float, ...] = ()
+    best_epoch: int = 0
 
 
 def train(
@@ -117,6 +125,7 @@ def train(
     parameters: Iterable[torch.nn.Parameter] | None = None,
     description: str = "training",
     clock: Callable[[], float] = time.monotonic,
+    validate: Callable[[], float] | None = None,
 ) -> TrainReport:
     """Fine-tune ``parameters`` (default: every parameter of ``module`` that requires grad) to
     minimise ``loss_fn`` over ``train_inputs`` (first dimension = samples) with AdamW.
@@ -125,6 +134,11 @@ def train(
     samples comes from a generator of that seed (seed before building the module too if its
     initialisation should repeat). Stops after ``max_epochs`` or after the step at which
     ``clock() - start >= max_seconds``, whichever comes first. ``module`` is left in eval mode.
+
+    ``validate`` (optional): called after every epoch with ``module`` in eval mode and gradients off,
+    returns a score on validation data (lower is better; never the held-out data). The weights of
+    the best-scoring epoch are restored at the end (early stopping), and training stops after
+    ``config.patience`` epochs without improvement when that is > 0.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config is a {type(config).__name__}; expected a TrainConfig")
@@ -148,6 +162,8 @@ def train(
     steps_per_epoch = math.ceil(n / config.batch_size)
     bar = _progress_bar(config, total=config.max_epochs * steps_per_epoch, description=description)
     history: list[float] = []
+    validation: list[float] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     steps = 0
     stopped_by = "epochs"
     start = clock()
@@ -176,9 +192,18 @@ def train(
             if bar is None and config.progress:
                 logger.info("%s: epoch %d/%d, loss %.4g, %.1f s", description, epoch + 1, config.max_epochs,
                             history[-1], clock() - start)
-            if stopped_by == "time":
+            if validate is not None:
+                validation.append(_validation_score(module, validate, description, epoch))
+                if best is None or validation[-1] < best[0]:
+                    best = (validation[-1], epoch + 1, _copy_state(module))
+                _set_train_mode(module, config.freeze_batchnorm, config.freeze_dropout)
+                if stopped_by != "time" and 0 < config.patience <= epoch + 1 - best[1]:
+                    stopped_by = "patience"
+            if stopped_by in ("time", "patience"):
                 break
         module.eval()
+        if best is not None:
+            module.load_state_dict(best[2])
         heldout = _mean_loss(loss_fn, heldout_inputs, config.batch_size)
     finally:
         module.eval()
@@ -189,7 +214,22 @@ def train(
     logger.info("%s: %d epochs, %d steps in %.1f s (stopped by %s); train loss %.4g, held-out loss %.4g",
                 description, len(history), steps, seconds, stopped_by, history[-1], heldout)
     return TrainReport(epochs=len(history), steps=steps, seconds=seconds, stopped_by=stopped_by,
-                       train_loss=history[-1], heldout_loss=heldout, loss_history=tuple(history))
+                       train_loss=history[-1], heldout_loss=heldout, loss_history=tuple(history),
+                       validation_history=tuple(validation), best_epoch=best[1] if best is not None else 0)
+
+
+def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _validation_score(module: torch.nn.Module, validate: Callable[[], float], description: str, epoch: int) -> float:
+    module.eval()
+    with torch.no_grad():
+        score = validate()
+    if not (isinstance(score, (int, float)) and math.isfinite(score)):
+        raise ValueError(f"{description}: validation score {score!r} after epoch {epoch + 1}; expected a finite number")
+    logger.info("%s: epoch %d validation score %.4g", description, epoch + 1, score)
+    return float(score)
 
 
 def _check_inputs(name: str, inputs: object) -> None:
@@ -234,6 +274,52 @@ def _progress_bar(config: TrainConfig, *, total: int, description: str):  # noqa
     except ImportError:
         return None
     return tqdm(total=total, desc=description, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random changes to a batch of preprocessed frames (N × C × H × W) so a few hundred frames of one
+    camera do not teach a student their exact pixels: a crop of ``min_scale``-1 of the frame's area
+    (aspect ratio 1/``max_aspect``-``max_aspect`` of the frame's) resized back to the frame's size, a left-right flip half of the time, and a
+    contrast/brightness change of up to ``jitter`` (x · (1 ± jitter) ± jitter, in the preprocessed units)."""
+
+    min_scale: float = 0.6
+    max_aspect: float = 4 / 3
+    flip: bool = True
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.min_scale, (int, float)) and 0.0 < self.min_scale <= 1.0):
+            raise ValueError(f"augment min_scale {self.min_scale!r} must be a number in (0, 1]")
+        if not (isinstance(self.max_aspect, (int, float)) and 1.0 <= self.max_aspect < 10.0):
+            raise ValueError(f"augment max_aspect {self.max_aspect!r} must be a number in [1, 10)")
+        if not (isinstance(self.jitter, (int, float)) and 0.0 <= self.jitter < 1.0):
+            raise ValueError(f"augment jitter {self.jitter!r} must be a number in [0, 1)")
+
+
+def augment_frames(frames: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
+    """``frames`` changed as ``augment`` says, each frame its own draw from ``generator`` (deterministic
+    for a seeded generator); the shape stays."""
+    if frames.dim() != 4:
+        raise ValueError(f"frames have shape {tuple(frames.shape)}; expected N x C x H x W")
+    height, width = int(frames.shape[2]), int(frames.shape[3])
+    out = []
+    for frame in frames:
+        u = torch.rand(7, generator=generator).tolist()
+        area = (augment.min_scale + (1.0 - augment.min_scale) * u[0]) * height * width
+        aspect = augment.max_aspect ** (2 * u[1] - 1)
+        h = min(height, max(1, round(math.sqrt(area / aspect))))
+        w = min(width, max(1, round(math.sqrt(area * aspect))))
+        top, left = int(u[2] * (height - h + 1)), int(u[3] * (width - w + 1))
+        x = frame[None, :, top : top + h, left : left + w]
+        if (h, w) != (height, width):
+            x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+        if augment.flip and u[4] < 0.5:
+            x = x.flip(-1)
+        if augment.jitter:
+            x = x * (1.0 + augment.jitter * (2 * u[5] - 1)) + augment.jitter * (2 * u[6] - 1)
+        out.append(x[0])
+    return torch.stack(out)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:

@@ -46,12 +46,15 @@ class Source:
 
 @dataclass(frozen=True)
 class Footage:
-    """Preprocessed training frames (PyTorch, N × C × H × W) and the held-out frames they never include."""
+    """Preprocessed training frames (PyTorch, N × C × H × W) and the held-out frames they never include;
+    optionally validation frames (neither trained on nor held out: early stopping's judge)."""
 
     spec: bundle_pb2.InputSpec
     train: object  # torch.Tensor
     train_sources: tuple[str, ...]
     heldout: calibration.FrameFeeds
+    validation: object | None = None  # torch.Tensor
+    validation_sources: tuple[str, ...] = ()
 
     def heldout_tensor(self):  # noqa: ANN201 - torch.Tensor
         import torch

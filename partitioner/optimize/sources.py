@@ -75,7 +75,9 @@ def same_camera_footage(spec: bundle_pb2.InputSpec, video: str | os.PathLike[str
                         gap_fraction: float = 0.1, heldout_frames: int = 100) -> Footage:
     """Training and held-out frames from one camera: the first ``train_fraction`` of ``video``'s frames
     train, the ``gap_fraction`` after them is skipped (so neighbouring frames are not near-copies across the
-    split), and up to ``heldout_frames`` frames spread evenly over the rest are held out. Raises
+    split), and up to ``heldout_frames`` frames spread evenly over the rest are held out. The skipped
+    stretch is returned as the validation frames (early stopping may judge on them: they neither train
+    nor are held out). Raises
     ``ValueError`` naming the fractions when they leave no frame on either side."""
     import numpy as np
     import torch
@@ -99,4 +101,10 @@ def same_camera_footage(spec: bundle_pb2.InputSpec, video: str | os.PathLike[str
         calibration=(), evaluation=tuple({name: x} for x in calibration.preprocess_frames(heldout_bgr, spec)),
         evaluation_bgr=tuple(heldout_bgr), calibration_sources=(f"{path} frames 0-{train_end - 1}",),
         evaluation_sources=(f"{path} frames {heldout_start}-{n - 1} (same camera, {len(heldout_bgr)} spread evenly)",))
-    return Footage(spec=spec, train=train, train_sources=(f"{path} frames 0-{train_end - 1}",), heldout=heldout)
+    validation, validation_sources = None, ()
+    if heldout_start > train_end:
+        validation = torch.from_numpy(np.concatenate(calibration.preprocess_frames(frames[train_end:heldout_start],
+                                                                                   spec)))
+        validation_sources = (f"{path} frames {train_end}-{heldout_start - 1}",)
+    return Footage(spec=spec, train=train, train_sources=(f"{path} frames 0-{train_end - 1}",), heldout=heldout,
+                   validation=validation, validation_sources=validation_sources)

@@ -92,8 +92,16 @@ class Distill:
     # SGD with momentum: Adam's per-weight steps of ~learning_rate on a nearly converged loss move every
     # weight of a pretrained student (see partitioner.training.TrainConfig.optimizer)
     optimizer: str = "sgd"
+    # Random crops, flips and colour jitter of the training frames (the teacher answers each
+    # augmented batch afresh): :class:`partitioner.training.Augment` defaults
+    augment: bool = False
+    # With validation frames: stop after this many epochs without a better validation score (0: run to the
+    # cap); the best epoch's weights are kept either way
+    patience: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
+            raise ValueError(f"distill patience {self.patience!r} is invalid; expected an integer >= 0")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"distill optimizer {self.optimizer!r} is invalid; expected 'sgd' or 'adamw'")
         for name in ("seconds", "temperature", "learning_rate"):

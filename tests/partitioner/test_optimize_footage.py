@@ -23,6 +23,10 @@ def test_same_camera_split_takes_disjoint_stretches_of_one_video(spec) -> None: 
     all_frames = calibration.read_frames(video).frames
     expected_first = calibration.preprocess_frames([all_frames[0]], spec)[0]
     np.testing.assert_array_equal(footage.train[0].numpy(), expected_first[0])
+    assert footage.validation.shape == (25, 3, 224, 224)  # the skipped stretch 150-174 validates
+    assert footage.validation_sources == (f"{video} frames 150-174",)
+    np.testing.assert_array_equal(footage.validation[0].numpy(),
+                                  calibration.preprocess_frames([all_frames[150]], spec)[0][0])
     assert np.array_equal(footage.heldout.evaluation_bgr[0], all_frames[175])
     assert np.array_equal(footage.heldout.evaluation_bgr[-1], all_frames[249])
     train = footage.train.numpy()

@@ -10,7 +10,7 @@ import torch
 
 from partitioner import samples
 from partitioner.errors import CalibrationError
-from partitioner.training import TrainConfig, feature_loss, frames_tensor, kd_loss, train
+from partitioner.training import Augment, TrainConfig, augment_frames, feature_loss, frames_tensor, kd_loss, train
 from protos import bundle_pb2
 from protos.preprocess import preprocess_bgr
 
@@ -116,7 +116,7 @@ def test_only_the_given_parameters_train_and_batchnorm_can_stay_frozen(video_fra
 
 @pytest.mark.parametrize(("field", "value"), [
     ("seed", -1), ("max_epochs", 0), ("max_seconds", 0.0), ("max_seconds", float("nan")), ("batch_size", 0),
-    ("learning_rate", -1e-3), ("weight_decay", -0.1), ("threads", 0), ("max_epochs", 2.5),
+    ("learning_rate", -1e-3), ("weight_decay", -0.1), ("threads", 0), ("max_epochs", 2.5), ("patience", -1),
 ])
 def test_bad_config_values_are_rejected_naming_them(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"{field} {value!r}"):
@@ -177,3 +177,43 @@ def test_frames_tensor_rejects_bad_arguments(tmp_path: pathlib.Path) -> None:
         frames_tensor(video, count=1, size_hw=(32, 32), preprocess=_preprocess, stride=-2)
     with pytest.raises(CalibrationError, match="holds no images"):
         frames_tensor(tmp_path, count=1, size_hw=(32, 32), preprocess=_preprocess)
+
+
+def test_validation_keeps_the_best_epoch_and_patience_stops(video_frames) -> None:
+    """The validation score is the student's distance from a weight the test chose: training moves away
+    from it, so the first epoch is best; patience 2 stops after epoch 3 with epoch 1's weights restored."""
+    teacher, student = _teacher(), _student(0)
+    snapshots: list[torch.Tensor] = []
+
+    def loss_fn(batch: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = teacher(batch)
+        return kd_loss(student(batch), target, temperature=2.0)
+
+    def validate() -> float:
+        assert not student.training and not torch.is_grad_enabled()
+        snapshots.append(student[5].weight.detach().clone())
+        return len(snapshots) ** 2 * (-1.0 if len(snapshots) == 1 else 1.0)  # epoch 1 best, then worse
+
+    cfg = TrainConfig(seed=0, max_epochs=10, batch_size=8, learning_rate=1e-2, progress=False, patience=2)
+    report = train(student, loss_fn, video_frames[0], video_frames[1], cfg, validate=validate)
+    assert report.stopped_by == "patience" and report.epochs == 3 and report.best_epoch == 1
+    assert report.validation_history == (-1.0, 4.0, 9.0)
+    assert torch.equal(student[5].weight, snapshots[0]) and not torch.equal(snapshots[0], snapshots[2])
+    with pytest.raises(ValueError, match="validation score nan after epoch 1"):
+        train(_student(0), loss_fn, video_frames[0], video_frames[1], cfg, validate=lambda: float("nan"))
+
+
+def test_augment_frames_is_seeded_and_changes_frames(video_frames) -> None:
+    frames = video_frames[0][:6]
+    a = augment_frames(frames, Augment(), torch.Generator().manual_seed(1))
+    b = augment_frames(frames, Augment(), torch.Generator().manual_seed(1))
+    c = augment_frames(frames, Augment(), torch.Generator().manual_seed(2))
+    assert a.shape == frames.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert all(not torch.equal(a[i], frames[i]) for i in range(6))
+    same = augment_frames(frames, Augment(min_scale=1.0, max_aspect=1.0, flip=False, jitter=0.0), torch.Generator().manual_seed(1))
+    assert torch.equal(same, frames)
+    with pytest.raises(ValueError, match="min_scale 0"):
+        Augment(min_scale=0)
+    with pytest.raises(ValueError, match=r"shape \(3, 32, 32\)"):
+        augment_frames(frames[0], Augment(), torch.Generator())

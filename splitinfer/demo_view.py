@@ -257,28 +257,30 @@ def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int,
                          "start_s": round(r.t_s, 2), "end_s": round(r.t_s, 2), "frames": 1,
                          "paths": {r.result.path.value: 1}})
     states = link.emulator.trace.states
-    phase_rows = []
+    phase_rows: list[dict[str, Any]] = []
+    mid_graph = []
     for i, state in enumerate(states):
         members = [r for r in ordered if r.phase == i]
         end = states[i + 1].time_s if i + 1 < len(states) else None
+        # frames a mid-graph cut really split (a cut's frame whose offload failed ran on the device: "fallback")
+        mids = dict(Counter(r.result.cut for r in members if r.result.path.value == "split" and is_mid_graph(r.result.cut)))
         phase_rows.append({
             "phase": phases[i] if i < len(phases) else f"row {i}",
             "link": state.describe(), "start_s": state.time_s, "end_s": end,
             "frames": len(members),
             "paths": dict(Counter(r.result.path.value for r in members)),
             "cuts": dict(Counter(r.result.cut for r in members)),
+            "split_cuts": mids,
             "mean_latency_ms": round(float(np.mean([r.result.latency_ms.get("total", 0.0) for r in members])), 2)
             if members else None,
         })
         if reference_detections is not None:
             phase_rows[-1]["detection"] = detection_f1(members, reference_detections)
-    mid_graph = []
-    for p in phase_rows:  # phases where a mid-graph split ran most of the frames
-        mids = {c: n for c, n in p["cuts"].items() if is_mid_graph(c)}
-        if mids and sum(mids.values()) * 2 > p["frames"]:
+        if mids and sum(mids.values()) * 2 > len(members):  # split frames at mid-graph cuts are the majority
             top = max(mids, key=lambda c: mids[c])
             share = (head_share or {}).get(top)
-            mid_graph.append({"phase": p["phase"], "cut": top, "frames": mids[top], "of": p["frames"],
+            mid_graph.append({"phase": phase_rows[-1]["phase"], "cut": top, "frames": sum(mids.values()),
+                              "of": len(members), "cuts": dict(sorted(mids.items(), key=lambda kv: -kv[1])),
                               "head_flops_share": None if share is None else round(share, 4)})
     return {
         "frames": frames_captured,
@@ -335,13 +337,14 @@ def render_summary(s: dict) -> str:
     mids = s.get("mid_graph_phases") or []
     if mids:
         lines.append("mid-graph split chosen in: " + "; ".join(
-            f"{m['phase']} ({m['cut']}, {m['frames']} of {m['of']} frames"
+            f"{m['phase']} ({m['frames']} of {m['of']} frames split; most at {m['cut']}"
             + (f", head {100 * m['head_flops_share']:.1f}% of the model's FLOPs" if m.get("head_flops_share") is not None
-               else "") + ")"
+               else "")
+            + ("".join(f"; {c} {n}" for c, n in m["cuts"].items()) if len(m.get("cuts", {})) > 1 else "") + ")"
             for m in mids))
     else:
-        lines.append("mid-graph split chosen in: no phase (each phase ran mostly the frame's JPEG in the cloud "
-                     "or the whole model on the device)")
+        lines.append("mid-graph split chosen in: no phase (in no phase did frames split at a mid-graph cut, edge head "
+                     "and cloud tail, make up most of the frames)")
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from tests.edge_agent.demo_bundle import build_demo_bundle
 pytestmark = pytest.mark.slow
 
 FRAMES = 24
-PHASES = ["fast", "medium", "slow", "outage", "fast again"]
+PHASES = ["fast", "slow", "medium", "outage", "fast again"]
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +21,12 @@ def bundle_dir(tmp_path_factory):
     return build_demo_bundle(tmp_path_factory.mktemp("demo") / "bundle").root
 
 
-def test_story_trace_is_fast_medium_slow_outage_fast():
+def test_story_trace_is_fast_slow_medium_outage_fast():
     trace, phases = demo.story_trace(100.0)
     assert phases == PHASES
-    assert [s.time_s for s in trace.states] == [0.0, 22.0, 44.0, 62.0, 78.0]
+    assert [s.time_s for s in trace.states] == [0.0, 20.0, 40.0, 62.0, 78.0]
     assert [s.up for s in trace.states] == [True, True, True, False, True]
-    fast, medium, slow = (trace.states[i].uplink_kbps for i in range(3))
+    fast, slow, medium = (trace.states[i].uplink_kbps for i in range(3))
     assert slow < medium < fast / 10 and trace.states[4].uplink_kbps == fast
 
 
@@ -57,6 +57,7 @@ def test_demo_headless_summary_adds_up(bundle_dir, tmp_path):
     for m in s["mid_graph_phases"]:
         phase = next(p for p in s["phases"] if p["phase"] == m["phase"])
         assert m["cut"] not in ("input", "output") and 2 * m["frames"] > phase["frames"] == m["of"]
+        assert m["frames"] == sum(phase["split_cuts"].values()) <= phase["paths"]["split"]
     assert "mid-graph split chosen in: " in text
     assert set(s["mean_latency_ms_by_path"]) == set(s["paths"])
     assert s["agreement"]["frames"] == FRAMES and 0.0 <= s["agreement"]["top1_agreement"] <= 1.0

@@ -23,9 +23,9 @@ def _manifest() -> bundle_pb2.Manifest:
     return m
 
 
-def _row(frame_id: int, cut: str, phase: int) -> Row:
+def _row(frame_id: int, cut: str, phase: int, path: Path | None = None) -> Row:
     result = FrameResult(frame_id=frame_id, capture_unix_ms=0, source="bikes.mp4", cut=cut,
-                         path=PATHS.get(cut, Path.SPLIT), stages={}, latency_ms={"total": 40.0},
+                         path=path or PATHS.get(cut, Path.SPLIT), stages={}, latency_ms={"total": 40.0},
                          payload={"top_k": [{"index": 3, "label": "bicycle", "score": 0.9}]})
     return Row(result=result, uplink_kbps=2000.0, link="2 Mbps +10ms", reason="", phase=phase, t_s=float(frame_id))
 
@@ -57,10 +57,33 @@ def test_summary_names_the_phases_a_mid_graph_split_ran() -> None:
             _row(6, "output", 2), _row(7, "features_14_conv_2", 2)]  # 1 of 2: not most frames
     s = _summary(rows, head_shares(_manifest()))
     assert s["mid_graph_phases"] == [{"phase": "medium", "cut": "features_14_conv_2_q4p_zstd", "frames": 2, "of": 3,
+                                      "cuts": {"features_14_conv_2_q4p_zstd": 2},
                                       "head_flops_share": round(451 / 601, 4)}]
-    assert ("mid-graph split chosen in: medium (features_14_conv_2_q4p_zstd, 2 of 3 frames, head 75.0% of the "
-            "model's FLOPs)") in render_summary(s)
+    assert ("mid-graph split chosen in: medium (2 of 3 frames split; most at features_14_conv_2_q4p_zstd, head 75.0% "
+            "of the model's FLOPs)") in render_summary(s)
     assert head_shares(_manifest())["input"] == 0.0 and head_shares(_manifest())["output"] == 1.0
     s = _summary([_row(0, "input", 0), _row(1, "output", 1)])
     assert s["mid_graph_phases"] == []
     assert "mid-graph split chosen in: no phase" in render_summary(s)
+
+
+def test_a_mid_graph_cut_whose_offloads_fell_back_is_not_a_split() -> None:
+    """Frames of a codec cut completed on the device (path fallback) do not count as that cut's split."""
+    fell_back = [_row(i, "features_14_conv_2_q4p_zstd", 1, Path.FALLBACK) for i in (3, 4)]
+    s = _summary([_row(0, "input", 0), *fell_back, _row(5, "features_14_conv_2_q4p_zstd", 1)])
+    medium = s["phases"][1]
+    assert medium["cuts"] == {"features_14_conv_2_q4p_zstd": 3} and medium["paths"] == {"fallback": 2, "split": 1}
+    assert medium["split_cuts"] == {"features_14_conv_2_q4p_zstd": 1}
+    assert s["mid_graph_phases"] == []  # 1 split of 3 frames: not most
+    assert "mid-graph split chosen in: no phase" in render_summary(s)
+
+
+def test_a_phase_split_over_two_mid_graph_cuts_counts_both() -> None:
+    rows = [_row(0, "input", 0), _row(1, "features_14_conv_2", 1), _row(2, "features_14_conv_2_q4p_zstd", 1),
+            _row(3, "features_14_conv_2_q4p_zstd", 1), _row(4, "output", 1), _row(5, "output", 1)]
+    s = _summary(rows, head_shares(_manifest()))
+    (medium,) = s["mid_graph_phases"]  # 3 of 5 split at one of two mid-graph cuts: most frames
+    assert (medium["cut"], medium["frames"], medium["of"]) == ("features_14_conv_2_q4p_zstd", 3, 5)
+    assert medium["cuts"] == {"features_14_conv_2_q4p_zstd": 2, "features_14_conv_2": 1}
+    assert ("medium (3 of 5 frames split; most at features_14_conv_2_q4p_zstd, head 75.0% of the model's FLOPs; "
+            "features_14_conv_2_q4p_zstd 2; features_14_conv_2 1)") in render_summary(s)

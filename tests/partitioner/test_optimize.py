@@ -224,6 +224,32 @@ def test_distilling_a_copy_of_the_teacher_leaves_it_as_it_is(small_frames, optim
     assert (moved > 1e-4) is moves, moved
 
 
+@pytest.mark.parametrize("feature_weight", [0.0, 0.5])
+def test_augmented_distillation_validates_every_epoch_and_repeats_for_a_seed(small_frames, feature_weight: float) -> None:
+    """With augmentation the teacher answers each augmented batch (deterministic for the seed); validation frames
+    (here the training video's frames after the training ones) score every epoch and the best epoch's weights stay."""
+    teacher = _toy(1, 16)
+    validation = small_frames[0][-8:]
+    settings = Distill(seconds=600, epochs=4, batch_size=8, learning_rate=1e-2, seed=5, optimizer="adamw",
+                       augment=True, feature_weight=feature_weight, patience=10)
+    runs = []
+    for _ in range(2):
+        student = _toy(2, 8)
+        runs.append((student, distill(student, teacher, small_frames[0][:-8], small_frames[1], settings,
+                                      progress=False, validation_frames=validation)))
+    (a, ra), (b, rb) = runs
+    assert ra.loss_history == rb.loss_history and len(ra.validation_history) == 4
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    best = min(ra.validation_history)
+    assert ra.best_epoch == ra.validation_history.index(best) + 1
+    with torch.no_grad():  # the kept weights are the best epoch's: rescoring them gives its score
+        t, s = teacher(validation).log_softmax(1), a(validation).log_softmax(1)
+    rescored = float((t.argmax(1) != s.argmax(1)).float().mean()) + float((t.exp() * (t - s)).sum(1).mean()) / 100
+    assert rescored == pytest.approx(best, abs=1e-5)
+    with pytest.raises(ValueError, match="distill patience -1 is invalid"):
+        Distill(patience=-1)
+
+
 def test_a_bad_optimizer_is_named() -> None:
     with pytest.raises(ValueError, match="distill optimizer 'adam' is invalid; expected 'sgd' or 'adamw'"):
         Distill(optimizer="adam")

@@ -82,15 +82,29 @@ def plan_story(cuts: Sequence[CutProfile], story: Sequence[tuple[str, Optional[f
             for name, kbps, delay_ms in story for s in slowdowns]
 
 
+GRID_KBPS = (500.0, 1000.0, 2000.0, 4000.0, 6000.0, 8000.0, 12000.0, 16000.0, 24000.0, 32000.0, 50000.0, 100000.0)
+GRID_DELAY_MS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+
+
+def best_link_for_split(cuts: Sequence[CutProfile], *, slowdown: float, objective: str = "energy",
+                        loopback_rtt_ms: float = 1.0, kbps: Sequence[float] = GRID_KBPS,
+                        delays_ms: Sequence[float] = GRID_DELAY_MS) -> PhasePlan:
+    """The link (rate x one-way delay, from the grids) where the best mid-graph cut's margin over the best end is
+    largest: how clear a "medium" phase can make the split at this slowdown."""
+    plans = [plan_phase(cuts, phase=f"{k:g} kbps +{d:g} ms", uplink_kbps=k, rtt_ms=2.0 * d + loopback_rtt_ms,
+                        slowdown=slowdown, objective=objective) for k in kbps for d in delays_ms]
+    return min(plans, key=lambda p: math.inf if p.mid_vs_end is None else p.mid_vs_end)
+
+
 def render(plans: Sequence[PhasePlan]) -> str:
     unit = "mJ" if plans and plans[0].objective == "energy" else "ms"
-    lines = [f"{'phase':<11} {'uplink':>10} {'rtt':>6} {'slow':>5}  {'winner':<28} "
+    lines = [f"{'phase':<19} {'uplink':>10} {'rtt':>6} {'slow':>5}  {'winner':<28} "
              f"{'best mid-graph cut':<28} {'best end':<14} mid/end"]
     for p in plans:
         link = "down" if p.uplink_kbps is None else f"{p.uplink_kbps:g} kbps"
         mid = "-" if p.best_mid is None else f"{p.best_mid} {p.values[p.best_mid]:.0f}"
         ratio = "-" if p.mid_vs_end is None else f"{p.mid_vs_end:.2f}"
-        lines.append(f"{p.phase:<11} {link:>10} {p.rtt_ms:5.0f}m {p.slowdown:5g}  {p.winner:<28} {mid:<28} "
+        lines.append(f"{p.phase:<19} {link:>10} {p.rtt_ms:5.0f}m {p.slowdown:5g}  {p.winner:<28} {mid:<28} "
                      f"{p.best_end} {p.values[p.best_end]:.0f} {ratio:>6}")
     lines.append(f"(values in {unit}; mid/end < 1: the agent's cost model ranks a mid-graph cut above both ends)")
     return "\n".join(lines)
@@ -120,13 +134,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     story = [(name, values["uplink_kbps"] if up else None, values["delay_ms"]) for _, name, values, up in STORY]
     plans = plan_story(cut_profiles(bundle), story, slowdowns=slowdowns, objective=args.objective,
                        loopback_rtt_ms=args.loopback_rtt_ms)
+    best = [best_link_for_split(cut_profiles(bundle), slowdown=s, objective=args.objective,
+                                loopback_rtt_ms=args.loopback_rtt_ms) for s in slowdowns]
     print(f"bundle {root} ({bundle.manifest.model_name}), objective {args.objective}")
     print(render(plans))
+    print(f"the clearest link for a mid-graph cut over {len(GRID_KBPS)} rates x {len(GRID_DELAY_MS)} delays:")
+    print(render(best))
     if args.json:
         doc = {"command": "python -m splitinfer.demo_plan " + " ".join(sys.argv[1:] if argv is None else argv),
                "bundle": str(root), "objective": args.objective, "loopback_rtt_ms": args.loopback_rtt_ms,
                "assumptions": __doc__.split("\n\n")[1].replace("\n", " "),
-               "plans": [{**asdict(p), "winner": p.winner} for p in plans]}
+               "plans": [{**asdict(p), "winner": p.winner} for p in plans],
+               "clearest_link_per_slowdown": [{**asdict(p), "winner": p.winner} for p in best]}
         pathlib.Path(args.json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from edge_agent.types import CutProfile
-from splitinfer.demo_plan import plan_phase, plan_story, render
+from splitinfer.demo_plan import best_link_for_split, plan_phase, plan_story, render
 
 # a toy bundle: the JPEG (24 kB, 1 ms to encode), a codec cut (head half the model, 3 kB), the device (10 ms)
 CUTS = [
@@ -56,3 +56,11 @@ def test_plan_phase_rejects_bad_input(kwargs, match):
     args = {"phase": "p", "uplink_kbps": 1000.0, "rtt_ms": 3.0, "slowdown": 4.0, **kwargs}
     with pytest.raises(ValueError, match=match):
         plan_phase(CUTS, **args)
+
+
+def test_best_link_for_split_is_the_grid_point_with_the_smallest_ratio():
+    best = best_link_for_split(CUTS, slowdown=10.0, kbps=(400.0, 2000.0, 100_000.0), delays_ms=(1.0, 40.0))
+    everything = [plan_phase(CUTS, phase="p", uplink_kbps=k, rtt_ms=2.0 * d + 1.0, slowdown=10.0)
+                  for k in (400.0, 2000.0, 100_000.0) for d in (1.0, 40.0)]
+    assert best.mid_vs_end == min(p.mid_vs_end for p in everything)
+    assert (best.uplink_kbps, best.rtt_ms, best.winner) == (400.0, 3.0, "mid_q3")  # 538 vs the device 640 mJ

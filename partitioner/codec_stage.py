@@ -13,7 +13,7 @@ which is how bytes and codec costs reach the edge's cost model; the manifest's
 ``Cut.codec`` and ``Cut.codec_of`` name the codec and the cut it varies.
 
 ``feature_codecs``: ``("auto",)`` tries :data:`AUTO_CODECS`; otherwise names as
-:func:`~partitioner.codec_fit.parse_codec` reads them (``q4+zstd``, ``pca16+q4p``, ``q6``).
+:func:`~partitioner.codec_fit.parse_codec` reads them (``q4+zstd``, ``pca16+q4p``, ``q6``, ``step100+zstd``).
 """
 from __future__ import annotations
 
@@ -38,9 +38,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["AUTO_CODECS", "CodecCut", "codec_variants", "parse_codec", "profile_variants", "record_codecs"]
 
-#: What ``auto`` tries per cut (per-channel quantization + zstd; the channel projection failed the
-#: gate at every MobileNetV2 cut the codec bench tried, so it is named explicitly when wanted).
-AUTO_CODECS = ("q8+zstd", "q6+zstd", "q5+zstd", "q4+zstd", "q3+zstd")
+#: What ``auto`` tries per cut: per-channel quantization + zstd, and shared-step quantization + zstd,
+#: which carries fewer bytes at a given fidelity (SSD conv_708: step130+zstd 0.21x the JPEG at detection
+#: 0.94 vs q3+zstd 0.28x at 0.92, benchmarks/results/codec_int8_heads_ssd_step.json). The channel
+#: projection failed the gate at every MobileNetV2 cut the codec bench tried, so it is named explicitly.
+AUTO_CODECS = ("q8+zstd", "q6+zstd", "q5+zstd", "q4+zstd", "q3+zstd",
+               "step70+zstd", "step100+zstd", "step130+zstd", "step160+zstd")
 #: Held-out frames whose codes measure bytes and codec time.
 WIRE_FRAMES = 16
 

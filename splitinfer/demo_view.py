@@ -236,9 +236,6 @@ def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int,
     """Everything the summary prints, as plain data (also written by ``--summary-json``)."""
     ordered = sorted(rows, key=lambda r: r.result.frame_id)
     paths = Counter(r.result.path.value for r in ordered)
-    latency: dict[str, list[float]] = defaultdict(list)
-    for r in ordered:
-        latency[r.result.path.value].append(float(r.result.latency_ms.get("total", 0.0)))
     compared = agree = 0
     for r in ordered:
         index, _, _ = _top1(r.result)
@@ -273,6 +270,7 @@ def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int,
             "split_cuts": mids,
             "mean_latency_ms": round(float(np.mean([r.result.latency_ms.get("total", 0.0) for r in members])), 2)
             if members else None,
+            "mean_latency_ms_by_path": _mean_latency_by_path(members),
         })
         if reference_detections is not None:
             phase_rows[-1]["detection"] = detection_f1(members, reference_detections)
@@ -288,7 +286,7 @@ def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int,
         "frames_equal_results": frames_captured == len(ordered),
         "frames_dropped": frames_dropped,
         "paths": dict(paths),
-        "mean_latency_ms_by_path": {k: round(float(np.mean(v)), 2) for k, v in sorted(latency.items())},
+        "mean_latency_ms_by_path": _mean_latency_by_path(ordered),
         "agreement": {"frames": compared, "agree": agree,
                       "top1_agreement": round(agree / compared, 4) if compared else None,
                       "reference": "full fp32 model, run locally on the same frames"},
@@ -299,6 +297,13 @@ def summarize(rows: Sequence[Row], *, frames_captured: int, frames_dropped: int,
         "link": "emulated in user space (edge_agent.link), not a real network",
         "wall_s": round(wall_s, 1),
     }
+
+
+def _mean_latency_by_path(rows: Sequence[Row]) -> dict[str, float]:
+    latency: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        latency[r.result.path.value].append(float(r.result.latency_ms.get("total", 0.0)))
+    return {k: round(float(np.mean(v)), 2) for k, v in sorted(latency.items())}
 
 
 def render_summary(s: dict) -> str:
@@ -329,7 +334,9 @@ def render_summary(s: dict) -> str:
     for p in s["phases"]:
         end = f"{p['end_s']:.1f}" if p["end_s"] is not None else "end"
         mean = f"{p['mean_latency_ms']:.1f} ms" if p["mean_latency_ms"] is not None else "-"
-        paths = ", ".join(f"{k} {v}" for k, v in sorted(p["paths"].items())) or "no frames"
+        by_path = p.get("mean_latency_ms_by_path", {})
+        paths = ", ".join(f"{k} {v}" + (f" ({by_path[k]:.0f} ms)" if k in by_path else "")
+                          for k, v in sorted(p["paths"].items())) or "no frames"
         cuts = ", ".join(f"{k} {v}" for k, v in sorted(p["cuts"].items()))
         f1 = f"  detection F1 {p['detection']['f1']:.3f}" if p.get("detection") else ""
         lines.append(f"  {p['phase']:<11} {p['start_s']:6.1f}-{end:>6} s  {p['link']:<26} frames {p['frames']:4d}"

@@ -60,6 +60,7 @@ def test_demo_headless_summary_adds_up(bundle_dir, tmp_path):
         assert m["frames"] == sum(phase["split_cuts"].values()) <= phase["paths"]["split"]
     assert "mid-graph split chosen in: " in text
     assert set(s["mean_latency_ms_by_path"]) == set(s["paths"])
+    assert all(set(p["mean_latency_ms_by_path"]) == set(p["paths"]) for p in s["phases"])
     assert s["agreement"]["frames"] == FRAMES and 0.0 <= s["agreement"]["top1_agreement"] <= 1.0
     assert s["agent_errors"] == []
     # one table row per frame, in the headless output

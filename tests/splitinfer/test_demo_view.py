@@ -74,6 +74,8 @@ def test_a_mid_graph_cut_whose_offloads_fell_back_is_not_a_split() -> None:
     medium = s["phases"][1]
     assert medium["cuts"] == {"features_14_conv_2_q4p_zstd": 3} and medium["paths"] == {"fallback": 2, "split": 1}
     assert medium["split_cuts"] == {"features_14_conv_2_q4p_zstd": 1}
+    assert medium["mean_latency_ms_by_path"] == {"fallback": 40.0, "split": 40.0}
+    assert "paths: fallback 2 (40 ms), split 1 (40 ms)" in render_summary(s)
     assert s["mid_graph_phases"] == []  # 1 split of 3 frames: not most
     assert "mid-graph split chosen in: no phase" in render_summary(s)
 

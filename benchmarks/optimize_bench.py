@@ -45,13 +45,18 @@ VARIANTS = {
     "p20+lr99": ("pruned 20% + low-rank 0.99", 0.2, 0.99),
     "p20r": ("pruned 20% + LS refit", 0.2, None),
     "p30r": ("pruned 30% + LS refit", 0.3, None),
+    "p28r": ("pruned 28% + LS refit", 0.28, None),
 }
 #: Variants pruned with least-squares reconstruction of each consumer (partitioner.optimize.reconstruct) on
 #: 75 training frames (every second one), instead of Torch-Pruning's magnitude importance.
-RECONSTRUCTED = {"p20r", "p30r"}
+RECONSTRUCTED = {"p20r", "p28r", "p30r"}
+#: Reconstructed variants with per-layer ratios (consumer name -> ratio; others: the default) and channel
+#: rounding, chosen against single-thread ORT latency (see LATENCY_SHARES).
+LAYER_RATIOS: dict[str, tuple[dict[str, float], int]] = {}
 
 
-def build_variant(key: str, footage, settings, targets, *, threads: int) -> tuple[object, dict]:  # noqa: ANN001
+def build_variant(key: str, footage, settings, targets, *, threads: int,  # noqa: ANN001
+                  validate: bool = False) -> tuple[object, dict]:
     import torch
 
     from partitioner.optimize.distill import distill
@@ -65,11 +70,13 @@ def build_variant(key: str, footage, settings, targets, *, threads: int) -> tupl
     label, ratio, energy = VARIANTS[key]
     module = build()
     info: dict = {"label": label, "prune_ratio": ratio, "lowrank_energy": energy}
-    if key in RECONSTRUCTED:
+    if key in RECONSTRUCTED or key in LAYER_RATIOS:
         from partitioner.optimize.reconstruct import prune_reconstructed
 
         started = time.monotonic()
-        reports = prune_reconstructed(module, footage.train[::2][:75], ratio)
+        layer_ratios, round_to = LAYER_RATIOS.get(key, ({}, 8))
+        reports = prune_reconstructed(module, footage.train[::2][:75], ratio, layer_ratios=layer_ratios,
+                                      round_to=round_to)
         info["reconstruction"] = {"calibration_frames": int(footage.train[::2][:75].shape[0]),
                                   "wall_seconds": round(time.monotonic() - started, 1),
                                   "layers": [{"consumer": r.consumer, "inputs": r.channels, "kept": r.kept,
@@ -82,11 +89,14 @@ def build_variant(key: str, footage, settings, targets, *, threads: int) -> tupl
     info["before_distillation"] = export(module, shape)
     started = time.process_time()
     report = distill(module, build(), footage.train, footage.heldout_tensor(), settings, threads=threads,
-                     progress=False, description=label, targets=targets)
+                     progress=False, description=label, targets=targets,
+                     validation_frames=footage.validation if settings.patience or validate else None)
     info["distillation"] = {"wall_seconds": round(report.seconds, 1), "cpu_seconds": round(time.process_time() - started, 1),
                             "epochs": report.epochs, "steps": report.steps, "stopped_by": report.stopped_by,
                             "train_kd_loss": round(report.train_loss, 4), "heldout_kd_loss": round(report.heldout_loss, 4),
-                            "loss_history": [round(v, 4) for v in report.loss_history]}
+                            "loss_history": [round(v, 4) for v in report.loss_history],
+                            "validation_history": [round(v, 4) for v in report.validation_history],
+                            "best_epoch": report.best_epoch}
     return export(module, shape), info
 
 
@@ -147,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
                    help="distillation optimizer (sgd: momentum 0.9; adamw moved every weight of a pretrained student)")
+    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--augment", action="store_true",
+                   help="random crops, flips and colour jitter of the training frames (teacher answers each batch)")
+    p.add_argument("--validate", action="store_true",
+                   help="score every epoch on the same-camera split's skipped stretch; keep the best epoch")
+    p.add_argument("--patience", type=int, default=0, help="with --validate: stop after this many worse epochs")
     p.add_argument("--train-frames", type=int, default=150)
     p.add_argument("--heldout-frames", type=int, default=64)
     p.add_argument("--threads", type=int, default=2, help="training threads (latency: always one)")
@@ -191,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"JPEG q90 baseline: top-1 agreement {heldout.baseline.value:.4f} on {heldout.baseline.frames} held-out "
           f"frames ({', '.join(pathlib.Path(s).name for s in heldout.sources)})", flush=True)
     settings = Distill(seconds=a.distill_seconds, epochs=1000, learning_rate=a.learning_rate, batch_size=16,
-                       optimizer=a.optimizer)
+                       optimizer=a.optimizer, temperature=a.temperature, augment=a.augment, patience=a.patience)
+    if (a.validate or a.patience) and footage.validation is None:
+        p.error("--validate/--patience need validation frames: use --split same-camera with --gap-fraction > 0")
     from partitioner.optimize.distill import teacher_targets
 
     targets = teacher_targets(source.build(), footage.train, footage.heldout_tensor(), settings, threads=a.threads)
@@ -199,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict] = {"original": {"label": "original", **_score(heldout, source.model)}}
     for key in keys:
         print(f"building {key} ...", flush=True)
-        model, info = build_variant(key, footage, settings, targets, threads=a.threads)
+        model, info = build_variant(key, footage, settings, targets, threads=a.threads,
+                                    validate=a.validate or bool(a.patience))
         before = info.pop("before_distillation")
         info["before_distillation"] = _score(heldout, before)
         info.update(_score(heldout, model))
@@ -243,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         "distillation_budget": {"wall_seconds": a.distill_seconds, "learning_rate": a.learning_rate,
                                 "optimizer": a.optimizer,
                                 "temperature": settings.temperature, "batch_size": settings.batch_size,
-                                "threads": a.threads, "mirrored_frames": True},
+                                "threads": a.threads, "mirrored_frames": True, "augment": a.augment,
+                                "validation": (list(map(_short, footage.validation_sources))
+                                               if a.validate or a.patience else None),
+                                "patience": a.patience},
         "jpeg_q90_baseline": {"jpeg": "each frame downscaled to the model's input, q90 (what the agent sends)",
                               "top1_agreement": round(baseline, 4),
                               "confident_agreement": round(heldout.baseline.confident_agreement, 4)},

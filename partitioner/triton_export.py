@@ -179,8 +179,9 @@ def _readme(manifest: bundle_pb2.Manifest, models: list[tuple[str, bundle_pb2.Cu
     ]
     packed = [(name, cut) for name, cut in models if cut.HasField("codec") and cut.codec.needs_splitinfer_server]
     if packed:
-        lines += ["Feature-codec cuts whose codes travel bit-packed and entropy-coded to splitinfer's server; these",
-                  "tails take one UINT8 byte per code (the dequantization and any projection are inside",
+        lines += ["Feature-codec cuts whose codes travel entropy-coded (and, for `q<bits>p` codecs, bit-packed) to",
+                  "splitinfer's server; these tails take one UINT8 byte per code (the dequantization, per-channel",
+                  "or shared-step, and any projection are inside",
                   "`model.onnx`), so an edge offloading them to Triton sets `server.compression = \"none\"`:", ""]
         lines += [f"- `{name}`: codec `{cut.codec.name}`" for name, cut in packed]
         lines.append("")

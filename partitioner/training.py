@@ -102,7 +102,8 @@ class TrainReport:
     """What a run did. ``train_loss`` is the mean loss of the last (possibly partial) epoch as
     trained; ``heldout_loss`` the mean loss on the held-out frames afterwards, in eval mode;
     ``loss_history`` one mean training loss per epoch run. With validation: ``validation_history``
-    one score per epoch (lower is better) and ``best_epoch`` (1-based) whose weights the module kept."""
+    the score before training, then one per epoch (lower is better), and ``best_epoch`` whose weights the
+    module kept (1-based; 0: no epoch beat the weights as given, which were restored)."""
 
     epochs: int
     steps: int
@@ -136,8 +137,9 @@ def train(
     ``clock() - start >= max_seconds``, whichever comes first. ``module`` is left in eval mode.
 
     ``validate`` (optional): called after every epoch with ``module`` in eval mode and gradients off,
-    returns a score on validation data (lower is better; never the held-out data). The weights of
-    the best-scoring epoch are restored at the end (early stopping), and training stops after
+    returns a score on validation data (lower is better; never the held-out data), and once before
+    training. The weights of the best-scoring epoch (or the initial ones, if no epoch beats them) are
+    restored at the end (early stopping), and training stops after
     ``config.patience`` epochs without improvement when that is > 0.
     """
     if not isinstance(config, TrainConfig):
@@ -168,6 +170,9 @@ def train(
     stopped_by = "epochs"
     start = clock()
     try:
+        if validate is not None:  # the weights as given are a candidate too: training must beat them
+            validation.append(_validation_score(module, validate, description, -1))
+            best = (validation[-1], 0, _copy_state(module))
         _set_train_mode(module, config.freeze_batchnorm, config.freeze_dropout)
         for epoch in range(config.max_epochs):
             order = torch.randperm(n, generator=order_rng)
@@ -227,8 +232,9 @@ def _validation_score(module: torch.nn.Module, validate: Callable[[], float], de
     with torch.no_grad():
         score = validate()
     if not (isinstance(score, (int, float)) and math.isfinite(score)):
-        raise ValueError(f"{description}: validation score {score!r} after epoch {epoch + 1}; expected a finite number")
-    logger.info("%s: epoch %d validation score %.4g", description, epoch + 1, score)
+        raise ValueError(f"{description}: validation score {score!r} after epoch {epoch + 1}; "
+                         "expected a finite number")
+    logger.info("%s: validation score %.4g after epoch %d", description, score, epoch + 1)
     return float(score)
 
 

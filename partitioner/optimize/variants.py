@@ -32,21 +32,27 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Variant:
     """A named recipe: the built-in ``base`` model pruned with reconstruction at ``prune_ratio``,
-    refitted on ``calibration_frames`` frames of the first 60 % of ``footage`` (every second frame),
+    refitted on ``calibration_frames`` frames of the first 60 % of ``footage`` (every
+    ``calibration_stride``-th frame),
     then, when ``distill_epochs`` > 0, distilled from the original for that many epochs on those
     first 60 % (SGD, :mod:`partitioner.optimize.distill`; capped by epochs, not time, so the build
-    repeats). ``footage``: a sample video's name or a path: the camera the variant is made for;
+    repeats), with random crops, flips and colour jitter when ``augment``, and keeping the epoch that
+    agrees best with the original on the stretch between the training and held-out footage when
+    ``validate``. ``footage``: a sample video's name or a path: the camera the variant is made for;
     its last 30 % is the held-out footage the lineage quotes."""
 
     base: str
     prune_ratio: float
     calibration_frames: int = 75
+    calibration_stride: int = 2
     round_to: int = 8
     footage: str = "bikes.mp4"
     distill_epochs: int = 0
     learning_rate: float = 3e-4
     batch_size: int = 16
     heldout_frames: int = 75
+    augment: bool = False
+    validate: bool = False
 
 
 #: Named variants ``splitinfer partition`` accepts.
@@ -120,7 +126,7 @@ def build_variant(source, recipe: Variant) -> onnx.ModelProto:  # noqa: ANN001 -
     assert source.build is not None
     footage = same_camera_footage(input_spec(source), _footage_path(recipe.footage),
                                   heldout_frames=recipe.heldout_frames)
-    frames = footage.train[::2][: recipe.calibration_frames]
+    frames = footage.train[:: recipe.calibration_stride][: recipe.calibration_frames]
     step = Prune(recipe.prune_ratio, importance="reconstruction", round_to=recipe.round_to)
     module = source.build()
     prune_reconstructed(module, frames, step.ratio, round_to=step.round_to)
@@ -130,9 +136,10 @@ def build_variant(source, recipe: Variant) -> onnx.ModelProto:  # noqa: ANN001 -
         from partitioner.optimize.steps import Distill
 
         settings = Distill(seconds=24 * 3600.0, epochs=recipe.distill_epochs, learning_rate=recipe.learning_rate,
-                           batch_size=recipe.batch_size, optimizer="sgd")
+                           batch_size=recipe.batch_size, optimizer="sgd", augment=recipe.augment)
         report = distill(module, source.build(), footage.train, footage.heldout_tensor(), settings, threads=2,
-                         description=f"{source.name} p{recipe.prune_ratio:.0%} distillation")
+                         description=f"{source.name} p{recipe.prune_ratio:.0%} distillation",
+                         validation_frames=footage.validation if recipe.validate else None)
     model = export(module, source.input_shape)
     heldout = measure.held_out(source.model, footage.spec, footage.heldout, Gate(margin=0.02, confident_at=0.8))
     score, passed, reason = heldout.score(model)

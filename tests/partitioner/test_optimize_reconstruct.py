@@ -99,7 +99,7 @@ def test_a_named_variant_resolves_is_cached_and_partitions(monkeypatch: pytest.M
                                                           tmp_path: pathlib.Path) -> None:
     # the registered recipe refits on 75 frames (minutes); the same name with 4 frames builds in seconds
     cheap = variants.Variant(base="mobilenet_v2", prune_ratio=0.3, calibration_frames=4, distill_epochs=1,
-                             heldout_frames=8)
+                             heldout_frames=8, augment=True, validate=True)
     monkeypatch.setitem(variants.VARIANTS, "mobilenet_v2-p30r", cheap)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="model variant 'mobilenet_v2-p99' is unknown; expected one of"):

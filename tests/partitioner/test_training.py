@@ -180,8 +180,8 @@ def test_frames_tensor_rejects_bad_arguments(tmp_path: pathlib.Path) -> None:
 
 
 def test_validation_keeps_the_best_epoch_and_patience_stops(video_frames) -> None:
-    """The validation score is the student's distance from a weight the test chose: training moves away
-    from it, so the first epoch is best; patience 2 stops after epoch 3 with epoch 1's weights restored."""
+    """The validation score is scripted: before training 0, then epoch 1 best (-1), then worse: patience 2
+    stops after epoch 3 with epoch 1's weights restored. When no epoch beats the start, the start is kept."""
     teacher, student = _teacher(), _student(0)
     snapshots: list[torch.Tensor] = []
 
@@ -193,14 +193,20 @@ def test_validation_keeps_the_best_epoch_and_patience_stops(video_frames) -> Non
     def validate() -> float:
         assert not student.training and not torch.is_grad_enabled()
         snapshots.append(student[5].weight.detach().clone())
-        return len(snapshots) ** 2 * (-1.0 if len(snapshots) == 1 else 1.0)  # epoch 1 best, then worse
+        return [0.0, -1.0, 4.0, 9.0][len(snapshots) - 1]
 
     cfg = TrainConfig(seed=0, max_epochs=10, batch_size=8, learning_rate=1e-2, progress=False, patience=2)
     report = train(student, loss_fn, video_frames[0], video_frames[1], cfg, validate=validate)
     assert report.stopped_by == "patience" and report.epochs == 3 and report.best_epoch == 1
-    assert report.validation_history == (-1.0, 4.0, 9.0)
-    assert torch.equal(student[5].weight, snapshots[0]) and not torch.equal(snapshots[0], snapshots[2])
-    with pytest.raises(ValueError, match="validation score nan after epoch 1"):
+    assert report.validation_history == (0.0, -1.0, 4.0, 9.0)
+    assert torch.equal(student[5].weight, snapshots[1]) and not torch.equal(snapshots[1], snapshots[3])
+
+    start = _student(0)
+    student = _student(0)
+    report = train(student, loss_fn, video_frames[0], video_frames[1], cfg, validate=lambda: 1.0)
+    assert report.best_epoch == 0 and report.epochs == 2 and report.validation_history == (1.0, 1.0, 1.0)
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), student.state_dict().values()))
+    with pytest.raises(ValueError, match="validation score nan after epoch 0"):
         train(_student(0), loss_fn, video_frames[0], video_frames[1], cfg, validate=lambda: float("nan"))
 
 

@@ -410,8 +410,8 @@ class EdgeAgent(GateExitMixin):
         self.events.push(sample)
         self.metrics.telemetry_sampled(sample, circuit_open=self.breaker.state is not BreakerState.CLOSED)
         image = self._last_image
-        if transport is not None and image is not None and self.prober.bandwidth_probe_due(decision, now, image):
-            self.prober.bandwidth_probe(transport, image)
+        if transport is not None:  # a bandwidth probe while local, an RTT refresh while offloading
+            self.prober.measure_due(transport, decision, now, image)
         return decision
 
     def _apply(self, decision: Decision) -> None:

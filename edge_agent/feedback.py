@@ -110,8 +110,9 @@ class Feedback:
     # ------------------------------------------------------------------ link and availability
 
     def rtt_measured(self, rtt_ms: float) -> None:
+        """The fastest of a few warm pings: an RTT sample and a bound (the link's RTT is at most that now)."""
         with self.lock:
-            self.telemetry.bandwidth.observe_rtt(rtt_ms, self.now_ms())
+            self.telemetry.bandwidth.observe_rtt(rtt_ms, self.now_ms(), floor=True)
 
     def input_sized(self, wire_bytes: int) -> None:
         """What the "input" cut would send for a recent frame (sized on the device, not sent)."""

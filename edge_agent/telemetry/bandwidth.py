@@ -18,6 +18,25 @@ link may have changed completely) mostly replaces the old value. An estimate old
 prior) until ``forget_after_ms``, after which it is ``None`` (unknown), and the
 policy falls back to its prior.
 
+An RTT estimate must not outlive the link it measured. While the agent offloads steadily
+with payloads of at least ``min_sample_bytes`` no transfer is an RTT sample, and an RTT
+learnt on a slow, distant link (80 ms) was subtracted from every transfer on a faster, nearer
+one (3 ms): the demo's agent read 8 Mbit/s as 11.4-16.2 Mbit/s and chose a cut too big for
+the link. Two mechanisms, both needed:
+
+* **the clamp** (here): every round trip pays the link's RTT at least once, so a transfer's
+  network time bounds the RTT from above, and so does the fastest of a few warm pings
+  (``observe_rtt(..., floor=True)``): the estimate is clamped to the bound at once. A bound is
+  not a sample (its age is not refreshed). It errs on the safe side: an RTT read too low makes
+  the uplink read lower, never higher. It is enough only when some transfer is short (a
+  33 kB payload at 8 Mbit/s takes 36 ms, more than the stale 17-29 ms); hence
+* **the refresh**: while transfers keep coming and the RTT sample is older than a few seconds,
+  the agent sends a few empty round trips (:func:`rtt_refresh_due` says when;
+  :mod:`edge_agent.probes` sends them) and reports their fastest as a floor.
+
+A single round trip (a health check, a small transfer) stays a plain EWMA sample: one
+quicker than the mean is as often jitter as change.
+
 While the agent runs fully local no transfer refreshes the estimate;
 :class:`ProbeScheduler` says when a small probe is due: no sooner than
 ``interval_ms`` after the last sample (sooner while the estimate is young: the first probes,
@@ -33,7 +52,11 @@ from typing import Optional
 
 from edge_agent.telemetry._common import MIN_TX_FRACTION, TelemetryError
 
-__all__ = ["BandwidthEstimate", "BandwidthEstimator", "ProbeScheduler", "agreeing_streak", "probe_gap_ms"]
+__all__ = ["BandwidthEstimate", "BandwidthEstimator", "ProbeScheduler", "agreeing_streak", "probe_gap_ms",
+           "rtt_refresh_due"]
+
+#: While transfers keep coming, an RTT sample older than this is refreshed with a few empty round trips.
+RTT_REFRESH_MS = 3_000
 
 
 
@@ -84,11 +107,17 @@ class BandwidthEstimator:
         self._uplink_n = 0
         self._rtt_n = 0
 
-    def observe_rtt(self, rtt_ms: float, now_ms: int) -> None:
-        """A round trip that carried (almost) no payload: a health check, an empty request."""
+    def observe_rtt(self, rtt_ms: float, now_ms: int, *, floor: bool = False) -> None:
+        """A round trip that carried (almost) no payload: a health check, an empty request.
+
+        ``floor``: the sample is the fastest of a few warm pings just taken, so the link's RTT is at
+        most that now; after the EWMA step the estimate is clamped to it (see the module docstring).
+        """
         _check("rtt_ms", rtt_ms)
         weight = self._weight(self._rtt_alpha, self._rtt_at, now_ms)
         self._rtt = rtt_ms if self._rtt is None else self._rtt + weight * (rtt_ms - self._rtt)
+        if floor:
+            self._rtt = min(self._rtt, rtt_ms)
         self._rtt_at = now_ms if self._rtt_at is None else max(self._rtt_at, now_ms)
         self._rtt_n += 1
 
@@ -103,6 +132,8 @@ class BandwidthEstimator:
         if sent_bytes < self._min_sample_bytes:
             self.observe_rtt(net_ms, now_ms)
             return
+        if self._rtt is not None and self._rtt > net_ms:
+            self._rtt = net_ms  # a round trip cannot take longer than this whole transfer did (a bound, not a sample)
         tx_ms = max(net_ms - (self._rtt or 0.0), MIN_TX_FRACTION * net_ms)
         sample = min(sent_bytes * 8.0 / tx_ms, self._max_kbps)
         weight = self._weight(self._alpha, self._uplink_at, now_ms)
@@ -140,6 +171,12 @@ class BandwidthEstimator:
         """Transfers smaller than this are RTT samples, not bandwidth samples."""
         return self._min_sample_bytes
 
+    def rtt_refresh_due(self, now_ms: int, *, last_attempt_ms: Optional[int],
+                        refresh_after_ms: int = RTT_REFRESH_MS) -> bool:
+        """Whether the RTT needs empty round trips now (see :func:`rtt_refresh_due`)."""
+        return rtt_refresh_due(now_ms=now_ms, rtt_at_ms=self._rtt_at, uplink_at_ms=self._uplink_at,
+                               last_attempt_ms=last_attempt_ms, refresh_after_ms=refresh_after_ms)
+
     @property
     def last_sample_ms(self) -> Optional[int]:
         times = [t for t in (self._uplink_at, self._rtt_at) if t is not None]
@@ -158,6 +195,22 @@ class BandwidthEstimator:
         last = self.last_sample_ms
         stale = last is None or now_ms - last > self._stale_after_ms
         return BandwidthEstimate(uplink, rtt, uplink_age, rtt_age, self._uplink_n, self._rtt_n, stale, last)
+
+
+def rtt_refresh_due(*, now_ms: int, rtt_at_ms: Optional[int], uplink_at_ms: Optional[int],
+                    last_attempt_ms: Optional[int], refresh_after_ms: int = RTT_REFRESH_MS) -> bool:
+    """Whether an RTT refresh (a few empty round trips) is due while the agent offloads.
+
+    Due when bandwidth samples keep coming (the newest is at most ``refresh_after_ms`` old: the agent
+    offloads; fully local, the bandwidth probe measures the RTT itself) and both the newest RTT sample
+    and the last refresh attempt (one on a dead link measures nothing) are at least ``refresh_after_ms``
+    old, or there are none.
+    """
+    _check("refresh_after_ms", refresh_after_ms, positive=True)
+    if uplink_at_ms is None or now_ms - uplink_at_ms > refresh_after_ms:
+        return False
+    newest = max((t for t in (rtt_at_ms, last_attempt_ms) if t is not None), default=None)
+    return newest is None or now_ms - newest >= refresh_after_ms
 
 
 def probe_gap_ms(*, wall_ms: float, link_ms: Optional[float], young: bool, interval_ms: float,

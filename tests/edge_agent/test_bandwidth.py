@@ -7,6 +7,7 @@ import pytest
 
 from edge_agent.policy import PolicyConfig, SplitPolicy
 from edge_agent.telemetry import BandwidthEstimator, ProbeScheduler, TelemetryError
+from edge_agent.telemetry.bandwidth import rtt_refresh_due
 from edge_agent.telemetry.hub import combine_telemetry
 from edge_agent.types import CutProfile
 
@@ -43,12 +44,18 @@ def test_transfer_faster_than_the_rtt_estimate_is_floored_not_infinite() -> None
     b.observe_rtt(50.0, 0)
     b.observe_transfer(10_000, 20.0, 1)  # shorter than the RTT (within a burst): half the net time
     assert b.estimate(1).uplink_kbps == pytest.approx(10_000 * 8 / 10.0)
+    assert b.estimate(1).rtt_ms == 20.0  # and the RTT cannot be longer than that whole round trip
     b.observe_transfer(10_000, 3.0, 2, server_ms=5.0)  # server time > round trip: ignored
     assert b.estimate(2).uplink_kbps == pytest.approx(8_000.0) and b.estimate(2).uplink_samples == 1
-    b.observe_transfer(10_000, 60.0, 3)  # 10 ms past the 50 ms RTT: half of 60 ms still bounds it
-    assert b.estimate(3).uplink_kbps == pytest.approx(10_000 * 8 / 30.0)
-    b.observe_transfer(10_000, 150.0, 4)  # well past the RTT: the RTT is subtracted
-    assert b.estimate(4).uplink_kbps == pytest.approx(10_000 * 8 / 100.0)
+    b.observe_rtt(50.0, 3, floor=True)  # (a floor above the estimate moves it by the EWMA weight only)
+    b.observe_rtt(50.0, 3)
+    b.observe_rtt(50.0, 3)  # rtt_alpha 0.2 at no gap: 20 -> 26 -> 30.8 -> 34.64
+    rtt = b.estimate(3).rtt_ms
+    assert rtt == pytest.approx(20.0 + 30.0 * (1 - 0.8 ** 3))
+    b.observe_transfer(10_000, rtt + 10.0, 4)  # 10 ms past the RTT: half the network time still bounds it
+    assert b.estimate(4).uplink_kbps == pytest.approx(10_000 * 8 / ((rtt + 10.0) / 2))
+    b.observe_transfer(10_000, rtt + 100.0, 5)  # well past the RTT: the RTT is subtracted
+    assert b.estimate(5).uplink_kbps == pytest.approx(10_000 * 8 / 100.0)
     capped = BandwidthEstimator(alpha=1.0, max_kbps=1_000.0)
     capped.observe_transfer(1_000_000, 1.0, 0)
     assert capped.estimate(0).uplink_kbps == 1_000.0
@@ -178,3 +185,85 @@ def test_a_timed_out_transfer_bounds_the_uplink(before_kbps, sent_bytes, waited_
     assert b.estimate(10).uplink_kbps == pytest.approx(after_kbps)
     with pytest.raises(TelemetryError, match="waited_ms"):
         b.observe_timeout(sent_bytes, 0.0, 11)
+
+
+@pytest.mark.parametrize(
+    ("rtt_before_ms", "sent_bytes", "duration_ms", "server_ms", "rtt_after_ms", "uplink_kbps"),
+    [
+        # a 33 kB transfer at 8 Mbit/s with a 3 ms RTT takes 36 ms: a stale 29 ms estimate is not above it
+        (29.0, 33_000, 36.0, 0.0, 29.0, 33_000 * 8 / 18.0),
+        # a 4.1 kB transfer (within the link's burst) took 4 ms of network time: the 29 ms RTT is clamped to 4
+        (29.0, 4_100, 9.0, 5.0, 4.0, 4_100 * 8 / 2.0),
+        (3.0, 33_000, 36.0, 0.0, 3.0, 33_000 * 8 / 33.0),  # a fresh estimate below the bound: untouched
+        (None, 33_000, 36.0, 0.0, None, 33_000 * 8 / 36.0),  # no estimate: nothing to clamp
+    ],
+)
+def test_a_transfer_bounds_the_rtt_from_above(rtt_before_ms, sent_bytes, duration_ms, server_ms, rtt_after_ms,
+                                              uplink_kbps) -> None:
+    b = BandwidthEstimator(alpha=1.0, min_sample_bytes=4_096)
+    if rtt_before_ms is not None:
+        b.observe_rtt(rtt_before_ms, 0)
+    b.observe_transfer(sent_bytes, duration_ms, 10, server_ms=server_ms)
+    e = b.estimate(10)
+    assert (e.rtt_ms, e.uplink_kbps) == (rtt_after_ms, pytest.approx(uplink_kbps))
+    assert e.rtt_samples == (0 if rtt_before_ms is None else 1)  # a bound, not a sample
+    assert e.rtt_age_ms == (None if rtt_before_ms is None else 10.0)  # ... so its age is not refreshed
+
+
+@pytest.mark.parametrize(
+    ("floor", "sample_ms", "rtt_after_ms"),
+    [
+        (False, 3.0, 80.0 + 0.2 * (3.0 - 80.0)),  # one round trip: a plain EWMA sample
+        (True, 3.0, 3.0),  # the fastest of a few warm pings: the link's RTT is at most that now
+        (True, 100.0, 80.0 + 0.2 * (100.0 - 80.0)),  # a floor above the estimate: the EWMA step only
+    ],
+)
+def test_a_ping_floor_clamps_the_rtt(floor: bool, sample_ms: float, rtt_after_ms: float) -> None:
+    b = BandwidthEstimator(rtt_alpha=0.2, time_constant_ms=5_000)
+    b.observe_rtt(80.0, 0)
+    b.observe_rtt(sample_ms, 0, floor=floor)
+    assert b.estimate(0).rtt_ms == pytest.approx(rtt_after_ms) and b.estimate(0).rtt_samples == 2
+
+
+@pytest.mark.parametrize(
+    ("now_ms", "rtt_at_ms", "uplink_at_ms", "last_attempt_ms", "due"),
+    [
+        (20_000, 10_000, 19_900, None, True),  # offloading, RTT 10 s old: refresh
+        (20_000, 17_000, 19_900, None, True),  # exactly refresh_after_ms old
+        (20_000, 17_001, 19_900, None, False),  # fresh enough
+        (20_000, None, 19_900, None, True),  # transfers but never an RTT sample
+        (20_000, 10_000, 16_999, None, False),  # no transfer for > 3 s: not offloading (the bandwidth probe's job)
+        (20_000, 10_000, None, None, False),  # never offloaded
+        (20_000, 10_000, 19_900, 18_000, False),  # a refresh 2 s ago measured nothing: wait
+        (20_000, 10_000, 19_900, 16_000, True),  # ... and after 3 s try again
+    ],
+)
+def test_rtt_refresh_due_while_transfers_keep_coming(now_ms, rtt_at_ms, uplink_at_ms, last_attempt_ms, due) -> None:
+    assert rtt_refresh_due(now_ms=now_ms, rtt_at_ms=rtt_at_ms, uplink_at_ms=uplink_at_ms,
+                           last_attempt_ms=last_attempt_ms, refresh_after_ms=3_000) is due
+    with pytest.raises(TelemetryError, match="refresh_after_ms = 0"):
+        rtt_refresh_due(now_ms=0, rtt_at_ms=None, uplink_at_ms=None, last_attempt_ms=None, refresh_after_ms=0)
+
+
+@pytest.mark.parametrize(("refresh", "rtt_ms", "uplink_kbps"), [(False, 36.0, 2 * 8_000.0 * 33 / 36),
+                                                                  (True, 3.0, 8_000.0)])
+def test_the_demo_medium_phase_reads_its_rate_only_with_the_refresh(refresh: bool, rtt_ms: float,
+                                                                    uplink_kbps: float) -> None:
+    """The demo's story through the pure estimator: the slow phase (400 kbit/s, +40 ms) leaves an 80 ms
+    RTT; medium (8 Mbit/s, +1 ms: RTT 2 ms + 1 ms of gRPC) carries a 33 kB payload every 333 ms, 36 ms
+    of network time, never an RTT sample. Without the refresh the clamp stops at that whole round trip,
+    and half of it is read as wire time: 2x the rate. The refresh's 3 ms floor puts it on the link."""
+    b = BandwidthEstimator()
+    b.observe_rtt(80.0, 0)
+    for i in range(6):  # the slow phase: 4.1 kB input JPEGs at 400 kbit/s, 82 ms on the air + 80 ms RTT
+        b.observe_transfer(4_100, 82.0 + 80.0, 300 * (i + 1))
+    now, refreshes = 2_000, 0
+    for _ in range(30):  # 10 s of medium
+        now += 333
+        if refresh and b.rtt_refresh_due(now, last_attempt_ms=None, refresh_after_ms=3_000):
+            b.observe_rtt(3.0, now, floor=True)
+            refreshes += 1
+        b.observe_transfer(33_000, 36.0, now)
+    e = b.estimate(now)
+    assert (e.rtt_ms, refreshes) == (rtt_ms, 3 if refresh else 0)
+    assert e.uplink_kbps == pytest.approx(uplink_kbps, rel=0.05)

@@ -20,7 +20,7 @@ import json
 import math
 import pathlib
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional, Sequence
 
 from edge_agent.estimates import estimate_cuts
@@ -75,10 +75,10 @@ def plan_phase(cuts: Sequence[CutProfile], *, phase: str, uplink_kbps: Optional[
 
 def plan_story(cuts: Sequence[CutProfile], story: Sequence[tuple[str, Optional[float], float]], *,
                slowdowns: Sequence[float] = DEFAULT_SLOWDOWNS, objective: str = "energy",
-               loopback_rtt_ms: float = 1.0) -> list[PhasePlan]:
+               loopback_rtt_ms: float = 1.0, power: PowerModel = PI4_DEFAULT) -> list[PhasePlan]:
     """``story``: (phase, uplink kbps or None when down, one-way delay ms) per phase."""
     return [plan_phase(cuts, phase=name, uplink_kbps=kbps, rtt_ms=2.0 * delay_ms + loopback_rtt_ms,
-                       slowdown=s, objective=objective)
+                       slowdown=s, objective=objective, power=power)
             for name, kbps, delay_ms in story for s in slowdowns]
 
 
@@ -88,11 +88,11 @@ GRID_DELAY_MS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
 
 def best_link_for_split(cuts: Sequence[CutProfile], *, slowdown: float, objective: str = "energy",
                         loopback_rtt_ms: float = 1.0, kbps: Sequence[float] = GRID_KBPS,
-                        delays_ms: Sequence[float] = GRID_DELAY_MS) -> PhasePlan:
+                        delays_ms: Sequence[float] = GRID_DELAY_MS, power: PowerModel = PI4_DEFAULT) -> PhasePlan:
     """The link (rate x one-way delay, from the grids) where the best mid-graph cut's margin over the best end is
     largest: how clear a "medium" phase can make the split at this slowdown."""
     plans = [plan_phase(cuts, phase=f"{k:g} kbps +{d:g} ms", uplink_kbps=k, rtt_ms=2.0 * d + loopback_rtt_ms,
-                        slowdown=slowdown, objective=objective) for k in kbps for d in delays_ms]
+                        slowdown=slowdown, objective=objective, power=power) for k in kbps for d in delays_ms]
     return min(plans, key=lambda p: math.inf if p.mid_vs_end is None else p.mid_vs_end)
 
 
@@ -121,8 +121,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--slowdowns", default=",".join(f"{s:g}" for s in DEFAULT_SLOWDOWNS),
                    help="effective device slowdowns (the agent measures padded runs / profile)")
     p.add_argument("--loopback-rtt-ms", type=float, default=1.0)
+    p.add_argument("--cpu-active-w", type=float, default=PI4_DEFAULT.cpu_active_w,
+                   help=f"whole-board power while computing (default {PI4_DEFAULT.cpu_active_w:g} W, the Pi 4's "
+                        "4-thread figure; edge_agent.power gives ~3.6 W for the demo's one device thread)")
     p.add_argument("--json", default=None, help="also write the plans here")
     args = p.parse_args(argv)
+    power = replace(PI4_DEFAULT, cpu_active_w=args.cpu_active_w)
     root = pathlib.Path(args.bundle) if args.bundle else default_cache_dir() / f"{DEFAULT_MODEL}-codecs"
     bundle = read_bundle(root, Side.EDGE, check_hashes=False)
     try:
@@ -133,16 +137,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     story = [(name, values["uplink_kbps"] if up else None, values["delay_ms"]) for _, name, values, up in STORY]
     plans = plan_story(cut_profiles(bundle), story, slowdowns=slowdowns, objective=args.objective,
-                       loopback_rtt_ms=args.loopback_rtt_ms)
+                       loopback_rtt_ms=args.loopback_rtt_ms, power=power)
     best = [best_link_for_split(cut_profiles(bundle), slowdown=s, objective=args.objective,
-                                loopback_rtt_ms=args.loopback_rtt_ms) for s in slowdowns]
-    print(f"bundle {root} ({bundle.manifest.model_name}), objective {args.objective}")
+                                loopback_rtt_ms=args.loopback_rtt_ms, power=power) for s in slowdowns]
+    print(f"bundle {root} ({bundle.manifest.model_name}), objective {args.objective}, "
+          f"cpu_active_w {power.cpu_active_w:g} W")
     print(render(plans))
     print(f"the clearest link for a mid-graph cut over {len(GRID_KBPS)} rates x {len(GRID_DELAY_MS)} delays:")
     print(render(best))
     if args.json:
         doc = {"command": "python -m splitinfer.demo_plan " + " ".join(sys.argv[1:] if argv is None else argv),
                "bundle": str(root), "objective": args.objective, "loopback_rtt_ms": args.loopback_rtt_ms,
+               "cpu_active_w": power.cpu_active_w,
                "assumptions": __doc__.split("\n\n")[1].replace("\n", " "),
                "plans": [{**asdict(p), "winner": p.winner} for p in plans],
                "clearest_link_per_slowdown": [{**asdict(p), "winner": p.winner} for p in best]}

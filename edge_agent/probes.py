@@ -8,6 +8,10 @@ was subtracted from every transfer on the next, nearer one (the demo's agent rea
 11-16 Mbit/s). Every ``rtt_refresh_ms`` (while transfers keep coming,
 :func:`~edge_agent.telemetry.bandwidth.rtt_refresh_due`) it sends ``pings`` empty round trips
 between frames and reports their fastest as a floor, which the estimator's RTT is clamped to.
+It costs ``pings`` empty calls per ``rtt_refresh_ms`` (a few ms of link time on a near link).
+Limits: on a real link a ping queues behind a transfer still in flight (the emulated link does
+not queue them), which lengthens it; the fastest of three is taken, and an RTT read too long errs
+the old way (the uplink read too high, by at most 2x: ``MIN_TX_FRACTION``).
 
 The bandwidth probe measures the link, not the device: it runs between frames (local
 inference on a throttled core stretched a probe's samples to a 140 ms RTT and 918 kbit/s on a

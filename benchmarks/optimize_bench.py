@@ -2,11 +2,13 @@
 
     python -m benchmarks.optimize_bench [--distill-seconds 150] [--train-frames 150] [--heldout-frames 64]
                                         [--variants p20,p30,p50,lr99,p20+lr99,p20r,p28r,p30r,p25a]
-                                        [--augment] [--validate] [--patience 3] [--out benchmarks/results/optimize.json]
+                                        [--augment] [--validate] [--patience 3] [--calibration-stride 2]
+                                        [--calibration-frames 75] [--out benchmarks/results/optimize.json]
 
 Every variant starts from the ImageNet MobileNetV2, is pruned (Torch-Pruning, per-layer L2
-magnitude, channels rounded to 8; ``p20r``/``p30r``: the groups feeding one 1x1 conv pruned by
-structured OBS with a least-squares refit of that conv on 75 training frames,
+magnitude, channels rounded to 8; ``p20r``/``p28r``/``p30r``/``p25a``: the groups feeding one 1x1 conv pruned by
+structured OBS with a least-squares refit of that conv on ``--calibration-frames`` training frames
+(every ``--calibration-stride``-th),
 :mod:`partitioner.optimize.reconstruct`) and/or factorized (SVD, 0.99 energy, only where cheaper),
 then distilled from the original for at most ``--distill-seconds`` of wall-clock time
 (:mod:`partitioner.optimize.distill`: KD at T=4, mirrored frames, BatchNorm statistics and dropout frozen, SGD) on
@@ -81,7 +83,8 @@ LAYER_RATIOS: dict[str, tuple[dict[str, float], int]] = {
 
 
 def build_variant(key: str, footage, settings, targets, *, threads: int,  # noqa: ANN001
-                  validate: bool = False, calibration_stride: int = 2) -> tuple[object, dict]:
+                  validate: bool = False, calibration_stride: int = 2,
+                  calibration_frames: int = 75) -> tuple[object, dict]:
     import torch
 
     from partitioner.optimize.distill import distill
@@ -100,7 +103,7 @@ def build_variant(key: str, footage, settings, targets, *, threads: int,  # noqa
 
         started = time.monotonic()
         layer_ratios, round_to = LAYER_RATIOS.get(key, ({}, 8))
-        calibration = footage.train[::calibration_stride][:75]
+        calibration = footage.train[::calibration_stride][:calibration_frames]
         reports = prune_reconstructed(module, calibration, ratio, layer_ratios=layer_ratios, round_to=round_to)
         info["reconstruction"] = {"calibration_frames": int(calibration.shape[0]),
                                   "calibration_stride": calibration_stride,
@@ -190,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="score every epoch on the same-camera split's skipped stretch; keep the best epoch")
     p.add_argument("--patience", type=int, default=0, help="with --validate: stop after this many worse epochs")
     p.add_argument("--calibration-stride", type=int, default=2,
-                   help="reconstruction calibrates on every Nth training frame (75 of them)")
+                   help="reconstruction calibrates on every Nth training frame (--calibration-frames of them)")
+    p.add_argument("--calibration-frames", type=int, default=75)
     p.add_argument("--train-frames", type=int, default=150)
     p.add_argument("--heldout-frames", type=int, default=64)
     p.add_argument("--threads", type=int, default=2, help="training threads (latency: always one)")
@@ -246,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     for key in keys:
         print(f"building {key} ...", flush=True)
         model, info = build_variant(key, footage, settings, targets, threads=a.threads,
-                                    validate=a.validate or bool(a.patience), calibration_stride=a.calibration_stride)
+                                    validate=a.validate or bool(a.patience), calibration_stride=a.calibration_stride,
+                                    calibration_frames=a.calibration_frames)
         before = info.pop("before_distillation")
         info["before_distillation"] = _score(heldout, before)
         info.update(_score(heldout, model))

@@ -51,11 +51,12 @@ VARIANTS = {
     "p20r": ("pruned 20% + LS refit", 0.2, None),
     "p30r": ("pruned 30% + LS refit", 0.3, None),
     "p28r": ("pruned 28% + LS refit", 0.28, None),
+    "p33r": ("pruned 33% + LS refit", 0.33, None),
     "p25a": ("pruned 25% by latency/sensitivity + LS refit", 0.25, None),
 }
 #: Variants pruned with least-squares reconstruction of each consumer (partitioner.optimize.reconstruct) on
 #: 75 training frames (every second one), instead of Torch-Pruning's magnitude importance.
-RECONSTRUCTED = {"p20r", "p28r", "p30r"}
+RECONSTRUCTED = {"p20r", "p28r", "p30r", "p33r"}
 #: Reconstructed variants with per-layer ratios (consumer name -> ratio; others: the default) and channel
 #: rounding. p25a: the allocation of benchmarks/prune_alloc_probe.py at a 25 % latency-saving target
 #: (prune_alloc_probe.json: it lost to the uniform 25 % on the validation stretch).

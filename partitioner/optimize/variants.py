@@ -33,12 +33,11 @@ logger = logging.getLogger(__name__)
 class Variant:
     """A named recipe: the built-in ``base`` model pruned with reconstruction at ``prune_ratio``,
     refitted on ``calibration_frames`` frames of the first 60 % of ``footage`` (every
-    ``calibration_stride``-th frame),
-    then, when ``distill_epochs`` > 0, distilled from the original for that many epochs on those
-    first 60 % (SGD, :mod:`partitioner.optimize.distill`; capped by epochs, not time, so the build
-    repeats), with random crops, flips and colour jitter when ``augment``, and keeping the epoch that
-    agrees best with the original on the stretch between the training and held-out footage when
-    ``validate``. ``footage``: a sample video's name or a path: the camera the variant is made for;
+    ``calibration_stride``-th frame), then, when ``distill_epochs`` > 0, distilled from the original
+    for that many epochs on those first 60 % (SGD, KD at ``temperature``,
+    :mod:`partitioner.optimize.distill`; capped by epochs, not time, so the build repeats), with
+    random crops, flips and colour jitter when ``augment``, and keeping the epoch that agrees best
+    with the original on the stretch between the training and held-out footage when ``validate``. ``footage``: a sample video's name or a path: the camera the variant is made for;
     its last 30 % is the held-out footage the lineage quotes."""
 
     base: str
@@ -53,6 +52,7 @@ class Variant:
     heldout_frames: int = 75
     augment: bool = False
     validate: bool = False
+    temperature: float = 4.0
 
 
 #: Named variants ``splitinfer partition`` accepts.
@@ -136,7 +136,8 @@ def build_variant(source, recipe: Variant) -> onnx.ModelProto:  # noqa: ANN001 -
         from partitioner.optimize.steps import Distill
 
         settings = Distill(seconds=24 * 3600.0, epochs=recipe.distill_epochs, learning_rate=recipe.learning_rate,
-                           batch_size=recipe.batch_size, optimizer="sgd", augment=recipe.augment)
+                           batch_size=recipe.batch_size, optimizer="sgd", augment=recipe.augment,
+                           temperature=recipe.temperature)
         report = distill(module, source.build(), footage.train, footage.heldout_tensor(), settings, threads=2,
                          description=f"{source.name} p{recipe.prune_ratio:.0%} distillation",
                          validation_frames=footage.validation if recipe.validate else None)

@@ -217,7 +217,7 @@ def test_a_transfer_bounds_the_rtt_from_above(rtt_before_ms, sent_bytes, duratio
         (True, 3.0, 0, 3.0),  # the fastest of a few warm pings: the link's RTT is at most that now
         (True, 100.0, 0, 80.0 + 0.2 * (100.0 - 80.0)),  # a floor above the estimate: the EWMA step only
         # the demo's medium phase before the clamp: its first probe 6 s after a slow-phase probe moved the
-        # estimate only part of the way (D1's runs read 17-29 ms), and no offload refreshed it afterwards
+        # estimate only part of the way (three logged runs read 17-29 ms), and no offload refreshed it afterwards
         (False, 3.0, 6_000, 80.0 + (1 - math.exp(-6_000 / 5_000)) * (3.0 - 80.0)),
         (True, 3.0, 6_000, 3.0),
     ],

@@ -1,6 +1,6 @@
 """benchmarks.demo_link_reads: the agent's per-phase link reads from a headless demo log.
 
-The excerpt is verbatim from a real ``splitinfer demo --headless --verbose`` run (D2's s1, commit edbc29c):
+The excerpt is verbatim from a real ``splitinfer demo --headless --verbose`` run (run d2-s1 in benchmarks/results/demo_runs.json, commit edbc29c):
 the link line, the table header, an INFO line between rows, and rows from four phases."""
 from __future__ import annotations
 

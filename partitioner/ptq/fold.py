@@ -45,6 +45,13 @@ class _Graph:
                 self.consumers.setdefault(name, []).append(n)
                 self.uses[name] = self.uses.get(name, 0) + 1
         self.graph_outputs = {o.name for o in model.graph.output}
+        # Outputs of Constant nodes (read-only: exporters give Clip its bounds this way)
+        self.constants = {n.output[0]: numpy_helper.to_array(a.t) for n in model.graph.node
+                          if n.op_type == "Constant" for a in n.attribute if a.name == "value"}
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The array of an initializer or a Constant node's output named ``name``, else None."""
+        return self.inits[name] if name in self.inits else self.constants.get(name)
 
     def only_consumer(self, tensor: str) -> onnx.NodeProto | None:
         users = self.consumers.get(tensor, [])
@@ -121,8 +128,8 @@ def _fold_one(g: _Graph, q: onnx.NodeProto) -> bool:
     if qmax is None:
         return False
     if act is not None and act.op_type == "Clip":
-        low = g.inits.get(act.input[1]) if len(act.input) > 1 and act.input[1] else None
-        high = g.inits.get(act.input[2]) if len(act.input) > 2 and act.input[2] else None
+        low = g.value(act.input[1]) if len(act.input) > 1 and act.input[1] else None
+        high = g.value(act.input[2]) if len(act.input) > 2 and act.input[2] else None
         if low is None or float(low) != 0.0:
             return False
         top = (qmax - float(zp.flat[0])) * s.astype(np.float64)

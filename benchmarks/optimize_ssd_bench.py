@@ -15,7 +15,8 @@ and the INT8 detector and each low-rank model in INT8 by each of ``--int8-method
 up to the raw box encodings and class logits quantized by :func:`partitioner.ptq.quantize_static`
 (outputs left in float), the detection postprocessing (decoding, NMS) appended in FP32 again.
 ``original+<method>@bikes.mp4``: the INT8 original calibrated instead on ``partition``'s default
-calibration footage (another scene), as the edge's INT8 fallback model is.
+calibration footage (another scene), as the edge's INT8 fallback model is; ``.../whole``: the same
+with the whole graph quantized, postprocessing included, as ``partition``'s ``Quantizer`` does.
 
 Footage: OpenCV's vtest.avi (one fixed camera) split in time by
 :func:`partitioner.optimize.sources.same_camera_footage`: frames of the first 60 % calibrate (INT8:
@@ -208,7 +209,7 @@ def _emulated_pi(models: dict, feed: dict, args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from partitioner import evaluation, samples
+    from partitioner import evaluation, ptq, samples
     from partitioner.onnx_torch import unsupported_ops
     from partitioner.optimize import measure
     from partitioner.optimize.sources import same_camera_footage
@@ -240,6 +241,12 @@ def run(args: argparse.Namespace) -> dict:
             info[key] = {"label": f"FP32 original + INT8 ({method}) calibrated on {other.name}", "lowrank_energy": None,
                          "int8": method, "from": ORIGINAL, "calibrated_on": f"{other} ({len(feeds)} frames spread)",
                          "build_seconds": round(time.monotonic() - started, 1)}
+            print(f"{key}: quantized in {info[key]['build_seconds']:.0f} s", flush=True)
+            key, started = f"{key}/whole", time.monotonic()  # as partition's Quantizer: postprocessing too
+            models[key] = ptq.quantize_static(model, feeds, method=method, quantize_outputs=False)
+            info[key] = {**info[key.removesuffix("/whole")], "build_seconds": round(time.monotonic() - started, 1),
+                         "label": f"FP32 original + INT8 ({method}) calibrated on {other.name}, the whole graph "
+                                  "(postprocessing too) quantized as partition's Quantizer does"}
             print(f"{key}: quantized in {info[key]['build_seconds']:.0f} s", flush=True)
     rows: dict = {}
     for key, m in models.items():
@@ -336,13 +343,13 @@ def render_table(result: dict) -> str:
     jpeg = result["jpeg_baseline"]
     lines = [f"JPEG q{jpeg['quality']} baseline: detection F1 {jpeg['detection_f1']:.4f} on "
              f"{result['frames']['heldout_frames']} held-out frames (gate {jpeg['gate_threshold']:.4f})",
-             f"{'variant':<30}{'params':>11}{'GFLOPs':>8}{'1thr ms':>9}{'speedup':>8}{'Pi ms':>8}{'F1':>8}"
+             f"{'variant':<35}{'params':>11}{'GFLOPs':>8}{'1thr ms':>9}{'speedup':>8}{'Pi ms':>8}{'F1':>8}"
              f"{'conf.rec':>9}  gate"]
     for key, r in result["variants"].items():
         if "error" in r:
-            lines.append(f"{key:<30}  failed: {r['error']}")
+            lines.append(f"{key:<35}  failed: {r['error']}")
             continue
-        lines.append(f"{key:<30}{r['params']:>11,}{r['gflops']:>8.3f}{r['latency_ms_1thread']:>9.2f}"
+        lines.append(f"{key:<35}{r['params']:>11,}{r['gflops']:>8.3f}{r['latency_ms_1thread']:>9.2f}"
                      f"{r['speedup_1thread']:>7.3f}x{r.get('latency_ms_emulated_pi', float('nan')):>8.1f}"
                      f"{r['detection_f1']:>8.4f}{r['confident_recall']:>9.3f}  {'pass' if r['passes_gate'] else 'fail'}")
     lines.append(f"timing control (the original timed twice): {result['latency']['control_speedup']:.3f}x")

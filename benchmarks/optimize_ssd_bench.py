@@ -196,8 +196,8 @@ def _emulated_pi(models: dict, feed: dict, args: argparse.Namespace) -> dict:
         return {"error": "skipped (--pi-runs 0)"}
     with tempfile.TemporaryDirectory(prefix="optimize_ssd_pi_") as tmp:
         paths = {}
-        for key, model in models.items():
-            paths[key] = pathlib.Path(tmp) / f"{key.replace('+', '_')}.onnx"
+        for index, (key, model) in enumerate(models.items()):
+            paths[key] = pathlib.Path(tmp) / f"model_{index}.onnx"  # keys hold '/' and '@'
             onnx.save(model, str(paths[key]))
         np.savez(pathlib.Path(tmp) / "feed.npz", **feed)
         try:

@@ -176,6 +176,21 @@ def time_emulated_pi(paths: dict[str, pathlib.Path], feed_path: pathlib.Path, *,
             pass
 
 
+def time_models_emulated_pi(models: dict, feed: dict, *, slowdown: float, runs: int) -> dict:
+    """:func:`time_emulated_pi` of in-memory ONNX models on ``feed`` (arrays by input name): each model and
+    the feed go to a temporary directory first (files named by index: model keys may hold '/')."""
+    import numpy as np
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="optimize_pi_") as tmp:
+        paths = {}
+        for index, (key, model) in enumerate(models.items()):
+            paths[key] = pathlib.Path(tmp) / f"model_{index}.onnx"
+            onnx.save_model(model, str(paths[key]))
+        np.savez(pathlib.Path(tmp) / "feed.npz", **feed)
+        return time_emulated_pi(paths, pathlib.Path(tmp) / "feed.npz", slowdown=slowdown, runs=runs)
+
+
 def _pi_worker(spec: str) -> None:
     import numpy as np
     import onnx
@@ -235,8 +250,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.int8 and a.int8 not in ptq.METHODS:
         p.error(f"--int8 {a.int8!r} is not a quantization method; expected one of {', '.join(ptq.METHODS)}")
 
-    import numpy as np
-    import onnx
 
     from partitioner.fidelity import Gate
     from partitioner.optimize import measure, report
@@ -289,16 +302,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key}+int8: top-1 agreement {rows[f'{key}+int8']['top1_agreement']:.4f}", flush=True)
     feed = dict(footage.heldout.evaluation[0])
     host = measure.time_models(models, feed, threads=1, runs=a.runs)
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = {}
-        for key, model in models.items():
-            paths[key] = pathlib.Path(tmp) / f"{key}.onnx"
-            onnx.save_model(model, str(paths[key]))
-        np.savez(pathlib.Path(tmp) / "feed.npz", **feed)
-        try:
-            pi = time_emulated_pi(paths, pathlib.Path(tmp) / "feed.npz", slowdown=a.pi_slowdown, runs=a.pi_runs)
-        except (OSError, subprocess.CalledProcessError, ValueError) as exc:
-            pi = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        pi = time_models_emulated_pi(models, feed, slowdown=a.pi_slowdown, runs=a.pi_runs)
+    except (OSError, subprocess.CalledProcessError, ValueError) as exc:
+        pi = {"error": f"{type(exc).__name__}: {exc}"}
     for key, model in models.items():
         row = rows[key]
         # an INT8 model's weights are integers: count its float source's parameters

@@ -40,7 +40,6 @@ import os
 import pathlib
 import platform
 import sys
-import tempfile
 import time
 from typing import Mapping
 
@@ -187,23 +186,14 @@ def partition_calibration(config, spec, count: int) -> tuple[pathlib.Path, list]
 
 
 def _emulated_pi(models: dict, feed: dict, args: argparse.Namespace) -> dict:
-    import numpy as np
-    import onnx
-
-    from benchmarks.optimize_bench import time_emulated_pi
+    from benchmarks.optimize_bench import time_models_emulated_pi
 
     if args.pi_runs <= 0:
         return {"error": "skipped (--pi-runs 0)"}
-    with tempfile.TemporaryDirectory(prefix="optimize_ssd_pi_") as tmp:
-        paths = {}
-        for index, (key, model) in enumerate(models.items()):
-            paths[key] = pathlib.Path(tmp) / f"model_{index}.onnx"  # keys hold '/' and '@'
-            onnx.save(model, str(paths[key]))
-        np.savez(pathlib.Path(tmp) / "feed.npz", **feed)
-        try:
-            return time_emulated_pi(paths, pathlib.Path(tmp) / "feed.npz", slowdown=args.pi_slowdown, runs=args.pi_runs)
-        except Exception as exc:  # noqa: BLE001 - recorded: the emulation is optional
-            return {"error": f"emulated Pi failed: {str(exc).splitlines()[0][:300]}"}
+    try:
+        return time_models_emulated_pi(models, feed, slowdown=args.pi_slowdown, runs=args.pi_runs)
+    except Exception as exc:  # noqa: BLE001 - recorded: the emulation is optional
+        return {"error": f"emulated Pi failed: {str(exc).splitlines()[0][:300]}"}
 
 
 def run(args: argparse.Namespace) -> dict:

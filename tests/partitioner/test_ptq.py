@@ -300,8 +300,9 @@ def test_float_biases_get_int32_quantization(nncf_raw, photo_feeds) -> None:
 @pytest.mark.parametrize("method", ["nncf", "nncf-fast"])
 @pytest.mark.parametrize("clip_bounds", ["initializers", "constants"])
 def test_ort_fuses_every_conv_of_the_nncf_method(method: str, clip_bounds: str, photo_feeds, tmp_path) -> None:
-    """Also when the Clip bounds are Constant nodes (torch's exporter): the depthwise input's per-channel
-    scales must still fold, else that Conv runs in float between Q/DQ (MobileNetV2: 2.6x slower than FP32)."""
+    """Also when the Clip bounds are Constant nodes (a raw torch export; partition's graph preparation makes
+    them initializers): the depthwise input's per-channel scales must still fold, else that Conv runs in float
+    between Q/DQ (MobileNetV2 quantized straight from its export: 2.6x slower than FP32)."""
     import onnxruntime as ort
 
     quantized = ptq.quantize_static(small_conv_net(clip_bounds=clip_bounds), photo_feeds, method=method)

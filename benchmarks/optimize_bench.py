@@ -27,8 +27,9 @@ rounds (so a machine others share slows them alike; the speedup is the ratio of 
 and under an emulated Pi: a worker process pinned to one core in a cgroup-v1 CPU quota of
 1/4 of that core (``--pi-slowdown``; 1 ms per 4 ms period), when this runs as root with cgroup v1 (else
 null, with the reason). ``--int8 METHOD`` adds every model (the original too) as a static INT8 model
-(:func:`partitioner.ptq.quantize_static`, calibrated on the reconstruction's frames: ``nncf-fast`` is what
-``partition`` ships as the edge's INT8 full model), scored and timed in the same rounds; speed-ups are
+(:func:`partitioner.ptq.quantize_static`, calibrated on the reconstruction's frames: ``nncf-fast`` is the method
+``partition`` uses for the edge's INT8 full model, there on its prepared graph, here on the export itself),
+scored and timed in the same rounds; speed-ups are
 always against the FP32 original. Writes the results file and a PNG of latency vs fidelity beside it.
 """
 from __future__ import annotations
